@@ -1,0 +1,40 @@
+# lowbuild — the two commands a new machine needs are `make demo` and `make test`.
+# Both set up everything themselves: a venv with the package, and (as root on a
+# Debian host) the engines, their configuration and the local base images.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: all venv provision lint test test-unit test-integration demo clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# Idempotent; quick when everything is already in place.
+provision:
+	bash scripts/provision.sh
+
+lint: venv
+	$(BIN)/ruff check lowbuild tests scripts
+	$(BIN)/mypy
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+test-integration: venv provision
+	$(BIN)/pytest tests/integration
+
+test: venv provision lint
+	$(BIN)/pytest tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

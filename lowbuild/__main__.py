@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from lowbuild.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""The one protocol every engine implements. Nothing outside lowbuild/engines asks which engine it has."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+EngineName = Literal["podman", "docker", "buildx", "buildah"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
+
+LogSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What lowbuild needs to know of a local image."""
+
+    id: str  # "sha256:<hex>"
+    tags: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    author: str = ""
+    comment: str = ""
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    exposed_ports: tuple[str, ...] = ()  # e.g. ("80/tcp",)
+    user: str = ""
+    workdir: str = ""
+
+
+@dataclass(frozen=True)
+class RunningContainer:
+    """A container started by Engine.run; `ports` maps container port -> host port."""
+
+    id: str
+    name: str
+    ports: Mapping[int, int] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A container engine driven through its CLI.
+
+    Every method raises lowbuild.errors.EngineError (command, exit code, stderr)
+    when the engine fails.
+    """
+
+    name: EngineName
+
+    def version(self) -> str: ...
+
+    def build(
+        self,
+        *,
+        context: Path,
+        dockerfile: Path | None = None,
+        tags: Sequence[str] = (),
+        build_args: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        pull: bool = False,
+        log: LogSink | None = None,
+    ) -> str:
+        """Build `context`; return the image ID ("sha256:<hex>"). Never pulls unless `pull`."""
+        ...
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """The image, or None when no such local image exists."""
+        ...
+
+    def run(
+        self,
+        *,
+        image: str,
+        command: Sequence[str] | None = None,
+        publish: Sequence[int] = (),
+        network: str | None = None,
+        name: str | None = None,
+    ) -> AbstractContextManager[RunningContainer]:
+        """Start a detached container; publish each container port on a free host port
+        (loopback). Leaving the `with` block removes the container whatever happened."""
+        ...
+
+    def exec(self, container: RunningContainer, command: Sequence[str]) -> str:
+        """Run a command in a running container; return its stdout."""
+        ...
+
+    def logs(self, container: RunningContainer) -> str: ...
+
+    def run_once(
+        self, *, image: str, command: Sequence[str], network: str | None = None
+    ) -> tuple[int, str]:
+        """Run a command in a fresh container to completion; (exit code, stdout+stderr).
+        The container is removed."""
+        ...
+
+    def commit(
+        self,
+        container: RunningContainer,
+        *,
+        ref: str,
+        author: str = "",
+        message: str = "",
+        changes: Sequence[str] = (),
+    ) -> str:
+        """Commit a container to `ref` with author, message and Dockerfile `changes`; return the ID."""
+        ...
+
+    def tag(self, ref: str, new_ref: str) -> None: ...
+
+    def save(self, refs: Sequence[str], path: Path) -> None:
+        """Write an image archive (docker-archive format) holding `refs`."""
+        ...
+
+    def load(self, path: Path) -> list[str]:
+        """Load an image archive; return the references or IDs it held."""
+        ...
+
+    def push(self, ref: str, *, tls_verify: bool = True) -> None: ...
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None: ...
+
+    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
+        """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
+        ...

@@ -1,0 +1,89 @@
+"""Every failure lowbuild reports is a LowbuildError carrying its own exit code.
+
+Exit codes (also in README):
+  0  success
+  1  something failed: a build, a smoke test, a fetch of a declared input
+  2  bad input: a malformed spec, a missing file, a bad command line
+  3  environment: no usable engine, an engine refused to start
+  4  verification: a digest mismatch, a tampered bundle
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_VERIFY = 4
+
+
+class LowbuildError(Exception):
+    """Base of every error lowbuild raises on purpose; str() is the user-facing message."""
+
+    exit_code: int = EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a file, for messages: `path:line`."""
+
+    path: Path
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+
+
+class SpecError(LowbuildError):
+    """The user's spec (lowbuild.yaml, image.yaml, a Dockerfile) is wrong."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class UsageError(LowbuildError):
+    """A command line that cannot be carried out as given."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class EngineError(LowbuildError):
+    """An engine command failed; carries what was run and what the engine said."""
+
+    def __init__(self, command: Sequence[str], returncode: int, stderr: str) -> None:
+        self.command = list(command)
+        self.returncode = returncode
+        self.stderr = stderr
+        tail = stderr.strip()[-4000:]
+        super().__init__(
+            f"engine command failed (exit {returncode}): {' '.join(self.command)}"
+            + (f"\n{tail}" if tail else "")
+        )
+
+
+class EngineUnavailable(LowbuildError):
+    """No engine (or not the asked-for engine) can work on this host."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class FetchError(LowbuildError):
+    """A declared input could not be obtained from any of its sources."""
+
+
+class OfflineMissing(LowbuildError):
+    """--offline was asked and inputs are not in the cache."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class VerificationError(LowbuildError):
+    """Bytes did not match their pinned digest (artifact, cache entry, bundle member)."""
+
+    exit_code = EXIT_VERIFY

@@ -1,0 +1,160 @@
+"""The declared family, as frozen dataclasses. load.py builds these from YAML.
+
+Every object that came from a file keeps its `location` so later stages
+(plan, fetch, build) can name the file and line in their errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lowbuild.errors import Location
+
+RecipeKind = Literal["dockerfile", "commit"]
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A pinned digest: algorithm ("sha256" or "sha512") and lowercase hex."""
+
+    algorithm: Literal["sha256", "sha512"]
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file fetched from one of `urls` (mirrors, tried in order) and verified.
+
+    `file` is its name inside the build context (relative, no `..`).
+    `sha256` is mandatory; `sha512`, when given, is checked too.
+    """
+
+    file: str
+    urls: tuple[str, ...]
+    sha256: str
+    sha512: str | None = None
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A deterministic archive `into` (relative to the context) made from `source` (a context dir)."""
+
+    into: str
+    source: str
+    format: Literal["tar", "tar.gz"] = "tar.gz"
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class HttpTest:
+    """Publish `port`, GET `path`, expect `status` and `expect` (substring of the body)."""
+
+    port: int
+    path: str = "/"
+    status: int = 200
+    expect: str | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class CommandTest:
+    """Run `command` in a fresh container; it must exit 0 and print `expect` (substring) if given."""
+
+    command: tuple[str, ...]
+    expect: str | None = None
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class CommitStep:
+    """One step of a commit recipe: `run` a shell command, or `copy` a context file to `dest`."""
+
+    run: str | None = None
+    copy: str | None = None
+    dest: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitRecipe:
+    """The tutorial's manual method: container from `base`, steps, then commit.
+
+    `changes` are Dockerfile instructions applied at commit (`CMD [...]`, `EXPOSE 80`, ...).
+    """
+
+    base: str
+    steps: tuple[CommitStep, ...]
+    author: str = ""
+    message: str = ""
+    changes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of the family, from `<directory>/image.yaml`."""
+
+    name: str
+    directory: Path
+    parent: str | None = None
+    kind: RecipeKind = "dockerfile"
+    dockerfile: str = "Dockerfile"
+    tags: tuple[str, ...] = ()
+    args: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    packs: tuple[Pack, ...] = ()
+    test: HttpTest | CommandTest | None = None
+    commit: CommitRecipe | None = None
+    network: Literal["default", "none", "host"] = "default"
+    location: Location | None = field(default=None, compare=False)
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return self.directory / self.dockerfile
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Mirror rewrite: a URL starting with `prefix` is first tried with `replacement` instead."""
+
+    prefix: str
+    replacement: str
+
+
+@dataclass(frozen=True)
+class BasePin:
+    """An external base image pinned by ID (`sha256:...`)."""
+
+    ref: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Project:
+    """The whole family, from `lowbuild.yaml` plus every context's `image.yaml`."""
+
+    name: str
+    root: Path
+    namespace: str = "lowbuild"
+    tag: str = "latest"
+    engine: str | None = None
+    rewrites: tuple[Rewrite, ...] = ()
+    bases: tuple[BasePin, ...] = ()
+    images: tuple[ImageSpec, ...] = ()
+    location: Location | None = field(default=None, compare=False)
+
+    def image(self, name: str) -> ImageSpec:
+        for spec in self.images:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def ref(self, image: ImageSpec | str) -> str:
+        """The local reference an image is built as: `<namespace>/<name>:<tag>`."""
+        name = image if isinstance(image, str) else image.name
+        return f"{self.namespace}/{name}:{self.tag}"
