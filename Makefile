@@ -30,10 +30,10 @@ lint: venv
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-test-integration: venv provision
+test-integration: provision venv
 	$(BIN)/pytest tests/integration
 
-test: venv provision lint
+test: provision venv lint
 	$(BIN)/pytest tests
 
 clean:

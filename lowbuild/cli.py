@@ -6,6 +6,8 @@ Logic lives in the pipeline packages; a command here only wires options to it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -45,25 +47,274 @@ def _root(
 # ---- commands are registered below, one thin function each ----
 
 
-def main() -> None:
-    """Console entry point: LowbuildError becomes a message and its exit code, never a traceback."""
+@app.command("graph")
+def graph_command(
+    file: str | None = typer.Option(
+        None, "-f", "--file", help="Project file (default: ./lowbuild.yaml)."
+    ),
+    graph_format: str = typer.Option("dot", "--format", help="Output format: dot or mermaid."),
+) -> None:
+    """Print the family: images, what each builds on, and the images from outside it."""
+    from pathlib import Path
+
+    from lowbuild.plan.graph import build_graph, render_graph
+    from lowbuild.spec.load import load_project
+
+    project = load_project(Path(file) if file else None)
+    typer.echo(render_graph(build_graph(project), graph_format=graph_format))
+
+
+@app.command("doctor")
+def doctor_command(
+    engine: str | None = typer.Option(
+        None, "--engine", help="Check only this engine: podman, docker, buildx or buildah."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Check each engine with a trivial build and run; say why one fails and how to fix it.
+    Exits 3 when no engine (or not the asked one) works."""
+    import json
+
+    from lowbuild.engines.detect import known_name
+    from lowbuild.engines.doctor import examine_engines, reports_table, require_working
+
+    names = [known_name(engine)] if engine else None
+    reports = examine_engines(names) if names else examine_engines()
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        Console().print(reports_table(reports))
+    require_working(reports, asked=engine)
+
+
+_CACHE_HELP = "Cache directory (default: $LOWBUILD_CACHE, else the user cache dir)."
+
+
+@app.command("fetch")
+def fetch_command(
+    images: Annotated[
+        list[str] | None, typer.Argument(help="Images whose artifacts to fetch (default: all).")
+    ] = None,
+    file: str | None = typer.Option(None, "-f", "--file", help="Project file (default: ./lowbuild.yaml)."),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+    offline: bool = typer.Option(
+        False, "--offline", help="Open no network connection; only the cache and file:// URLs."
+    ),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Parallel downloads."),
+    print_digests: bool = typer.Option(
+        False,
+        "--print-digests",
+        help="Download every URL and print `sha256  file  url` to pin; nothing enters the cache.",
+    ),
+) -> None:
+    """Download, verify and cache the declared artifacts. Exit 2 when --offline and some are missing."""
+    from pathlib import Path
+
+    from lowbuild.errors import UsageError
+    from lowbuild.sources.cache import Cache, default_cache_root
+    from lowbuild.sources.fetch import compute_digests, fetch_artifacts
+    from lowbuild.sources.progress import reporter_for
+    from lowbuild.spec.load import load_project
+
+    project = load_project(Path(file) if file else None, allow_missing_digests=print_digests)
+    known = {image.name: image for image in project.images}
+    unknown = [name for name in images or [] if name not in known]
+    if unknown:
+        raise UsageError(f"no image named {', '.join(unknown)}; the project has: {', '.join(sorted(known))}")
+    selected = [known[name] for name in images] if images else list(project.images)
+    if print_digests:
+        results = compute_digests(selected, rewrites=project.rewrites, offline=offline)
+        for result in results:
+            if result.sha256:
+                typer.echo(f"{result.sha256}  {result.file}  {result.url}")
+            else:
+                err.print(f"# {result.file}  {result.url}: {result.error}", highlight=False, markup=False)
+        got = {r.file for r in results if r.sha256}
+        if any(a.file not in got for image in selected for a in image.artifacts):
+            raise typer.Exit(1)
+        return
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    with reporter_for(err) as reporter:
+        outcomes = fetch_artifacts(
+            selected, cache=cache, rewrites=project.rewrites, offline=offline, jobs=jobs, reporter=reporter
+        )
+    fetched = sum(1 for o in outcomes if o.source != "cache")
+    err.print(f"{len(outcomes)} artifact(s) verified in {cache.root} ({fetched} downloaded)", highlight=False)
+
+
+cache_app = typer.Typer(help="Inspect and fill the content-addressed cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls_command(
+    file: str | None = typer.Option(None, "-f", "--file", help="Project file, to name entries."),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """List entries: sha256, size in bytes, and the artifact names the project gives them."""
+    from pathlib import Path
+
+    from lowbuild.errors import SpecError
+    from lowbuild.sources.cache import Cache, default_cache_root
+    from lowbuild.spec.load import load_project
+
+    names: dict[str, set[str]] = {}
     try:
-        app(standalone_mode=False)
+        project = load_project(Path(file) if file else None)
+    except SpecError:
+        if file:  # asked for explicitly: its errors matter
+            raise
+    else:
+        for image in project.images:
+            for artifact in image.artifacts:
+                names.setdefault(artifact.sha256, set()).add(artifact.file)
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    for entry in cache.entries():
+        label = ", ".join(sorted(names.get(entry.sha256, ()))) or "-"
+        typer.echo(f"{entry.sha256}  {entry.size:>12}  {label}")
+
+
+@cache_app.command("verify")
+def cache_verify_command(
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """Rehash every entry; move bad ones to quarantine/. Exit 4 if any was bad."""
+    from pathlib import Path
+
+    from lowbuild.errors import VerificationError
+    from lowbuild.sources.cache import Cache, default_cache_root
+
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    bad = cache.verify()
+    total = sum(1 for _ in cache.entries()) + len(bad)
+    if bad:
+        lines = [f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad]
+        raise VerificationError(f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines))
+    typer.echo(f"{total} cache entries verified in {cache.root}")
+
+
+@cache_app.command("add")
+def cache_add_command(
+    files: Annotated[
+        list[str], typer.Argument(help="Files to admit (each must match a declared digest).")
+    ],
+    file: str | None = typer.Option(None, "-f", "--file", help="Project file (default: ./lowbuild.yaml)."),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """Admit files brought by other means, only when the project declares their digest."""
+    from pathlib import Path
+
+    from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
+    from lowbuild.spec.load import load_project
+
+    project = load_project(Path(file) if file else None)
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    artifacts = [a for image in project.images for a in image.artifacts]
+    project_file = project.location.path if project.location else project.root / "lowbuild.yaml"
+    for path, artifact in admit_declared(
+        cache, [Path(f) for f in files], artifacts=artifacts, project=str(project_file)
+    ):
+        typer.echo(f"admitted {path} as {artifact.file} (sha256:{artifact.sha256})")
+
+
+_FILE_HELP = "Project file (default: ./lowbuild.yaml)."
+_ENGINE_HELP = "podman, docker, buildx or buildah (default: $LOWBUILD_ENGINE, lowbuild.yaml, first that works)."
+
+
+@app.command("plan")
+def plan_command(
+    images: Annotated[list[str] | None, typer.Argument(help="Images to plan (default: all).")] = None,
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
+    no_deps: bool = typer.Option(False, "--no-deps", help="Only the named images, not their ancestors."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Show what `build` would build and why (new, which input changed, which parent was rebuilt)."""
+    from lowbuild.run.workflow import Selection, run_plan
+
+    selection = Selection(
+        project_file=Path(file) if file else None,
+        names=tuple(images or ()),
+        with_deps=not no_deps,
+        engine=engine,
+    )
+    raise typer.Exit(run_plan(selection, console=Console(soft_wrap=as_json), as_json=as_json))
+
+
+@app.command("build")
+def build_command(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images to build, plus their out-of-date ancestors (default: all)."),
+    ] = None,
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Images built at once (default: CPU count, at least 2)."),
+    no_deps: bool = typer.Option(False, "--no-deps", help="Only the named images; ancestors must exist."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Start nothing new after the first failure."),
+    test: bool = typer.Option(False, "--test", help="Run each image's smoke test after the build."),
+    offline: bool = typer.Option(False, "--offline", help="Open no network connection; missing inputs are an error up front."),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Build the family in dependency order, in parallel, skipping what has not changed.
+
+    Exit 0 when everything is built or up to date (and tests pass), 1 when something
+    failed or was blocked, 2 for bad input, 3 when no engine works.
+    """
+    from lowbuild.run.workflow import BuildOptions, Selection, default_jobs, run_build
+
+    selection = Selection(
+        project_file=Path(file) if file else None,
+        names=tuple(images or ()),
+        with_deps=not no_deps,
+        engine=engine,
+    )
+    options = BuildOptions(
+        jobs=jobs or default_jobs(),
+        fail_fast=fail_fast,
+        test=test,
+        offline=offline,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        as_json=as_json,
+    )
+    raise typer.Exit(run_build(selection, options, console=Console(soft_wrap=as_json), err=err))
+
+
+@app.command("test")
+def test_command(
+    images: Annotated[list[str] | None, typer.Argument(help="Images to test (default: all).")] = None,
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Tests run at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Run the smoke tests of already built images (HTTP probe or command). Exit 1 if any fails."""
+    from lowbuild.run.workflow import Selection, default_jobs, run_tests
+
+    selection = Selection(
+        project_file=Path(file) if file else None, names=tuple(images or ()), engine=engine
+    )
+    code = run_tests(
+        selection,
+        jobs=jobs or default_jobs(),
+        console=Console(soft_wrap=as_json),
+        err=err,
+        as_json=as_json,
+    )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point: LowbuildError becomes a message and its exit code, never a traceback.
+
+    typer runs in standalone mode, so usage errors print themselves and exit 2.
+    """
+    try:
+        app()
     except LowbuildError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -87,3 +87,7 @@ class VerificationError(LowbuildError):
     """Bytes did not match their pinned digest (artifact, cache entry, bundle member)."""
 
     exit_code = EXIT_VERIFY
+
+
+class SmokeTestFailed(LowbuildError):
+    """An image was built but its declared smoke test did not pass."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -12,6 +13,23 @@ EngineName = Literal["podman", "docker", "buildx", "buildah"]
 ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
 
 LogSink = Callable[[str], None]
+"""Receives engine output one line at a time (no trailing newline), as it is printed."""
+
+OWNED_LABEL = "lowbuild.owned"
+"""Every container lowbuild creates carries `lowbuild.owned=true`, so strays can be found:
+`engine.list_containers(label=OWNED_LABEL)`."""
+
+_FULL_ID = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
+
+
+def normalise_image_id(raw: str) -> str:
+    """An engine's full image ID as "sha256:<64 hex>" (podman prints bare hex, docker and
+    buildah's --iidfile write it prefixed). Raises ValueError for anything else, short IDs
+    included: those must be resolved by the engine, not guessed."""
+    found = _FULL_ID.match(raw.strip().lower())
+    if not found:
+        raise ValueError(f"not a full image ID: {raw.strip()!r}")
+    return f"sha256:{found.group(2)}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,25 @@ class RunningContainer:
     id: str
     name: str
     ports: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShellStep:
+    """A commit-recipe step: run `command` with `/bin/sh -c` in the working container."""
+
+    command: str
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    """A commit-recipe step: copy host file or directory `source` to `dest` in the working
+    container (`dest`: the target path, or an existing directory to copy into)."""
+
+    source: Path
+    dest: str
+
+
+WorkStep = ShellStep | CopyStep
 
 
 class Engine(Protocol):
@@ -105,7 +142,27 @@ class Engine(Protocol):
         message: str = "",
         changes: Sequence[str] = (),
     ) -> str:
-        """Commit a container to `ref` with author, message and Dockerfile `changes`; return the ID."""
+        """Commit a container to `ref` with author, message and Dockerfile `changes`
+        (validated first: lowbuild.engines.changes); return the ID. Note: the container's
+        labels (lowbuild.owned) and command become the image's unless `changes` say otherwise."""
+        ...
+
+    def commit_steps(
+        self,
+        *,
+        base: str,
+        ref: str,
+        steps: Sequence[WorkStep],
+        author: str = "",
+        message: str = "",
+        changes: Sequence[str] = (),
+        network: str | None = None,
+        log: LogSink | None = None,
+    ) -> str:
+        """The manual recipe: a working container from `base`, each step in order, then a
+        commit to `ref` with author, message and `changes`; return the image ID.
+        CMD and ENTRYPOINT stay the base's unless `changes` set them. The working container
+        is removed whatever happens; a failing step raises EngineError with its output."""
         ...
 
     def tag(self, ref: str, new_ref: str) -> None: ...

@@ -92,6 +92,7 @@ class CommitRecipe:
     author: str = ""
     message: str = ""
     changes: tuple[str, ...] = ()
+    location: Location | None = field(default=None, compare=False)  # the `base:` line
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ class ImageSpec:
     test: HttpTest | CommandTest | None = None
     commit: CommitRecipe | None = None
     network: Literal["default", "none", "host"] = "default"
-    location: Location | None = field(default=None, compare=False)
+    location: Location | None = field(default=None, compare=False)  # the `name:` line
+    # The `parent:` line, so a parent/FROM disagreement can name it.
+    parent_location: Location | None = field(default=None, compare=False)
 
     @property
     def dockerfile_path(self) -> Path:
@@ -132,6 +135,7 @@ class BasePin:
 
     ref: str
     id: str
+    location: Location | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,9 @@ class Project:
     images: tuple[ImageSpec, ...] = ()
     location: Location | None = field(default=None, compare=False)
 
+    def image_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.images)
+
     def image(self, name: str) -> ImageSpec:
         for spec in self.images:
             if spec.name == name:
@@ -158,3 +165,8 @@ class Project:
         """The local reference an image is built as: `<namespace>/<name>:<tag>`."""
         name = image if isinstance(image, str) else image.name
         return f"{self.namespace}/{name}:{self.tag}"
+
+    def refs(self, image: ImageSpec) -> tuple[str, ...]:
+        """Every reference a build of `image` is tagged with: `ref()` first, then its `tags`."""
+        extra = tuple(f"{self.namespace}/{image.name}:{tag}" for tag in image.tags)
+        return (self.ref(image), *(ref for ref in extra if ref != self.ref(image)))

@@ -1,0 +1,302 @@
+"""Stage one image's build context: its files, its verified artifacts, its packs.
+
+The staged context is what the engine sees, and nothing else:
+  * the files of the context directory, minus `.dockerignore`d ones and minus
+    `image.yaml` (lowbuild's own metadata, not a build input);
+  * each artifact, from the cache (hard link where possible, else a copy);
+  * each pack, built deterministically from its source directory (which reads
+    the source as it is: `.dockerignore` does not apply to it, so a pack's source
+    can be kept out of the context with `.dockerignore` and still be packed).
+Modes are normalised from the exec bit (0755/0644, dirs 0755) and every mtime is
+set to the pack mtime (SOURCE_DATE_EPOCH or 0), so engines that copy metadata
+into layers produce the same layers from the same inputs.
+
+The context digest ("sha256:<hex>") covers, for every member in path order, its
+kind, path, normalised mode and content: a file's sha256 (for artifacts, the
+pinned sha256; for packs, a digest of the pack's inputs, since a pack is a pure
+function of them), a symlink's target. It is computed without staging, so the
+planner can ask for it cheaply (`context_digest`).
+
+Staging is atomic: the tree is built in a temp dir beside the final one and
+renamed into place; assembling unchanged inputs again does not touch anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from lowbuild.context.dockerignore import is_ignored, load_dockerignore, may_contain_included
+from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
+from lowbuild.errors import Location, OfflineMissing, SpecError
+from lowbuild.sources.cache import Cache, hash_file
+from lowbuild.spec.model import ImageSpec, Pack
+
+IMAGE_FILE = "image.yaml"
+_PACK_DIGEST_VERSION = "lowbuild-pack-v1"  # bump if pack_deterministic's output changes
+
+
+@dataclass(frozen=True)
+class StagedContext:
+    """A staged build context: its directory, its digest, and each artifact's sha256."""
+
+    path: Path
+    digest: str
+    artifact_digests: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Member:
+    path: str
+    kind: Literal["file", "dir", "symlink"]
+    mode: int
+    content: str  # sha256 hex for files, target for symlinks, "" for dirs
+    origin: Literal["context", "artifact", "pack"] = "context"
+    pack: Pack | None = None
+
+    def record(self) -> bytes:
+        return f"{self.kind}\0{self.path}\0{self.mode:o}\0{self.content}\n".encode(
+            "utf-8", "surrogateescape"
+        )
+
+
+def _where(image: ImageSpec, location: Location | None) -> Location:
+    return location or image.location or Location(image.directory / IMAGE_FILE)
+
+
+def _inside_context(
+    image: ImageSpec, name: str, *, what: str, location: Location | None, root_ok: bool = False
+) -> str:
+    """`name` as a clean relative POSIX path, or a SpecError if it would leave the context."""
+    where = _where(image, location)
+    if not name or "\\" in name or "\0" in name:
+        raise SpecError(f"image {image.name}: {what} {name!r} is not a usable file name", where)
+    posix = PurePosixPath(name)
+    cleaned = os.path.normpath(name).replace(os.sep, "/")
+    if cleaned == "." and root_ok:
+        return cleaned
+    if posix.is_absolute() or cleaned in ("..", ".") or cleaned.startswith("../"):
+        raise SpecError(
+            f"image {image.name}: {what} {name!r} would land outside the context "
+            f"{image.directory} (use a relative path inside it)",
+            where,
+        )
+    return cleaned
+
+
+def _tree_digest(root: Path, hashes: dict[Path, str]) -> str:
+    """Digest of a tree as pack_deterministic sees it (every entry, no ignore rules)."""
+    digest = hashlib.sha256()
+    for entry in walk_tree(root):
+        content = entry.target if entry.kind == "symlink" else ""
+        if entry.kind == "file":
+            content = _hash_cached(root / entry.path, hashes)
+        digest.update(_Member(entry.path, entry.kind, entry.mode, content).record())
+    return digest.hexdigest()
+
+
+def _hash_cached(path: Path, hashes: dict[Path, str]) -> str:
+    if path not in hashes:
+        hashes[path] = hash_file(path)
+    return hashes[path]
+
+
+def _inventory(image: ImageSpec) -> list[_Member]:
+    """Every member of the staged context, validated, sorted by path."""
+    context = image.directory
+    if not context.is_dir():
+        raise SpecError(
+            f"image {image.name}: context directory {context} does not exist", _where(image, None)
+        )
+    rules = load_dockerignore(context)
+    hashes: dict[Path, str] = {}
+
+    def keep(rel: str) -> bool:
+        return rel != IMAGE_FILE and not is_ignored(rel, rules)
+
+    members: dict[str, _Member] = {}
+    for entry in walk_tree(
+        context, keep=keep, may_descend=lambda rel: may_contain_included(rel, rules)
+    ):
+        content = entry.target if entry.kind == "symlink" else ""
+        if entry.kind == "file":
+            content = _hash_cached(context / entry.path, hashes)
+        members[entry.path] = _Member(entry.path, entry.kind, entry.mode, content)
+
+    def add_generated(name: str, member: _Member, what: str, location: Location | None) -> None:
+        clash = members.get(name)
+        if clash is not None:
+            raise SpecError(
+                f"image {image.name}: {what} {name!r} clashes with "
+                f"{'the context file' if clash.origin == 'context' else 'another ' + clash.origin} "
+                f"{context / name}",
+                _where(image, location),
+            )
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            existing = members.get(parent)
+            if existing is None:
+                members[parent] = _Member(parent, "dir", 0o755, "", origin=member.origin)
+            elif existing.kind != "dir":
+                raise SpecError(
+                    f"image {image.name}: {what} {name!r} would be written through "
+                    f"{existing.kind} {parent!r} of the context",
+                    _where(image, location),
+                )
+        members[name] = member
+
+    for artifact in image.artifacts:
+        name = _inside_context(
+            image, artifact.file, what="artifact file", location=artifact.location
+        )
+        add_generated(
+            name,
+            _Member(name, "file", 0o644, artifact.sha256, origin="artifact"),
+            "artifact file",
+            artifact.location,
+        )
+    mtime = default_mtime()
+    for pack in image.packs:
+        into = _inside_context(image, pack.into, what="pack path", location=pack.location)
+        source_rel = _inside_context(
+            image, pack.source, what="pack source", location=pack.location, root_ok=True
+        )
+        source = context / source_rel
+        real_context = context.resolve()
+        if not source.resolve().is_relative_to(real_context) or not source.is_dir():
+            raise SpecError(
+                f"image {image.name}: pack source {pack.source!r} is not a directory inside "
+                f"the context {context}",
+                _where(image, pack.location),
+            )
+        try:
+            inputs = _tree_digest(source, hashes)
+        except SpecError as exc:
+            raise SpecError(
+                f"image {image.name}: pack {pack.into!r}: {exc}", _where(image, pack.location)
+            ) from None
+        content = hashlib.sha256(
+            f"{_PACK_DIGEST_VERSION}\0{pack.format}\0{mtime}\0{inputs}".encode()
+        ).hexdigest()
+        add_generated(
+            into,
+            _Member(into, "file", 0o644, content, origin="pack", pack=pack),
+            "pack path",
+            pack.location,
+        )
+    return [members[k] for k in sorted(members, key=lambda p: p.encode("utf-8", "surrogateescape"))]
+
+
+def _digest(members: list[_Member]) -> str:
+    digest = hashlib.sha256()
+    for member in members:
+        digest.update(member.record())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def context_inventory(image: ImageSpec) -> tuple[str, dict[str, str]]:
+    """The context digest and, per regular file of the staged context, its content digest.
+
+    The mapping is relative POSIX path → sha256 hex: the file's content for context
+    files, the pinned digest for artifacts, the digest of the pack's inputs for packs.
+    Computed without staging, like `context_digest` (for rebuild reasons per file).
+    """
+    members = _inventory(image)
+    return _digest(members), {m.path: m.content for m in members if m.kind == "file"}
+
+
+def context_digest(image: ImageSpec) -> str:
+    """The digest `assemble_context` would report for `image`, without staging anything.
+
+    Reads and hashes the context's files; needs neither the cache nor the network.
+    """
+    return _digest(_inventory(image))
+
+
+def _missing_message(image: ImageSpec, missing: list[str], *, offline: bool) -> str:
+    why = " (and --offline forbids downloading)" if offline else ""
+    lines = [f"image {image.name}: {len(missing)} artifact(s) not in the cache{why}:"]
+    for artifact in image.artifacts:
+        if artifact.file in missing:
+            lines.append(f"  {artifact.file}  sha256:{artifact.sha256}")
+            lines.append(
+                f"      get it with: lowbuild fetch {image.name}   or: lowbuild cache add {artifact.file}"
+            )
+    return "\n".join(lines)
+
+
+def assemble_context(
+    image: ImageSpec, *, cache: Cache, stage_root: Path, offline: bool = False
+) -> StagedContext:
+    """Stage `image`'s context at `stage_root/<name>` and return it with its digest.
+
+    Artifacts must already be in `cache` (run `fetch_artifacts` first): assembly
+    never downloads, online or not (`offline` only shapes the message). A missing
+    one raises OfflineMissing naming it, its digest and the command that gets it.
+    A SpecError names the image.yaml for names leaving the context or clashing.
+    Unchanged inputs: nothing is rewritten. A failure leaves the previous staging
+    (or nothing) in place, never a half-built context.
+    """
+    members = _inventory(image)
+    digest = _digest(members)
+    artifact_digests = {a.file: a.sha256 for a in image.artifacts}
+    final = stage_root / image.name
+    state = stage_root / f".{image.name}.digest"
+    if final.is_dir() and state.is_file() and state.read_text().strip() == digest:
+        return StagedContext(final, digest, artifact_digests)
+
+    missing = [a.file for a in image.artifacts if not cache.contains(a.sha256)]
+    if missing:
+        raise OfflineMissing(_missing_message(image, missing, offline=offline))
+
+    stage_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".tmp", dir=stage_root))
+    try:
+        _materialise(image, members, tmp, cache)
+        # Drop the state first: a crash from here on must not leave a stale "unchanged".
+        state.unlink(missing_ok=True)
+        old = None
+        if final.exists():
+            old = final.with_name(f".{image.name}.old{os.getpid()}")
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old)
+        state_tmp = state.with_name(state.name + ".tmp")
+        state_tmp.write_text(digest + "\n")
+        state_tmp.replace(state)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return StagedContext(final, digest, artifact_digests)
+
+
+def _materialise(image: ImageSpec, members: list[_Member], root: Path, cache: Cache) -> None:
+    root.chmod(0o755)
+    for member in members:
+        dest = root / member.path
+        if member.kind == "dir":
+            dest.mkdir(mode=0o755, exist_ok=True)
+            dest.chmod(0o755)  # not the umask
+        elif member.kind == "symlink":
+            dest.symlink_to(member.content)
+        elif member.origin == "artifact":
+            cache.place(member.content, dest)
+        elif member.origin == "pack":
+            assert member.pack is not None
+            pack_deterministic(image.directory / member.pack.source, dest, member.pack.format)
+        else:
+            shutil.copyfile(image.directory / member.path, dest)
+            dest.chmod(member.mode)
+    # Fixed mtimes, deepest first so setting a file's time never disturbs its directory's.
+    stamp = default_mtime()
+    for member in reversed(members):
+        os.utime(root / member.path, (stamp, stamp), follow_symlinks=False)
+    os.utime(root, (stamp, stamp))

@@ -1,0 +1,116 @@
+"""The one place that spawns engine commands, and the one place that turns engine failures
+into lowbuild.errors.EngineError.
+
+Most engine calls go through python-on-whales; this module runs the commands it lacks
+(podman's `--format docker`, `commit --change`, buildah, the classic builder with
+`DOCKER_BUILDKIT=0` in its environment) and wraps python-on-whales' DockerException,
+so callers only ever see EngineError.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import ValidPath
+
+from lowbuild.engines.base import LogSink
+from lowbuild.errors import EngineError, EngineUnavailable
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """What a finished command printed. With a log sink, stderr was merged into stdout."""
+
+    stdout: str
+    stderr: str
+
+
+def run_command(
+    argv: Sequence[ValidPath],
+    *,
+    env: Mapping[str, str] | None = None,
+    log: LogSink | None = None,
+    merge_output: bool = False,
+    timeout: float | None = None,
+) -> CommandOutput:
+    """Run `argv` to completion; raise EngineError when it exits non-zero.
+
+    `env` is added to this process's environment. With `log` (or `merge_output`), stderr is
+    merged into stdout so the lines keep their order; each line is passed to `log` as it
+    arrives, and a failure carries the whole merged output (a build's failing RUN prints its
+    message on stdout with podman and on stderr with docker: the caller needs both).
+    A missing binary raises EngineUnavailable; a timeout raises EngineError with exit -1
+    (`timeout` is for quick queries: a streamed command is only timed once its output ends).
+    """
+    args = [str(a) for a in argv]
+    full_env = {**os.environ, **env} if env else None
+    try:
+        if log is None and not merge_output:
+            done = subprocess.run(
+                args,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise EngineError(args, done.returncode, done.stderr or done.stdout)
+            return CommandOutput(stdout=done.stdout, stderr=done.stderr)
+        return _run_merged(args, env=full_env, log=log, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise EngineUnavailable(
+            f"cannot run {shlex.join(args)}: {args[0]} is not installed or not on PATH "
+            "(run `lowbuild doctor`)"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EngineError(args, -1, f"no answer within {timeout} s") from exc
+
+
+def _run_merged(
+    args: list[str], *, env: dict[str, str] | None, log: LogSink | None, timeout: float | None
+) -> CommandOutput:
+    lines: list[str] = []
+    with subprocess.Popen(
+        args,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None  # PIPE was asked for
+        for line in process.stdout:
+            lines.append(line)
+            if log is not None:
+                log(line.rstrip("\n"))
+        returncode = process.wait(timeout=timeout)
+    output = "".join(lines)
+    if returncode != 0:
+        raise EngineError(args, returncode, output)
+    return CommandOutput(stdout=output, stderr="")
+
+
+@contextmanager
+def whales_errors() -> Iterator[None]:
+    """Turn python-on-whales' DockerException (which carries command, exit code, stdout and
+    stderr) into EngineError; a missing client binary into EngineUnavailable."""
+    try:
+        yield
+    except DockerException as exc:
+        said = "\n".join(part for part in (exc.stderr, exc.stdout) if part)
+        raise EngineError([str(a) for a in exc.docker_command], exc.return_code, said) from exc
+    except FileNotFoundError as exc:
+        raise EngineUnavailable(
+            f"an engine binary is not installed or not on PATH: {exc} (run `lowbuild doctor`)"
+        ) from exc

@@ -1,0 +1,142 @@
+"""Choosing an engine: by name, by LOWBUILD_ENGINE, or the first that really works here.
+
+`probe` is cheap (a binary lookup and one version query with a timeout) and is what
+`lowbuild doctor` reuses to say why an engine cannot be used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import NamedTuple
+
+from lowbuild.engines.base import ENGINE_NAMES, Engine, EngineName
+from lowbuild.engines.buildah import BuildahEngine
+from lowbuild.engines.buildx import BuildxEngine
+from lowbuild.engines.docker import DockerEngine
+from lowbuild.engines.podman import PodmanEngine
+from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
+
+ENV_VAR = "LOWBUILD_ENGINE"
+
+# The oldest versions whose flags lowbuild uses: podman's `--pull=never` and
+# `--format docker`, dockerd's `--iidfile` on the classic builder, buildx's
+# `--metadata-file`, buildah's `build --pull=never`. Older ones fail in confusing ways.
+MINIMUM_VERSIONS: dict[EngineName, tuple[int, int, int]] = {
+    "podman": (3, 4, 0),
+    "docker": (20, 10, 0),
+    "buildx": (0, 8, 0),
+    "buildah": (1, 23, 0),
+}
+
+# Which binaries each engine needs on PATH (buildah runs containers with podman).
+REQUIRED_BINARIES: dict[EngineName, tuple[str, ...]] = {
+    "podman": ("podman",),
+    "docker": ("docker",),
+    "buildx": ("docker",),
+    "buildah": ("buildah", "podman"),
+}
+
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+class Probe(NamedTuple):
+    """What `probe` found: usable or not, the version it reported, and why not."""
+
+    ok: bool
+    version: str
+    reason: str
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """The first `major.minor[.patch]` in an engine's version text ("20.10.24+dfsg1",
+    "v0.13.1", "github.com/docker/buildx 0.13.1+ds1 …"); ValueError when there is none."""
+    found = _VERSION.search(text)
+    if not found:
+        raise ValueError(f"no version number in {text!r}")
+    major, minor, patch = found.group(1, 2, 3)
+    return int(major), int(minor), int(patch or 0)
+
+
+def check_version(name: EngineName, text: str) -> str:
+    """ "" when `text` is at least the minimum version for `name`, else the reason it is not."""
+    try:
+        found = parse_version(text)
+    except ValueError as exc:
+        return str(exc)
+    minimum = MINIMUM_VERSIONS[name]
+    if found < minimum:
+        want = ".".join(map(str, minimum))
+        return f"{name} {text} is older than the {want} lowbuild needs"
+    return ""
+
+
+def known_name(name: str) -> EngineName:
+    """`name` as an EngineName; EngineUnavailable naming the known ones otherwise."""
+    for known in ENGINE_NAMES:
+        if name == known:
+            return known
+    raise EngineUnavailable(f"unknown engine {name!r}: lowbuild knows {', '.join(ENGINE_NAMES)}")
+
+
+def engine_by_name(name: str) -> Engine:
+    """The engine called `name`, constructed without probing it."""
+    match known_name(name):
+        case "podman":
+            return PodmanEngine()
+        case "docker":
+            return DockerEngine()
+        case "buildx":
+            return BuildxEngine()
+        case "buildah":
+            return BuildahEngine()
+
+
+def probe(name: str) -> Probe:
+    """Whether engine `name` can work here: its binaries are on PATH, it answers a version
+    query within a few seconds (dockerd: the daemon answers), and it is new enough."""
+    try:
+        engine_name = known_name(name)
+    except EngineUnavailable as exc:
+        return Probe(False, "", str(exc))
+    missing = [b for b in REQUIRED_BINARIES[engine_name] if shutil.which(b) is None]
+    if missing:
+        return Probe(False, "", f"{' and '.join(missing)} not found on PATH")
+    try:
+        version = engine_by_name(engine_name).version()
+    except EngineError as exc:
+        said = exc.stderr.strip().splitlines()
+        detail = said[-1] if said else f"exit {exc.returncode}"
+        return Probe(False, "", f"`{' '.join(exc.command)}` failed: {detail}")
+    except LowbuildError as exc:
+        return Probe(False, "", str(exc))
+    reason = check_version(engine_name, version)
+    return Probe(not reason, version, reason)
+
+
+def select_engine(name: str | None = None) -> Engine:
+    """The engine to use: `name` if given, else $LOWBUILD_ENGINE, else the first of
+    podman, docker, buildx, buildah whose probe passes. EngineUnavailable when the asked-for
+    engine cannot work or none can, naming what was tried and why."""
+    asked = name or os.environ.get(ENV_VAR) or None
+    if asked:
+        found = probe(asked)
+        if not found.ok:
+            source = "" if name else f" (from ${ENV_VAR})"
+            raise EngineUnavailable(
+                f"engine {asked!r}{source} is not usable: {found.reason}. "
+                "Run `lowbuild doctor` for details."
+            )
+        return engine_by_name(asked)
+    reasons = []
+    for candidate in ENGINE_NAMES:
+        found = probe(candidate)
+        if found.ok:
+            return engine_by_name(candidate)
+        reasons.append(f"  {candidate}: {found.reason}")
+    raise EngineUnavailable(
+        "no usable container engine; tried:\n"
+        + "\n".join(reasons)
+        + "\nRun `lowbuild doctor` to see how to fix one."
+    )

@@ -1,0 +1,118 @@
+"""podman, through python-on-whales' DockerClient(client_call=["podman"]).
+
+Where podman needs flags python-on-whales does not know, the command is built here:
+  * build and commit take `--format docker`: podman's default OCI format has no field for
+    a commit message, HEALTHCHECK, SHELL or ONBUILD, so those would be silently dropped;
+  * build takes `--pull=never` (podman would otherwise try registries for a missing base);
+  * save takes `--format docker-archive` and `--multi-image-archive` for several refs;
+  * push takes `--tls-verify=false` for plain-http registries;
+  * rm takes `--time 0` (see `_remove_container`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from lowbuild.engines.base import EngineName, LogSink
+from lowbuild.engines.commands import run_command
+from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
+
+
+class PodmanEngine(WhalesEngine):
+    """podman: daemonless; builds with its embedded buildah."""
+
+    name: EngineName = "podman"
+    commit_flags = ("--format", "docker", "--quiet")
+
+    def __init__(self, *, binary: str = "podman") -> None:
+        super().__init__(binary=binary)
+
+    def version(self) -> str:
+        argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
+        return run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()
+
+    def build(
+        self,
+        *,
+        context: Path,
+        dockerfile: Path | None = None,
+        tags: Sequence[str] = (),
+        build_args: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        pull: bool = False,
+        log: LogSink | None = None,
+    ) -> str:
+        argv = buildah_style_build_argv(
+            [self.binary, "build"],
+            dockerfile=dockerfile,
+            tags=tags,
+            build_args=build_args,
+            labels=labels,
+            network=network,
+            pull=pull,
+        )
+        return run_build(argv, context=context, log=log, resolve=self.resolve_image_id)
+
+    def _remove_container(self, name: str) -> None:
+        # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
+        # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
+        run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
+
+    def save(self, refs: Sequence[str], path: Path) -> None:
+        argv: list[str | Path] = [self.binary, "save", "--format", "docker-archive"]
+        if len(refs) > 1:
+            argv.append("--multi-image-archive")
+        run_command([*argv, "--output", path, *refs])
+
+    def push(self, ref: str, *, tls_verify: bool = True) -> None:
+        argv = [self.binary, "push", "--quiet", f"--tls-verify={str(tls_verify).lower()}", ref]
+        run_command(argv)
+
+
+def buildah_style_build_argv(
+    prefix: Sequence[str],
+    *,
+    dockerfile: Path | None,
+    tags: Sequence[str],
+    build_args: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    network: str | None,
+    pull: bool,
+) -> list[str | Path]:
+    """`podman build` and `buildah build` take the same flags (podman embeds buildah)."""
+    # `--pull=never`/`always` is the spelling both accept (buildah's older `--pull-never`
+    # is hidden and deprecated).
+    argv: list[str | Path] = [
+        *prefix,
+        "--format",
+        "docker",
+        f"--pull={'always' if pull else 'never'}",
+    ]
+    if dockerfile is not None:
+        argv += ["--file", dockerfile]
+    for tag in tags:
+        argv += ["--tag", tag]
+    for key, value in (build_args or {}).items():
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in (labels or {}).items():
+        argv += ["--label", f"{key}={value}"]
+    if network:
+        argv += ["--network", network]
+    return argv
+
+
+def run_build(
+    argv: Sequence[str | Path],
+    *,
+    context: Path,
+    log: LogSink | None,
+    resolve: Callable[[str], str],
+) -> str:
+    """Run a build that takes `--iidfile`; return the normalised image ID it wrote."""
+    with tempfile.TemporaryDirectory(prefix="lowbuild-iid-") as scratch:
+        iidfile = Path(scratch) / "iid"
+        run_command([*argv, "--iidfile", iidfile, context], log=log, merge_output=True)
+        return resolve(iidfile.read_text())

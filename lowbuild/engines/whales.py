@@ -1,0 +1,333 @@
+"""What podman, docker and docker buildx share: containers and images driven through
+python-on-whales' DockerClient with the engine's binary as `client_call`.
+
+Subclasses add `build` and the few commands whose flags differ per engine
+(commit, save, push): see podman.py, docker.py, buildx.py. buildah.py borrows the
+container half from podman (same storage).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import NoSuchContainer, NoSuchImage
+from python_on_whales.utils import get_docker_exception_type
+
+from lowbuild.engines.base import (
+    OWNED_LABEL,
+    EngineName,
+    ImageInfo,
+    LogSink,
+    RunningContainer,
+    ShellStep,
+    WorkStep,
+    normalise_image_id,
+)
+from lowbuild.engines.changes import parse_changes
+from lowbuild.engines.commands import run_command, whales_errors
+from lowbuild.errors import EngineError
+
+QUICK_TIMEOUT_S = 30.0
+"""For commands that only ask the engine something (version, info)."""
+
+OWNED = {OWNED_LABEL: "true"}
+
+
+def says_image_missing(error: EngineError) -> bool:
+    """Whether a failed command failed only because the image does not exist (docker:
+    "No such image", podman/buildah: "image not known"); python-on-whales' own classifier."""
+    return get_docker_exception_type(error.stderr.encode()) is NoSuchImage
+
+
+def image_info_from_config(
+    *, image_id: str, tags: Sequence[str], author: str, comment: str, config: Mapping[str, Any]
+) -> ImageInfo:
+    """ImageInfo from an image config in Docker's shape (`Cmd`, `Env`, `ExposedPorts`, …).
+    Empty Cmd/Entrypoint lists become None: buildah writes [] where docker writes null."""
+    return ImageInfo(
+        id=normalise_image_id(image_id),
+        tags=tuple(tags),
+        labels=dict(config.get("Labels") or {}),
+        author=author or "",
+        comment=comment or "",
+        cmd=tuple(config["Cmd"]) if config.get("Cmd") else None,
+        entrypoint=tuple(config["Entrypoint"]) if config.get("Entrypoint") else None,
+        env=tuple(config.get("Env") or ()),
+        exposed_ports=tuple(sorted(config.get("ExposedPorts") or {})),
+        user=config.get("User") or "",
+        workdir=config.get("WorkingDir") or "",
+    )
+
+
+def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
+    """ImageInfo from one element of `docker/podman image inspect` output."""
+    return image_info_from_config(
+        image_id=document["Id"],
+        tags=document.get("RepoTags") or (),
+        author=document.get("Author") or "",
+        comment=document.get("Comment") or "",
+        config=document.get("Config") or {},
+    )
+
+
+def loaded_refs(output: str) -> list[str]:
+    """References (or IDs) a `load` printed: docker "Loaded image: a:b" / "Loaded image ID:
+    sha256:…", podman "Loaded image(s): a:b,c:d" or "Loaded image: a:b"."""
+    refs: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Loaded image"):
+            _, _, listed = line.partition(": ")
+            refs += [ref.strip() for ref in listed.split(",") if ref.strip()]
+    return refs
+
+
+def new_container_name() -> str:
+    """Every container gets a name of ours, so a failed start can still be removed by it."""
+    return f"lowbuild-{secrets.token_hex(6)}"
+
+
+def _published_ports(ports: Mapping[str, Any] | None, publish: Sequence[int]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for port in publish:
+        for binding in (ports or {}).get(f"{port}/tcp") or ():
+            if binding.get("HostPort"):
+                found[port] = int(binding["HostPort"])
+                break
+    missing = [p for p in publish if p not in found]
+    if missing:
+        raise EngineError(["inspect"], 1, f"no host port was published for {missing}: {ports}")
+    return found
+
+
+class WhalesEngine:
+    """Shared implementation for the engines python-on-whales drives (podman, docker, buildx)."""
+
+    name: EngineName
+
+    def __init__(self, *, binary: str) -> None:
+        self.binary = binary
+        self.client = DockerClient(client_call=[binary])
+
+    # ---- images ----
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        # One `image inspect` read as JSON: python-on-whales' Image re-runs inspect on
+        # every attribute access (its cache lasts 10 ms), which is slow and not atomic.
+        try:
+            out = run_command([self.binary, "image", "inspect", ref]).stdout
+        except EngineError as exc:
+            if says_image_missing(exc):
+                return None
+            raise
+        documents = json.loads(out)
+        return image_info_from_inspect(documents[0]) if documents else None
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        with whales_errors():
+            self.client.image.tag(ref, new_ref)
+
+    def save(self, refs: Sequence[str], path: Path) -> None:
+        with whales_errors():
+            self.client.image.save(list(refs), output=path)
+
+    def load(self, path: Path) -> list[str]:
+        # Our own command: python-on-whales keeps only the last word of "Loaded image" lines,
+        # which drops all but one of podman's comma-separated "Loaded image(s): a,b".
+        return loaded_refs(run_command([self.binary, "load", "--input", path]).stdout)
+
+    def push(self, ref: str, *, tls_verify: bool = True) -> None:
+        # dockerd decides TLS itself: 127.0.0.0/8 registries are insecure by default, others
+        # must be listed in its daemon.json `insecure-registries`; the CLI has no flag.
+        with whales_errors():
+            self.client.image.push(ref, quiet=True)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        with whales_errors():
+            self.client.image.remove(ref, force=force)
+
+    # ---- containers ----
+
+    def run(
+        self,
+        *,
+        image: str,
+        command: Sequence[str] | None = None,
+        publish: Sequence[int] = (),
+        network: str | None = None,
+        name: str | None = None,
+    ) -> AbstractContextManager[RunningContainer]:
+        return self._started(
+            image=image, command=command, publish=publish, network=network, name=name
+        )
+
+    @contextmanager
+    def _started(
+        self,
+        *,
+        image: str,
+        command: Sequence[str] | None = None,
+        entrypoint: str | None = None,
+        publish: Sequence[int] = (),
+        network: str | None = None,
+        name: str | None = None,
+    ) -> Iterator[RunningContainer]:
+        name = name or new_container_name()
+        try:
+            with whales_errors():
+                container = self.client.run(
+                    image,
+                    list(command or ()),
+                    detach=True,
+                    name=name,
+                    entrypoint=entrypoint,
+                    labels=OWNED,
+                    networks=[network] if network else [],
+                    # An empty host port lets the engine pick a free one, without the race
+                    # of choosing it here; we read back what it chose.
+                    publish=[("127.0.0.1:", port) for port in publish],
+                )
+                ports = container.network_settings.ports if publish else None
+            yield RunningContainer(
+                id=container.id, name=name, ports=_published_ports(ports, publish)
+            )
+        finally:
+            self._remove_container(name)
+
+    def _remove_container(self, name: str) -> None:
+        """Force-remove container `name`; a container that is already gone is fine."""
+        try:
+            with whales_errors():
+                self.client.container.remove(name, force=True)
+        except EngineError as exc:
+            if get_docker_exception_type(exc.stderr.encode()) is not NoSuchContainer:
+                raise
+
+    def exec(self, container: RunningContainer, command: Sequence[str]) -> str:
+        with whales_errors():
+            return str(self.client.container.execute(container.id, list(command)))
+
+    def logs(self, container: RunningContainer) -> str:
+        with whales_errors():
+            return str(self.client.container.logs(container.id))
+
+    def run_once(
+        self, *, image: str, command: Sequence[str], network: str | None = None
+    ) -> tuple[int, str]:
+        # Detached + wait instead of `run --rm`: the exit code of the command must not be
+        # confused with the engine's own failures (both would raise from `run`).
+        name = new_container_name()
+        try:
+            with whales_errors():
+                self.client.run(
+                    image,
+                    list(command),
+                    detach=True,
+                    name=name,
+                    labels=OWNED,
+                    networks=[network] if network else [],
+                )
+                code = int(self.client.container.wait(name))
+                output = str(self.client.container.logs(name))
+            return code, output
+        finally:
+            self._remove_container(name)
+
+    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
+        with whales_errors():
+            found = self.client.container.list(
+                all=True, filters=[("label", label)] if label else []
+            )
+        return iter([c.id for c in found])
+
+    # ---- commit: python-on-whales' commit has no --change, so the command is ours ----
+
+    commit_flags: tuple[str, ...] = ()
+    """Engine-specific `commit` flags (podman: keep the docker format, print only the ID)."""
+
+    def commit(
+        self,
+        container: RunningContainer,
+        *,
+        ref: str,
+        author: str = "",
+        message: str = "",
+        changes: Sequence[str] = (),
+    ) -> str:
+        argv: list[str] = [self.binary, "commit", *self.commit_flags]
+        if author:
+            argv += ["--author", author]
+        if message:
+            argv += ["--message", message]
+        for change in parse_changes(changes):
+            argv += ["--change", str(change)]
+        argv += [container.id, ref]
+        out = run_command(argv).stdout.strip().splitlines()
+        return self.resolve_image_id(out[-1] if out else ref)
+
+    def commit_steps(
+        self,
+        *,
+        base: str,
+        ref: str,
+        steps: Sequence[WorkStep],
+        author: str = "",
+        message: str = "",
+        changes: Sequence[str] = (),
+        network: str | None = None,
+        log: LogSink | None = None,
+    ) -> str:
+        given = parse_changes(changes)
+        base_info = self.inspect_image(base)
+        if base_info is None:
+            raise EngineError([self.binary, "image", "inspect", base], 1, f"no local image {base}")
+        # The working container idles in a shell loop. docker and podman commit the
+        # container's own command, so the base's CMD/ENTRYPOINT are put back as changes
+        # unless the recipe sets them. The entrypoint is overridden only when the base has
+        # one (it would swallow the loop), because an empty ENTRYPOINT/CMD cannot be
+        # restored: dockerd merges an empty one with the container's. So a base without
+        # CMD, and a recipe without CMD, gives an image whose CMD is the idle loop.
+        restore = [
+            f"{what} {json.dumps(list(value))}"
+            for what, value in (("CMD", base_info.cmd), ("ENTRYPOINT", base_info.entrypoint))
+            if value and what not in {c.instruction for c in given}
+        ]
+        loop = "while :; do sleep 3600; done"
+        if base_info.entrypoint:
+            entrypoint, idle = "/bin/sh", ["-c", loop]
+        else:
+            entrypoint, idle = None, ["/bin/sh", "-c", loop]
+        with self._started(image=base, entrypoint=entrypoint, command=idle, network=network) as box:
+            for step in steps:
+                if isinstance(step, ShellStep):
+                    if log is not None:
+                        log(f"RUN {step.command}")
+                    output = self.exec(box, ["/bin/sh", "-c", step.command])
+                else:
+                    if log is not None:
+                        log(f"COPY {step.source} {step.dest}")
+                    with whales_errors():
+                        self.client.container.copy(step.source, (box.id, step.dest))
+                    output = ""
+                for line in output.splitlines():
+                    if log is not None:
+                        log(line)
+            return self.commit(
+                box, ref=ref, author=author, message=message, changes=[*restore, *changes]
+            )
+
+    def resolve_image_id(self, printed: str) -> str:
+        """A full "sha256:<hex>" ID from what an engine printed (full, bare or short)."""
+        try:
+            return normalise_image_id(printed)
+        except ValueError:
+            pass
+        info = self.inspect_image(printed.strip())
+        if info is None:
+            raise EngineError([self.binary, "image", "inspect", printed], 1, "no such image")
+        return info.id

@@ -1,0 +1,187 @@
+"""What must be built, and why: the family graph, each image's inputs, and what the engine has.
+
+An image is up to date when a local image with its reference carries the
+fingerprint its inputs give now; then it is not built at all. An image one of
+whose needs will be rebuilt must be rebuilt too ("parent rebuilt"), and its
+final fingerprint is only known once that parent has its new ID, so the
+builder recomputes it then (`current_inputs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lowbuild.context.assemble import context_inventory
+from lowbuild.engines.base import Engine
+from lowbuild.errors import UsageError, VerificationError
+from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebuild_reasons
+from lowbuild.plan.graph import FamilyGraph, Node, select
+from lowbuild.spec.model import Project
+
+Action = Literal["build", "up-to-date"]
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image of the plan: what will happen to it and why."""
+
+    name: str
+    ref: str
+    action: Action
+    reasons: tuple[str, ...]
+    needs: tuple[str, ...]  # family images it is built from, within the plan
+    existing_id: str | None
+    fingerprint: str | None  # None when a need is rebuilt first (not known yet)
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: Project
+    graph: FamilyGraph
+    engine: str
+    images: tuple[PlannedImage, ...]  # in build order
+
+    def by_name(self) -> dict[str, PlannedImage]:
+        return {image.name: image for image in self.images}
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "image": image.name,
+                "ref": image.ref,
+                "action": image.action,
+                "reasons": list(image.reasons),
+                "needs": list(image.needs),
+                "existing_id": image.existing_id,
+                "fingerprint": image.fingerprint,
+            }
+            for image in self.images
+        ]
+
+
+def external_image_ids(project: Project, graph: FamilyGraph, engine: Engine) -> dict[str, str]:
+    """The local ID of every image from outside the family, checked against `bases:` pins.
+
+    Nothing is pulled: a missing base is an error saying how to get it.
+    """
+    pins = {pin.ref: pin for pin in project.bases}
+    ids: dict[str, str] = {}
+    for ref, users in graph.external_images().items():
+        info = engine.inspect_image(ref)
+        if info is None:
+            raise UsageError(
+                f"base image {ref} (used by {', '.join(users)}) is not in {engine.name}'s "
+                "local storage, and lowbuild never pulls. Load it first: `lowbuild bundle "
+                "import`, `podman load`/`docker load`, or `make provision` for lowbuild's "
+                "own base images."
+            )
+        pin = pins.get(ref)
+        if pin is not None and pin.id != info.id:
+            raise VerificationError(
+                f"base image {ref} is pinned to {pin.id}"
+                + (f" ({pin.location})" if pin.location else "")
+                + f" but {engine.name} has {info.id}; load the pinned image or update the pin"
+            )
+        ids[ref] = info.id
+    return ids
+
+
+def current_inputs(
+    node: Node,
+    *,
+    engine: Engine,
+    family_ids: Mapping[str, str],
+    external_ids: Mapping[str, str],
+) -> BuildInputs:
+    """The inputs of building `node` now, with its needs' image IDs known."""
+    digest, files = context_inventory(node.spec)
+    return inputs_for(
+        node,
+        engine=engine.name,
+        context_digest=digest,
+        context_files=files,
+        family_ids=family_ids,
+        external_ids=external_ids,
+    )
+
+
+def make_plan(
+    project: Project,
+    graph: FamilyGraph,
+    engine: Engine,
+    *,
+    names: Iterable[str] = (),
+    with_deps: bool = True,
+) -> Plan:
+    """Decide, for the selected images (all when `names` is empty), what to build and why.
+
+    With `with_deps`, ancestors are part of the plan (built only if out of date);
+    without, an ancestor outside the selection must already exist locally.
+    """
+    selected = select(graph, names, with_deps=with_deps)
+    external_ids = external_image_ids(project, graph, engine)
+    planned: dict[str, PlannedImage] = {}
+    known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
+    for name in selected:
+        node = graph.nodes[name]
+        ref = project.ref(node.spec)
+        existing = engine.inspect_image(ref)
+        rebuilt = [
+            need for need in node.needs if need in planned and planned[need].action == "build"
+        ]
+        for need in node.needs:
+            if need in planned or need in known_ids:
+                continue
+            info = engine.inspect_image(project.ref(need))
+            if info is None:
+                raise UsageError(
+                    f"{name} is built from {need}, which is not selected and has no image "
+                    f"({project.ref(need)}); build it first or drop --no-deps"
+                )
+            known_ids[need] = info.id
+        if rebuilt:
+            planned[name] = PlannedImage(
+                name=name,
+                ref=ref,
+                action="build",
+                reasons=tuple(f"parent rebuilt ({need})" for need in rebuilt),
+                needs=tuple(need for need in node.needs if need in selected),
+                existing_id=existing.id if existing else None,
+                fingerprint=None,
+            )
+            continue
+        inputs = current_inputs(
+            node, engine=engine, family_ids=known_ids, external_ids=external_ids
+        )
+        reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+        action: Action = "build" if reasons else "up-to-date"
+        if action == "up-to-date" and existing is not None:
+            known_ids[name] = existing.id
+        planned[name] = PlannedImage(
+            name=name,
+            ref=ref,
+            action=action,
+            reasons=reasons,
+            needs=tuple(need for need in node.needs if need in selected),
+            existing_id=existing.id if existing else None,
+            fingerprint=fingerprint(inputs),
+        )
+    return Plan(
+        project=project,
+        graph=graph,
+        engine=engine.name,
+        images=tuple(planned[name] for name in selected),
+    )
+
+
+def check_selection(graph: FamilyGraph, names: Iterable[str]) -> None:
+    """Unknown image names are a usage error listing the known ones (select() does it too;
+    kept for commands that take names but build nothing, like `test`)."""
+    unknown = [name for name in names if name not in graph.nodes]
+    if unknown:
+        raise UsageError(
+            f"unknown image(s): {', '.join(unknown)}; the family has: {', '.join(graph.nodes)}"
+        )
+

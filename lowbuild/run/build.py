@@ -1,0 +1,261 @@
+"""Build a planned family: assemble each context, build or commit it, label it, test it.
+
+Each image runs as one piece of scheduler work. Its inputs are recomputed once
+its needs are done (their new image IDs are inputs), so an image whose parent
+was rebuilt to the very same ID is still recognised as up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lowbuild.context.assemble import StagedContext, assemble_context
+from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
+from lowbuild.errors import LowbuildError, SmokeTestFailed
+from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
+from lowbuild.plan.planner import Plan, current_inputs, external_image_ids
+from lowbuild.run.report import RunLogs
+from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
+from lowbuild.run.smoke import run_smoke_test
+from lowbuild.sources.cache import Cache
+from lowbuild.spec.model import ImageSpec, Project
+
+ARTIFACTS_LABEL = "lowbuild.artifacts"
+
+
+class Cancelled(LowbuildError):
+    """The run was interrupted before this image finished."""
+
+
+def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[str, str]:
+    """The org.opencontainers.image.* labels lowbuild puts on every image.
+
+    `created` comes from SOURCE_DATE_EPOCH when set (reproducible), else now.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    labels = {
+        "org.opencontainers.image.title": spec.name,
+        "org.opencontainers.image.ref.name": project.ref(spec),
+        "org.opencontainers.image.created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if spec.tags:
+        labels["org.opencontainers.image.version"] = spec.tags[0]
+    if base:
+        labels["org.opencontainers.image.base.name"] = base
+    return labels
+
+
+def _dockerfile_change_label(key: str, value: str) -> str:
+    # A commit change is parsed like a Dockerfile line: JSON string quoting is accepted
+    # by that parser for both the key and the value, and survives spaces and quotes.
+    return f"LABEL {json.dumps(key)}={json.dumps(value)}"
+
+
+@dataclass
+class FamilyBuilder:
+    """Everything a build of the family needs; `build(plan)` runs it."""
+
+    project: Project
+    engine: Engine
+    cache: Cache
+    stage_root: Path
+    logs: RunLogs
+    jobs: int
+    fail_fast: bool = False
+    on_event: Callable[[Event], None] = lambda event: None
+    wrap_sink: Callable[[str, LogSink], LogSink] = lambda name, sink: sink
+
+    def __post_init__(self) -> None:
+        self._ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def build(self, plan: Plan) -> dict[str, Outcome]:
+        graph = plan.graph
+        self._external_ids = external_image_ids(self.project, graph, self.engine)
+        by_name = plan.by_name()
+        # IDs of family images outside this run's work: up to date or not selected.
+        for node in graph.nodes.values():
+            for need in node.needs:
+                if need not in by_name and need not in self._ids:
+                    info = self.engine.inspect_image(self.project.ref(need))
+                    if info is not None:
+                        self._ids[need] = info.id
+        for planned in plan.images:
+            if planned.action == "up-to-date" and planned.existing_id:
+                self._ids[planned.name] = planned.existing_id
+
+        def work(name: str, cancel: threading.Event) -> WorkResult:
+            return self._build_one(plan, name, cancel)
+
+        return run_in_order(
+            order=[image.name for image in plan.images],
+            needs={image.name: image.needs for image in plan.images},
+            work=work,
+            jobs=self.jobs,
+            fail_fast=self.fail_fast,
+            on_event=self._record,
+        )
+
+    def _record(self, event: Event) -> None:
+        if event.kind == "end" and event.outcome is not None:
+            outcome = event.outcome
+            if outcome.state == "failed":
+                self.logs.mark_failed(event.name, outcome.detail)
+            elif outcome.state == "blocked":
+                self.logs.sink(event.name)(f"blocked: {outcome.blocked_by} failed")
+        self.on_event(event)
+
+    def _build_one(self, plan: Plan, name: str, cancel: threading.Event) -> WorkResult:
+        planned = plan.by_name()[name]
+        if planned.action == "up-to-date":
+            return WorkResult(state="up-to-date", image_id=planned.existing_id or "")
+        sink = self.wrap_sink(name, self.logs.sink(name))
+        node = plan.graph.nodes[name]
+        spec = node.spec
+        with self._lock:
+            family_ids = {need: self._ids[need] for need in node.needs}
+        inputs = current_inputs(
+            node, engine=self.engine, family_ids=family_ids, external_ids=self._external_ids
+        )
+        existing = self.engine.inspect_image(planned.ref)
+        reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+        if not reasons and existing is not None:
+            sink("up to date once its parents were built (same IDs)")
+            with self._lock:
+                self._ids[name] = existing.id
+            return WorkResult(state="up-to-date", image_id=existing.id)
+        sink(f"building {planned.ref}: {'; '.join(reasons)}")
+        staged = assemble_context(spec, cache=self.cache, stage_root=self.stage_root)
+        sink(f"context staged at {staged.path} ({staged.digest})")
+        parent_ref = self.project.ref(node.parent) if node.parent else node.base
+        labels = {
+            **dict(spec.labels),
+            **oci_labels(self.project, spec, base=parent_ref),
+            ARTIFACTS_LABEL: json.dumps(
+                {file: f"sha256:{digest}" for file, digest in sorted(staged.artifact_digests.items())},
+                separators=(",", ":"),
+            ),
+            **fingerprint_labels(inputs),
+        }
+        refs = self.project.refs(spec)
+        if cancel.is_set():
+            raise Cancelled(f"{name}: interrupted before building")
+        if spec.kind == "commit":
+            image_id = self._commit_recipe(spec, staged, refs, labels, sink, cancel)
+        else:
+            image_id = self.engine.build(
+                context=staged.path,
+                dockerfile=spec.dockerfile_path,
+                tags=refs,
+                build_args=dict(spec.args),
+                labels=labels,
+                network=None if spec.network == "default" else spec.network,
+                log=sink,
+            )
+        sink(f"built {image_id}")
+        with self._lock:
+            self._ids[name] = image_id
+        return WorkResult(state="built", image_id=image_id, detail="; ".join(reasons))
+
+    def _commit_recipe(
+        self,
+        spec: ImageSpec,
+        staged: StagedContext,
+        refs: Sequence[str],
+        labels: Mapping[str, str],
+        sink: LogSink,
+        cancel: threading.Event,
+    ) -> str:
+        """The tutorial's manual method: container from the base, steps, commit."""
+        recipe = spec.commit
+        assert recipe is not None  # the spec loader guarantees it for kind: commit
+        base = recipe.base
+        if base in self.project.image_names():
+            base = self.project.ref(base)
+        steps: list[WorkStep] = []
+        for step in recipe.steps:
+            if step.run is not None:
+                steps.append(ShellStep(command=step.run))
+            else:
+                assert step.copy is not None and step.dest is not None
+                steps.append(CopyStep(source=staged.path / step.copy, dest=step.dest))
+        changes = [
+            *recipe.changes,
+            *(_dockerfile_change_label(key, value) for key, value in labels.items()),
+        ]
+        image_id = self.engine.commit_steps(
+            base=base,
+            ref=refs[0],
+            steps=steps,
+            author=recipe.author,
+            message=recipe.message,
+            changes=changes,
+            network=None if spec.network == "default" else spec.network,
+            log=sink,
+        )
+        for ref in refs[1:]:
+            self.engine.tag(refs[0], ref)
+        return image_id
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    name: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+def smoke_test_family(
+    project: Project,
+    engine: Engine,
+    names: Iterable[str],
+    *,
+    jobs: int,
+    logs: RunLogs | None = None,
+    on_result: Callable[[TestOutcome], None] = lambda result: None,
+) -> dict[str, TestOutcome]:
+    """Run the declared smoke test of each named image (those without one are left out)."""
+    specs = [project.image(name) for name in names]
+    specs = [spec for spec in specs if spec.test is not None]
+
+    def one(spec: ImageSpec) -> TestOutcome:
+        assert spec.test is not None
+        started = time.monotonic()
+        sink = logs.sink(spec.name) if logs else None
+        network = None if spec.network == "default" else spec.network
+        try:
+            result = run_smoke_test(
+                engine, image=project.ref(spec), test=spec.test, network=network, log=sink
+            )
+        except LowbuildError as exc:
+            outcome = TestOutcome(spec.name, False, str(exc), time.monotonic() - started)
+            if sink:
+                sink(f"smoke test FAILED: {exc}")
+        else:
+            outcome = TestOutcome(spec.name, True, result.summary, result.seconds)
+            if sink:
+                sink(f"smoke test passed: {result.summary}")
+        on_result(outcome)
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="smoke") as pool:
+        results = list(pool.map(one, specs))
+    return {result.name: result for result in results}
+
+
+def raise_for_tests(results: Mapping[str, TestOutcome]) -> None:
+    failed = [result for result in results.values() if not result.passed]
+    if failed:
+        raise SmokeTestFailed(
+            f"{len(failed)} smoke test(s) failed: " + ", ".join(result.name for result in failed)
+        )

@@ -1,0 +1,199 @@
+"""What a run tells its user: a log file per image, a summary table, JSON, an exit code."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from lowbuild.engines.base import LogSink
+from lowbuild.errors import EXIT_FAILED
+from lowbuild.run.scheduler import Event, Outcome
+
+_STATE_STYLE = {
+    "built": "green",
+    "up-to-date": "cyan",
+    "failed": "bold red",
+    "blocked": "yellow",
+    "skipped": "dim",
+}
+
+
+class RunLogs:
+    """One directory per run, one `<image>.log` per image, and a `latest` link to the newest run.
+
+    Failed images' logs are renamed `<image>.FAILED.log` when the run ends, so `ls` finds them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.directory = root / stamp
+        suffix = 1
+        while self.directory.exists():
+            suffix += 1
+            self.directory = root / f"{stamp}-{suffix}"
+        self.directory.mkdir(parents=True)
+        latest = root / "latest"
+        tmp = root / f".latest.{threading.get_ident()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.directory.name)
+        tmp.replace(latest)
+        self._locks: dict[str, threading.Lock] = {}
+
+    def path(self, name: str) -> Path:
+        failed = self.directory / f"{name}.FAILED.log"
+        return failed if failed.exists() else self.directory / f"{name}.log"
+
+    def sink(self, name: str) -> LogSink:
+        """A thread-safe line writer for image `name`."""
+        lock = self._locks.setdefault(name, threading.Lock())
+        path = self.directory / f"{name}.log"
+
+        def write(line: str) -> None:
+            with lock, path.open("a", encoding="utf-8", errors="replace") as out:
+                out.write(line if line.endswith("\n") else line + "\n")
+
+        return write
+
+    def mark_failed(self, name: str, detail: str) -> Path:
+        plain = self.directory / f"{name}.log"
+        self.sink(name)(f"FAILED: {detail}")
+        failed = self.directory / f"{name}.FAILED.log"
+        plain.replace(failed)
+        return failed
+
+
+def outcome_record(outcome: Outcome, *, ref: str = "", tags: Sequence[str] = ()) -> dict[str, Any]:
+    """One image's outcome as plain data (the `--json` form)."""
+    return {
+        "image": outcome.name,
+        "ref": ref,
+        "state": outcome.state,
+        "image_id": outcome.image_id,
+        "tags": list(tags),
+        "duration": round(outcome.duration, 3) if outcome.duration is not None else None,
+        "started": outcome.started,
+        "ended": outcome.ended,
+        "blocked_by": outcome.blocked_by,
+        "detail": outcome.detail,
+    }
+
+
+def summary_table(
+    outcomes: Mapping[str, Outcome], *, tags: Mapping[str, Sequence[str]] | None = None
+) -> Table:
+    table = Table(title="lowbuild summary", title_justify="left")
+    for column in ("image", "state", "duration", "image ID", "tags", "detail"):
+        table.add_column(column, overflow="fold")
+    for name, outcome in outcomes.items():
+        duration = f"{outcome.duration:.1f}s" if outcome.duration is not None else "-"
+        short_id = outcome.image_id.removeprefix("sha256:")[:12] or "-"
+        detail = _summary_detail(outcome)
+        table.add_row(
+            name,
+            f"[{_STATE_STYLE[outcome.state]}]{outcome.state}[/]",
+            duration,
+            short_id,
+            ", ".join((tags or {}).get(name, ())),
+            detail,
+        )
+    return table
+
+
+def _summary_detail(outcome: Outcome) -> str:
+    """One line for the table: a failure's last line says what went wrong (the engine's
+    final error), the first line is usually just the command that was run."""
+    lines = [line.strip() for line in outcome.detail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1][:160] if outcome.state == "failed" else lines[0]
+
+
+def summary_json(records: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(records, indent=2)
+
+
+def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
+    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was blocked."""
+    ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
+    return 0 if ok else EXIT_FAILED
+
+
+class LiveBoard:
+    """Progress while the family builds: a live table on a terminal, plain lines otherwise.
+
+    `event` takes scheduler events; `sink_for(name, sink)` wraps an image's log sink so the
+    board shows its latest line.
+    """
+
+    def __init__(self, console: Console, *, total: int) -> None:
+        self.console = console
+        self.total = total
+        self._lock = threading.Lock()
+        self._state: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._last: dict[str, str] = {}
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveBoard:
+        if self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
+
+    def event(self, event: Event) -> None:
+        with self._lock:
+            if event.kind == "start":
+                self._state[event.name] = "running"
+                self._started[event.name] = time.monotonic()
+                line = f"→ {event.name}: started"
+            else:
+                assert event.outcome is not None
+                outcome = event.outcome
+                self._state[event.name] = outcome.state
+                took = f" in {outcome.duration:.1f}s" if outcome.duration is not None else ""
+                why = f" ({outcome.detail.splitlines()[0][:100]})" if outcome.detail else ""
+                line = f"{'✓' if outcome.state in {'built', 'up-to-date'} else '✗'} {event.name}: {outcome.state}{took}{why}"
+        if self._live is not None:
+            self._live.update(self._render())
+        else:
+            self.console.print(line, highlight=False, markup=False)
+
+    def sink_for(self, name: str, sink: LogSink) -> LogSink:
+        def write(line: str) -> None:
+            sink(line)
+            stripped = line.strip()
+            if stripped:
+                with self._lock:
+                    self._last[name] = stripped[:100]
+                if self._live is not None:
+                    self._live.update(self._render())
+
+        return write
+
+    def _render(self) -> Table:
+        done = sum(1 for state in self._state.values() if state != "running")
+        table = Table(title=f"building: {done}/{self.total} done", title_justify="left")
+        table.add_column("image")
+        table.add_column("state")
+        table.add_column("time", justify="right")
+        table.add_column("last log line", overflow="ellipsis", no_wrap=True)
+        now = time.monotonic()
+        for name, state in self._state.items():
+            elapsed = f"{now - self._started[name]:.0f}s" if name in self._started else ""
+            style = _STATE_STYLE.get(state, "bold")
+            table.add_row(name, f"[{style}]{state}[/]", elapsed, escape(self._last.get(name, "")))
+        return table

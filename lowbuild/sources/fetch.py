@@ -1,0 +1,633 @@
+"""The one downloader: declared artifacts → verified cache entries.
+
+For each artifact the candidate URLs are the project's mirror rewrites first,
+then the declared URLs in order. Each URL is streamed (constant memory) into a
+partial cache file while being hashed; a digest mismatch discards the bytes and
+moves on to the next URL, so wrong or partial bytes never become an entry.
+
+Transient failures (connection errors, timeouts, 5xx, 408, 429) are retried with
+bounded exponential backoff; a body cut short is resumed with `Range` when the
+server honours it (206 + a matching Content-Range), a bounded number of times.
+Redirects are followed by hand, a bounded number of hops, and credentials from the
+URL are only ever sent to the URL's own origin; no cookie is stored or sent.
+
+`offline=True` never constructs an HTTP client, so no socket is opened at all;
+file:// URLs are still used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from lowbuild.errors import FetchError, OfflineMissing, VerificationError
+from lowbuild.sources.cache import CHUNK, Cache
+from lowbuild.spec.model import Artifact, ImageSpec, Rewrite
+
+DEFAULT_JOBS = 4
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How hard to try one URL. Tests shrink the delays; defaults suit real mirrors."""
+
+    attempts: int = 4  # tries per URL for transient failures
+    backoff: float = 0.5  # first delay in seconds, doubled after each failure
+    backoff_max: float = 8.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0  # longest silence tolerated while reading
+    max_redirects: int = 5
+    max_resumes: int = 5  # Range resumes after a body was cut short
+
+
+class FetchReporter(Protocol):
+    """Receives progress; called from worker threads (implementations must be thread-safe)."""
+
+    def started(self, name: str, total: int | None) -> None: ...
+
+    def advanced(self, name: str, nbytes: int) -> None: ...
+
+    def finished(self, name: str, message: str) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that shows nothing."""
+
+    def started(self, name: str, total: int | None) -> None:
+        pass
+
+    def advanced(self, name: str, nbytes: int) -> None:
+        pass
+
+    def finished(self, name: str, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """One artifact now in the cache: where it came from ("cache" if it already was)."""
+
+    image: str
+    artifact: Artifact
+    path: Path
+    source: str
+
+
+@dataclass(frozen=True)
+class ComputedDigest:
+    """`--print-digests`: the sha256 of what `url` serves for `file`, or why it failed."""
+
+    image: str
+    file: str
+    url: str
+    sha256: str | None
+    error: str | None = None
+
+
+def candidate_urls(artifact: Artifact, rewrites: Sequence[Rewrite]) -> tuple[str, ...]:
+    """The URLs to try, in order: every rewrite of every declared URL, then the declared URLs."""
+    rewritten = [
+        rule.replacement + url[len(rule.prefix) :]
+        for url in artifact.urls
+        for rule in rewrites
+        if url.startswith(rule.prefix)
+    ]
+    return tuple(dict.fromkeys([*rewritten, *artifact.urls]))
+
+
+def fetch_command(image: str) -> str:
+    """The command a user runs to get one image's artifacts (for messages)."""
+    return f"lowbuild fetch {image}"
+
+
+# ---------------------------------------------------------------------------
+# One URL into one sink
+
+
+class _Sink(Protocol):
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class _HashSink:
+    """Hashes bytes and keeps nothing (for --print-digests)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._sha256.update(data)
+        self.size += len(data)
+
+    def restart(self) -> None:
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class _Transient(Exception):
+    """Worth trying the same URL again."""
+
+
+class _Permanent(Exception):
+    """This URL will not work; go to the next."""
+
+
+class _ClientSource:
+    """Creates the shared httpx client on first use, so offline runs never build one."""
+
+    def __init__(self, policy: FetchPolicy, *, offline: bool) -> None:
+        self._policy = policy
+        self._offline = offline
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        if self._offline:
+            raise AssertionError("offline: no HTTP client may be created")
+        with self._lock:
+            if self._client is None:
+                timeout = httpx.Timeout(
+                    connect=self._policy.connect_timeout,
+                    read=self._policy.read_timeout,
+                    write=self._policy.read_timeout,
+                    pool=self._policy.connect_timeout,
+                )
+                # A jar whose policy accepts no domain: no cookie is ever stored or sent.
+                jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+                self._client = httpx.Client(
+                    timeout=timeout,
+                    follow_redirects=False,
+                    cookies=jar,
+                    trust_env=True,
+                    headers={"Accept-Encoding": "identity", "User-Agent": "lowbuild"},
+                )
+            return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+def _open_following_redirects(
+    client: httpx.Client, url: str, headers: dict[str, str], policy: FetchPolicy
+) -> httpx.Response:
+    """GET `url` (streaming), following redirects by hand; returns the final response."""
+    first = httpx.URL(url)
+    authorization: str | None = None
+    if first.username or first.password:
+        token = base64.b64encode(f"{first.username}:{first.password}".encode()).decode()
+        authorization = f"Basic {token}"
+    current = first.copy_with(username=None, password=None)
+    seen = [str(current)]
+    for _hop in range(policy.max_redirects + 1):
+        hop_headers = dict(headers)
+        # Credentials belong to the origin the user wrote; never hand them to another.
+        if authorization and _origin(current) == _origin(first):
+            hop_headers["Authorization"] = authorization
+        request = client.build_request("GET", current, headers=hop_headers)
+        response = client.send(request, stream=True)
+        if not response.is_redirect:
+            return response
+        location = response.headers.get("Location")
+        response.close()
+        if not location:
+            raise _Permanent(f"HTTP {response.status_code} redirect without a Location header")
+        target = current.join(location).copy_with(username=None, password=None)
+        if target.scheme not in ("http", "https"):
+            raise _Permanent(f"redirect to unsupported URL {target}")
+        if str(target) in seen:
+            raise _Permanent("redirect loop: " + " -> ".join([*seen, str(target)]))
+        seen.append(str(target))
+        current = target
+    raise _Permanent(f"too many redirects (more than {policy.max_redirects}): " + " -> ".join(seen))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
+@dataclass
+class _ResumeState:
+    """What we know about the body across attempts, to resume it safely."""
+
+    total: int | None = None
+    validator: str | None = None  # ETag or Last-Modified, sent as If-Range
+    ranges_ok: bool = False
+
+
+def _http_attempt(
+    *,
+    client: httpx.Client,
+    url: str,
+    sink: _Sink,
+    state: _ResumeState,
+    policy: FetchPolicy,
+    progress: Callable[[int | None, int], None],
+) -> None:
+    """One request, resuming from `sink.size` when that is safe. Raises _Transient/_Permanent."""
+    headers: dict[str, str] = {}
+    resuming = sink.size > 0 and state.ranges_ok
+    if resuming:
+        headers["Range"] = f"bytes={sink.size}-"
+        # If the file changed since, If-Range makes the server send it whole (200).
+        # Without a validator the final digest check still catches a spliced body.
+        if state.validator:
+            headers["If-Range"] = state.validator
+    elif sink.size > 0:
+        sink.restart()
+        progress(state.total, 0)
+    try:
+        response = _open_following_redirects(client, url, headers, policy)
+    except httpx.TransportError as exc:
+        raise _Transient(_describe_transport_error(exc)) from None
+    try:
+        _read_body(response=response, sink=sink, state=state, resuming=resuming, progress=progress)
+    finally:
+        response.close()
+    if state.total is not None and sink.size != state.total:
+        raise _Transient(f"body cut short: got {sink.size} of {state.total} bytes")
+    if sink.size == 0:
+        raise _Permanent("empty body")
+
+
+def _read_body(
+    *,
+    response: httpx.Response,
+    sink: _Sink,
+    state: _ResumeState,
+    resuming: bool,
+    progress: Callable[[int | None, int], None],
+) -> None:
+    status = response.status_code
+    if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
+        raise _Transient(f"HTTP {status} {response.reason_phrase}")
+    if status == 206 and resuming:
+        start, total = _parse_content_range(response.headers.get("Content-Range", ""))
+        if start != sink.size or (state.total is not None and total != state.total):
+            raise _Permanent(
+                f"bad Content-Range {response.headers.get('Content-Range')!r} "
+                f"when resuming at byte {sink.size}"
+            )
+    elif status == 200:
+        if sink.size > 0:  # the server ignored Range (or the file changed): start over
+            sink.restart()
+        length = response.headers.get("Content-Length")
+        state.total = int(length) if length and length.isdigit() else None
+        state.ranges_ok = response.headers.get("Accept-Ranges", "").lower() == "bytes"
+        state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+    else:
+        raise _Permanent(f"HTTP {status} {response.reason_phrase}")
+    progress(state.total, sink.size)
+    try:
+        # No chunk_size: httpx would buffer up to it, and bytes received before a
+        # broken connection would be lost instead of resumed from.
+        for chunk in response.iter_raw():
+            sink.write(chunk)
+            progress(state.total, sink.size)
+    except httpx.TransportError as exc:
+        got = f"after {sink.size} of {state.total} bytes" if state.total else ""
+        raise _Transient(f"{_describe_transport_error(exc)} {got}".strip()) from None
+
+
+def _parse_content_range(value: str) -> tuple[int | None, int | None]:
+    # "bytes 100-199/200"
+    try:
+        unit, rest = value.split(" ", 1)
+        span, total = rest.split("/", 1)
+        start = span.split("-", 1)[0]
+        return (
+            (int(start), None if total == "*" else int(total)) if unit == "bytes" else (None, None)
+        )
+    except ValueError:
+        return None, None
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    kind = {
+        httpx.ConnectTimeout: "connect timeout",
+        httpx.ReadTimeout: "read timeout (server stalled)",
+        httpx.ConnectError: "connection failed",
+        httpx.ReadError: "connection broken while reading",
+        httpx.RemoteProtocolError: "connection closed early",
+    }.get(type(exc), type(exc).__name__)
+    detail = str(exc)
+    return f"{kind}: {detail}" if detail else kind
+
+
+def _download_http(
+    *,
+    client_source: _ClientSource,
+    url: str,
+    sink: _Sink,
+    policy: FetchPolicy,
+    progress: Callable[[int | None, int], None],
+) -> None:
+    state = _ResumeState()
+    failures = 0
+    resumes = 0
+    while True:
+        before = sink.size
+        try:
+            _http_attempt(
+                client=client_source.get(),
+                url=url,
+                sink=sink,
+                state=state,
+                policy=policy,
+                progress=progress,
+            )
+            return
+        except _Transient as exc:
+            if sink.size > before and state.ranges_ok and resumes < policy.max_resumes:
+                resumes += 1
+                continue  # resume right away: the server is up, the connection broke
+            failures += 1
+            if failures >= policy.attempts:
+                raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
+            time.sleep(min(policy.backoff * 2 ** (failures - 1), policy.backoff_max))
+
+
+def _file_url_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise _Permanent(f"file URL with a remote host {parts.netloc!r} is not supported")
+    return Path(unquote(parts.path))
+
+
+def _copy_file_url(url: str, sink: _Sink, progress: Callable[[int | None, int], None]) -> None:
+    path = _file_url_path(url)
+    try:
+        with path.open("rb") as f:
+            total = path.stat().st_size
+            while chunk := f.read(CHUNK):
+                sink.write(chunk)
+                progress(total, sink.size)
+    except FileNotFoundError:
+        raise _Permanent(f"no such file: {path}") from None
+    except OSError as exc:
+        raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
+    if sink.size == 0:
+        raise _Permanent("empty file")
+
+
+def _download(
+    *,
+    client_source: _ClientSource,
+    url: str,
+    sink: _Sink,
+    policy: FetchPolicy,
+    progress: Callable[[int | None, int], None],
+) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        _copy_file_url(url, sink, progress)
+    elif scheme in ("http", "https"):
+        _download_http(
+            client_source=client_source, url=url, sink=sink, policy=policy, progress=progress
+        )
+    else:
+        raise _Permanent(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+
+
+# ---------------------------------------------------------------------------
+# One artifact, then many
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """One distinct digest to obtain, with every declaration that asked for it."""
+
+    image: str
+    artifact: Artifact
+    urls: tuple[str, ...]
+    also: tuple[tuple[str, Artifact], ...] = ()
+
+
+class _Missing(Exception):
+    def __init__(self, wanted: _Wanted, tried: list[str]) -> None:
+        super().__init__(wanted.artifact.file)
+        self.wanted = wanted
+        self.tried = tried
+
+
+def _obtain(
+    wanted: _Wanted,
+    *,
+    cache: Cache,
+    client_source: _ClientSource,
+    offline: bool,
+    policy: FetchPolicy,
+    reporter: FetchReporter,
+) -> FetchOutcome:
+    """Make sure the wanted digest is in the cache; raise _Missing with every URL's reason."""
+    artifact = wanted.artifact
+    if cache.contains(artifact.sha256):
+        return FetchOutcome(wanted.image, artifact, cache.entry_path(artifact.sha256), "cache")
+    tried: list[str] = []
+    with cache.entry_lock(artifact.sha256):
+        # Another process may have finished it while we waited for the lock.
+        if cache.contains(artifact.sha256):
+            return FetchOutcome(wanted.image, artifact, cache.entry_path(artifact.sha256), "cache")
+        for url in wanted.urls:
+            if offline and urlsplit(url).scheme != "file":
+                continue
+            shown = False
+
+            def progress(total: int | None, done: int) -> None:
+                nonlocal shown
+                if not shown:
+                    reporter.started(artifact.file, total)
+                    shown = True
+                reporter.advanced(artifact.file, done)
+
+            with cache.writer(sha256=artifact.sha256, sha512=artifact.sha512) as writer:
+                try:
+                    _download(
+                        client_source=client_source,
+                        url=url,
+                        sink=writer,
+                        policy=policy,
+                        progress=progress,
+                    )
+                    path = writer.commit()
+                except (_Permanent, _Transient) as exc:
+                    tried.append(f"{url}: {exc}")
+                    continue
+                except VerificationError as exc:
+                    tried.append(f"{url}: {exc}")
+                    continue
+            reporter.finished(artifact.file, f"{artifact.file}  {writer.size} bytes  from {url}")
+            return FetchOutcome(wanted.image, artifact, path, url)
+    raise _Missing(wanted, tried)
+
+
+def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wanted]:
+    """One entry per distinct sha256, with the URLs of every declaration of it."""
+    by_digest: dict[str, list[tuple[str, Artifact]]] = {}
+    for image in images:
+        for artifact in image.artifacts:
+            by_digest.setdefault(artifact.sha256, []).append((image.name, artifact))
+    plan = []
+    for decls in by_digest.values():
+        urls = tuple(dict.fromkeys(url for _, a in decls for url in candidate_urls(a, rewrites)))
+        first_image, first_artifact = decls[0]
+        plan.append(
+            _Wanted(image=first_image, artifact=first_artifact, urls=urls, also=tuple(decls[1:]))
+        )
+    return plan
+
+
+def _where(artifact: Artifact) -> str:
+    return f" ({artifact.location})" if artifact.location else ""
+
+
+def _offline_message(missing: list[_Missing]) -> str:
+    lines = [
+        f"{len(missing)} input(s) not in the cache, and --offline forbids downloading:",
+    ]
+    for m in missing:
+        w = m.wanted
+        a = w.artifact
+        images = sorted({w.image, *(name for name, _ in w.also)})
+        lines.append(f"  {a.file}  sha256:{a.sha256}  image {', '.join(images)}{_where(a)}")
+        lines.append(
+            f"      get it with: {fetch_command(images[0])}   or: lowbuild cache add {a.file}"
+        )
+        lines.extend(f"      tried {t}" for t in m.tried)
+    return "\n".join(lines)
+
+
+def _fetch_message(failed: list[_Missing]) -> str:
+    lines = [f"could not fetch {len(failed)} artifact(s):"]
+    for m in failed:
+        a = m.wanted.artifact
+        lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_where(a)}")
+        if not m.tried:
+            lines.append("      no URL to try")
+        lines.extend(f"      {t}" for t in m.tried)
+    return "\n".join(lines)
+
+
+def fetch_artifacts(
+    images: Iterable[ImageSpec],
+    *,
+    cache: Cache,
+    rewrites: Sequence[Rewrite] = (),
+    offline: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    policy: FetchPolicy | None = None,
+    reporter: FetchReporter | None = None,
+) -> list[FetchOutcome]:
+    """Make every artifact of `images` present and verified in `cache`.
+
+    Downloads run in `jobs` threads. Raises OfflineMissing (offline, listing every
+    missing file with its digest and the command that gets it) or FetchError
+    (naming each failed artifact and every URL tried, with the reason for each).
+    Artifacts that did succeed stay in the cache either way.
+    """
+    policy = policy or FetchPolicy()
+    reporter = reporter or SilentReporter()
+    plan = _plan(images, rewrites)
+    client_source = _ClientSource(policy, offline=offline)
+    outcomes: list[FetchOutcome] = []
+    failed: list[_Missing] = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [
+                pool.submit(
+                    _obtain,
+                    wanted,
+                    cache=cache,
+                    client_source=client_source,
+                    offline=offline,
+                    policy=policy,
+                    reporter=reporter,
+                )
+                for wanted in plan
+            ]
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except _Missing as exc:
+                    failed.append(exc)
+    finally:
+        client_source.close()
+    if failed:
+        if offline:
+            raise OfflineMissing(_offline_message(failed))
+        raise FetchError(_fetch_message(failed))
+    return outcomes
+
+
+def missing_artifacts(images: Iterable[ImageSpec], *, cache: Cache) -> list[tuple[str, Artifact]]:
+    """(image name, artifact) for every declared artifact not in the cache; no I/O beyond stat."""
+    return [
+        (image.name, artifact)
+        for image in images
+        for artifact in image.artifacts
+        if not cache.contains(artifact.sha256)
+    ]
+
+
+def compute_digests(
+    images: Iterable[ImageSpec],
+    *,
+    rewrites: Sequence[Rewrite] = (),
+    offline: bool = False,
+    policy: FetchPolicy | None = None,
+) -> list[ComputedDigest]:
+    """Download every candidate URL of every artifact and hash it, keeping nothing.
+
+    For pinning: the bytes are never admitted to the cache, whatever they hash to.
+    """
+    policy = policy or FetchPolicy()
+    client_source = _ClientSource(policy, offline=offline)
+    results = []
+    try:
+        for image in images:
+            for artifact in image.artifacts:
+                for url in candidate_urls(artifact, rewrites):
+                    if offline and urlsplit(url).scheme != "file":
+                        continue
+                    sink = _HashSink()
+                    try:
+                        _download(
+                            client_source=client_source,
+                            url=url,
+                            sink=sink,
+                            policy=policy,
+                            progress=lambda total, done: None,
+                        )
+                    except (_Permanent, _Transient) as exc:
+                        results.append(
+                            ComputedDigest(image.name, artifact.file, url, None, str(exc))
+                        )
+                        continue
+                    results.append(ComputedDigest(image.name, artifact.file, url, sink.sha256))
+    finally:
+        client_source.close()
+    return results

@@ -1,0 +1,149 @@
+"""`lowbuild doctor` against the real engines of this host, healthy and deliberately broken.
+
+Each breakage is made for the doctor process only, through the variables the engines
+themselves honour: CONTAINERS_CONF (podman reads only that file), CONTAINERS_STORAGE_CONF
+(an empty image store) and DOCKER_HOST (a socket nobody listens on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lowbuild.engines.base import ENGINE_NAMES
+from lowbuild.engines.doctor import cgroup_layout
+
+EXIT_ENVIRONMENT = 3
+
+
+def run_doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lowbuild", "doctor", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def reports_of(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    return {report["engine"]: report for report in json.loads(done.stdout)}
+
+
+def checks_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in report["checks"]}
+
+
+def requested_engines() -> list[str]:
+    raw = os.environ.get("LOWBUILD_TEST_ENGINES", ",".join(ENGINE_NAMES))
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def test_doctor_finds_every_engine_building_and_running() -> None:
+    done = run_doctor("--json")
+    reports = reports_of(done)
+    assert list(reports) == list(ENGINE_NAMES)
+    for name in requested_engines():
+        report = reports[name]
+        assert report["ok"], f"{name}: {report['checks']}"
+        assert report["version"]
+        checks = checks_of(report)
+        assert checks["build"]["ok"] and checks["run"]["ok"]
+    assert done.returncode == 0, done.stderr
+
+
+def test_doctor_table_says_which_engines_work() -> None:
+    done = run_doctor("--engine", "docker")
+    assert done.returncode == 0, done.stderr
+    assert "docker" in done.stdout
+    assert "works" in done.stdout
+    assert "BROKEN" not in done.stdout
+
+
+def test_doctor_blames_crun_on_hybrid_cgroups_and_names_the_fix(tmp_path: Path) -> None:
+    if cgroup_layout(Path("/sys/fs/cgroup")) == "unified":
+        pytest.skip("crun works on a cgroup v2 host: nothing to diagnose here")
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[engine]\nruntime = "crun"\n')
+
+    done = run_doctor("--engine", "podman", "--json", env={"CONTAINERS_CONF": str(conf)})
+
+    assert done.returncode == EXIT_ENVIRONMENT
+    podman = reports_of(done)["podman"]
+    assert not podman["ok"]
+    crun = checks_of(podman)["crun on hybrid/v1 cgroups"]
+    assert not crun["ok"]
+    assert "hybrid" in crun["detail"] or "legacy" in crun["detail"]
+    assert 'runtime = "runc"' in crun["fix"]
+    assert str(conf) in crun["fix"]  # the file podman actually reads, not the system one
+    assert "does not work" in done.stderr
+
+
+def test_doctor_says_dockerd_is_not_running(tmp_path: Path) -> None:
+    socket = tmp_path / "no-dockerd.sock"
+
+    done = run_doctor("--engine", "docker", "--json", env={"DOCKER_HOST": f"unix://{socket}"})
+
+    assert done.returncode == EXIT_ENVIRONMENT
+    docker = reports_of(done)["docker"]
+    assert not docker["ok"]
+    dockerd = checks_of(docker)["dockerd"]
+    assert str(socket) in dockerd["detail"]
+    assert "does not exist" in dockerd["detail"]
+    assert "dockerd" in dockerd["fix"]
+
+
+def test_buildx_needs_a_running_dockerd_too(tmp_path: Path) -> None:
+    done = run_doctor(
+        "--engine", "buildx", "--json", env={"DOCKER_HOST": f"unix://{tmp_path}/gone.sock"}
+    )
+    assert done.returncode == EXIT_ENVIRONMENT
+    buildx = reports_of(done)["buildx"]
+    assert buildx["version"]  # the plugin itself answers without a daemon
+    assert not checks_of(buildx)["dockerd"]["ok"]
+
+
+def test_doctor_says_how_to_get_a_missing_base_image(tmp_path: Path) -> None:
+    storage_conf = tmp_path / "storage.conf"
+    storage_conf.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path}/graph"\nrunroot = "{tmp_path}/run"\n'
+    )
+
+    done = run_doctor(
+        "--engine", "podman", "--json", env={"CONTAINERS_STORAGE_CONF": str(storage_conf)}
+    )
+
+    assert done.returncode == EXIT_ENVIRONMENT
+    base = checks_of(reports_of(done)["podman"])["base image"]
+    assert not base["ok"]
+    assert "localhost/lowbuild/busybox:latest" in base["detail"]
+    assert "scripts/provision.sh" in base["fix"]
+
+
+def test_unknown_engine_is_refused() -> None:
+    done = run_doctor("--engine", "kaniko")
+    assert done.returncode == EXIT_ENVIRONMENT
+    assert "kaniko" in done.stderr
+
+
+def test_doctor_explains_rlimits_above_the_host_limit(tmp_path: Path) -> None:
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[engine]\nruntime = "runc"\n')  # no default_ulimits: podman's own defaults
+
+    done = run_doctor("--engine", "podman", "--json", env={"CONTAINERS_CONF": str(conf)})
+
+    podman = reports_of(done)["podman"]
+    if podman["ok"]:
+        pytest.skip("this root may raise its rlimits (CAP_SYS_RESOURCE): podman's defaults work")
+    assert done.returncode == EXIT_ENVIRONMENT
+    rlimits = checks_of(podman)["rlimits above the host's hard limit"]
+    assert "RLIMIT_NOFILE 1048576" in rlimits["detail"]
+    assert "default_ulimits" in rlimits["fix"]
+    assert str(conf) in rlimits["fix"]

@@ -1,0 +1,240 @@
+"""The family, built for real on podman through the `lowbuild` command.
+
+A five-image family with two branches (a → b → c and a → d → e) is written into
+tmp_path. The engine is reached through a recording shim on PATH: a script named
+`podman` that appends its arguments to a file and then runs the real podman, so a
+test can say exactly which engine commands a run sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BASE = "localhost/lowbuild/busybox:latest"
+BRANCHES = {"a": None, "b": "a", "c": "b", "d": "a", "e": "d"}
+
+
+@dataclass
+class Family:
+    root: Path
+    namespace: str
+    calls: Path
+    env: dict[str, str]
+
+    def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lowbuild", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def build_json(self, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
+        result = self.lowbuild("build", "--engine", "podman", "--json", "--jobs", "2", *args)
+        records = json.loads(result.stdout) if result.stdout.strip() else []
+        return result.returncode, {r["image"]: r for r in records}, result.stderr
+
+    def engine_calls(self) -> list[list[str]]:
+        if not self.calls.exists():
+            return []
+        return [json.loads(line) for line in self.calls.read_text().splitlines()]
+
+    def forget_calls(self) -> None:
+        self.calls.unlink(missing_ok=True)
+
+    def image_file(self, name: str) -> Path:
+        return self.root / "contexts" / name / "image.yaml"
+
+
+def _write_image(root: Path, namespace: str, name: str, parent: str | None) -> None:
+    context = root / "contexts" / name
+    context.mkdir(parents=True)
+    lines = [f"name: {name}"]
+    if parent:
+        lines.append(f"parent: {parent}")
+    lines += ["test:", f'  command: ["cat", "/{name}.txt"]', f'  expect: "{name}"']
+    (context / "image.yaml").write_text("\n".join(lines) + "\n")
+    (context / f"{name}.txt").write_text(f"{name}\n")
+    base = f"{namespace}/{parent}:latest" if parent else BASE
+    # The sleep makes overlap measurable: two branches building at once overlap by seconds.
+    (context / "Dockerfile").write_text(
+        f"FROM {base}\nCOPY {name}.txt /{name}.txt\nRUN sleep 2 && cat /{name}.txt\n"
+    )
+
+
+@pytest.fixture
+def family(tmp_path: Path) -> Iterator[Family]:
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.fail("podman is not installed: run `make provision`")
+    namespace = f"lowbuild-famtest-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "lowbuild.yaml").write_text(
+        f'name: famtest\nnamespace: {namespace}\ncontexts: ["contexts/*"]\n'
+    )
+    for name, parent in BRANCHES.items():
+        _write_image(root, namespace, name, parent)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    calls = tmp_path / "engine-calls.jsonl"
+    (shim / "podman").write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        f"with open({str(calls)!r}, 'a') as out:\n"
+        "    out.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"os.execv({podman!r}, [{podman!r}, *sys.argv[1:]])\n"
+    )
+    (shim / "podman").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+        "LOWBUILD_CACHE": str(tmp_path / "cache"),
+        "COLUMNS": "200",
+    }
+    yield Family(root=root, namespace=namespace, calls=calls, env=env)
+    listed = subprocess.run(
+        [podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()
+    ours = [ref for ref in listed if namespace in ref]
+    if ours:
+        subprocess.run([podman, "rmi", "-f", *ours], capture_output=True, check=False)
+
+
+def _builds(calls: list[list[str]]) -> list[list[str]]:
+    return [call for call in calls if call and call[0] == "build"]
+
+
+def test_family_builds_in_dependency_order_with_branches_in_parallel(family: Family) -> None:
+    code, records, stderr = family.build_json()
+    assert code == 0, stderr
+    assert {name: r["state"] for name, r in records.items()} == dict.fromkeys(BRANCHES, "built")
+    for name, parent in BRANCHES.items():
+        if parent:
+            assert records[name]["started"] >= records[parent]["ended"], (name, parent)
+    # b and d are independent children of a: with two jobs they ran at the same time.
+    b, d = records["b"], records["d"]
+    assert max(b["started"], d["started"]) < min(b["ended"], d["ended"])
+    assert len(_builds(family.engine_calls())) == 5
+
+
+def test_second_build_builds_nothing_and_sends_nothing_to_the_engine(family: Family) -> None:
+    assert family.build_json()[0] == 0
+    family.forget_calls()
+    code, records, stderr = family.build_json()
+    assert code == 0, stderr
+    assert {r["state"] for r in records.values()} == {"up-to-date"}
+    assert _builds(family.engine_calls()) == []
+    plan = json.loads(family.lowbuild("plan", "--engine", "podman", "--json").stdout)
+    assert {image["action"] for image in plan["images"]} == {"up-to-date"}
+
+
+def test_changed_file_in_parent_rebuilds_it_and_descendants_only(family: Family) -> None:
+    assert family.build_json()[0] == 0
+    (family.root / "contexts" / "d" / "d.txt").write_text("d, changed\n")
+    plan = json.loads(family.lowbuild("plan", "--engine", "podman", "--json").stdout)
+    actions = {image["image"]: image for image in plan["images"]}
+    assert actions["d"]["action"] == "build"
+    assert any("d.txt" in reason for reason in actions["d"]["reasons"]), actions["d"]
+    assert actions["e"]["reasons"] == ["parent rebuilt (d)"]
+    assert {n for n, image in actions.items() if image["action"] == "build"} == {"d", "e"}
+
+    family.forget_calls()
+    code, records, _ = family.build_json()
+    assert code == 0
+    assert {n for n, r in records.items() if r["state"] == "built"} == {"d", "e"}
+    assert len(_builds(family.engine_calls())) == 2
+
+
+def test_failed_run_blocks_descendants_and_other_branch_still_builds(family: Family) -> None:
+    dockerfile = family.root / "contexts" / "b" / "Dockerfile"
+    good = dockerfile.read_text()
+    dockerfile.write_text(good + "RUN echo about to fail && false\n")
+    code, records, _ = family.build_json()
+    assert code == 1
+    assert records["b"]["state"] == "failed"
+    assert records["c"]["state"] == "blocked"
+    assert records["c"]["blocked_by"] == "b"
+    assert {records[n]["state"] for n in ("a", "d", "e")} == {"built"}
+    failed_log = Path(str(records["b"]["log"]))
+    assert failed_log.name == "b.FAILED.log"
+    assert "about to fail" in failed_log.read_text()
+
+    dockerfile.write_text(good)
+    family.forget_calls()
+    code, records, _ = family.build_json()
+    assert code == 0
+    assert {n for n, r in records.items() if r["state"] == "built"} == {"b", "c"}
+    assert len(_builds(family.engine_calls())) == 2
+
+
+def test_build_test_runs_every_smoke_test(family: Family) -> None:
+    code, records, stderr = family.build_json("--test")
+    assert code == 0, stderr
+    assert all(r["test"]["passed"] for r in records.values())  # type: ignore[index]
+
+
+def _break_and_expect(family: Family, where: Path, line: int, words: str) -> None:
+    family.forget_calls()
+    result = family.lowbuild("build", "--engine", "podman")
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"{where}:{line}" in message, message
+    assert words in message, message
+    assert _builds(family.engine_calls()) == []
+
+
+def test_cycle_is_an_error_naming_the_images(family: Family) -> None:
+    image_yaml = family.image_file("a")
+    image_yaml.write_text(image_yaml.read_text().replace("name: a\n", "name: a\nparent: c\n"))
+    dockerfile = family.root / "contexts" / "a" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(BASE, f"{family.namespace}/c:latest"))
+    family.forget_calls()
+    result = family.lowbuild("build", "--engine", "podman")
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "cycle" in message
+    for name in ("a", "b", "c"):
+        assert str(family.image_file(name)) in message, message
+    assert _builds(family.engine_calls()) == []
+
+
+def test_parent_that_disagrees_with_from_names_both_places(family: Family) -> None:
+    image_yaml = family.image_file("e")
+    image_yaml.write_text(image_yaml.read_text().replace("parent: d", "parent: b"))
+    _break_and_expect(family, image_yaml, 2, "Dockerfile")
+
+
+def test_unknown_key_is_an_error_with_file_and_line(family: Family) -> None:
+    image_yaml = family.image_file("c")
+    image_yaml.write_text(image_yaml.read_text() + "tagz: [x]\n")
+    _break_and_expect(family, image_yaml, 6, "tagz")
+
+
+def test_missing_dockerfile_is_an_error(family: Family) -> None:
+    (family.root / "contexts" / "e" / "Dockerfile").unlink()
+    _break_and_expect(family, family.image_file("e"), 1, "Dockerfile")
+
+
+def test_duplicate_name_is_an_error_naming_both_files(family: Family) -> None:
+    image_yaml = family.image_file("c")
+    image_yaml.write_text(image_yaml.read_text().replace("name: c", "name: e"))
+    family.forget_calls()
+    result = family.lowbuild("build", "--engine", "podman")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert str(family.image_file("e")) in message and str(image_yaml) in message, message
+    assert _builds(family.engine_calls()) == []
