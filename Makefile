@@ -36,5 +36,11 @@ test-integration: provision venv
 test: provision venv lint
 	$(BIN)/pytest tests
 
+# The main job: the whole seed family (contexts/), built and smoke-tested on the
+# engine lowbuild finds (LOWBUILD_ENGINE=docker|buildx|buildah to choose).
+demo: provision venv
+	bash scripts/fetch_seed_sources.sh >/dev/null
+	$(BIN)/lowbuild build --test
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ Logic lives in the pipeline packages; a command here only wires options to it.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -305,11 +306,101 @@ def test_command(
     raise typer.Exit(code)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+bundle_app = typer.Typer(
+    help="Carry a family's inputs across an air gap in one verified file.", no_args_is_help=True
+)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("export")
+def bundle_export_command(
+    out: Annotated[str, typer.Argument(help="The bundle file to write (a plain tar).")],
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images whose inputs to carry, with their ancestors (default: all)."),
+    ] = None,
+    with_built: Annotated[
+        list[str] | None,
+        typer.Option("--with-built", help="Also carry this built family image (repeatable)."),
+    ] = None,
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """Write one file with the artifacts, the base images and (--with-built) built images
+    the selection needs, plus a manifest of every member's sha256. Same content, same bytes."""
+    import time
+
+    from lowbuild.run.workflow import Selection, load
+    from lowbuild.sources.bundle import contents_for, export_bundle
+    from lowbuild.sources.cache import Cache, default_cache_root
+
+    started = time.monotonic()
+    loaded = load(
+        Selection(project_file=Path(file) if file else None, names=tuple(images or ()), engine=engine)
+    )
+    contents = contents_for(
+        loaded.project, loaded.graph, names=images or (), with_built=with_built or ()
+    )
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    result = export_bundle(contents, engine=loaded.engine, cache=cache, out=Path(out))
+    err.print(
+        f"wrote {result.path}: {len(result.manifest.members)} member(s), {result.size} bytes, "
+        f"sha256 {result.sha256}, in {time.monotonic() - started:.1f}s",
+        highlight=False,
+        markup=False,
+    )
+
+
+@bundle_app.command("import")
+def bundle_import_command(
+    bundle: Annotated[str, typer.Argument(help="A bundle written by `lowbuild bundle export`.")],
+    engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """Verify every member against the manifest, then admit the artifacts to the cache and
+    load the images. Exit 4, with nothing imported, if any member does not match."""
+    from lowbuild.engines.detect import select_engine
+    from lowbuild.sources.bundle import import_bundle
+    from lowbuild.sources.cache import Cache, default_cache_root
+
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    result = import_bundle(Path(bundle), engine=select_engine(engine), cache=cache)
+    for sha in result.artifacts:
+        typer.echo(f"artifact sha256:{sha} in {cache.root}")
+    for ref, image_id in result.images:
+        typer.echo(f"image {ref} {image_id}")
+
+
+@bundle_app.command("ls")
+def bundle_ls_command(
+    bundle: Annotated[str, typer.Argument(help="A bundle file.")],
+    as_json: bool = typer.Option(False, "--json", help="Print the members as JSON."),
+) -> None:
+    """List the members (kind, name, size, sha256) as the manifest records them."""
+    import json
+
+    from lowbuild.sources.bundle import list_bundle
+
+    members = list_bundle(Path(bundle))
+    if as_json:
+        typer.echo(json.dumps([m.to_json() for m in members], indent=2))
+        return
+    for m in members:
+        typer.echo(f"{m.kind:<9} {m.size:>12}  sha256:{m.sha256}  {m.name}")
+
+
 def main() -> None:
     """Console entry point: LowbuildError becomes a message and its exit code, never a traceback.
 
     typer runs in standalone mode, so usage errors print themselves and exit 2.
     """
+    # SIGTERM (a CI runner cancelling the job) stops cleanly, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except LowbuildError as exc:

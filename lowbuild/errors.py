@@ -91,3 +91,12 @@ class VerificationError(LowbuildError):
 
 class SmokeTestFailed(LowbuildError):
     """An image was built but its declared smoke test did not pass."""
+
+
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(LowbuildError):
+    """Ctrl-C or SIGTERM: running work was stopped and cleaned up."""
+
+    exit_code = EXIT_INTERRUPTED

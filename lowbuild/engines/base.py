@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,4 +181,13 @@ class Engine(Protocol):
 
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
+        ...
+
+    def build_containers(self) -> frozenset[str]:
+        """IDs of the engine's build working containers (podman/buildah keep them in their
+        storage while a build runs; docker's daemon cleans up after its own builds)."""
+        ...
+
+    def remove_build_containers(self, ids: Iterable[str]) -> None:
+        """Remove build working containers left by builds that were stopped midway."""
         ...

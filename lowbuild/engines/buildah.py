@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -205,3 +205,10 @@ class BuildahEngine:
 
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         return self.podman.list_containers(label=label)
+
+    def build_containers(self) -> frozenset[str]:
+        # buildah and podman share the storage: podman lists buildah's working containers.
+        return self.podman.build_containers()
+
+    def remove_build_containers(self, ids: Iterable[str]) -> None:
+        self.podman.remove_build_containers(ids)

@@ -9,9 +9,13 @@ so callers only ever see EngineError.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,10 +79,35 @@ def run_command(
         raise EngineError(args, -1, f"no answer within {timeout} s") from exc
 
 
+_LIVE: set[subprocess.Popen[str]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_running_commands(*, grace: float = 10.0) -> int:
+    """Stop every streamed engine command still running (builds): SIGTERM to its process
+    group, SIGKILL after `grace` seconds. Returns how many were running."""
+    with _LIVE_LOCK:
+        running = list(_LIVE)
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    return len(running)
+
+
 def _run_merged(
     args: list[str], *, env: dict[str, str] | None, log: LogSink | None, timeout: float | None
 ) -> CommandOutput:
     lines: list[str] = []
+    # A session of its own: Ctrl-C at the terminal reaches lowbuild only, which then stops
+    # its engine commands in order (stop_running_commands) instead of having them killed
+    # mid-step, and can clean up after them.
     with subprocess.Popen(
         args,
         env=env,
@@ -88,13 +117,20 @@ def _run_merged(
         text=True,
         errors="replace",
         bufsize=1,
+        start_new_session=True,
     ) as process:
-        assert process.stdout is not None  # PIPE was asked for
-        for line in process.stdout:
-            lines.append(line)
-            if log is not None:
-                log(line.rstrip("\n"))
-        returncode = process.wait(timeout=timeout)
+        with _LIVE_LOCK:
+            _LIVE.add(process)
+        try:
+            assert process.stdout is not None  # PIPE was asked for
+            for line in process.stdout:
+                lines.append(line)
+                if log is not None:
+                    log(line.rstrip("\n"))
+            returncode = process.wait(timeout=timeout)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)
     output = "".join(lines)
     if returncode != 0:
         raise EngineError(args, returncode, output)

@@ -12,7 +12,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, LogSink
@@ -60,6 +60,20 @@ class PodmanEngine(WhalesEngine):
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
         run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
+
+    def build_containers(self) -> frozenset[str]:
+        # A stopped `podman build` leaves its buildah working containers behind; they are
+        # "external" containers, listed only with --external.
+        out = run_command(
+            [self.binary, "ps", "--all", "--external", "--quiet", "--no-trunc"],
+            timeout=QUICK_TIMEOUT_S,
+        ).stdout
+        return frozenset(out.split())
+
+    def remove_build_containers(self, ids: Iterable[str]) -> None:
+        wanted = sorted(ids)
+        if wanted:
+            run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", *wanted])
 
     def save(self, refs: Sequence[str], path: Path) -> None:
         argv: list[str | Path] = [self.binary, "save", "--format", "docker-archive"]

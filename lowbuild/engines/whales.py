@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,14 @@ class WhalesEngine:
                 all=True, filters=[("label", label)] if label else []
             )
         return iter([c.id for c in found])
+
+    def build_containers(self) -> frozenset[str]:
+        # dockerd removes the containers of a cancelled build itself (BuildKit and the
+        # classic builder with --force-rm); podman overrides this.
+        return frozenset()
+
+    def remove_build_containers(self, ids: Iterable[str]) -> None:
+        return None
 
     # ---- commit: python-on-whales' commit has no --change, so the command is ours ----
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lowbuild.context.assemble import StagedContext, assemble_context
 from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
-from lowbuild.errors import LowbuildError, SmokeTestFailed
+from lowbuild.engines.commands import stop_running_commands
+from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
 from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
 from lowbuild.plan.planner import Plan, current_inputs, external_image_ids
 from lowbuild.run.report import RunLogs
@@ -77,6 +78,7 @@ class FamilyBuilder:
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._stopped = 0
 
     def build(self, plan: Plan) -> dict[str, Outcome]:
         graph = plan.graph
@@ -96,14 +98,29 @@ class FamilyBuilder:
         def work(name: str, cancel: threading.Event) -> WorkResult:
             return self._build_one(plan, name, cancel)
 
-        return run_in_order(
-            order=[image.name for image in plan.images],
-            needs={image.name: image.needs for image in plan.images},
-            work=work,
-            jobs=self.jobs,
-            fail_fast=self.fail_fast,
-            on_event=self._record,
-        )
+        before = self.engine.build_containers()
+        try:
+            return run_in_order(
+                order=[image.name for image in plan.images],
+                needs={image.name: image.needs for image in plan.images},
+                work=work,
+                jobs=self.jobs,
+                fail_fast=self.fail_fast,
+                on_event=self._record,
+                on_interrupt=self._stop_engine_commands,
+            )
+        except KeyboardInterrupt:
+            # A build stopped midway leaves podman/buildah working containers behind:
+            # remove those that appeared during this run.
+            leftovers = self.engine.build_containers() - before
+            self.engine.remove_build_containers(leftovers)
+            raise Interrupted(
+                f"interrupted: stopped {self._stopped} running engine command(s), "
+                f"removed {len(leftovers)} build container(s)"
+            ) from None
+
+    def _stop_engine_commands(self) -> None:
+        self._stopped = stop_running_commands()
 
     def _record(self, event: Event) -> None:
         if event.kind == "end" and event.outcome is not None:

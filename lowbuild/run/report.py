@@ -165,7 +165,8 @@ class LiveBoard:
                 outcome = event.outcome
                 self._state[event.name] = outcome.state
                 took = f" in {outcome.duration:.1f}s" if outcome.duration is not None else ""
-                why = f" ({outcome.detail.splitlines()[0][:100]})" if outcome.detail else ""
+                summary = _summary_detail(outcome)
+                why = f" ({summary[:160]})" if summary else ""
                 line = f"{'✓' if outcome.state in {'built', 'up-to-date'} else '✗'} {event.name}: {outcome.state}{took}{why}"
         if self._live is not None:
             self._live.update(self._render())

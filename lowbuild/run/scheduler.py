@@ -6,8 +6,9 @@ What the scheduler promises (the complaints about Kolla, bake and bashbrew are t
   independent branches go on (unless `fail_fast`, then nothing new starts and
   what did not start is `skipped`);
 - at most `jobs` pieces of work run at once;
-- on KeyboardInterrupt, `cancel` is set for running work, nothing new starts,
-  and the interrupt is re-raised once running work has returned.
+- on KeyboardInterrupt, `cancel` is set for running work, `on_interrupt` is
+  called (to stop what the work waits on), nothing new starts, and the
+  interrupt is re-raised once running work has returned.
 
 The work itself (assemble, fingerprint, engine build, smoke test) is a callable
 given by the caller; the scheduler knows nothing of engines.
@@ -126,6 +127,7 @@ def run_in_order(
     jobs: int,
     fail_fast: bool = False,
     on_event: Callable[[Event], None] = lambda event: None,
+    on_interrupt: Callable[[], object] = lambda: None,
 ) -> dict[str, Outcome]:
     """Run `work(name, cancel)` for every name in `order` (a topological order).
 
@@ -182,9 +184,10 @@ def run_in_order(
                         if fail_fast:
                             stop_starting = True
         except KeyboardInterrupt:
-            # Tell running work to stop (it kills its engine process), then wait for it:
-            # leaving the pool's `with` block joins the threads.
+            # Tell running work to stop and stop what it is waiting on (`on_interrupt`:
+            # the engine commands), then wait for it: leaving the `with` block joins.
             cancel.set()
+            on_interrupt()
             raise
 
     for name in order:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from lowbuild.engines.base import Engine
 from lowbuild.engines.detect import select_engine
-from lowbuild.errors import EXIT_FAILED, UsageError
+from lowbuild.errors import EXIT_FAILED, OfflineMissing, UsageError
 from lowbuild.plan.graph import FamilyGraph, build_graph
 from lowbuild.plan.planner import Plan, check_selection, make_plan
 from lowbuild.run.build import FamilyBuilder, TestOutcome, smoke_test_family
@@ -123,14 +123,22 @@ def run_build(
     if to_build:
         # Every input is verified (and, offline, known present) before the first build starts.
         with reporter_for(err) as reporter:
-            fetch_artifacts(
-                [project.image(image.name) for image in to_build],
-                cache=cache,
-                rewrites=project.rewrites,
-                offline=options.offline,
-                jobs=4,
-                reporter=reporter,
-            )
+            try:
+                fetch_artifacts(
+                    [project.image(image.name) for image in to_build],
+                    cache=cache,
+                    rewrites=project.rewrites,
+                    offline=options.offline,
+                    jobs=4,
+                    reporter=reporter,
+                )
+            except OfflineMissing as exc:
+                # An offline host gets its inputs as a bundle: say so where it is needed.
+                raise OfflineMissing(
+                    f"{exc}\non an air-gapped host, bring them all at once with: "
+                    "lowbuild bundle import FILE (written by `lowbuild bundle export FILE` "
+                    "on a connected host)"
+                ) from None
     state_dir = project.root / STATE_DIR
     logs = RunLogs(state_dir / "logs")
     err.print(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -238,3 +240,49 @@ def test_duplicate_name_is_an_error_naming_both_files(family: Family) -> None:
     message = " ".join(result.stderr.split())
     assert str(family.image_file("e")) in message and str(image_yaml) in message, message
     assert _builds(family.engine_calls()) == []
+
+
+def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) -> None:
+    podman = shutil.which("podman") or "podman"
+
+    def build_containers() -> set[str]:
+        out = subprocess.run(
+            [podman, "ps", "--all", "--external", "--quiet", "--no-trunc"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        return set(out.split())
+
+    before = build_containers()
+    dockerfile = family.root / "contexts" / "a" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN sleep 120\n")
+    # A terminal delivers Ctrl-C to the whole foreground process group.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lowbuild", "build", "--engine", "podman"],
+        cwd=family.root, env=family.env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            "sleep 120" in str(call) or call[:1] == ["build"] for call in family.engine_calls()
+        ):
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.2)
+        time.sleep(3)  # inside the RUN step now
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert time.monotonic() - started < 30  # it did not wait for the 120 s step
+    assert build_containers() - before == set()
+    owned = subprocess.run(
+        [podman, "ps", "--all", "--quiet", "--filter", "label=lowbuild.owned"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert owned == []
+    stage = family.root / ".lowbuild" / "stage"
+    assert not [p for p in stage.iterdir() if p.name.endswith(".tmp")] if stage.exists() else True

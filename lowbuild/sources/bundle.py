@@ -1,0 +1,514 @@
+"""The air gap: one file carrying every input a family build needs, verified on arrival.
+
+A bundle is a plain (uncompressed) tar written by the one deterministic tar writer
+(lowbuild.context.pack): sorted members, fixed mtime, uid/gid 0, no names. Layout:
+
+    artifacts/sha256/<hex>     a cache entry, by digest
+    images/<safe-ref>.tar      an image archive written by `engine.save` (docker-archive)
+    manifest.json              every other member's path, kind, name, sha256 and size;
+                               the images' refs, IDs and (built ones) fingerprints
+    manifest.json.sha256       `sha256sum` line of manifest.json (so `sha256sum -c` works)
+
+Exporting the same content twice gives the same bytes, provided the engine's `save`
+is byte-stable (podman's docker-archive is; see README).
+
+Import verifies EVERY member against the manifest while streaming the bundle into a
+temp dir inside the cache root (same filesystem), and refuses the bundle as a whole
+(VerificationError naming each bad member) on any mismatch, missing, extra or unsafe
+member, before anything reaches the cache or the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+from lowbuild import __version__
+from lowbuild.context.pack import pack_deterministic
+from lowbuild.engines.base import Engine
+from lowbuild.errors import UsageError, VerificationError
+from lowbuild.sources.cache import CHUNK, Cache, hash_file
+
+if TYPE_CHECKING:  # the graph is only read through its methods; no import of a later stage
+    from lowbuild.plan.graph import FamilyGraph
+    from lowbuild.spec.model import Project
+
+BUNDLE_FORMAT = "lowbuild-bundle/1"
+MANIFEST = "manifest.json"
+MANIFEST_SUM = "manifest.json.sha256"
+ARTIFACT_DIR = "artifacts/sha256"
+IMAGE_DIR = "images"
+FINGERPRINT_LABEL = "lowbuild.fingerprint"  # as written by lowbuild.plan.fingerprint
+# Directory entries the tar writer emits; any other directory is an unexpected member.
+_DIRECTORIES = frozenset({"artifacts", ARTIFACT_DIR, IMAGE_DIR})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+MemberKind = Literal["artifact", "image", "manifest"]
+
+
+@dataclass(frozen=True)
+class BundleMember:
+    """One file of the bundle as the manifest lists it."""
+
+    path: str
+    kind: MemberKind
+    name: str  # artifact file name(s), comma-joined, or the image ref
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "name": self.name,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class BundledImage:
+    """An image carried as an archive: the ref it is known by, its ID, and whether the
+    family built it (then `image` names it and `fingerprint` is its label)."""
+
+    ref: str
+    id: str
+    archive: str
+    built: bool
+    image: str | None = None
+    fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "id": self.id,
+            "archive": self.archive,
+            "built": self.built,
+            "image": self.image,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a bundle holds. `members` excludes manifest.json itself (it is checked
+    against manifest.json.sha256)."""
+
+    project: str
+    engine: str
+    members: tuple[BundleMember, ...]
+    images: tuple[BundledImage, ...]
+    lowbuild: str = __version__
+
+    def to_bytes(self) -> bytes:
+        document = {
+            "format": BUNDLE_FORMAT,
+            "lowbuild": self.lowbuild,
+            "project": self.project,
+            "engine": self.engine,
+            "members": [m.to_json() for m in sorted(self.members, key=lambda m: m.path)],
+            "images": [i.to_json() for i in sorted(self.images, key=lambda i: i.ref)],
+        }
+        return (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, origin: str) -> Manifest:
+        """Parse a manifest; VerificationError naming `origin` when it is not one."""
+        try:
+            document = json.loads(data)
+            if document.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"format is {document.get('format')!r}, not {BUNDLE_FORMAT!r}")
+            members = tuple(
+                BundleMember(
+                    path=str(m["path"]),
+                    kind=m["kind"],
+                    name=str(m["name"]),
+                    sha256=str(m["sha256"]),
+                    size=int(m["size"]),
+                )
+                for m in document["members"]
+            )
+            images = tuple(
+                BundledImage(
+                    ref=str(i["ref"]),
+                    id=str(i["id"]),
+                    archive=str(i["archive"]),
+                    built=bool(i["built"]),
+                    image=i.get("image"),
+                    fingerprint=i.get("fingerprint"),
+                )
+                for i in document["images"]
+            )
+            return cls(
+                project=str(document["project"]),
+                engine=str(document["engine"]),
+                members=members,
+                images=images,
+                lowbuild=str(document.get("lowbuild", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise VerificationError(f"{origin}: {MANIFEST} is not a lowbuild bundle manifest: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# What goes in
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    """Everything one export carries."""
+
+    artifacts: Mapping[str, tuple[str, ...]]  # sha256 → artifact file names
+    base_refs: tuple[str, ...]  # images from outside the family
+    built: Mapping[str, str]  # family image name → its ref
+    project: str = ""
+
+
+def contents_for(
+    project: Project, graph: FamilyGraph, *, names: Sequence[str] = (), with_built: Sequence[str] = ()
+) -> BundleContents:
+    """What a bundle for `names` (all when empty; their ancestors too) must hold: their
+    artifacts, every image the family takes from outside (the planner checks all of
+    them, even for a selection), and the built family images `with_built` asks for."""
+    unknown = [n for n in [*names, *with_built] if n not in graph.nodes]
+    if unknown:
+        raise UsageError(
+            f"unknown image(s): {', '.join(unknown)}; the family has: {', '.join(graph.nodes)}"
+        )
+    if names:
+        selected = set(names) | {a for n in names for a in graph.ancestors(n)}
+    else:
+        selected = set(graph.nodes)
+    artifacts: dict[str, list[str]] = {}
+    for name in sorted(selected):
+        for artifact in graph.nodes[name].spec.artifacts:
+            files = artifacts.setdefault(artifact.sha256, [])
+            if artifact.file not in files:
+                files.append(artifact.file)
+    return BundleContents(
+        artifacts={sha: tuple(sorted(files)) for sha, files in sorted(artifacts.items())},
+        base_refs=tuple(graph.external_images()),
+        built={name: project.ref(name) for name in sorted(set(with_built))},
+        project=project.name,
+    )
+
+
+def archive_name(ref: str) -> str:
+    """The member an image's archive is stored as: `images/<ref, made file-safe>.tar`."""
+    return f"{IMAGE_DIR}/{_UNSAFE.sub('_', ref).strip('_.')}.tar"
+
+
+# ---------------------------------------------------------------------------
+# Export
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: Manifest
+    size: int
+    sha256: str
+
+
+def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out: Path) -> ExportResult:
+    """Write the bundle `out` (atomically: a temp file beside it, then renamed).
+
+    Every artifact must be in the cache (UsageError naming each and the `fetch` command
+    otherwise); a cache entry whose bytes no longer match its digest is a
+    VerificationError. Every image must exist in `engine`'s storage.
+    """
+    missing = [(sha, files) for sha, files in contents.artifacts.items() if not cache.contains(sha)]
+    if missing:
+        lines = [f"  {', '.join(files)}  sha256:{sha}" for sha, files in missing]
+        raise UsageError(
+            f"{len(missing)} artifact(s) to bundle are not in the cache {cache.root}:\n"
+            + "\n".join(lines)
+            + "\nfetch them first: lowbuild fetch"
+        )
+    images = _images_to_save(contents, engine)
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".lowbuild-bundle-", dir=out.parent) as scratch:
+        stage = Path(scratch)
+        members: list[BundleMember] = []
+        for sha, files in contents.artifacts.items():
+            rel = f"{ARTIFACT_DIR}/{sha}"
+            (stage / ARTIFACT_DIR).mkdir(parents=True, exist_ok=True)
+            cache.place(sha, stage / rel)  # a hard link where possible: no copy of big tarballs
+            actual = hash_file(stage / rel)
+            if actual != sha:
+                raise VerificationError(
+                    f"cache entry {cache.entry_path(sha)} hashes to {actual}; "
+                    "run `lowbuild cache verify` and fetch it again"
+                )
+            size = (stage / rel).stat().st_size
+            members.append(BundleMember(rel, "artifact", ", ".join(files), sha, size))
+        for image in images:
+            (stage / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+            engine.save([image.ref], stage / image.archive)
+            target = stage / image.archive
+            members.append(
+                BundleMember(image.archive, "image", image.ref, hash_file(target), target.stat().st_size)
+            )
+        manifest = Manifest(
+            project=contents.project, engine=engine.name, members=tuple(members), images=tuple(images)
+        )
+        data = manifest.to_bytes()
+        (stage / MANIFEST).write_bytes(data)
+        (stage / MANIFEST_SUM).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
+        pack_deterministic(stage, out, "tar")
+    return ExportResult(path=out, manifest=manifest, size=out.stat().st_size, sha256=hash_file(out))
+
+
+def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledImage]:
+    images: list[BundledImage] = []
+    absent: list[str] = []
+    wanted = [(ref, None) for ref in contents.base_refs] + [
+        (ref, name) for name, ref in contents.built.items()
+    ]
+    for ref, name in wanted:
+        info = engine.inspect_image(ref)
+        if info is None:
+            absent.append(f"  {ref}" + (f" (build it: lowbuild build {name})" if name else ""))
+            continue
+        images.append(
+            BundledImage(
+                ref=ref,
+                id=info.id,
+                archive=archive_name(ref),
+                built=name is not None,
+                image=name,
+                fingerprint=info.labels.get(FINGERPRINT_LABEL) if name else None,
+            )
+        )
+    if absent:
+        raise UsageError(f"image(s) to bundle are not in {engine.name}'s storage:\n" + "\n".join(absent))
+    archives = [i.archive for i in images]
+    clash = sorted({a for a in archives if archives.count(a) > 1})
+    if clash:
+        raise UsageError(f"two image refs map to the same archive name: {', '.join(clash)}")
+    return images
+
+
+# ---------------------------------------------------------------------------
+# Reading and verifying
+
+
+def _checked_manifest(bundle: Path, data: bytes | None, sum_data: bytes | None) -> Manifest:
+    if data is None:
+        raise VerificationError(f"{bundle}: refused: member {MANIFEST} is missing")
+    if sum_data is None:
+        raise VerificationError(f"{bundle}: refused: member {MANIFEST_SUM} is missing")
+    expected = sum_data.decode(errors="replace").split()[:1]
+    actual = hashlib.sha256(data).hexdigest()
+    if expected != [actual]:
+        raise VerificationError(
+            f"{bundle}: refused: member {MANIFEST} hashes to {actual}, "
+            f"but {MANIFEST_SUM} says {expected[0] if expected else 'nothing'}"
+        )
+    return Manifest.from_bytes(data, origin=str(bundle))
+
+
+def _open_tar(bundle: Path) -> tarfile.TarFile:
+    if not bundle.is_file():
+        raise UsageError(f"{bundle}: no such bundle file")
+    try:
+        # "r:" (plain tar) only: a bundle is never compressed, so nothing is guessed.
+        return tarfile.open(bundle, "r:")
+    except tarfile.TarError as exc:
+        raise VerificationError(f"{bundle}: refused: not a readable tar archive ({exc})") from None
+
+
+def _members(tar: tarfile.TarFile, bundle: Path) -> Iterable[tarfile.TarInfo]:
+    """The tar's members in order; a damaged header is a VerificationError naming the
+    last good member (tarfile checks every header's checksum)."""
+    last = "the start"
+    while True:
+        try:
+            info = tar.next()
+        except tarfile.TarError as exc:
+            raise VerificationError(
+                f"{bundle}: refused: damaged tar header after member {last} ({exc})"
+            ) from None
+        if info is None:
+            return
+        last = info.name
+        yield info
+
+
+def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
+    """Why a member may not be extracted, or None. Only plain files and the known
+    directories, at normalised relative paths, are allowed."""
+    name = info.name
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or str(path) != name.rstrip("/") or not name:
+        return "path escapes the bundle"
+    if info.isdir():
+        return None if name.rstrip("/") in _DIRECTORIES else "unexpected directory"
+    if not info.isfile():
+        return "not a regular file"
+    if name in {MANIFEST, MANIFEST_SUM}:
+        return None
+    parent = str(path.parent)
+    if parent == ARTIFACT_DIR and _HEX64.fullmatch(path.name):
+        return None
+    if parent == IMAGE_DIR and path.name.endswith(".tar") and not path.name.startswith("."):
+        return None
+    return "not a member a bundle may hold"
+
+
+@dataclass(frozen=True)
+class _Staged:
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    manifest: Manifest
+    artifacts: tuple[str, ...]  # sha256 admitted (or already present)
+    images: tuple[tuple[str, str], ...]  # (ref, ID) now in the engine
+    retagged: tuple[str, ...] = field(default=())  # refs the load did not restore
+
+
+def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult:
+    """Verify every member of `bundle`, then admit its artifacts to `cache` and load its
+    images into `engine` (re-tagging refs a load did not restore).
+
+    Verification comes first and covers everything: any problem is one
+    VerificationError listing every bad member, and nothing is admitted or loaded.
+    """
+    cache.root.mkdir(parents=True, exist_ok=True)
+    # Inside the cache root: the same filesystem, and away from the entries (a dot dir).
+    with tempfile.TemporaryDirectory(prefix=".bundle-import-", dir=cache.root) as scratch:
+        manifest, staged = _verify_into(bundle, Path(scratch))
+        admitted: list[str] = []
+        for member in manifest.members:
+            if member.kind == "artifact":
+                cache.admit_file(staged[member.path].path, sha256=member.sha256)
+                admitted.append(member.sha256)
+        loaded: list[tuple[str, str]] = []
+        retagged: list[str] = []
+        for image in manifest.images:
+            engine.load(staged[image.archive].path)
+            info = engine.inspect_image(image.ref)
+            if info is None:
+                # A load that keeps only the ID (no RepoTags): name it as the manifest does.
+                engine.tag(image.id, image.ref)
+                retagged.append(image.ref)
+                info = engine.inspect_image(image.ref)
+            loaded.append((image.ref, info.id if info else image.id))
+    return ImportResult(
+        manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded), retagged=tuple(retagged)
+    )
+
+
+def verify_bundle(bundle: Path) -> Manifest:
+    """Check every member of `bundle` against its manifest without keeping anything."""
+    with tempfile.TemporaryDirectory(prefix="lowbuild-bundle-verify-") as scratch:
+        manifest, _ = _verify_into(bundle, Path(scratch))
+    return manifest
+
+
+def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Staged]]:
+    """Stream every member into `scratch` while hashing it; then hold the result against
+    the manifest. Returns the manifest and the staged files by member path."""
+    problems: list[str] = []
+    staged: dict[str, _Staged] = {}
+    manifest_data: bytes | None = None
+    sum_data: bytes | None = None
+    seen: set[str] = set()
+    with _open_tar(bundle) as tar:
+        for info in _members(tar, bundle):
+            reason = _unsafe_reason(info)
+            if reason is not None:
+                problems.append(f"member {info.name}: {reason}")
+                continue
+            if info.name in seen:
+                problems.append(f"member {info.name}: appears twice")
+                continue
+            seen.add(info.name)
+            if info.isdir():
+                continue
+            source = tar.extractfile(info)
+            assert source is not None  # a regular file, checked above
+            if info.name in {MANIFEST, MANIFEST_SUM}:
+                data = source.read()
+                if info.name == MANIFEST:
+                    manifest_data = data
+                else:
+                    sum_data = data
+                continue
+            # Flat names in scratch: member paths were checked, but nothing is created
+            # from them beyond one file name of our own choosing.
+            target = scratch / f"{len(staged):06d}"
+            digest = hashlib.sha256()
+            with target.open("wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            staged[info.name] = _Staged(target, digest.hexdigest(), target.stat().st_size)
+    try:
+        manifest = _checked_manifest(bundle, manifest_data, sum_data)
+    except VerificationError as exc:
+        problems.append(str(exc).removeprefix(f"{bundle}: refused: "))
+        raise _refusal(bundle, problems) from None
+    listed = {m.path: m for m in manifest.members}
+    for path, member in sorted(listed.items()):
+        got = staged.get(path)
+        if got is None:
+            problems.append(f"member {path}: listed in the manifest but missing")
+        elif got.sha256 != member.sha256 or got.size != member.size:
+            problems.append(
+                f"member {path}: sha256 {got.sha256} ({got.size} bytes), "
+                f"manifest says {member.sha256} ({member.size} bytes)"
+            )
+        elif member.kind == "artifact" and PurePosixPath(path).name != member.sha256:
+            problems.append(f"member {path}: stored under a name that is not its digest")
+    problems.extend(
+        f"member {path}: not listed in the manifest" for path in sorted(set(staged) - set(listed))
+    )
+    for image in manifest.images:
+        if listed.get(image.archive) is None or listed[image.archive].kind != "image":
+            problems.append(f"image {image.ref}: its archive {image.archive} is not a listed member")
+    if problems:
+        raise _refusal(bundle, problems)
+    return manifest, staged
+
+
+def _refusal(bundle: Path, problems: Sequence[str]) -> VerificationError:
+    return VerificationError(
+        f"bundle {bundle} refused, nothing was imported:\n  " + "\n  ".join(problems)
+    )
+
+
+def list_bundle(bundle: Path) -> list[BundleMember]:
+    """Every member of `bundle` as its manifest lists it, the manifest files first
+    (read, not verified: `import` verifies)."""
+    manifest_data: bytes | None = None
+    sum_data: bytes | None = None
+    with _open_tar(bundle) as tar:
+        for info in _members(tar, bundle):
+            if info.name in {MANIFEST, MANIFEST_SUM} and info.isfile():
+                f = tar.extractfile(info)
+                assert f is not None
+                if info.name == MANIFEST:
+                    manifest_data = f.read()
+                else:
+                    sum_data = f.read()
+    manifest = _checked_manifest(bundle, manifest_data, sum_data)
+    assert manifest_data is not None and sum_data is not None
+    own = [
+        BundleMember(name, "manifest", name, hashlib.sha256(data).hexdigest(), len(data))
+        for name, data in ((MANIFEST, manifest_data), (MANIFEST_SUM, sum_data))
+    ]
+    return own + sorted(manifest.members, key=lambda m: m.path)

@@ -1,0 +1,291 @@
+"""The air gap for real: a small family is fetched and built on this host's podman,
+exported as one bundle, then imported into a FRESH podman storage and an EMPTY cache
+inside a network namespace with no route anywhere (`unshare --net`), where
+`build --offline --test` must succeed. A tampered bundle must be refused whole.
+
+The fresh storage is a vfs store under tmp_path, selected for every podman the test
+starts through CONTAINERS_STORAGE_CONF (the variable podman itself honours).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BASE = "localhost/lowbuild/busybox:latest"
+PAYLOAD = b"payload carried across the air gap\n" * 100
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+needs_root_and_unshare = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
+)
+
+
+@dataclass
+class Exported:
+    """A built family and the bundle exported from it (`--with-built base`)."""
+
+    root: Path
+    namespace: str
+    bundle: Path
+    env: dict[str, str]
+    seconds: float
+
+    def lowbuild(
+        self, *args: str, env: dict[str, str] | None = None, no_net: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        prefix = ["unshare", "--net"] if no_net else []
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "lowbuild", *args],
+            cwd=self.root,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+
+def _write_family(root: Path, namespace: str, served: Path) -> None:
+    """base (FROM busybox) and app (FROM base; an artifact from a file:// URL, a pack,
+    network: none, a command smoke test)."""
+    (root / "lowbuild.yaml").write_text(
+        f'name: bundletest\nnamespace: {namespace}\ncontexts: ["contexts/*"]\n'
+    )
+    base = root / "contexts" / "base"
+    base.mkdir(parents=True)
+    (base / "image.yaml").write_text(
+        'name: base\ntest:\n  command: ["cat", "/base.txt"]\n  expect: "base"\n'
+    )
+    (base / "base.txt").write_text("base\n")
+    (base / "Dockerfile").write_text(f"FROM {BASE}\nCOPY base.txt /base.txt\n")
+    app = root / "contexts" / "app"
+    (app / "site").mkdir(parents=True)
+    (app / "site" / "index.html").write_text("hello from the pack\n")
+    (app / "image.yaml").write_text(
+        "name: app\n"
+        "parent: base\n"
+        "network: none\n"
+        "artifacts:\n"
+        f"  - file: payload.txt\n    urls: [\"file://{served}\"]\n    sha256: {PAYLOAD_SHA}\n"
+        "packs:\n"
+        "  - into: site.tar\n    from: site/\n    format: tar\n"
+        "test:\n"
+        '  command: ["sh", "-c", "cat /payload.txt /site/index.html"]\n'
+        '  expect: "hello from the pack"\n'
+    )
+    (app / "Dockerfile").write_text(
+        f"FROM {namespace}/base:latest\n"
+        "COPY payload.txt /payload.txt\n"
+        "ADD site.tar /site/\n"
+        "RUN test -s /payload.txt\n"
+    )
+
+
+def _podman_refs(env: dict[str, str] | None = None) -> list[str]:
+    listed = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split("\n")[:-1] if listed.stdout else []
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: run `bash scripts/provision.sh`")
+    top = tmp_path_factory.mktemp("bundle")
+    namespace = f"lowbuild-bundletest-{uuid.uuid4().hex[:8]}"
+    served = top / "served" / "payload.txt"
+    served.parent.mkdir()
+    served.write_bytes(PAYLOAD)
+    root = top / "project"
+    root.mkdir()
+    _write_family(root, namespace, served)
+    env = {**os.environ, "LOWBUILD_CACHE": str(top / "cache"), "COLUMNS": "200"}
+    family = Exported(root=root, namespace=namespace, bundle=top / "family.bundle", env=env, seconds=0)
+    try:
+        fetched = family.lowbuild("fetch")
+        assert fetched.returncode == 0, fetched.stderr
+        built = family.lowbuild("build", "--engine", "podman", "base")
+        assert built.returncode == 0, built.stdout + built.stderr
+        started = time.monotonic()
+        done = family.lowbuild(
+            "bundle", "export", str(family.bundle), "--with-built", "base", "--engine", "podman"
+        )
+        family.seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        # Only the bundle may bring the artifact from now on.
+        served.unlink()
+        yield family
+    finally:
+        ours = [line.split()[0] for line in _podman_refs() if namespace in line]
+        if ours:
+            subprocess.run(["podman", "rmi", "-f", *ours], capture_output=True, check=False)
+
+
+@dataclass
+class FreshHost:
+    """An empty cache and an empty podman storage, as an air-gapped host has them."""
+
+    cache: Path
+    storage: Path
+    env: dict[str, str]
+
+    def images(self) -> list[str]:
+        return _podman_refs(self.env)
+
+
+@pytest.fixture
+def fresh_host(tmp_path: Path, exported: Exported) -> Iterator[FreshHost]:
+    storage = tmp_path / "storage"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{storage}/graph"\nrunroot = "{storage}/run"\n'
+    )
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    env = {**exported.env, "CONTAINERS_STORAGE_CONF": str(conf), "LOWBUILD_CACHE": str(cache)}
+    host = FreshHost(cache=cache, storage=storage, env=env)
+    assert host.images() == []  # really a fresh store, not this host's
+    yield host
+    # vfs layers are plain directories: nothing is mounted, removing them is enough.
+    subprocess.run(["podman", "system", "reset", "--force"], env=env, capture_output=True, check=False)
+    shutil.rmtree(storage, ignore_errors=True)
+
+
+@pytest.mark.root
+@needs_root_and_unshare
+def test_offline_build_without_network_from_an_imported_bundle(
+    exported: Exported, fresh_host: FreshHost
+) -> None:
+    imported = exported.lowbuild(
+        "bundle", "import", str(exported.bundle), "--engine", "podman", env=fresh_host.env, no_net=True
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert (fresh_host.cache / "sha256" / PAYLOAD_SHA).read_bytes() == PAYLOAD
+    refs = [line.split()[0] for line in fresh_host.images()]
+    assert BASE in refs and f"localhost/{exported.namespace}/base:latest" in refs
+
+    built = exported.lowbuild(
+        "build", "--offline", "--test", "--engine", "podman", "--json", env=fresh_host.env, no_net=True
+    )
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    records = {r["image"]: r for r in json.loads(built.stdout)}
+    # The bundled base carried its fingerprint: it is not rebuilt; app is built offline.
+    assert records["base"]["state"] == "up-to-date"
+    assert records["app"]["state"] == "built"
+    assert records["app"]["test"]["passed"] and records["base"]["test"]["passed"]
+
+
+@pytest.mark.root
+@needs_root_and_unshare
+def test_offline_build_without_the_bundle_names_bundle_import(
+    exported: Exported, fresh_host: FreshHost
+) -> None:
+    # The base images are there (loaded by hand), the artifact is not.
+    with tarfile.open(exported.bundle) as tar:
+        names = tar.getnames()
+        busybox = next(n for n in names if "busybox" in n)
+        tar.extract(busybox, fresh_host.storage.parent / "x", filter="data")
+    loaded = subprocess.run(
+        ["podman", "load", "--input", str(fresh_host.storage.parent / "x" / busybox)],
+        env=fresh_host.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+
+    built = exported.lowbuild(
+        "build", "--offline", "app", "--engine", "podman", env=fresh_host.env, no_net=True
+    )
+
+    assert built.returncode == 2, built.stderr
+    message = " ".join(built.stderr.split())
+    assert "payload.txt" in message and PAYLOAD_SHA in message
+    assert "lowbuild bundle import FILE" in message
+
+
+def _flip_member_byte(bundle: Path, copy: Path, member: str) -> None:
+    """Copy `bundle` to `copy` with one byte inverted in the middle of `member`'s data."""
+    with tarfile.open(bundle) as tar:
+        info = tar.getmember(member)
+        offset = info.offset_data + info.size // 2
+    data = bytearray(bundle.read_bytes())
+    data[offset] ^= 0xFF
+    copy.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["artifact", "image", "manifest"])
+def test_bundle_with_one_flipped_byte_is_refused_whole(
+    exported: Exported, fresh_host: FreshHost, tmp_path: Path, kind: str
+) -> None:
+    with tarfile.open(exported.bundle) as tar:
+        names = [n for n in tar.getnames() if tar.getmember(n).isfile()]
+    member = {
+        "artifact": f"artifacts/sha256/{PAYLOAD_SHA}",
+        "image": next(n for n in names if n.startswith("images/") and "busybox" in n),
+        "manifest": "manifest.json",
+    }[kind]
+    tampered = tmp_path / "tampered.bundle"
+    _flip_member_byte(exported.bundle, tampered, member)
+
+    refused = exported.lowbuild(
+        "bundle", "import", str(tampered), "--engine", "podman", env=fresh_host.env
+    )
+
+    assert refused.returncode == 4, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert f"member {member}" in message and "nothing was imported" in message
+    assert list(fresh_host.cache.iterdir()) == []
+    assert fresh_host.images() == []
+
+
+def test_export_twice_gives_identical_bytes(exported: Exported, tmp_path: Path) -> None:
+    again = tmp_path / "again.bundle"
+    done = exported.lowbuild(
+        "bundle", "export", str(again), "--with-built", "base", "--engine", "podman"
+    )
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(
+        exported.bundle.read_bytes()
+    ).hexdigest()
+
+
+def test_bundle_ls_lists_every_member(exported: Exported) -> None:
+    listed = exported.lowbuild("bundle", "ls", str(exported.bundle), "--json")
+    assert listed.returncode == 0, listed.stderr
+    members = json.loads(listed.stdout)
+    by_kind: dict[str, list[str]] = {}
+    for m in members:
+        by_kind.setdefault(m["kind"], []).append(m["name"])
+    assert by_kind["artifact"] == ["payload.txt"]
+    assert sorted(by_kind["image"]) == sorted(
+        [BASE, f"{exported.namespace}/base:latest"]
+    )
+    assert by_kind["manifest"] == ["manifest.json", "manifest.json.sha256"]
+    with tarfile.open(exported.bundle) as tar:
+        files = {i.name: i.size for i in tar.getmembers() if i.isfile()}
+    assert {m["path"]: m["size"] for m in members} == files
+
+    text = exported.lowbuild("bundle", "ls", str(exported.bundle))
+    assert text.returncode == 0
+    assert PAYLOAD_SHA in text.stdout and "payload.txt" in text.stdout and BASE in text.stdout
+    print(f"bundle: {exported.bundle.stat().st_size} bytes, exported in {exported.seconds:.1f}s")
