@@ -206,9 +206,12 @@ class BuildahEngine:
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         return self.podman.list_containers(label=label)
 
-    def build_containers(self) -> frozenset[str]:
+    def build_containers(self) -> Mapping[str, str]:
         # buildah and podman share the storage: podman lists buildah's working containers.
         return self.podman.build_containers()
+
+    def image_ids(self) -> frozenset[str]:
+        return self.podman.image_ids()
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:
         self.podman.remove_build_containers(ids)

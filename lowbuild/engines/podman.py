@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import EngineName, LogSink
+from lowbuild.engines.base import EngineName, LogSink, normalise_image_id
 from lowbuild.engines.commands import run_command
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
 
@@ -61,14 +61,21 @@ class PodmanEngine(WhalesEngine):
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
         run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
 
-    def build_containers(self) -> frozenset[str]:
-        # A stopped `podman build` leaves its buildah working containers behind; they are
-        # "external" containers, listed only with --external.
+    def build_containers(self) -> Mapping[str, str]:
+        # A stopped `podman build` leaves its buildah working container behind (seen with
+        # SIGTERM and SIGINT on podman 4.3); such containers are "external", listed only
+        # with --external.
         out = run_command(
-            [self.binary, "ps", "--all", "--external", "--quiet", "--no-trunc"],
+            [self.binary, "ps", "--all", "--external", "--no-trunc", "--format",
+             "{{.ID}} {{.ImageID}}"],
             timeout=QUICK_TIMEOUT_S,
         ).stdout
-        return frozenset(out.split())
+        found: dict[str, str] = {}
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) == 2:
+                found[words[0]] = normalise_image_id(words[1])
+        return found
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:
         wanted = sorted(ids)

@@ -98,7 +98,7 @@ class FamilyBuilder:
         def work(name: str, cancel: threading.Event) -> WorkResult:
             return self._build_one(plan, name, cancel)
 
-        before = self.engine.build_containers()
+        containers_before = set(self.engine.build_containers())
         try:
             return run_in_order(
                 order=[image.name for image in plan.images],
@@ -110,14 +110,19 @@ class FamilyBuilder:
                 on_interrupt=self._stop_engine_commands,
             )
         except KeyboardInterrupt:
-            # A build stopped midway leaves podman/buildah working containers behind:
-            # remove those that appeared during this run.
-            leftovers = self.engine.build_containers() - before
+            leftovers = self._our_leftovers(containers_before)
             self.engine.remove_build_containers(leftovers)
             raise Interrupted(
                 f"interrupted: stopped {self._stopped} running engine command(s), "
                 f"removed {len(leftovers)} build container(s)"
             ) from None
+
+    def _our_leftovers(self, containers_before: set[str]) -> list[str]:
+        """Working containers a stopped podman/buildah build left behind: those that
+        appeared since the run began. Known limit: a build another process started on
+        the same host during this run is not told apart (podman gives its working
+        containers no owner mark, and stands them on temporary images it reuses)."""
+        return sorted(set(self.engine.build_containers()) - containers_before)
 
     def _stop_engine_commands(self) -> None:
         self._stopped = stop_running_commands()

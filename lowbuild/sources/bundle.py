@@ -335,13 +335,19 @@ def _members(tar: tarfile.TarFile, bundle: Path) -> Iterable[tarfile.TarInfo]:
         try:
             info = tar.next()
         except tarfile.TarError as exc:
-            raise VerificationError(
-                f"{bundle}: refused: damaged tar header after member {last} ({exc})"
-            ) from None
+            raise _refusal(bundle, [f"damaged tar header after member {last} ({exc})"]) from None
         if info is None:
-            return
+            break
         last = info.name
         yield info
+    # tarfile takes a damaged header after the first one for the end of the archive; the
+    # real end is zero blocks only, so anything else there is damage, not an ending.
+    fileobj = tar.fileobj
+    assert fileobj is not None
+    fileobj.seek(tar.offset)
+    while chunk := fileobj.read(CHUNK):
+        if chunk.strip(b"\0"):
+            raise _refusal(bundle, [f"damaged tar header at byte {tar.offset}, after member {last}"])
 
 
 def _unsafe_reason(info: tarfile.TarInfo) -> str | None:

@@ -170,7 +170,7 @@ def test_failed_run_blocks_descendants_and_other_branch_still_builds(family: Fam
     assert records["b"]["state"] == "failed"
     assert records["c"]["state"] == "blocked"
     assert records["c"]["blocked_by"] == "b"
-    assert {records[n]["state"] for n in ("a", "d", "e")} == {"built"}
+    assert {records[n]["state"] for n in ("a", "d", "e")} == {"built"}, records
     failed_log = Path(str(records["b"]["log"]))
     assert failed_log.name == "b.FAILED.log"
     assert "about to fail" in failed_log.read_text()
