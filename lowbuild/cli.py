@@ -109,38 +109,19 @@ def fetch_command(
     ),
 ) -> None:
     """Download, verify and cache the declared artifacts. Exit 2 when --offline and some are missing."""
-    from pathlib import Path
+    from lowbuild.run.workflow import run_fetch
 
-    from lowbuild.errors import UsageError
-    from lowbuild.sources.cache import Cache, default_cache_root
-    from lowbuild.sources.fetch import compute_digests, fetch_artifacts
-    from lowbuild.sources.progress import reporter_for
-    from lowbuild.spec.load import load_project
-
-    project = load_project(Path(file) if file else None, allow_missing_digests=print_digests)
-    known = {image.name: image for image in project.images}
-    unknown = [name for name in images or [] if name not in known]
-    if unknown:
-        raise UsageError(f"no image named {', '.join(unknown)}; the project has: {', '.join(sorted(known))}")
-    selected = [known[name] for name in images] if images else list(project.images)
-    if print_digests:
-        results = compute_digests(selected, rewrites=project.rewrites, offline=offline)
-        for result in results:
-            if result.sha256:
-                typer.echo(f"{result.sha256}  {result.file}  {result.url}")
-            else:
-                err.print(f"# {result.file}  {result.url}: {result.error}", highlight=False, markup=False)
-        got = {r.file for r in results if r.sha256}
-        if any(a.file not in got for image in selected for a in image.artifacts):
-            raise typer.Exit(1)
-        return
-    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    with reporter_for(err) as reporter:
-        outcomes = fetch_artifacts(
-            selected, cache=cache, rewrites=project.rewrites, offline=offline, jobs=jobs, reporter=reporter
-        )
-    fetched = sum(1 for o in outcomes if o.source != "cache")
-    err.print(f"{len(outcomes)} artifact(s) verified in {cache.root} ({fetched} downloaded)", highlight=False)
+    code = run_fetch(
+        project_file=Path(file) if file else None,
+        names=tuple(images or ()),
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        offline=offline,
+        jobs=jobs,
+        print_digests=print_digests,
+        out=Console(soft_wrap=True),
+        err=err,
+    )
+    raise typer.Exit(code)
 
 
 cache_app = typer.Typer(help="Inspect and fill the content-addressed cache.", no_args_is_help=True)
@@ -153,26 +134,15 @@ def cache_ls_command(
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
 ) -> None:
     """List entries: sha256, size in bytes, and the artifact names the project gives them."""
-    from pathlib import Path
+    from lowbuild.run.workflow import run_cache_ls
 
-    from lowbuild.errors import SpecError
-    from lowbuild.sources.cache import Cache, default_cache_root
-    from lowbuild.spec.load import load_project
-
-    names: dict[str, set[str]] = {}
-    try:
-        project = load_project(Path(file) if file else None)
-    except SpecError:
-        if file:  # asked for explicitly: its errors matter
-            raise
-    else:
-        for image in project.images:
-            for artifact in image.artifacts:
-                names.setdefault(artifact.sha256, set()).add(artifact.file)
-    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    for entry in cache.entries():
-        label = ", ".join(sorted(names.get(entry.sha256, ()))) or "-"
-        typer.echo(f"{entry.sha256}  {entry.size:>12}  {label}")
+    raise typer.Exit(
+        run_cache_ls(
+            project_file=Path(file) if file else None,
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            out=Console(soft_wrap=True),
+        )
+    )
 
 
 @cache_app.command("verify")
@@ -180,18 +150,13 @@ def cache_verify_command(
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
 ) -> None:
     """Rehash every entry; move bad ones to quarantine/. Exit 4 if any was bad."""
-    from pathlib import Path
+    from lowbuild.run.workflow import run_cache_verify
 
-    from lowbuild.errors import VerificationError
-    from lowbuild.sources.cache import Cache, default_cache_root
-
-    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    bad = cache.verify()
-    total = sum(1 for _ in cache.entries()) + len(bad)
-    if bad:
-        lines = [f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad]
-        raise VerificationError(f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines))
-    typer.echo(f"{total} cache entries verified in {cache.root}")
+    raise typer.Exit(
+        run_cache_verify(
+            cache_dir=Path(cache_dir) if cache_dir else None, out=Console(soft_wrap=True)
+        )
+    )
 
 
 @cache_app.command("add")
@@ -203,19 +168,16 @@ def cache_add_command(
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
 ) -> None:
     """Admit files brought by other means, only when the project declares their digest."""
-    from pathlib import Path
+    from lowbuild.run.workflow import run_cache_add
 
-    from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
-    from lowbuild.spec.load import load_project
-
-    project = load_project(Path(file) if file else None)
-    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    artifacts = [a for image in project.images for a in image.artifacts]
-    project_file = project.location.path if project.location else project.root / "lowbuild.yaml"
-    for path, artifact in admit_declared(
-        cache, [Path(f) for f in files], artifacts=artifacts, project=str(project_file)
-    ):
-        typer.echo(f"admitted {path} as {artifact.file} (sha256:{artifact.sha256})")
+    raise typer.Exit(
+        run_cache_add(
+            project_file=Path(file) if file else None,
+            files=[Path(f) for f in files],
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            out=Console(soft_wrap=True),
+        )
+    )
 
 
 _FILE_HELP = "Project file (default: ./lowbuild.yaml)."

@@ -183,14 +183,10 @@ class Engine(Protocol):
         """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
         ...
 
-    def build_containers(self) -> Mapping[str, str]:
-        """Build working containers: container ID → the image ID it stands on (podman and
-        buildah keep them in their storage while a build runs; docker's daemon cleans up
-        after its own builds, so it reports none)."""
-        ...
-
-    def image_ids(self) -> frozenset[str]:
-        """IDs of every local image, intermediate layers included."""
+    def build_containers(self) -> frozenset[str]:
+        """IDs of the engine's build working containers (podman and buildah keep them in
+        their storage while a build runs; docker's daemon cleans up after its own builds,
+        so it reports none)."""
         ...
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:

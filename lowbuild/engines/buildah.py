@@ -24,8 +24,8 @@ from lowbuild.engines.base import (
     WorkStep,
 )
 from lowbuild.engines.changes import buildah_config_args, parse_changes
-from lowbuild.engines.commands import run_command
-from lowbuild.engines.podman import PodmanEngine, buildah_style_build_argv, run_build
+from lowbuild.engines.commands import run_command, run_iidfile_build
+from lowbuild.engines.podman import PodmanEngine, buildah_style_build_argv
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
     image_info_from_config,
@@ -70,7 +70,7 @@ class BuildahEngine:
             network=network,
             pull=pull,
         )
-        return run_build(argv, context=context, log=log, resolve=self._resolve_image_id)
+        return run_iidfile_build(argv, context=context, log=log, resolve=self._resolve_image_id)
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         try:
@@ -206,12 +206,9 @@ class BuildahEngine:
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         return self.podman.list_containers(label=label)
 
-    def build_containers(self) -> Mapping[str, str]:
+    def build_containers(self) -> frozenset[str]:
         # buildah and podman share the storage: podman lists buildah's working containers.
         return self.podman.build_containers()
-
-    def image_ids(self) -> frozenset[str]:
-        return self.podman.image_ids()
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:
         self.podman.remove_build_containers(ids)

@@ -14,11 +14,13 @@ import os
 import shlex
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import ValidPath
@@ -135,6 +137,47 @@ def _run_merged(
     if returncode != 0:
         raise EngineError(args, returncode, output)
     return CommandOutput(stdout=output, stderr="")
+
+
+def build_flags(
+    *,
+    dockerfile: Path | None,
+    tags: Sequence[str],
+    build_args: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    network: str | None,
+) -> list[str | Path]:
+    """The build flags podman, buildah and the docker CLI spell the same way."""
+    argv: list[str | Path] = []
+    if dockerfile is not None:
+        argv += ["--file", dockerfile]
+    for tag in tags:
+        argv += ["--tag", tag]
+    for key, value in (build_args or {}).items():
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in (labels or {}).items():
+        argv += ["--label", f"{key}={value}"]
+    if network:
+        argv += ["--network", network]
+    return argv
+
+
+def run_iidfile_build(
+    argv: Sequence[str | Path],
+    *,
+    context: Path,
+    log: LogSink | None,
+    resolve: Callable[[str], str],
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run a build command that takes `--iidfile`, streaming its output to `log`;
+    return `resolve(what it wrote)`, the full image ID."""
+    with tempfile.TemporaryDirectory(prefix="lowbuild-iid-") as scratch:
+        iidfile = Path(scratch) / "iid"
+        run_command(
+            [*argv, "--iidfile", iidfile, context], env=env, log=log, merge_output=True
+        )
+        return resolve(iidfile.read_text())
 
 
 @contextmanager

@@ -6,12 +6,11 @@ is the `buildx` engine (buildx.py), which shares everything here but `build`.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, LogSink, normalise_image_id
-from lowbuild.engines.commands import run_command
+from lowbuild.engines.commands import build_flags, run_command, run_iidfile_build
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
 
 
@@ -43,23 +42,25 @@ class DockerEngine(WhalesEngine):
         # Our own command, not python-on-whales' legacy_build: that one cannot put
         # DOCKER_BUILDKIT=0 in the command's environment only (setting it in ours would leak
         # into concurrent buildx builds) and prints progress instead of handing us the lines.
-        with tempfile.TemporaryDirectory(prefix="lowbuild-iid-") as scratch:
-            iidfile = Path(scratch) / "iid"
-            argv: list[str | Path] = [self.binary, "build", "--iidfile", iidfile]
+        argv: list[str | Path] = [
+            self.binary,
+            "build",
             # Classic builds leave failed intermediate containers behind unless told not to.
-            argv += ["--force-rm"]
-            if dockerfile is not None:
-                argv += ["--file", dockerfile]
-            for tag in tags:
-                argv += ["--tag", tag]
-            for key, value in (build_args or {}).items():
-                argv += ["--build-arg", f"{key}={value}"]
-            for key, value in (labels or {}).items():
-                argv += ["--label", f"{key}={value}"]
-            if network:
-                argv += ["--network", network]
-            if pull:  # without --pull the classic builder uses a local base when it has one
-                argv += ["--pull"]
-            argv.append(context)
-            run_command(argv, env={"DOCKER_BUILDKIT": "0"}, log=log, merge_output=True)
-            return normalise_image_id(iidfile.read_text())
+            "--force-rm",
+            *build_flags(
+                dockerfile=dockerfile,
+                tags=tags,
+                build_args=build_args,
+                labels=labels,
+                network=network,
+            ),
+        ]
+        if pull:  # without --pull the classic builder uses a local base when it has one
+            argv.append("--pull")
+        return run_iidfile_build(
+            argv,
+            context=context,
+            log=log,
+            resolve=normalise_image_id,
+            env={"DOCKER_BUILDKIT": "0"},
+        )

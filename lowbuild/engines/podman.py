@@ -11,12 +11,11 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import EngineName, LogSink, normalise_image_id
-from lowbuild.engines.commands import run_command
+from lowbuild.engines.base import EngineName, LogSink
+from lowbuild.engines.commands import build_flags, run_command, run_iidfile_build
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
 
 
@@ -54,28 +53,22 @@ class PodmanEngine(WhalesEngine):
             network=network,
             pull=pull,
         )
-        return run_build(argv, context=context, log=log, resolve=self.resolve_image_id)
+        return run_iidfile_build(argv, context=context, log=log, resolve=self.resolve_image_id)
 
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
         run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
 
-    def build_containers(self) -> Mapping[str, str]:
+    def build_containers(self) -> frozenset[str]:
         # A stopped `podman build` leaves its buildah working container behind (seen with
         # SIGTERM and SIGINT on podman 4.3); such containers are "external", listed only
         # with --external.
         out = run_command(
-            [self.binary, "ps", "--all", "--external", "--no-trunc", "--format",
-             "{{.ID}} {{.ImageID}}"],
+            [self.binary, "ps", "--all", "--external", "--quiet", "--no-trunc"],
             timeout=QUICK_TIMEOUT_S,
         ).stdout
-        found: dict[str, str] = {}
-        for line in out.splitlines():
-            words = line.split()
-            if len(words) == 2:
-                found[words[0]] = normalise_image_id(words[1])
-        return found
+        return frozenset(out.split())
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:
         wanted = sorted(ids)
@@ -106,34 +99,16 @@ def buildah_style_build_argv(
     """`podman build` and `buildah build` take the same flags (podman embeds buildah)."""
     # `--pull=never`/`always` is the spelling both accept (buildah's older `--pull-never`
     # is hidden and deprecated).
-    argv: list[str | Path] = [
+    return [
         *prefix,
         "--format",
         "docker",
         f"--pull={'always' if pull else 'never'}",
+        *build_flags(
+            dockerfile=dockerfile,
+            tags=tags,
+            build_args=build_args,
+            labels=labels,
+            network=network,
+        ),
     ]
-    if dockerfile is not None:
-        argv += ["--file", dockerfile]
-    for tag in tags:
-        argv += ["--tag", tag]
-    for key, value in (build_args or {}).items():
-        argv += ["--build-arg", f"{key}={value}"]
-    for key, value in (labels or {}).items():
-        argv += ["--label", f"{key}={value}"]
-    if network:
-        argv += ["--network", network]
-    return argv
-
-
-def run_build(
-    argv: Sequence[str | Path],
-    *,
-    context: Path,
-    log: LogSink | None,
-    resolve: Callable[[str], str],
-) -> str:
-    """Run a build that takes `--iidfile`; return the normalised image ID it wrote."""
-    with tempfile.TemporaryDirectory(prefix="lowbuild-iid-") as scratch:
-        iidfile = Path(scratch) / "iid"
-        run_command([*argv, "--iidfile", iidfile, context], log=log, merge_output=True)
-        return resolve(iidfile.read_text())

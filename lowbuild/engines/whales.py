@@ -245,16 +245,10 @@ class WhalesEngine:
             )
         return iter([c.id for c in found])
 
-    def build_containers(self) -> Mapping[str, str]:
+    def build_containers(self) -> frozenset[str]:
         # dockerd removes the containers of a cancelled build itself (BuildKit and the
         # classic builder with --force-rm); podman overrides this.
-        return {}
-
-    def image_ids(self) -> frozenset[str]:
-        out = run_command(
-            [self.binary, "images", "--all", "--quiet", "--no-trunc"], timeout=QUICK_TIMEOUT_S
-        ).stdout
-        return frozenset(normalise_image_id(line) for line in out.split())
+        return frozenset()
 
     def remove_build_containers(self, ids: Iterable[str]) -> None:
         return None

@@ -33,7 +33,13 @@ class PlannedImage:
     reasons: tuple[str, ...]
     needs: tuple[str, ...]  # family images it is built from, within the plan
     existing_id: str | None
-    fingerprint: str | None  # None when a need is rebuilt first (not known yet)
+    # The inputs, final unless a need is rebuilt first (then None: known only once
+    # that need has its new image ID).
+    inputs: BuildInputs | None
+
+    @property
+    def fingerprint(self) -> str | None:
+        return fingerprint(self.inputs) if self.inputs is not None else None
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Plan:
     graph: FamilyGraph
     engine: str
     images: tuple[PlannedImage, ...]  # in build order
+    external_ids: Mapping[str, str]  # every external base → its local ID (pins checked)
+    known_ids: Mapping[str, str]  # family images whose ID is final: up to date, or not selected
 
     def by_name(self) -> dict[str, PlannedImage]:
         return {image.name: image for image in self.images}
@@ -149,7 +157,7 @@ def make_plan(
                 reasons=tuple(f"parent rebuilt ({need})" for need in rebuilt),
                 needs=tuple(need for need in node.needs if need in selected),
                 existing_id=existing.id if existing else None,
-                fingerprint=None,
+                inputs=None,
             )
             continue
         inputs = current_inputs(
@@ -166,22 +174,13 @@ def make_plan(
             reasons=reasons,
             needs=tuple(need for need in node.needs if need in selected),
             existing_id=existing.id if existing else None,
-            fingerprint=fingerprint(inputs),
+            inputs=inputs,
         )
     return Plan(
         project=project,
         graph=graph,
         engine=engine.name,
         images=tuple(planned[name] for name in selected),
+        external_ids=external_ids,
+        known_ids=known_ids,
     )
-
-
-def check_selection(graph: FamilyGraph, names: Iterable[str]) -> None:
-    """Unknown image names are a usage error listing the known ones (select() does it too;
-    kept for commands that take names but build nothing, like `test`)."""
-    unknown = [name for name in names if name not in graph.nodes]
-    if unknown:
-        raise UsageError(
-            f"unknown image(s): {', '.join(unknown)}; the family has: {', '.join(graph.nodes)}"
-        )
-

@@ -22,7 +22,7 @@ from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
 from lowbuild.engines.commands import stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
 from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
-from lowbuild.plan.planner import Plan, current_inputs, external_image_ids
+from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
 from lowbuild.run.smoke import run_smoke_test
@@ -30,10 +30,6 @@ from lowbuild.sources.cache import Cache
 from lowbuild.spec.model import ImageSpec, Project
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
-
-
-class Cancelled(LowbuildError):
-    """The run was interrupted before this image finished."""
 
 
 def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[str, str]:
@@ -76,29 +72,20 @@ class FamilyBuilder:
     wrap_sink: Callable[[str, LogSink], LogSink] = lambda name, sink: sink
 
     def __post_init__(self) -> None:
-        self._ids: dict[str, str] = {}
+        self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
         self._lock = threading.Lock()
         self._stopped = 0
 
     def build(self, plan: Plan) -> dict[str, Outcome]:
-        graph = plan.graph
-        self._external_ids = external_image_ids(self.project, graph, self.engine)
-        by_name = plan.by_name()
-        # IDs of family images outside this run's work: up to date or not selected.
-        for node in graph.nodes.values():
-            for need in node.needs:
-                if need not in by_name and need not in self._ids:
-                    info = self.engine.inspect_image(self.project.ref(need))
-                    if info is not None:
-                        self._ids[need] = info.id
-        for planned in plan.images:
-            if planned.action == "up-to-date" and planned.existing_id:
-                self._ids[planned.name] = planned.existing_id
+        # What the plan resolved stays valid for the run: bases, and the family images
+        # that are not rebuilt. Images built by this run add their IDs as they finish.
+        self._ids = dict(plan.known_ids)
+        planned = plan.by_name()
 
         def work(name: str, cancel: threading.Event) -> WorkResult:
-            return self._build_one(plan, name, cancel)
+            return self._build_one(plan, planned[name], cancel)
 
-        containers_before = set(self.engine.build_containers())
+        containers_before = self.engine.build_containers()
         try:
             return run_in_order(
                 order=[image.name for image in plan.images],
@@ -117,12 +104,12 @@ class FamilyBuilder:
                 f"removed {len(leftovers)} build container(s)"
             ) from None
 
-    def _our_leftovers(self, containers_before: set[str]) -> list[str]:
+    def _our_leftovers(self, containers_before: frozenset[str]) -> list[str]:
         """Working containers a stopped podman/buildah build left behind: those that
         appeared since the run began. Known limit: a build another process started on
         the same host during this run is not told apart (podman gives its working
         containers no owner mark, and stands them on temporary images it reuses)."""
-        return sorted(set(self.engine.build_containers()) - containers_before)
+        return sorted(self.engine.build_containers() - containers_before)
 
     def _stop_engine_commands(self) -> None:
         self._stopped = stop_running_commands()
@@ -136,25 +123,30 @@ class FamilyBuilder:
                 self.logs.sink(event.name)(f"blocked: {outcome.blocked_by} failed")
         self.on_event(event)
 
-    def _build_one(self, plan: Plan, name: str, cancel: threading.Event) -> WorkResult:
-        planned = plan.by_name()[name]
+    def _build_one(
+        self, plan: Plan, planned: PlannedImage, cancel: threading.Event
+    ) -> WorkResult:
+        name = planned.name
         if planned.action == "up-to-date":
             return WorkResult(state="up-to-date", image_id=planned.existing_id or "")
         sink = self.wrap_sink(name, self.logs.sink(name))
         node = plan.graph.nodes[name]
         spec = node.spec
-        with self._lock:
-            family_ids = {need: self._ids[need] for need in node.needs}
-        inputs = current_inputs(
-            node, engine=self.engine, family_ids=family_ids, external_ids=self._external_ids
-        )
-        existing = self.engine.inspect_image(planned.ref)
-        reasons = rebuild_reasons(existing.labels if existing else None, inputs)
-        if not reasons and existing is not None:
-            sink("up to date once its parents were built (same IDs)")
+        inputs, reasons = planned.inputs, planned.reasons
+        if inputs is None:
+            # A need was rebuilt: its new ID is an input, known only now.
             with self._lock:
-                self._ids[name] = existing.id
-            return WorkResult(state="up-to-date", image_id=existing.id)
+                family_ids = {need: self._ids[need] for need in node.needs}
+            inputs = current_inputs(
+                node, engine=self.engine, family_ids=family_ids, external_ids=plan.external_ids
+            )
+            existing = self.engine.inspect_image(planned.ref)
+            reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+            if not reasons and existing is not None:
+                sink("up to date once its parents were built (same IDs)")
+                with self._lock:
+                    self._ids[name] = existing.id
+                return WorkResult(state="up-to-date", image_id=existing.id)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(spec, cache=self.cache, stage_root=self.stage_root)
         sink(f"context staged at {staged.path} ({staged.digest})")
@@ -170,9 +162,9 @@ class FamilyBuilder:
         }
         refs = self.project.refs(spec)
         if cancel.is_set():
-            raise Cancelled(f"{name}: interrupted before building")
+            raise Interrupted(f"{name}: interrupted before building")
         if spec.kind == "commit":
-            image_id = self._commit_recipe(spec, staged, refs, labels, sink, cancel)
+            image_id = self._commit_recipe(spec, staged, refs, labels, sink)
         else:
             image_id = self.engine.build(
                 context=staged.path,
@@ -195,7 +187,6 @@ class FamilyBuilder:
         refs: Sequence[str],
         labels: Mapping[str, str],
         sink: LogSink,
-        cancel: threading.Event,
     ) -> str:
         """The tutorial's manual method: container from the base, steps, commit."""
         recipe = spec.commit

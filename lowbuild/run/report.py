@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -30,23 +30,28 @@ _STATE_STYLE = {
 class RunLogs:
     """One directory per run, one `<image>.log` per image, and a `latest` link to the newest run.
 
-    Failed images' logs are renamed `<image>.FAILED.log` when the run ends, so `ls` finds them.
+    Failed images' logs are renamed `<image>.FAILED.log`, so `ls` finds them. Each log
+    stays open while its image writes (a compile prints thousands of lines); `close()`
+    ends the run.
     """
 
     def __init__(self, root: Path) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.directory = root / stamp
+        root.mkdir(parents=True, exist_ok=True)
         suffix = 1
-        while self.directory.exists():
-            suffix += 1
-            self.directory = root / f"{stamp}-{suffix}"
-        self.directory.mkdir(parents=True)
-        latest = root / "latest"
-        tmp = root / f".latest.{threading.get_ident()}"
+        while True:
+            self.directory = root / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+            try:
+                self.directory.mkdir()
+                break
+            except FileExistsError:  # another run started in the same second
+                suffix += 1
+        tmp = root / f".latest.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(self.directory.name)
-        tmp.replace(latest)
-        self._locks: dict[str, threading.Lock] = {}
+        tmp.replace(root / "latest")
+        self._lock = threading.Lock()
+        self._files: dict[str, TextIO] = {}
 
     def path(self, name: str) -> Path:
         failed = self.directory / f"{name}.FAILED.log"
@@ -54,21 +59,38 @@ class RunLogs:
 
     def sink(self, name: str) -> LogSink:
         """A thread-safe line writer for image `name`."""
-        lock = self._locks.setdefault(name, threading.Lock())
-        path = self.directory / f"{name}.log"
 
         def write(line: str) -> None:
-            with lock, path.open("a", encoding="utf-8", errors="replace") as out:
+            with self._lock:
+                out = self._files.get(name)
+                if out is None:
+                    out = self._files[name] = self.path(name).open(
+                        "a", encoding="utf-8", errors="replace"
+                    )
                 out.write(line if line.endswith("\n") else line + "\n")
+                out.flush()  # a user tails the log of a running build
 
         return write
 
     def mark_failed(self, name: str, detail: str) -> Path:
-        plain = self.directory / f"{name}.log"
         self.sink(name)(f"FAILED: {detail}")
-        failed = self.directory / f"{name}.FAILED.log"
-        plain.replace(failed)
+        with self._lock:
+            self._files.pop(name).close()
+            failed = self.directory / f"{name}.FAILED.log"
+            (self.directory / f"{name}.log").replace(failed)
         return failed
+
+    def __enter__(self) -> RunLogs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for out in self._files.values():
+                out.close()
+            self._files.clear()
 
 
 def outcome_record(outcome: Outcome, *, ref: str = "", tags: Sequence[str] = ()) -> dict[str, Any]:
@@ -117,10 +139,6 @@ def _summary_detail(outcome: Outcome) -> str:
     return lines[-1][:160] if outcome.state == "failed" else lines[0]
 
 
-def summary_json(records: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(records, indent=2)
-
-
 def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
     """0 when every image is built or up to date; EXIT_FAILED when anything failed or was blocked."""
     ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
@@ -145,13 +163,16 @@ class LiveBoard:
 
     def __enter__(self) -> LiveBoard:
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4)
+            # Rendered at each refresh tick only, never per log line (a compile prints
+            # thousands of lines).
+            self._live = Live(
+                console=self.console, get_renderable=self._render, refresh_per_second=4
+            )
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self._render())
             self._live.__exit__(None, None, None)
 
     def event(self, event: Event) -> None:
@@ -168,9 +189,7 @@ class LiveBoard:
                 summary = _summary_detail(outcome)
                 why = f" ({summary[:160]})" if summary else ""
                 line = f"{'✓' if outcome.state in {'built', 'up-to-date'} else '✗'} {event.name}: {outcome.state}{took}{why}"
-        if self._live is not None:
-            self._live.update(self._render())
-        else:
+        if self._live is None:
             self.console.print(line, highlight=False, markup=False)
 
     def sink_for(self, name: str, sink: LogSink) -> LogSink:
@@ -180,12 +199,14 @@ class LiveBoard:
             if stripped:
                 with self._lock:
                     self._last[name] = stripped[:100]
-                if self._live is not None:
-                    self._live.update(self._render())
 
         return write
 
     def _render(self) -> Table:
+        with self._lock:
+            return self._table()
+
+    def _table(self) -> Table:
         done = sum(1 for state in self._state.values() if state != "running")
         table = Table(title=f"building: {done}/{self.total} done", title_justify="left")
         table.add_column("image")

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from lowbuild.engines.base import Engine
 from lowbuild.engines.detect import select_engine
-from lowbuild.errors import EXIT_FAILED, OfflineMissing, UsageError
-from lowbuild.plan.graph import FamilyGraph, build_graph
-from lowbuild.plan.planner import Plan, check_selection, make_plan
+from lowbuild.errors import EXIT_FAILED, SpecError, UsageError, VerificationError
+from lowbuild.plan.graph import FamilyGraph, build_graph, select
+from lowbuild.plan.planner import Plan, make_plan
 from lowbuild.run.build import FamilyBuilder, TestOutcome, smoke_test_family
 from lowbuild.run.report import (
     LiveBoard,
@@ -30,8 +30,8 @@ from lowbuild.run.report import (
     summary_table,
 )
 from lowbuild.run.scheduler import Outcome
-from lowbuild.sources.cache import Cache, default_cache_root
-from lowbuild.sources.fetch import fetch_artifacts
+from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
+from lowbuild.sources.fetch import compute_digests, fetch_artifacts
 from lowbuild.sources.progress import reporter_for
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project
@@ -59,15 +59,16 @@ class Loaded:
     project: Project
     graph: FamilyGraph
     engine: Engine
+    named: tuple[str, ...]  # the images named (all when none were), checked, in build order
 
 
 def load(selection: Selection) -> Loaded:
     """Spec, graph (parents checked) and engine (flag, LOWBUILD_ENGINE, lowbuild.yaml, probe)."""
     project = load_project(selection.project_file)
     graph = build_graph(project)
-    check_selection(graph, selection.names)
+    named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
     engine_name = selection.engine or os.environ.get("LOWBUILD_ENGINE") or project.engine
-    return Loaded(project=project, graph=graph, engine=select_engine(engine_name))
+    return Loaded(project=project, graph=graph, engine=select_engine(engine_name), named=named)
 
 
 def plan_table(plan: Plan) -> Table:
@@ -123,47 +124,39 @@ def run_build(
     if to_build:
         # Every input is verified (and, offline, known present) before the first build starts.
         with reporter_for(err) as reporter:
-            try:
-                fetch_artifacts(
-                    [project.image(image.name) for image in to_build],
-                    cache=cache,
-                    rewrites=project.rewrites,
-                    offline=options.offline,
-                    jobs=4,
-                    reporter=reporter,
-                )
-            except OfflineMissing as exc:
-                # An offline host gets its inputs as a bundle: say so where it is needed.
-                raise OfflineMissing(
-                    f"{exc}\non an air-gapped host, bring them all at once with: "
-                    "lowbuild bundle import FILE (written by `lowbuild bundle export FILE` "
-                    "on a connected host)"
-                ) from None
+            fetch_artifacts(
+                [project.image(image.name) for image in to_build],
+                cache=cache,
+                rewrites=project.rewrites,
+                offline=options.offline,
+                jobs=4,
+                reporter=reporter,
+            )
     state_dir = project.root / STATE_DIR
-    logs = RunLogs(state_dir / "logs")
-    err.print(
-        f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
-        f"logs in {logs.directory}",
-        highlight=False,
-    )
-    with LiveBoard(err, total=len(plan.images)) as board:
-        builder = FamilyBuilder(
-            project=project,
-            engine=engine,
-            cache=cache,
-            stage_root=state_dir / "stage",
-            logs=logs,
-            jobs=options.jobs,
-            fail_fast=options.fail_fast,
-            on_event=board.event,
-            wrap_sink=board.sink_for,
+    with RunLogs(state_dir / "logs") as logs:
+        err.print(
+            f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
+            f"logs in {logs.directory}",
+            highlight=False,
         )
-        outcomes = builder.build(plan)
-    tests: dict[str, TestOutcome] = {}
-    if options.test:
-        ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
-        tests = _run_tests(project, engine, ready, jobs=options.jobs, logs=logs, err=err)
-    _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
+        with LiveBoard(err, total=len(plan.images)) as board:
+            builder = FamilyBuilder(
+                project=project,
+                engine=engine,
+                cache=cache,
+                stage_root=state_dir / "stage",
+                logs=logs,
+                jobs=options.jobs,
+                fail_fast=options.fail_fast,
+                on_event=board.event,
+                wrap_sink=board.sink_for,
+            )
+            outcomes = builder.build(plan)
+        tests: dict[str, TestOutcome] = {}
+        if options.test:
+            ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
+            tests = _run_tests(project, engine, ready, jobs=options.jobs, logs=logs, err=err)
+        _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
     code = run_exit_code(outcomes)
     if any(not result.passed for result in tests.values()):
         code = EXIT_FAILED
@@ -176,15 +169,15 @@ def run_tests(
     """`lowbuild test`: run the smoke tests of existing images (all, or the named ones)."""
     loaded = load(selection)
     project = loaded.project
-    names = selection.names or project.image_names()
+    names = loaded.named
     missing = [n for n in names if loaded.engine.inspect_image(project.ref(n)) is None]
     if missing:
         raise UsageError(
             f"no image to test for {', '.join(missing)}; build first: "
             f"lowbuild build {' '.join(missing)}"
         )
-    logs = RunLogs(project.root / STATE_DIR / "logs")
-    tests = _run_tests(project, loaded.engine, names, jobs=jobs, logs=logs, err=err)
+    with RunLogs(project.root / STATE_DIR / "logs") as logs:
+        tests = _run_tests(project, loaded.engine, names, jobs=jobs, logs=logs, err=err)
     if as_json:
         console.print_json(json.dumps([_test_record(t) for t in tests.values()]))
     else:
@@ -262,3 +255,99 @@ def _report(
     failed = [name for name, o in typed.items() if o.state == "failed"]
     for name in failed:
         console.print(f"[red]{name} failed[/]: log at {escape(str(logs.path(name)))}")
+
+
+# ---- fetch and cache: the sources stage on its own, no engine needed ----
+
+
+def run_fetch(
+    *,
+    project_file: Path | None,
+    names: Sequence[str],
+    cache_dir: Path | None,
+    offline: bool,
+    jobs: int,
+    print_digests: bool,
+    out: Console,
+    err: Console,
+) -> int:
+    """`lowbuild fetch`: make the named images' artifacts (all when none are named) present
+    and verified in the cache; or, with `print_digests`, print what each URL hashes to."""
+    project = load_project(project_file, allow_missing_digests=print_digests)
+    named = select(build_graph(project), names, with_deps=False)
+    images = [project.image(name) for name in named]
+    if print_digests:
+        results = compute_digests(images, rewrites=project.rewrites, offline=offline)
+        for result in results:
+            if result.sha256:
+                out.print(f"{result.sha256}  {result.file}  {result.url}", highlight=False, markup=False)
+            else:
+                err.print(f"# {result.file}  {result.url}: {result.error}", highlight=False, markup=False)
+        got = {result.file for result in results if result.sha256}
+        wanted = {artifact.file for image in images for artifact in image.artifacts}
+        return 0 if wanted <= got else EXIT_FAILED
+    cache = Cache(default_cache_root(cache_dir))
+    with reporter_for(err) as reporter:
+        outcomes = fetch_artifacts(
+            images,
+            cache=cache,
+            rewrites=project.rewrites,
+            offline=offline,
+            jobs=jobs,
+            reporter=reporter,
+        )
+    fetched = sum(1 for outcome in outcomes if outcome.source != "cache")
+    err.print(
+        f"{len(outcomes)} artifact(s) verified in {cache.root} ({fetched} downloaded)",
+        highlight=False,
+    )
+    return 0
+
+
+def run_cache_ls(*, project_file: Path | None, cache_dir: Path | None, out: Console) -> int:
+    """`lowbuild cache ls`: every entry with its size and the artifact names the project gives it."""
+    names: dict[str, set[str]] = {}
+    try:
+        project = load_project(project_file)
+    except SpecError:
+        if project_file is not None:  # asked for explicitly: its errors matter
+            raise
+    else:
+        for image in project.images:
+            for artifact in image.artifacts:
+                names.setdefault(artifact.sha256, set()).add(artifact.file)
+    for entry in Cache(default_cache_root(cache_dir)).entries():
+        label = ", ".join(sorted(names.get(entry.sha256, ()))) or "-"
+        out.print(f"{entry.sha256}  {entry.size:>12}  {label}", highlight=False, markup=False)
+    return 0
+
+
+def run_cache_verify(*, cache_dir: Path | None, out: Console) -> int:
+    """`lowbuild cache verify`: rehash every entry, quarantine bad ones (VerificationError)."""
+    cache = Cache(default_cache_root(cache_dir))
+    bad = cache.verify()
+    total = sum(1 for _ in cache.entries()) + len(bad)
+    if bad:
+        lines = [f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad]
+        raise VerificationError(
+            f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines)
+        )
+    out.print(f"{total} cache entries verified in {cache.root}", highlight=False)
+    return 0
+
+
+def run_cache_add(
+    *, project_file: Path | None, files: Sequence[Path], cache_dir: Path | None, out: Console
+) -> int:
+    """`lowbuild cache add`: admit files only when the project declares their digest."""
+    project = load_project(project_file)
+    cache = Cache(default_cache_root(cache_dir))
+    artifacts = [artifact for image in project.images for artifact in image.artifacts]
+    spec_file = project.location.path if project.location else project.root / "lowbuild.yaml"
+    for path, artifact in admit_declared(cache, files, artifacts=artifacts, project=str(spec_file)):
+        out.print(
+            f"admitted {path} as {artifact.file} (sha256:{artifact.sha256})",
+            highlight=False,
+            markup=False,
+        )
+    return 0

@@ -518,6 +518,11 @@ def _offline_message(missing: list[_Missing]) -> str:
             f"      get it with: {fetch_command(images[0])}   or: lowbuild cache add {a.file}"
         )
         lines.extend(f"      tried {t}" for t in m.tried)
+    # An offline host gets its inputs as a bundle: say so wherever offline meets a gap.
+    lines.append(
+        "on an air-gapped host, bring them all at once with: lowbuild bundle import FILE "
+        "(written by `lowbuild bundle export FILE` on a connected host)"
+    )
     return "\n".join(lines)
 
 
