@@ -26,6 +26,7 @@ provision:
 lint: venv
 	$(BIN)/ruff check lowbuild tests scripts
 	$(BIN)/mypy
+	cd scripts && ../$(BIN)/mypy --strict --cache-dir ../.mypy_cache/scripts bench.py
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
@@ -44,3 +45,10 @@ demo: provision venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 7): lowbuild against per-image `podman build` and `docker buildx bake`,
+# packing, fetching, planning at scale. Tables in bench-results/ (BENCH_ARGS=--quick to try).
+.PHONY: bench
+bench: provision venv
+	bash scripts/fetch_seed_sources.sh >/dev/null
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

@@ -356,6 +356,52 @@ def bundle_ls_command(
         typer.echo(f"{m.kind:<9} {m.size:>12}  sha256:{m.sha256}  {m.name}")
 
 
+export_app = typer.Typer(help="Write the family in other tools' formats.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("bake")
+def export_bake_command(
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images to export, with their ancestors (default: all)."),
+    ] = None,
+    out: str = typer.Option("docker-bake.json", "-o", "--out", help="The bake file to write."),
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    stage: str | None = typer.Option(
+        None, "--stage", help="Where to stage the contexts (default: .lowbuild/stage beside lowbuild.yaml)."
+    ),
+    offline: bool = typer.Option(False, "--offline", help="Open no network connection; only the cache."),
+    cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+) -> None:
+    """Stage the contexts and write a `docker buildx bake` file for them. Build in waves
+    (`bake wave-0`, `bake wave-1`, ...) so each FROM finds its parent locally."""
+    from lowbuild.export.bake import export_bake
+    from lowbuild.plan.graph import build_graph
+    from lowbuild.run.workflow import STATE_DIR
+    from lowbuild.sources.cache import Cache, default_cache_root
+    from lowbuild.sources.progress import reporter_for
+    from lowbuild.spec.load import load_project
+
+    project = load_project(Path(file) if file else None)
+    cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
+    with reporter_for(err) as reporter:
+        bake = export_bake(
+            project,
+            build_graph(project),
+            names=images or (),
+            cache=cache,
+            stage_root=Path(stage) if stage else project.root / STATE_DIR / "stage",
+            out=Path(out),
+            offline=offline,
+            reporter=reporter,
+        )
+    waves = " then ".join(f"wave-{i}" for i in range(len(bake.waves)))
+    err.print(f"wrote {out}: {len(bake.targets)} target(s); build with bake {waves}", highlight=False, markup=False)
+    if bake.skipped:
+        err.print(f"left out (commit recipes, no bake equivalent): {', '.join(bake.skipped)}", highlight=False, markup=False)
+
+
 def main() -> None:
     """Console entry point: LowbuildError becomes a message and its exit code, never a traceback.
 

@@ -6,7 +6,7 @@
 # byte; that is checked here against the same sha256 that contexts/*/image.yaml pins,
 # so nothing unverified leaves this script.
 #
-# Usage: fetch_seed_sources.sh [DEST]      (default: /var/cache/lowbuild/seed-sources)
+# Usage: fetch_seed_sources.sh [DEST]  (default: $LOWBUILD_SEED_SOURCES, else /var/cache/lowbuild/seed-sources)
 # Prints DEST on stdout. When `lowbuild cache add` exists, the files are also added
 # to lowbuild's cache. Idempotent: files already in DEST with the right digest are
 # kept and nothing is downloaded.
@@ -17,7 +17,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-DEST=${1:-/var/cache/lowbuild/seed-sources}
+DEST=${1:-${LOWBUILD_SEED_SOURCES:-/var/cache/lowbuild/seed-sources}}
 
 # upstream file name | Debian source package | upstream version | sha256 (as pinned in image.yaml)
 PINS=(

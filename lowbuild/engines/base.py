@@ -107,6 +107,10 @@ class Engine(Protocol):
         """The image, or None when no such local image exists."""
         ...
 
+    def inspect_images(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
+        """`inspect_image` of every ref, in as few engine calls as the engine allows."""
+        ...
+
     def run(
         self,
         *,

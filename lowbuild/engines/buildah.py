@@ -24,7 +24,7 @@ from lowbuild.engines.base import (
     WorkStep,
 )
 from lowbuild.engines.changes import buildah_config_args, parse_changes
-from lowbuild.engines.commands import run_command, run_iidfile_build
+from lowbuild.engines.commands import labels_as_one_step, run_command, run_iidfile_build
 from lowbuild.engines.podman import PodmanEngine, buildah_style_build_argv
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
@@ -61,16 +61,18 @@ class BuildahEngine:
         pull: bool = False,
         log: LogSink | None = None,
     ) -> str:
-        argv = buildah_style_build_argv(
-            [self.binary, "build"],
-            dockerfile=dockerfile,
-            tags=tags,
-            build_args=build_args,
-            labels=labels,
-            network=network,
-            pull=pull,
-        )
-        return run_iidfile_build(argv, context=context, log=log, resolve=self._resolve_image_id)
+        # One LABEL step instead of one per label: see labels_as_one_step.
+        with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
+            argv = buildah_style_build_argv(
+                [self.binary, "build"],
+                dockerfile=dockerfile,
+                tags=tags,
+                build_args=build_args,
+                labels=labels,
+                network=network,
+                pull=pull,
+            )
+            return run_iidfile_build(argv, context=context, log=log, resolve=self._resolve_image_id)
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         try:
@@ -91,6 +93,11 @@ class BuildahEngine:
             comment=docker.get("comment") or "",
             config=docker.get("config") or {},
         )
+
+    def inspect_images(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
+        # `buildah inspect` takes one name; one `buildah images --json` per ref is what
+        # inspect_image already needs, so there is nothing to batch.
+        return {ref: self.inspect_image(ref) for ref in dict.fromkeys(refs)}
 
     def _resolve_image_id(self, printed: str) -> str:
         info = self.inspect_image(printed.strip())

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +48,17 @@ SYSTEM_CONTAINERS_CONFS = (
     Path("/usr/share/containers/containers.conf"),
     Path("/etc/containers/containers.conf"),
 )
+# containers/storage reads the first of these that exists (rootless: after the user's own).
+SYSTEM_STORAGE_CONFS = (
+    Path("/etc/containers/storage.conf"),
+    Path("/usr/share/containers/storage.conf"),
+)
+# Linux mounts overlayfs inside a user namespace since 5.13, so rootless podman can use the
+# overlay driver without fuse-overlayfs from then on.
+ROOTLESS_OVERLAY_KERNEL = (5, 13)
+# Where subordinate id ranges usually start, and the size podman's docs ask for.
+SUBID_FIRST = 100000
+SUBID_COUNT = 65536
 
 CgroupLayout = Literal["unified", "hybrid", "legacy"]
 
@@ -94,11 +105,26 @@ class ContainersConf:
 
     runtime: str | None = None
     default_ulimits: tuple[str, ...] | None = None
+    # The default network mode of containers and RUN steps ("host", "none", "slirp4netns"…).
+    netns: str | None = None
     read_from: tuple[Path, ...] = ()
     # Where a fix belongs: $CONTAINERS_CONF when set (podman then reads only it), else the
     # system file for root and the user's own file for rootless.
     fix_path: Path = Path("/etc/containers/containers.conf")
     unreadable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageConf:
+    """The containers/storage settings doctor checks for a rootless user."""
+
+    driver: str | None = None
+    mount_program: str | None = None
+    mount_program_installed: bool = True
+    read_from: Path | None = None
+    # Where a fix belongs: $CONTAINERS_STORAGE_CONF when set, else the user's own file.
+    fix_path: Path = Path("/etc/containers/storage.conf")
+    unreadable: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,13 @@ class HostFacts:
     tun_usable: bool = True
     docker_host: str | None = None
     docker_socket_exists: bool = True
+    # Rootless podman/buildah: the helpers they start, /dev/fuse, the kernel, storage.conf.
+    slirp4netns_installed: bool = True
+    uidmap_installed: bool = True
+    fuse_usable: bool = True
+    kernel_release: str = ""
+    unprivileged_port_start: int | None = None
+    storage: StorageConf = field(default_factory=StorageConf)
 
     @property
     def rootless(self) -> bool:
@@ -139,6 +172,7 @@ def merge_containers_conf(
     """Merge containers.conf texts in reading order (later files win, key by key)."""
     runtime: str | None = None
     ulimits: tuple[str, ...] | None = None
+    netns: str | None = None
     read_from: list[Path] = []
     unreadable: list[str] = []
     for path, text in documents:
@@ -154,9 +188,12 @@ def merge_containers_conf(
         containers_table = document.get("containers") or {}
         if isinstance(containers_table.get("default_ulimits"), list):
             ulimits = tuple(str(u) for u in containers_table["default_ulimits"])
+        if isinstance(containers_table.get("netns"), str):
+            netns = containers_table["netns"]
     return ContainersConf(
         runtime=runtime,
         default_ulimits=ulimits,
+        netns=netns,
         read_from=tuple(read_from),
         fix_path=fix_path,
         unreadable=tuple(unreadable),
@@ -183,6 +220,52 @@ def containers_conf_paths(
     if environ.get("CONTAINERS_CONF_OVERRIDE"):
         paths.append(Path(environ["CONTAINERS_CONF_OVERRIDE"]))
     return paths, fix_path
+
+
+def storage_conf_path(
+    *, environ: Mapping[str, str], euid: int, home: Path
+) -> tuple[Path | None, Path]:
+    """The storage.conf containers/storage reads (None: none exists, built-in defaults) and
+    the file a fix should go into. $CONTAINERS_STORAGE_CONF replaces every other file; a
+    rootless user's own file comes before the system ones."""
+    if environ.get("CONTAINERS_STORAGE_CONF"):
+        path = Path(environ["CONTAINERS_STORAGE_CONF"])
+        return path, path
+    user_conf = home / ".config/containers/storage.conf"
+    candidates = ([user_conf] if euid != 0 else []) + list(SYSTEM_STORAGE_CONFS)
+    found = next((c for c in candidates if c.is_file()), None)
+    return found, user_conf if euid != 0 else SYSTEM_STORAGE_CONFS[0]
+
+
+def parse_storage_conf(
+    text: str, *, read_from: Path | None, fix_path: Path, driver_override: str | None = None
+) -> StorageConf:
+    """The driver and overlay mount_program of a storage.conf text ($STORAGE_DRIVER, which
+    containers/storage honours, wins over the file's driver)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return StorageConf(
+            driver=driver_override, read_from=read_from, fix_path=fix_path, unreadable=str(exc)
+        )
+    storage = document.get("storage") or {}
+    options = storage.get("options") or {}
+    overlay = options.get("overlay") or {}
+    # Older files put mount_program straight under [storage.options].
+    program = overlay.get("mount_program") or options.get("mount_program")
+    driver = driver_override or storage.get("driver") or None
+    return StorageConf(
+        driver=str(driver) if driver else None,
+        mount_program=str(program) if program else None,
+        read_from=read_from,
+        fix_path=fix_path,
+    )
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release string like "6.1.0-18-amd64"; None if unreadable."""
+    found = re.match(r"(\d+)\.(\d+)", release)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def effective_runtime(facts: HostFacts) -> str:
@@ -239,7 +322,21 @@ def read_host_facts(environ: Mapping[str, str] | None = None) -> HostFacts:
     nofile, nproc = parse_proc_limits(_read_text(Path("/proc/self/limits")))
     pid_max_text = _read_text(Path("/proc/sys/kernel/pid_max")).strip()
     tun = Path("/dev/net/tun")
+    fuse = Path("/dev/fuse")
     socket = docker_socket_path(env.get("DOCKER_HOST"))
+    storage_path, storage_fix = storage_conf_path(environ=env, euid=euid, home=home)
+    storage = parse_storage_conf(
+        _read_text(storage_path) if storage_path else "",
+        read_from=storage_path,
+        fix_path=storage_fix,
+        driver_override=env.get("STORAGE_DRIVER") or None,
+    )
+    if storage.mount_program:
+        installed = os.access(storage.mount_program, os.X_OK) or bool(
+            shutil.which(storage.mount_program)
+        )
+        storage = replace(storage, mount_program_installed=installed)
+    port_start = _read_text(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")).strip()
     return HostFacts(
         euid=euid,
         user=user,
@@ -254,6 +351,12 @@ def read_host_facts(environ: Mapping[str, str] | None = None) -> HostFacts:
         tun_usable=tun.exists() and os.access(tun, os.R_OK | os.W_OK),
         docker_host=env.get("DOCKER_HOST"),
         docker_socket_exists=socket is None or socket.exists(),
+        slirp4netns_installed=shutil.which("slirp4netns") is not None,
+        uidmap_installed=all(shutil.which(b) for b in ("newuidmap", "newgidmap")),
+        fuse_usable=fuse.exists() and os.access(fuse, os.R_OK | os.W_OK),
+        kernel_release=os.uname().release,
+        unprivileged_port_start=int(port_start) if port_start.isdigit() else None,
+        storage=storage,
     )
 
 
@@ -269,8 +372,141 @@ def has_subid_range(text: str, *, user: str, uid: int) -> bool:
     return False
 
 
+def free_subid_range(*texts: str, count: int = SUBID_COUNT) -> tuple[int, int]:
+    """(first, last) of a range of `count` ids that overlaps no range in the given
+    /etc/subuid and /etc/subgid texts: the first slot of the grid SUBID_FIRST + k * count
+    (where useradd puts them) after the highest range in use."""
+    end = SUBID_FIRST
+    for text in texts:
+        for line in text.splitlines():
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                end = max(end, int(parts[1]) + int(parts[2]))
+    first = SUBID_FIRST + -(-(end - SUBID_FIRST) // count) * count
+    return first, first + count - 1
+
+
+def subid_fix(facts: HostFacts) -> str:
+    """The command root runs to give this user subordinate ids that collide with nobody's."""
+    first, last = free_subid_range(facts.subuid_text, facts.subgid_text)
+    return (
+        f"as root: `usermod --add-subuids {first}-{last} --add-subgids {first}-{last} "
+        f"{facts.user}`, then as {facts.user}: `podman system migrate`"
+    )
+
+
+def network_fix(facts: HostFacts) -> str:
+    """What a rootless user does when slirp4netns cannot give containers a network."""
+    low = facts.unprivileged_port_start
+    port_note = (
+        f" (an HTTP smoke test's port must then be {low} or above: "
+        "net.ipv4.ip_unprivileged_port_start)"
+        if low
+        else ""
+    )
+    return (
+        f'put `netns = "host"` under `[containers]` in {facts.containers_conf.fix_path}: '
+        "builds, runs and smoke tests then use the host's network"
+        + port_note
+        + " (images declaring `network: none` keep none); or, as root, let this user open "
+        "/dev/net/tun"
+        + ("" if facts.slirp4netns_installed else " and `apt-get install slirp4netns`")
+    )
+
+
+HOST_NETWORKS = ("host", "none")
+
+
+def rootless_network_works(facts: HostFacts) -> bool:
+    """Whether a rootless podman's default network can start: slirp4netns on /dev/net/tun,
+    unless containers.conf's `netns` makes the default the host's network (or none)."""
+    if facts.containers_conf.netns in HOST_NETWORKS:
+        return True
+    return facts.tun_usable and facts.slirp4netns_installed
+
+
+def storage_check(facts: HostFacts) -> Check:
+    """Can containers/storage's configured driver work for this rootless user?"""
+    conf = facts.storage
+    where = f" (from {conf.read_from})" if conf.read_from else " (no storage.conf)"
+    then_reset = (
+        f", then as {facts.user}: `podman system reset` (it removes only this user's "
+        "images and containers; their driver is recorded in the store)"
+    )
+    if conf.unreadable:
+        return Check(
+            "storage driver",
+            False,
+            f"{conf.read_from} is not valid TOML: {conf.unreadable}",
+            f'fix {conf.read_from}; `driver = "vfs"` under `[storage]` always works',
+        )
+    kernel = kernel_version(facts.kernel_release)
+    native_overlay = kernel is not None and kernel >= ROOTLESS_OVERLAY_KERNEL
+    if conf.driver == "overlay" and conf.mount_program:
+        program = conf.mount_program
+        broken = ""
+        if not conf.mount_program_installed:
+            broken = f"its mount_program {program} is not installed"
+        elif "fuse" in Path(program).name and not facts.fuse_usable:
+            broken = f"its mount_program {program} needs /dev/fuse, which {facts.user} cannot open"
+        if broken:
+            alternative = (
+                f"delete the mount_program line (kernel {facts.kernel_release} mounts overlay "
+                "rootless by itself) or set"
+                if native_overlay
+                else "set"
+            )
+            return Check(
+                "storage driver",
+                False,
+                f"driver overlay{where}: {broken}",
+                f'{alternative} `driver = "vfs"` under `[storage]` in {conf.fix_path}' + then_reset,
+            )
+    elif conf.driver == "overlay" and not native_overlay:
+        return Check(
+            "storage driver",
+            False,
+            f"driver overlay{where} without a mount_program, and kernel "
+            f"{facts.kernel_release or 'unknown'} cannot mount overlay rootless "
+            f"(needs {'.'.join(map(str, ROOTLESS_OVERLAY_KERNEL))}+)",
+            f'set `driver = "vfs"` under `[storage]` in {conf.fix_path}, or keep overlay '
+            'with `mount_program = "/usr/bin/fuse-overlayfs"` under '
+            "`[storage.options.overlay]` (needs a usable /dev/fuse)" + then_reset,
+        )
+    chosen = conf.driver or "not set: podman picks overlay or vfs itself"
+    return Check("storage driver", True, f"driver {chosen}{where}")
+
+
+def network_check(facts: HostFacts) -> Check:
+    """Can this rootless user's containers and RUN steps get their default network?"""
+    netns = facts.containers_conf.netns
+    if netns in HOST_NETWORKS:
+        return Check(
+            "rootless network",
+            True,
+            f'containers.conf sets netns = "{netns}": containers use '
+            + ("the host's network" if netns == "host" else "no network")
+            + " by default (slirp4netns is not needed)",
+        )
+    problems = []
+    if not facts.slirp4netns_installed:
+        problems.append("slirp4netns is not installed")
+    if not facts.tun_usable:
+        problems.append(f"/dev/net/tun is missing or not readable+writable by {facts.user}")
+    if not problems:
+        return Check("rootless network", True, "slirp4netns and /dev/net/tun are usable")
+    return Check(
+        "rootless network",
+        False,
+        " and ".join(problems) + ", so podman's default rootless network (slirp4netns) "
+        "cannot start: builds and runs on the default network fail",
+        network_fix(facts),
+    )
+
+
 def rootless_checks(facts: HostFacts) -> list[Check]:
-    """What a non-root user needs for podman/buildah: subordinate ids and a usable tun."""
+    """What a non-root user needs for podman/buildah: subordinate ids and the helpers that
+    map them, a network helper that can start, and a storage driver that can mount."""
     if not facts.rootless:
         return []
     checks = []
@@ -283,28 +519,25 @@ def rootless_checks(facts: HostFacts) -> list[Check]:
         Check(
             "subuid/subgid",
             not missing,
-            f"no range for user {facts.user} in {' and '.join(missing)}"
+            f"no range for user {facts.user} in {' and '.join(missing)}: images whose files "
+            "belong to users other than root cannot be used"
             if missing
             else f"{facts.user} has subordinate uid and gid ranges",
-            f"as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {facts.user}`"
-            if missing
-            else "",
+            subid_fix(facts) if missing else "",
         )
     )
     checks.append(
         Check(
-            "/dev/net/tun",
-            facts.tun_usable,
-            "usable"
-            if facts.tun_usable
-            else "missing or not readable+writable by this user, "
-            "so rootless networking (slirp4netns) cannot start",
-            ""
-            if facts.tun_usable
-            else "build and run with `--network none` or `--network host`, "
-            "or let this user open /dev/net/tun (slirp4netns needs it)",
+            "newuidmap/newgidmap",
+            facts.uidmap_installed,
+            "installed"
+            if facts.uidmap_installed
+            else "not installed, so podman cannot map subordinate ids",
+            "" if facts.uidmap_installed else "as root: `apt-get install uidmap`",
         )
     )
+    checks.append(network_check(facts))
+    checks.append(storage_check(facts))
     return checks
 
 
@@ -373,15 +606,20 @@ _IMAGE_MISSING = re.compile(
 )
 _SUBID_MISSING = re.compile(
     r"no subuid ranges found|no subgid ranges found|cannot find mappings for user|"
-    r"not enough available ids|newuidmap|newgidmap",
+    r"not enough available ids|newuidmap|newgidmap|insufficient uids or gids",
     re.IGNORECASE,
 )
-_TUN = re.compile(r"/dev/net/tun|slirp4netns failed|failed to open tun", re.IGNORECASE)
+# podman run names /dev/net/tun; a podman 4.3 build only says its slirp4netns died.
+_TUN = re.compile(
+    r"/dev/net/tun|slirp4netns failed|failed to open tun|slirp4netns sync pipe|"
+    r"could not find slirp4netns|slirp4netns.: executable file not found",
+    re.IGNORECASE,
+)
 _STORAGE = re.compile(
     r"overlay is not supported|driver not supported|kernel does not support overlay|"
     r"error creating overlay mount|'overlay' is not supported over|"
     r"graph driver .* overwritten by graph driver|database .* does not match our|"
-    r"mount_program|fuse-overlayfs|no space left on device",
+    r"mount_program|fuse-overlayfs|failed to open /dev/fuse|no space left on device",
     re.IGNORECASE,
 )
 
@@ -445,17 +683,17 @@ def diagnose(*, engine: EngineName, said: str, facts: HostFacts) -> list[Check]:
                     "subuid/subgid",
                     False,
                     f"user {facts.user} has no usable subordinate id range",
-                    f"as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
-                    f"{facts.user}`, then `podman system migrate`",
+                    subid_fix(facts),
                 )
             )
         if facts.rootless and _TUN.search(said):
             found.append(
                 Check(
-                    "/dev/net/tun",
+                    "rootless network",
                     False,
-                    "rootless networking (slirp4netns) cannot open /dev/net/tun",
-                    "use `--network none` or `--network host`, or make /dev/net/tun usable",
+                    "podman's rootless network helper (slirp4netns) could not start "
+                    "(it needs /dev/net/tun)",
+                    network_fix(facts),
                 )
             )
         if _STORAGE.search(said):
@@ -465,10 +703,13 @@ def diagnose(*, engine: EngineName, said: str, facts: HostFacts) -> list[Check]:
                     False,
                     "containers/storage could not use its driver: "
                     + _first_line_matching(said, _STORAGE),
-                    "set `driver` in /etc/containers/storage.conf (rootless: "
-                    "~/.config/containers/storage.conf) to one this kernel supports (`vfs` always "
-                    "works; overlay rootless needs fuse-overlayfs as mount_program), then "
-                    "`podman system reset` if the old driver's data is in the way",
+                    f"set `driver` under `[storage]` in {facts.storage.fix_path} to one this "
+                    "kernel supports (`vfs` always works; rootless overlay needs kernel 5.13+ "
+                    "or fuse-overlayfs with a usable /dev/fuse as mount_program), then "
+                    "`podman system reset` if the old driver's data is in the way (it removes "
+                    "every image and container of "
+                    + ("this user" if facts.rootless else "root")
+                    + ")",
                 )
             )
     else:
@@ -621,8 +862,18 @@ def examine_engine(
         return findings.report(ok=False, version=version)
     findings.passed("base image", f"{PROBE_BASE_IMAGE} ({base.id[:19]})")
 
-    ok = _build_and_run(engine, findings)
+    ok = _build_and_run(engine, findings, network=probe_network(name, facts))
     return findings.report(ok=ok, version=version)
+
+
+def probe_network(name: EngineName, facts: HostFacts) -> str | None:
+    """The network doctor's probe build and run use: the engine's default, except for a
+    rootless podman/buildah whose default network cannot start (the "rootless network" check
+    says so). Then `none`, what such a user's builds run with, so that the probe still
+    shows whether building and running work at all."""
+    if name in ("podman", "buildah") and facts.rootless and not rootless_network_works(facts):
+        return "none"
+    return None
 
 
 def _daemon_answers(findings: _Findings) -> bool:
@@ -638,20 +889,23 @@ def _daemon_answers(findings: _Findings) -> bool:
     return True
 
 
-def _build_and_run(engine: Engine, findings: _Findings) -> bool:
+def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) -> bool:
     tag = f"localhost/lowbuild/doctor-probe:{findings.engine}-{secrets.token_hex(4)}"
+    on = f" (with --network {network})" if network else ""
     with tempfile.TemporaryDirectory(prefix="lowbuild-doctor-") as scratch:
         context = Path(scratch)
         (context / "Dockerfile").write_text(PROBE_DOCKERFILE)
         try:
-            image_id = engine.build(context=context, tags=[tag], labels={OWNED_LABEL: "true"})
+            image_id = engine.build(
+                context=context, tags=[tag], labels={OWNED_LABEL: "true"}, network=network
+            )
         except LowbuildError as exc:
             findings.failed("build", _said(exc), fallback_fix=_generic_fix(findings.engine))
             return False
     try:
-        findings.passed("build", f"a RUN on {PROBE_BASE_IMAGE} built {image_id[:19]}")
+        findings.passed("build", f"a RUN on {PROBE_BASE_IMAGE} built {image_id[:19]}{on}")
         try:
-            code, output = engine.run_once(image=tag, command=["cat", PROBE_FILE])
+            code, output = engine.run_once(image=tag, command=["cat", PROBE_FILE], network=network)
         except LowbuildError as exc:
             findings.failed("run", _said(exc), fallback_fix=_generic_fix(findings.engine))
             return False
@@ -666,7 +920,7 @@ def _build_and_run(engine: Engine, findings: _Findings) -> bool:
                 )
             )
             return False
-        findings.passed("run", f"`cat {PROBE_FILE}` printed what the RUN step wrote")
+        findings.passed("run", f"`cat {PROBE_FILE}` printed what the RUN step wrote{on}")
         return True
     finally:
         # A leftover probe tag is harmless; the report matters more than its removal.

@@ -15,7 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, LogSink
-from lowbuild.engines.commands import build_flags, run_command, run_iidfile_build
+from lowbuild.engines.commands import (
+    build_flags,
+    labels_as_one_step,
+    run_command,
+    run_iidfile_build,
+)
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
 
 
@@ -44,16 +49,18 @@ class PodmanEngine(WhalesEngine):
         pull: bool = False,
         log: LogSink | None = None,
     ) -> str:
-        argv = buildah_style_build_argv(
-            [self.binary, "build"],
-            dockerfile=dockerfile,
-            tags=tags,
-            build_args=build_args,
-            labels=labels,
-            network=network,
-            pull=pull,
-        )
-        return run_iidfile_build(argv, context=context, log=log, resolve=self.resolve_image_id)
+        # One LABEL step instead of one per label: see labels_as_one_step.
+        with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
+            argv = buildah_style_build_argv(
+                [self.binary, "build"],
+                dockerfile=dockerfile,
+                tags=tags,
+                build_args=build_args,
+                labels=labels,
+                network=network,
+                pull=pull,
+            )
+            return run_iidfile_build(argv, context=context, log=log, resolve=self.resolve_image_id)
 
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like

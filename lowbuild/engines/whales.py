@@ -8,16 +8,14 @@ container half from podman (same storage).
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
-
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import NoSuchContainer, NoSuchImage
-from python_on_whales.utils import get_docker_exception_type
+from typing import TYPE_CHECKING, Any
 
 from lowbuild.engines.base import (
     OWNED_LABEL,
@@ -33,6 +31,9 @@ from lowbuild.engines.changes import parse_changes
 from lowbuild.engines.commands import run_command, whales_errors
 from lowbuild.errors import EngineError
 
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
 QUICK_TIMEOUT_S = 30.0
 """For commands that only ask the engine something (version, info)."""
 
@@ -42,6 +43,9 @@ OWNED = {OWNED_LABEL: "true"}
 def says_image_missing(error: EngineError) -> bool:
     """Whether a failed command failed only because the image does not exist (docker:
     "No such image", podman/buildah: "image not known"); python-on-whales' own classifier."""
+    from python_on_whales.exceptions import NoSuchImage  # lazy: see `WhalesEngine.client`
+    from python_on_whales.utils import get_docker_exception_type
+
     return get_docker_exception_type(error.stderr.encode()) is NoSuchImage
 
 
@@ -74,6 +78,54 @@ def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
         comment=document.get("Comment") or "",
         config=document.get("Config") or {},
     )
+
+
+_BATCH = 200  # refs per `image inspect`: keeps argv short whatever the family's size
+
+
+# How `image inspect` names a missing ref: podman/buildah "<ref>: image not known",
+# docker "No such image: <ref>".
+_MISSING_REF = re.compile(r"(?:\s(\S+): image not known|No such image: (\S+))\s*$")
+
+
+def named_missing(stderr: str) -> set[str]:
+    """The refs an `image inspect` error output says are missing."""
+    found = set()
+    for line in stderr.splitlines():
+        match = _MISSING_REF.search(line)
+        if match:
+            found.add(match.group(1) or match.group(2))
+    return found
+
+
+def inspect_in_batches(
+    binary: str, refs: Sequence[str], *, single: Callable[[str], ImageInfo | None]
+) -> dict[str, ImageInfo | None]:
+    """Each ref → its ImageInfo (None when missing), with one `image inspect` per batch.
+
+    The engines print the documents of the refs they found, in argument order, and
+    name each missing ref on stderr. When the two do not add up (an unexpected
+    message), that batch falls back to `single` per ref: never a wrong answer.
+    """
+    unique = list(dict.fromkeys(refs))
+    found: dict[str, ImageInfo | None] = {}
+    for start in range(0, len(unique), _BATCH):
+        batch = unique[start : start + _BATCH]
+        out = run_command([binary, "image", "inspect", *batch], check=False)
+        missing = set(batch) & named_missing(out.stderr) if out.returncode else set()
+        present = [ref for ref in batch if ref not in missing]
+        try:
+            documents = json.loads(out.stdout or "[]")
+        except json.JSONDecodeError:
+            documents = None
+        if not isinstance(documents, list) or len(documents) != len(present):
+            found.update({ref: single(ref) for ref in batch})
+            continue
+        found.update(dict.fromkeys(missing))
+        found.update(
+            {ref: image_info_from_inspect(doc) for ref, doc in zip(present, documents, strict=True)}
+        )
+    return found
 
 
 def loaded_refs(output: str) -> list[str]:
@@ -112,7 +164,14 @@ class WhalesEngine:
 
     def __init__(self, *, binary: str) -> None:
         self.binary = binary
-        self.client = DockerClient(client_call=[binary])
+
+    @functools.cached_property
+    def client(self) -> DockerClient:
+        """python-on-whales' client, made (and the package imported, ~0.5 s) on first use:
+        a no-op build, plan or fetch never needs it."""
+        from python_on_whales import DockerClient
+
+        return DockerClient(client_call=[self.binary])
 
     # ---- images ----
 
@@ -127,6 +186,11 @@ class WhalesEngine:
             raise
         documents = json.loads(out)
         return image_info_from_inspect(documents[0]) if documents else None
+
+    def inspect_images(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
+        # One `image inspect a b c` instead of one process per ref: planning a family
+        # asks for every image, and each engine process costs 50-100 ms.
+        return inspect_in_batches(self.binary, refs, single=self.inspect_image)
 
     def tag(self, ref: str, new_ref: str) -> None:
         with whales_errors():
@@ -178,6 +242,12 @@ class WhalesEngine:
         name: str | None = None,
     ) -> Iterator[RunningContainer]:
         name = name or new_container_name()
+        # On the host's network a container's ports are the host's own: engines discard
+        # `--publish` there (docker warns, podman says nothing), so there is nothing to map.
+        # Rootless podman without a usable /dev/net/tun has no other network that reaches
+        # the host: its user sets `netns = "host"` in containers.conf, which makes the
+        # host's network the default one, so it is read back from the container.
+        on_host = network == "host"
         try:
             with whales_errors():
                 container = self.client.run(
@@ -190,11 +260,15 @@ class WhalesEngine:
                     networks=[network] if network else [],
                     # An empty host port lets the engine pick a free one, without the race
                     # of choosing it here; we read back what it chose.
-                    publish=[("127.0.0.1:", port) for port in publish],
+                    publish=[] if on_host else [("127.0.0.1:", port) for port in publish],
                 )
-                ports = container.network_settings.ports if publish else None
+                if publish and not on_host:
+                    on_host = container.host_config.network_mode == "host"
+                ports = container.network_settings.ports if publish and not on_host else None
             yield RunningContainer(
-                id=container.id, name=name, ports=_published_ports(ports, publish)
+                id=container.id,
+                name=name,
+                ports={p: p for p in publish} if on_host else _published_ports(ports, publish),
             )
         finally:
             self._remove_container(name)
@@ -205,6 +279,9 @@ class WhalesEngine:
             with whales_errors():
                 self.client.container.remove(name, force=True)
         except EngineError as exc:
+            from python_on_whales.exceptions import NoSuchContainer
+            from python_on_whales.utils import get_docker_exception_type
+
             if get_docker_exception_type(exc.stderr.encode()) is not NoSuchContainer:
                 raise
 

@@ -76,8 +76,10 @@ def external_image_ids(project: Project, graph: FamilyGraph, engine: Engine) -> 
     """
     pins = {pin.ref: pin for pin in project.bases}
     ids: dict[str, str] = {}
-    for ref, users in graph.external_images().items():
-        info = engine.inspect_image(ref)
+    external = graph.external_images()
+    infos = engine.inspect_images(list(external))
+    for ref, users in external.items():
+        info = infos[ref]
         if info is None:
             raise UsageError(
                 f"base image {ref} (used by {', '.join(users)}) is not in {engine.name}'s "
@@ -132,17 +134,21 @@ def make_plan(
     external_ids = external_image_ids(project, graph, engine)
     planned: dict[str, PlannedImage] = {}
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
+    # Every family image the plan may ask about, inspected at once (one engine call,
+    # not one per image: that dominated planning a large family).
+    wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
+    local = engine.inspect_images([project.ref(name) for name in sorted(wanted)])
     for name in selected:
         node = graph.nodes[name]
         ref = project.ref(node.spec)
-        existing = engine.inspect_image(ref)
+        existing = local[ref]
         rebuilt = [
             need for need in node.needs if need in planned and planned[need].action == "build"
         ]
         for need in node.needs:
             if need in planned or need in known_ids:
                 continue
-            info = engine.inspect_image(project.ref(need))
+            info = local[project.ref(need)]
             if info is None:
                 raise UsageError(
                     f"{name} is built from {need}, which is not selected and has no image "

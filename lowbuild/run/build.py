@@ -27,7 +27,7 @@ from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
 from lowbuild.run.smoke import run_smoke_test
 from lowbuild.sources.cache import Cache
-from lowbuild.spec.model import ImageSpec, Project
+from lowbuild.spec.model import HttpTest, ImageSpec, Project
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
 
@@ -245,7 +245,11 @@ def smoke_test_family(
         assert spec.test is not None
         started = time.monotonic()
         sink = logs.sink(spec.name) if logs else None
-        network = None if spec.network == "default" else spec.network
+        # `network:` is the network of the build; an HTTP test needs a published port,
+        # which `none` and `host` discard, so it always runs on the engine's default.
+        network = (
+            None if spec.network == "default" or isinstance(spec.test, HttpTest) else spec.network
+        )
         try:
             result = run_smoke_test(
                 engine, image=project.ref(spec), test=spec.test, network=network, log=sink

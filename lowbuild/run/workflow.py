@@ -11,30 +11,26 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from lowbuild.engines.base import Engine
-from lowbuild.engines.detect import select_engine
 from lowbuild.errors import EXIT_FAILED, SpecError, UsageError, VerificationError
 from lowbuild.plan.graph import FamilyGraph, build_graph, select
-from lowbuild.plan.planner import Plan, make_plan
-from lowbuild.run.build import FamilyBuilder, TestOutcome, smoke_test_family
-from lowbuild.run.report import (
-    LiveBoard,
-    RunLogs,
-    outcome_record,
-    run_exit_code,
-    summary_table,
-)
-from lowbuild.run.scheduler import Outcome
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
-from lowbuild.sources.fetch import compute_digests, fetch_artifacts
-from lowbuild.sources.progress import reporter_for
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project
+
+if TYPE_CHECKING:
+    # Imported where used instead: each command pays only for what it runs (a warm
+    # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
+    from rich.table import Table
+
+    from lowbuild.engines.base import Engine
+    from lowbuild.plan.planner import Plan
+    from lowbuild.run.build import TestOutcome
+    from lowbuild.run.report import RunLogs
+    from lowbuild.run.scheduler import Outcome
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
 
@@ -64,6 +60,8 @@ class Loaded:
 
 def load(selection: Selection) -> Loaded:
     """Spec, graph (parents checked) and engine (flag, LOWBUILD_ENGINE, lowbuild.yaml, probe)."""
+    from lowbuild.engines.detect import select_engine
+
     project = load_project(selection.project_file)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
@@ -72,6 +70,9 @@ def load(selection: Selection) -> Loaded:
 
 
 def plan_table(plan: Plan) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"plan ({plan.engine})", title_justify="left")
     table.add_column("image")
     table.add_column("action")
@@ -85,6 +86,8 @@ def plan_table(plan: Plan) -> Table:
 
 def run_plan(selection: Selection, *, console: Console, as_json: bool) -> int:
     """`lowbuild plan`: print what would be built and why; builds nothing."""
+    from lowbuild.plan.planner import make_plan
+
     loaded = load(selection)
     plan = make_plan(
         loaded.project,
@@ -94,7 +97,11 @@ def run_plan(selection: Selection, *, console: Console, as_json: bool) -> int:
         with_deps=selection.with_deps,
     )
     if as_json:
-        console.print_json(json.dumps({"engine": plan.engine, "images": plan.to_records()}))
+        # Straight to the console's file: rich's print_json highlights every token, which
+        # took longer than the planning itself for a family of hundreds of images.
+        console.file.write(
+            json.dumps({"engine": plan.engine, "images": plan.to_records()}, indent=2) + "\n"
+        )
     else:
         console.print(plan_table(plan))
     return 0
@@ -114,6 +121,12 @@ def run_build(
     selection: Selection, options: BuildOptions, *, console: Console, err: Console
 ) -> int:
     """`lowbuild build`: plan, fetch what is missing, build in order, optionally test, report."""
+    from lowbuild.plan.planner import make_plan
+    from lowbuild.run.build import FamilyBuilder
+    from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
+    from lowbuild.sources.fetch import fetch_artifacts
+    from lowbuild.sources.progress import reporter_for
+
     loaded = load(selection)
     project, engine = loaded.project, loaded.engine
     plan = make_plan(
@@ -167,6 +180,8 @@ def run_tests(
     selection: Selection, *, jobs: int, console: Console, err: Console, as_json: bool
 ) -> int:
     """`lowbuild test`: run the smoke tests of existing images (all, or the named ones)."""
+    from lowbuild.run.report import RunLogs
+
     loaded = load(selection)
     project = loaded.project
     names = loaded.named
@@ -194,6 +209,8 @@ def _run_tests(
     logs: RunLogs,
     err: Console,
 ) -> dict[str, TestOutcome]:
+    from lowbuild.run.build import smoke_test_family
+
     def show(result: TestOutcome) -> None:
         mark = "✓" if result.passed else "✗"
         err.print(
@@ -217,6 +234,9 @@ def _test_record(result: TestOutcome) -> dict[str, object]:
 
 
 def _tests_table(tests: dict[str, TestOutcome]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="smoke tests", title_justify="left")
     for column in ("image", "result", "time", "detail"):
         table.add_column(column, overflow="fold")
@@ -236,6 +256,10 @@ def _report(
     console: Console,
     as_json: bool,
 ) -> None:
+    from rich.markup import escape
+
+    from lowbuild.run.report import outcome_record, summary_table
+
     typed = outcomes
     if as_json:
         records = []
@@ -273,6 +297,8 @@ def run_fetch(
 ) -> int:
     """`lowbuild fetch`: make the named images' artifacts (all when none are named) present
     and verified in the cache; or, with `print_digests`, print what each URL hashes to."""
+    from lowbuild.sources.fetch import compute_digests, fetch_artifacts
+
     project = load_project(project_file, allow_missing_digests=print_digests)
     named = select(build_graph(project), names, with_deps=False)
     images = [project.image(name) for name in named]
@@ -287,6 +313,16 @@ def run_fetch(
         wanted = {artifact.file for image in images for artifact in image.artifacts}
         return 0 if wanted <= got else EXIT_FAILED
     cache = Cache(default_cache_root(cache_dir))
+    wanted_digests = {artifact.sha256 for image in images for artifact in image.artifacts}
+    if all(cache.contains(sha256) for sha256 in wanted_digests):
+        # All present (entries are verified on the way in): no progress display to set up.
+        err.print(
+            f"{len(wanted_digests)} artifact(s) verified in {cache.root} (0 downloaded)",
+            highlight=False,
+        )
+        return 0
+    from lowbuild.sources.progress import reporter_for
+
     with reporter_for(err) as reporter:
         outcomes = fetch_artifacts(
             images,

@@ -26,14 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from lowbuild.errors import FetchError, OfflineMissing, VerificationError
 from lowbuild.sources.cache import CHUNK, Cache
 from lowbuild.spec.model import Artifact, ImageSpec, Rewrite
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_JOBS = 4
 
@@ -161,6 +162,8 @@ class _ClientSource:
         self._lock = threading.Lock()
 
     def get(self) -> httpx.Client:
+        import httpx  # here, not at the top: a warm-cache fetch never needs it
+
         if self._offline:
             raise AssertionError("offline: no HTTP client may be created")
         with self._lock:
@@ -195,6 +198,8 @@ def _open_following_redirects(
     client: httpx.Client, url: str, headers: dict[str, str], policy: FetchPolicy
 ) -> httpx.Response:
     """GET `url` (streaming), following redirects by hand; returns the final response."""
+    import httpx
+
     first = httpx.URL(url)
     authorization: str | None = None
     if first.username or first.password:
@@ -249,6 +254,8 @@ def _http_attempt(
     progress: Callable[[int | None, int], None],
 ) -> None:
     """One request, resuming from `sink.size` when that is safe. Raises _Transient/_Permanent."""
+    import httpx
+
     headers: dict[str, str] = {}
     resuming = sink.size > 0 and state.ranges_ok
     if resuming:
@@ -282,6 +289,8 @@ def _read_body(
     resuming: bool,
     progress: Callable[[int | None, int], None],
 ) -> None:
+    import httpx
+
     status = response.status_code
     if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
         raise _Transient(f"HTTP {status} {response.reason_phrase}")
@@ -327,6 +336,8 @@ def _parse_content_range(value: str) -> tuple[int | None, int | None]:
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
+    import httpx
+
     kind = {
         httpx.ConnectTimeout: "connect timeout",
         httpx.ReadTimeout: "read timeout (server stalled)",

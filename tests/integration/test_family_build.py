@@ -287,3 +287,41 @@ def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) ->
     stage = family.root / ".lowbuild" / "stage"
     half_staged = list(stage.glob("*.tmp")) if stage.exists() else []
     assert half_staged == []
+
+
+def _pin_base(family: Family, image_id: str) -> None:
+    project = family.root / "lowbuild.yaml"
+    project.write_text(
+        project.read_text() + f'bases:\n  - {{ref: "{BASE}", id: "{image_id}"}}\n'
+    )
+
+
+def test_base_pinned_to_another_id_is_refused_naming_both_ids(family: Family) -> None:
+    present = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", BASE],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    expected = "sha256:" + "0" * 64
+    _pin_base(family, expected)
+
+    code, records, stderr = family.build_json()
+
+    assert code == 4, stderr
+    assert records == {}
+    message = " ".join(stderr.split())
+    assert expected in message and present in message, message
+    assert "lowbuild.yaml:" in message  # where the pin is written
+    assert _builds(family.engine_calls()) == []
+
+
+def test_base_pinned_to_its_own_id_builds(family: Family) -> None:
+    present = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", BASE],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    _pin_base(family, f"sha256:{present.removeprefix('sha256:')}")
+
+    code, records, stderr = family.build_json("a")
+
+    assert code == 0, stderr
+    assert records["a"]["state"] == "built"

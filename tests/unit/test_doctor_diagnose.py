@@ -62,6 +62,18 @@ NO_BUILDX = "docker: 'buildx' is not a docker command.\nSee 'docker --help'"
 NO_BUILDX_NEW_CLIENT = "unknown command: docker buildx\n\nRun 'docker --help' for more information"
 NO_SUBUID = 'cannot find mappings for user builder: no subuid ranges found for user "builder" in /etc/subuid'
 NO_TUN = 'Error: slirp4netns failed: "open("/dev/net/tun"): Permission denied"'
+# What podman 4.3's build says when slirp4netns dies: no word of /dev/net/tun.
+NO_TUN_BUILD = (
+    'Error: building at STEP "RUN echo hi": failed to read from slirp4netns sync pipe: EOF'
+)
+NO_FUSE = (
+    "fuse: failed to open /dev/fuse: Permission denied\n"
+    "fuse-overlayfs: cannot mount: Permission denied\n: exit status 1"
+)
+UNMAPPED = (
+    'Error: writing blob: adding layer: ApplyLayer exit status 1 stdout:  stderr: potentially '
+    'insufficient UIDs or GIDs available in user namespace (requested 0:42 for /etc/shadow)'
+)
 OVERLAY = "Error: kernel does not support overlay fs: 'overlay' is not supported over extfs"
 BASE_MISSING_PODMAN = "Error: localhost/lowbuild/busybox:latest: image not known"
 BASE_MISSING_BUILDX = (
@@ -92,7 +104,10 @@ BASE_MISSING_BUILDX = (
         ("buildx", NO_BUILDX, host(), ["buildx plugin"]),
         ("buildx", NO_BUILDX_NEW_CLIENT, host(), ["buildx plugin"]),
         ("podman", NO_SUBUID, host(euid=1000, user="builder"), ["subuid/subgid"]),
-        ("podman", NO_TUN, host(euid=1000, user="builder"), ["/dev/net/tun"]),
+        ("podman", NO_TUN, host(euid=1000, user="builder"), ["rootless network"]),
+        ("podman", NO_TUN_BUILD, host(euid=1000, user="builder"), ["rootless network"]),
+        ("buildah", NO_FUSE, host(euid=1000, user="builder"), ["storage driver"]),
+        ("podman", UNMAPPED, host(euid=1000, user="builder"), ["subuid/subgid"]),
         ("podman", OVERLAY, host(), ["storage driver"]),
         ("podman", BASE_MISSING_PODMAN, host(), ["base image"]),
         ("buildx", BASE_MISSING_BUILDX, host(), ["base image"]),

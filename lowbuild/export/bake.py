@@ -1,0 +1,156 @@
+"""The family as a `docker buildx bake` file, for users (and benchmarks) that want bake.
+
+Each Dockerfile image becomes a bake target whose context is the context lowbuild
+stages (files, verified artifacts, packs), so bake builds exactly what lowbuild
+would. Commit recipes have no bake equivalent and are left out (listed in
+`BakeFile.skipped`).
+
+Ordering: bake's own way to feed one target into another's FROM is a named context
+(`contexts = {"ns/base:latest" = "target:base"}`), which needs a Dockerfile frontend
+newer than the one built into older daemons (20.10) and pulled from a registry. So
+the file also carries one group per dependency wave (`wave-0`, `wave-1`, ...):
+`docker buildx bake wave-0`, then `wave-1`, ... builds every image after its parent
+is loaded into the image store, where the child's FROM finds it without a pull.
+The `default` group lists every target.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lowbuild.context.assemble import assemble_context
+from lowbuild.plan.graph import FamilyGraph, select
+from lowbuild.sources.cache import Cache
+from lowbuild.sources.fetch import FetchReporter, fetch_artifacts
+from lowbuild.spec.model import ImageSpec, Project
+
+
+@dataclass(frozen=True)
+class BakeTarget:
+    """One `target` of the bake file."""
+
+    name: str
+    context: Path
+    dockerfile: Path
+    tags: tuple[str, ...]
+    args: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    network: str | None = None  # None: the engine's default
+
+    def to_json(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "context": str(self.context),
+            "dockerfile": str(self.dockerfile),
+            "tags": list(self.tags),
+        }
+        if self.args:
+            record["args"] = dict(self.args)
+        if self.labels:
+            record["labels"] = dict(self.labels)
+        if self.network is not None:
+            record["network"] = self.network
+        return record
+
+
+@dataclass(frozen=True)
+class BakeFile:
+    """The targets in build order, their dependency waves, and the images left out."""
+
+    targets: tuple[BakeTarget, ...]
+    waves: tuple[tuple[str, ...], ...]
+    skipped: tuple[str, ...] = ()  # commit recipes: bake cannot express them
+
+    def target(self, name: str) -> BakeTarget:
+        for each in self.targets:
+            if each.name == name:
+                return each
+        raise KeyError(name)
+
+    def render(self) -> str:
+        """The bake file as JSON (bake reads `.json` files; keys sorted, stable bytes)."""
+        groups: dict[str, dict[str, list[str]]] = {
+            "default": {"targets": [t.name for t in self.targets]}
+        }
+        for index, wave in enumerate(self.waves):
+            groups[f"wave-{index}"] = {"targets": list(wave)}
+        document = {
+            "group": groups,
+            "target": {t.name: t.to_json() for t in self.targets},
+        }
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def bake_file(
+    project: Project,
+    graph: FamilyGraph,
+    *,
+    names: Iterable[str] = (),
+    context_for: Callable[[ImageSpec], Path],
+) -> BakeFile:
+    """The bake file for the selected images (all when `names` is empty) and their
+    ancestors. `context_for(spec)` gives the directory bake should send as the context
+    (the staged one); pure apart from what `context_for` does."""
+    selected = select(graph, names, with_deps=True)
+    targets: list[BakeTarget] = []
+    skipped: list[str] = []
+    for name in selected:
+        spec = graph.nodes[name].spec
+        if spec.kind != "dockerfile":
+            skipped.append(name)
+            continue
+        targets.append(
+            BakeTarget(
+                name=name,
+                context=context_for(spec),
+                dockerfile=spec.dockerfile_path,
+                tags=project.refs(spec),
+                args=spec.args,
+                labels=spec.labels,
+                network=None if spec.network == "default" else spec.network,
+            )
+        )
+    kept = {t.name for t in targets}
+    waves = tuple(
+        wave
+        for wave in (tuple(n for n in level if n in kept) for level in graph.levels(selected))
+        if wave
+    )
+    return BakeFile(targets=tuple(targets), waves=waves, skipped=tuple(skipped))
+
+
+def export_bake(
+    project: Project,
+    graph: FamilyGraph,
+    *,
+    names: Iterable[str] = (),
+    cache: Cache,
+    stage_root: Path,
+    out: Path,
+    offline: bool = False,
+    reporter: FetchReporter | None = None,
+) -> BakeFile:
+    """Fetch (unless cached) and verify the selected images' artifacts, stage each
+    Dockerfile image's context under `stage_root/<name>`, and write the bake file to
+    `out` (through a temp file and a rename). Returns what was written."""
+    selected = select(graph, names, with_deps=True)
+    specs = [graph.nodes[name].spec for name in selected]
+    fetch_artifacts(
+        [spec for spec in specs if spec.kind == "dockerfile"],
+        cache=cache,
+        rewrites=project.rewrites,
+        offline=offline,
+        reporter=reporter,
+    )
+
+    def staged(spec: ImageSpec) -> Path:
+        return assemble_context(spec, cache=cache, stage_root=stage_root, offline=offline).path
+
+    bake = bake_file(project, graph, names=selected, context_for=staged)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(bake.render())
+    tmp.replace(out)
+    return bake

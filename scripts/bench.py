@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""Benchmarks of lowbuild against the ways people build image families without it.
+
+Sections (each runs alone with --only; issue 7):
+  noop   no-op rebuild of the seed family: lowbuild vs one `podman build` per image in
+         dependency order (the tutorial's way) vs `docker buildx bake` (in waves);
+  leaf   the Tomcat web app changed: the same three, plus `podman build` of Tomcat alone,
+         and how many images each one rebuilt;
+  cold   cold build: lowbuild (parallel jobs) vs sequential `podman build`s;
+  pack   a generated ~200 MB / 20,000-file tree into a deterministic .tar.gz vs GNU tar|gzip;
+  fetch  8 x 64 MB from a loopback server (per-connection rate limit) vs sequential curl;
+         lowbuild's peak RSS; a warm-cache fetch of the seed family;
+  plan   `lowbuild plan` of generated families of 500 and 2,000 images.
+
+Nothing here touches the images of the project or of other users: the seed family is
+copied to --work under its own namespaces, and every podman command runs on a storage
+of its own there (CONTAINERS_STORAGE_CONF). Only engine commands are timed; staging of
+the baselines' contexts (with `lowbuild export bake`) is not. Results: --out/bench.json
+and --out/bench.md; the Markdown is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks.generate import TreeShape, write_family, write_tree
+from benchmarks.stats import Goal, Results, figure_of, markdown_table, ratio
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = Path(sys.executable)
+LOWBUILD = [str(PYTHON), "-m", "lowbuild"]
+SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan")
+BENCH_NS = "lowbuildbench"  # lowbuild's copy of the seed family
+TUTORIAL_NS = "lowbuildtut"  # the baselines' copy (podman scripts and bake)
+BOOKWORM = "localhost/lowbuild/bookworm:latest"
+BUSYBOX = "localhost/lowbuild/busybox:latest"
+TOMCAT_APP_FILE = Path("contexts/tomcat/app/static.html")
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    max_rss_mb: float
+    output: str
+
+
+class BenchFailed(RuntimeError):
+    """A timed or preparatory command failed: the figures would be meaningless."""
+
+
+def run_timed(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
+    """Run `argv`; return its wall time and output (no RSS: see run_with_rss).
+    Raise BenchFailed when it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output, _ = process.communicate()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        text = output.decode(errors="replace")
+        raise BenchFailed(f"{' '.join(argv)} exited {process.returncode}:\n{text[-4000:]}")
+    return Timed(seconds=seconds, max_rss_mb=0.0, output=output.decode(errors="replace"))
+
+
+# The peak RSS of a process forked from this (large) one would count our own pages:
+# Python spawns with vfork, and ru_maxrss keeps the pre-exec high-water mark. So a
+# small Python forks the measured command and reports its child's ru_maxrss.
+_RSS_PROBE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"maxrss-kb={usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_with_rss(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Timed:
+    """Like run_timed, with the command's own peak RSS (its ru_maxrss, from wait4)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(PYTHON), "-c", _RSS_PROBE, *argv], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+    )
+    seconds = time.perf_counter() - started
+    errors = done.stderr.decode(errors="replace")
+    if done.returncode != 0:
+        raise BenchFailed(f"{' '.join(argv)} exited {done.returncode}:\n{errors[-4000:]}")
+    found = re.findall(r"^maxrss-kb=(\d+)$", errors, flags=re.MULTILINE)
+    return Timed(seconds=seconds, max_rss_mb=int(found[-1]) / 1024, output=errors)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- the workspace: project copies and a podman storage of the bench's own ----
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def lowbuild_project(self) -> Path:
+        return self.root / "lowbuild-copy"
+
+    @property
+    def tutorial_project(self) -> Path:
+        return self.root / "tutorial-copy"
+
+    @property
+    def bake_file(self) -> Path:
+        return self.tutorial_project / "docker-bake.json"
+
+    def storage_env(self, name: str = "storage") -> dict[str, str]:
+        """The environment for podman (and lowbuild driving podman) on the bench storage."""
+        conf = self.root / f"{name}.conf"
+        if not conf.exists():
+            conf.write_text(
+                "[storage]\n"
+                'driver = "overlay"\n'
+                f'graphroot = "{self.root / name / "graph"}"\n'
+                f'runroot = "{self.root / name / "run"}"\n'
+            )
+        return {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf), "LOWBUILD_ENGINE": "podman"}
+
+
+def copy_seed_family(source: Path, target: Path, *, namespace: str) -> None:
+    """lowbuild.yaml + contexts/ copied under `namespace`; each FROM of a family image
+    renamed with it (the external bookworm base keeps its name)."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    text = (source / "lowbuild.yaml").read_text()
+    (target / "lowbuild.yaml").write_text(
+        re.sub(r"(?m)^namespace:.*$", f"namespace: {namespace}", text)
+    )
+    shutil.copytree(source / "contexts", target / "contexts", symlinks=True)
+    for dockerfile in (target / "contexts").glob("*/Dockerfile"):
+        text = dockerfile.read_text()
+        dockerfile.write_text(re.sub(r"(?m)^FROM lowbuild/", f"FROM {namespace}/", text))
+
+
+def ensure_base_images(env: dict[str, str], refs: Sequence[str]) -> None:
+    """Copy the provisioned base images from the host's podman storage into the bench's."""
+    for ref in refs:
+        if subprocess.run(["podman", "image", "exists", ref], env=env, check=False).returncode == 0:
+            continue
+        say(f"loading {ref} into the bench storage")
+        save = subprocess.Popen(["podman", "save", "--format", "docker-archive", ref], stdout=subprocess.PIPE)
+        subprocess.run(["podman", "load", "--quiet"], stdin=save.stdout, env=env, check=True, stdout=subprocess.DEVNULL)
+        if save.wait() != 0:
+            raise BenchFailed(f"podman save {ref} failed: run `make provision` first")
+
+
+def lowbuild_build(ws: Workspace, *, env: dict[str, str], names: Sequence[str] = (), jobs: int = 2) -> Timed:
+    project = ws.lowbuild_project / "lowbuild.yaml"
+    return run_timed([*LOWBUILD, "build", "-f", str(project), "-e", "podman", "--jobs", str(jobs), "--json", *names], env=env)
+
+
+def built_names(output: str) -> list[str]:
+    """Images a `lowbuild build --json` run reports as built (the JSON is the last thing it prints)."""
+    start = output.find("[\n")
+    records = json.loads(output[start:]) if start >= 0 else []
+    return [r["image"] for r in records if r.get("state") == "built"]
+
+
+@dataclass(frozen=True)
+class BakePlan:
+    """What `lowbuild export bake` wrote, read back: the waves and each target's build."""
+
+    waves: tuple[tuple[str, ...], ...]
+    targets: dict[str, dict[str, Any]]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for wave in self.waves for name in wave]
+
+    def refs(self) -> list[str]:
+        return [str(self.targets[name]["tags"][0]) for name in self.names]
+
+
+def stage_tutorial(ws: Workspace) -> BakePlan:
+    """Stage the baselines' contexts and write the bake file (not timed)."""
+    run_timed([*LOWBUILD, "export", "bake", "-f", str(ws.tutorial_project / "lowbuild.yaml"),
+               "-o", str(ws.bake_file), "--stage", str(ws.tutorial_project / "stage")])
+    document = json.loads(ws.bake_file.read_text())
+    groups = document["group"]
+    waves = tuple(tuple(groups[f"wave-{i}"]["targets"]) for i in range(len(groups) - 1))
+    return BakePlan(waves=waves, targets=document["target"])
+
+
+def tutorial_commands(bake: BakePlan, *, only: Sequence[str] = ()) -> list[list[str]]:
+    """The tutorial's way: one plain `podman build` per image, in dependency order
+    (the bake file's waves), relying on podman's layer cache."""
+    commands = []
+    for name in bake.names:
+        if only and name not in only:
+            continue
+        target = bake.targets[name]
+        argv = ["podman", "build", "--quiet"]
+        for tag in target["tags"]:
+            argv += ["-t", str(tag)]
+        for key, value in sorted(target.get("args", {}).items()):
+            argv += ["--build-arg", f"{key}={value}"]
+        argv += ["-f", str(target["dockerfile"]), str(target["context"])]
+        commands.append(argv)
+    return commands
+
+
+def run_sequence(commands: Sequence[Sequence[str]], *, env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    for argv in commands:
+        run_timed(argv, env=env)
+    return time.perf_counter() - started
+
+
+def bake_commands(ws: Workspace, bake: BakePlan) -> list[list[str]]:
+    return [
+        ["docker", "buildx", "bake", "--progress", "plain", "-f", str(ws.bake_file), f"wave-{index}"]
+        for index in range(len(bake.waves))
+    ]
+
+
+def image_ids(refs: Sequence[str], *, engine: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    ids = {}
+    for ref in refs:
+        done = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", ref], env=env,
+                              capture_output=True, text=True, check=False)
+        ids[ref] = done.stdout.strip() if done.returncode == 0 else ""
+    return ids
+
+
+def lowbuild_refs(ws: Workspace) -> list[str]:
+    names = sorted(p.parent.name for p in (ws.lowbuild_project / "contexts").glob("*/image.yaml"))
+    return [f"{BENCH_NS}/{name}:latest" for name in names]
+
+
+def touch_app(project: Path, run: str) -> None:
+    with (project / TOMCAT_APP_FILE).open("a") as f:
+        f.write(f"<!-- bench change {run} {time.time_ns()} -->\n")
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> int:
+    return sum(1 for ref in after if after[ref] != before.get(ref))
+
+
+# ---- sections ----
+
+
+@dataclass
+class Bench:
+    ws: Workspace
+    runs: int
+    quick: bool
+    results: Results
+    jobs: int
+    fetch_rate: float
+    prepared: bool = False
+
+    def prepare_family(self) -> BakePlan:
+        """Both copies of the seed family, built once (not timed) so the runs that follow
+        measure rebuilds; returns the bake file."""
+        env = self.ws.storage_env()
+        if not self.prepared:
+            copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
+            copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
+            ensure_base_images(env, [BOOKWORM, BUSYBOX])
+            self.prepared = True
+        bake = stage_tutorial(self.ws)
+        say("preparing: lowbuild build of the bench copy (cold the first time)")
+        lowbuild_build(self.ws, env=env, jobs=self.jobs)
+        say("preparing: the tutorial's podman builds")
+        run_sequence(tutorial_commands(bake), env=env)
+        say("preparing: docker buildx bake")
+        run_sequence(bake_commands(self.ws, bake))
+        return bake
+
+    def noop(self) -> None:
+        section = "1 no-op rebuild"
+        bake = self.prepare_family()
+        env = self.ws.storage_env()
+        lb: list[float] = []
+        tut: list[float] = []
+        bk: list[float] = []
+        for run in range(self.runs):
+            timed = lowbuild_build(self.ws, env=env, jobs=self.jobs)
+            if built_names(timed.output):
+                raise BenchFailed(f"no-op run rebuilt {built_names(timed.output)}")
+            lb.append(timed.seconds)
+            tut.append(run_sequence(tutorial_commands(bake), env=env))
+            bk.append(run_sequence(bake_commands(self.ws, bake)))
+            say(f"noop run {run + 1}: lowbuild {lb[-1]:.2f}s podman {tut[-1]:.2f}s bake {bk[-1]:.2f}s")
+        f_lb = self.results.add(figure_of(section, "lowbuild build (7 images)", lb))
+        f_tut = self.results.add(figure_of(section, "podman build x6, in order", tut))
+        f_bk = self.results.add(figure_of(section, "docker buildx bake, 3 waves (6 targets)", bk))
+        r_tut, r_bk = ratio(f_tut, f_lb), ratio(f_bk, f_lb)
+        self.results.add(figure_of(section, "speed-up vs podman builds", [r_tut], "x"))
+        self.results.add(figure_of(section, "speed-up vs bake", [r_bk], "x"))
+        self.results.goals.append(Goal(
+            section, "under 1 s, at least 10x faster than both baselines",
+            f"{f_lb.median:.3f} s; {r_tut:.1f}x vs podman builds, {r_bk:.1f}x vs bake",
+            f_lb.median < 1.0 and r_tut >= 10 and r_bk >= 10,
+        ))
+
+    def leaf(self) -> None:
+        section = "2 one leaf changed"
+        bake = self.prepare_family()
+        env = self.ws.storage_env()
+        lb_refs = lowbuild_refs(self.ws)
+        tut_refs = bake.refs()
+        tomcat_only = tutorial_commands(bake, only=("tomcat",))
+        lb, tut, alone, bk = [], [], [], []
+        n_lb, n_tut, n_bk = [], [], []
+        for run in range(self.runs):
+            touch_app(self.ws.lowbuild_project, f"lb{run}")
+            before = image_ids(lb_refs, engine="podman", env=env)
+            timed = lowbuild_build(self.ws, env=env, jobs=self.jobs)
+            lb.append(timed.seconds)
+            n_lb.append(changed(before, image_ids(lb_refs, engine="podman", env=env)))
+            if built_names(timed.output) != ["tomcat"]:
+                self.results.notes.append(f"leaf run {run + 1}: lowbuild built {built_names(timed.output)}")
+
+            touch_app(self.ws.tutorial_project, f"tut{run}")
+            stage_tutorial(self.ws)
+            before = image_ids(tut_refs, engine="podman", env=env)
+            tut.append(run_sequence(tutorial_commands(bake), env=env))
+            n_tut.append(changed(before, image_ids(tut_refs, engine="podman", env=env)))
+
+            touch_app(self.ws.tutorial_project, f"alone{run}")
+            stage_tutorial(self.ws)
+            alone.append(run_sequence(tomcat_only, env=env))
+
+            touch_app(self.ws.tutorial_project, f"bake{run}")
+            stage_tutorial(self.ws)
+            before = image_ids(tut_refs, engine="docker")
+            bk.append(run_sequence(bake_commands(self.ws, bake)))
+            n_bk.append(changed(before, image_ids(tut_refs, engine="docker")))
+            say(f"leaf run {run + 1}: lowbuild {lb[-1]:.2f}s ({n_lb[-1]} rebuilt) podman {tut[-1]:.2f}s "
+                f"({n_tut[-1]}) tomcat alone {alone[-1]:.2f}s bake {bk[-1]:.2f}s ({n_bk[-1]})")
+        f_lb = self.results.add(figure_of(section, "lowbuild build", lb))
+        f_tut = self.results.add(figure_of(section, "podman build x6, in order", tut))
+        f_alone = self.results.add(figure_of(section, "podman build of tomcat alone (engine's own time)", alone))
+        f_bk = self.results.add(figure_of(section, "docker buildx bake, 3 waves", bk))
+        self.results.add(figure_of(section, "images rebuilt by lowbuild", n_lb, "count"))
+        self.results.add(figure_of(section, "images rebuilt by podman builds (new image ID)", n_tut, "count"))
+        self.results.add(figure_of(section, "images rebuilt by bake (new image ID)", n_bk, "count"))
+        r_alone = ratio(f_lb, f_alone)
+        self.results.add(figure_of(section, "lowbuild / engine alone", [r_alone], "x"))
+        self.results.add(figure_of(section, "podman builds / lowbuild", [ratio(f_tut, f_lb)], "x"))
+        self.results.add(figure_of(section, "bake / lowbuild", [ratio(f_bk, f_lb)], "x"))
+        self.results.goals.append(Goal(
+            section, "only that image rebuilt; within 1.2x of the engine's own time for it",
+            f"{max(n_lb)} image(s) rebuilt per run; {r_alone:.2f}x",
+            max(n_lb) == 1 and r_alone <= 1.2,
+        ))
+
+    def cold(self) -> None:
+        section = "3 cold build"
+        if not self.prepared:
+            copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
+            copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
+            self.prepared = True
+        bake = stage_tutorial(self.ws)
+        names = bake.names
+        runs = max(1, min(self.runs, 2))
+        lb, seq = [], []
+        for run in range(runs):
+            env = self.fresh_storage("cold")
+            timed = lowbuild_build(self.ws, env=env, names=names, jobs=self.jobs)
+            lb.append(timed.seconds)
+            env = self.fresh_storage("cold")
+            seq.append(run_sequence(tutorial_commands(bake), env=env))
+            say(f"cold run {run + 1}: lowbuild -j{self.jobs} {lb[-1]:.1f}s sequential {seq[-1]:.1f}s")
+        self.fresh_storage("cold", keep=False)
+        f_lb = self.results.add(figure_of(section, f"lowbuild build --jobs {self.jobs} (6 images)", lb))
+        f_seq = self.results.add(figure_of(section, "podman build x6, sequential", seq))
+        r = ratio(f_lb, f_seq)
+        self.results.add(figure_of(section, "lowbuild / sequential", [r], "x"))
+        self.results.goals.append(Goal(section, "at most 0.75x the sequential scripts", f"{r:.2f}x", r <= 0.75))
+
+    def fresh_storage(self, name: str, *, keep: bool = True) -> dict[str, str]:
+        """An empty podman storage (removing the previous one), with the base images."""
+        env = self.ws.storage_env(name)
+        if (self.ws.root / name).exists():
+            # Not `podman system reset`: that also drops the host's podman networks.
+            subprocess.run(["podman", "rmi", "--all", "--force"], env=env, check=False,
+                           capture_output=True)
+            shutil.rmtree(self.ws.root / name, ignore_errors=True)
+        if keep:
+            ensure_base_images(env, [BOOKWORM])
+            # The stage from the previous run would make lowbuild's staging look free.
+            shutil.rmtree(self.ws.lowbuild_project / ".lowbuild" / "stage", ignore_errors=True)
+        return env
+
+    def pack(self) -> None:
+        section = "4 packing"
+        shape = TreeShape() if not self.quick else TreeShape(total_bytes=40 * 1024 * 1024, files=4_000)
+        tree = self.ws.root / "pack" / f"tree-{shape.total_bytes}-{shape.files}"
+        marker = tree.with_suffix(".done")
+        if not marker.exists():
+            shutil.rmtree(tree, ignore_errors=True)
+            say(f"writing the tree to pack: {shape.files} files, {shape.total_bytes >> 20} MB")
+            marker.write_text(write_tree(tree, shape))
+        out = self.ws.root / "pack"
+        lb, gnu, digests = [], [], set()
+        lb_size = gnu_size = 0
+        code = (
+            "import sys; from pathlib import Path; "
+            "from lowbuild.context.pack import pack_deterministic; "
+            "pack_deterministic(Path(sys.argv[1]), Path(sys.argv[2]), 'tar.gz')"
+        )
+        for run in range(self.runs):
+            target = out / "lowbuild.tar.gz"
+            lb.append(run_timed([str(PYTHON), "-c", code, str(tree), str(target)]).seconds)
+            digests.add(hashlib.sha256(target.read_bytes()).hexdigest())
+            lb_size = target.stat().st_size
+            gnu_target = out / "gnu.tar.gz"
+            shell = (
+                f"tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C '{tree}' -c . "
+                f"| gzip -n > '{gnu_target}'"
+            )
+            gnu.append(run_timed(["bash", "-o", "pipefail", "-c", shell]).seconds)
+            gnu_size = gnu_target.stat().st_size
+            say(f"pack run {run + 1}: lowbuild {lb[-1]:.2f}s tar|gzip {gnu[-1]:.2f}s")
+        note = f"{shape.files} files, {shape.total_bytes / 1e6:.0f} MB"
+        f_lb = self.results.add(figure_of(section, "lowbuild pack_deterministic", lb, note=note))
+        f_gnu = self.results.add(figure_of(section, "GNU tar --sort=name | gzip -n", gnu))
+        self.results.add(figure_of(section, "output size, lowbuild", [lb_size / 1e6], "MB"))
+        self.results.add(figure_of(section, "output size, tar | gzip", [gnu_size / 1e6], "MB"))
+        r = ratio(f_lb, f_gnu)
+        self.results.add(figure_of(section, "lowbuild / tar|gzip", [r], "x"))
+        self.results.goals.append(Goal(
+            section, "within 1.3x of GNU tar + gzip, byte-identical across runs",
+            f"{r:.2f}x; {len(digests)} distinct output(s) in {len(lb)} runs", r <= 1.3 and len(digests) == 1,
+        ))
+
+    def fetch(self) -> None:
+        section = "5 fetching"
+        count, size = 8, (64 << 20) if not self.quick else (16 << 20)
+        served = self.ws.root / "fetch" / f"served-{size}"
+        if not (served / "done").exists():
+            shutil.rmtree(served, ignore_errors=True)
+            served.mkdir(parents=True)
+            import random
+
+            for index in range(count):
+                (served / f"blob-{index}.bin").write_bytes(random.Random(index).randbytes(size))
+            (served / "done").write_text("")
+        digests = [hashlib.sha256((served / f"blob-{i}.bin").read_bytes()).hexdigest() for i in range(count)]
+        server = subprocess.Popen(
+            [str(PYTHON), str(REPO / "scripts" / "benchmarks" / "serve.py"), str(served), str(self.fetch_rate)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            project = self.ws.root / "fetch" / "project"
+            shutil.rmtree(project, ignore_errors=True)
+            context = project / "contexts" / "blobs"
+            context.mkdir(parents=True)
+            (project / "lowbuild.yaml").write_text(
+                "name: fetchbench\nnamespace: lowbuildbench\ncontexts: ['contexts/*']\n")
+            artifacts = "".join(
+                f"  - file: blob-{i}.bin\n    urls: [http://127.0.0.1:{port}/blob-{i}.bin]\n"
+                f"    sha256: {digests[i]}\n" for i in range(count))
+            (context / "image.yaml").write_text(f"name: blobs\nkind: dockerfile\nartifacts:\n{artifacts}")
+            (context / "Dockerfile").write_text("FROM scratch\n")
+            par, seq, rss = [], [], []
+            for run in range(self.runs):
+                cache = self.ws.root / "fetch" / "cache"
+                shutil.rmtree(cache, ignore_errors=True)
+                timed = run_with_rss([*LOWBUILD, "fetch", "-f", str(project / "lowbuild.yaml"),
+                                      "--cache", str(cache), "--jobs", str(count)])
+                par.append(timed.seconds)
+                rss.append(timed.max_rss_mb)
+                shutil.rmtree(cache, ignore_errors=True)
+                downloads = self.ws.root / "fetch" / "curl"
+                shutil.rmtree(downloads, ignore_errors=True)
+                downloads.mkdir()
+                seq.append(run_sequence([
+                    ["curl", "-sSf", "-o", str(downloads / f"blob-{i}.bin"), f"http://127.0.0.1:{port}/blob-{i}.bin"]
+                    for i in range(count)
+                ]))
+                shutil.rmtree(downloads, ignore_errors=True)
+                say(f"fetch run {run + 1}: lowbuild {par[-1]:.2f}s ({rss[-1]:.0f} MB) curl x{count} {seq[-1]:.2f}s")
+        finally:
+            server.kill()
+            server.wait()
+        note = f"{count} x {size >> 20} MB, {self.fetch_rate / 1e6:.0f} MB/s per connection"
+        f_par = self.results.add(figure_of(section, f"lowbuild fetch --jobs {count}", par, note=note))
+        f_seq = self.results.add(figure_of(section, "curl, one file after another", seq))
+        f_rss = self.results.add(figure_of(section, "lowbuild fetch peak RSS", rss, "MB"))
+        # Warm cache: the whole seed family, everything already verified in the user's cache.
+        copy_seed_family(REPO, self.ws.root / "fetch" / "seed", namespace=BENCH_NS)
+        seed = str(self.ws.root / "fetch" / "seed" / "lowbuild.yaml")
+        run_timed([*LOWBUILD, "fetch", "-f", seed])  # the cache is filled (or it fails here)
+        warm = [run_timed([*LOWBUILD, "fetch", "-f", seed]).seconds for _ in range(self.runs)]
+        f_warm = self.results.add(figure_of(section, "lowbuild fetch, warm cache, seed family", warm))
+        r = ratio(f_par, f_seq)
+        self.results.add(figure_of(section, "parallel / sequential", [r], "x"))
+        self.results.goals.append(Goal(
+            section, "parallel at most 0.5x sequential; peak RSS under 100 MB; warm fetch under 0.3 s",
+            f"{r:.2f}x; {f_rss.high:.0f} MB; {f_warm.median:.3f} s",
+            r <= 0.5 and f_rss.high < 100 and f_warm.median < 0.3,
+        ))
+
+    def plan(self) -> None:
+        section = "6 planning at scale"
+        env = self.ws.storage_env()
+        ensure_base_images(env, [BUSYBOX])
+        medians = {}
+        for count in (500, 2000):
+            family = self.ws.root / "plan" / f"family-{count}"
+            if not (family / "lowbuild.yaml").exists():
+                write_family(family, count, namespace="lowbuildplan", base=BUSYBOX)
+            runs = self.runs if count == 500 else max(1, min(self.runs, 3))
+            samples = [
+                run_timed([*LOWBUILD, "plan", "-f", str(family / "lowbuild.yaml"), "-e", "podman", "--json"],
+                          env=env).seconds
+                for _ in range(runs)
+            ]
+            say(f"plan {count}: {', '.join(f'{s:.2f}s' for s in samples)}")
+            medians[count] = self.results.add(figure_of(section, f"lowbuild plan, {count} images", samples))
+        growth = ratio(medians[2000], medians[500])
+        self.results.add(figure_of(section, "2,000 / 500", [growth], "x"))
+        self.results.goals.append(Goal(
+            section, "500 images under 2 s; 2,000 under 4x the 500 time",
+            f"{medians[500].median:.2f} s; {growth:.2f}x", medians[500].median < 2 and growth < 4,
+        ))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 runs, smaller inputs, no cold builds")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5; --quick 2)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="results directory")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lowbuild-bench"), help="scratch directory")
+    parser.add_argument("--jobs", type=int, default=2, help="lowbuild build --jobs")
+    parser.add_argument("--fetch-rate", type=float, default=50e6, help="bytes/s per connection of the loopback server")
+    args = parser.parse_args(argv)
+    sections = args.only or [s for s in SECTIONS if not (args.quick and s == "cold")]
+    runs = args.runs or (2 if args.quick else 5)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = Results()
+    load = os.getloadavg()
+    results.notes.append(
+        f"{platform.node()}: {os.cpu_count()} CPUs, load {load[0]:.2f} at start; runs {runs}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    bench = Bench(ws=Workspace(args.work), runs=runs, quick=args.quick, results=results,
+                  jobs=args.jobs, fetch_rate=args.fetch_rate)
+    steps: dict[str, Callable[[], None]] = {
+        "noop": bench.noop, "leaf": bench.leaf, "cold": bench.cold,
+        "pack": bench.pack, "fetch": bench.fetch, "plan": bench.plan,
+    }
+    code = 0
+    for section in SECTIONS:
+        if section not in sections:
+            continue
+        say(f"section {section}")
+        started = time.monotonic()
+        try:
+            steps[section]()
+        except BenchFailed as exc:
+            results.notes.append(f"section {section} failed: {str(exc).splitlines()[0]}")
+            say(f"section {section} FAILED: {exc}")
+            code = 1
+        say(f"section {section} done in {time.monotonic() - started:.0f}s")
+    load = os.getloadavg()
+    results.notes.append(f"load at end {load[0]:.2f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    table = markdown_table(results)
+    (args.out / "bench.md").write_text(table)
+    print(table)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
