@@ -212,7 +212,7 @@ def build_command(
     ] = None,
     file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
     engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Images built at once (default: CPU count, at least 2)."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Images built (and smoke tests run) at once (default: CPU count, at least 2; tests: twice that, at least 4)."),
     no_deps: bool = typer.Option(False, "--no-deps", help="Only the named images; ancestors must exist."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Start nothing new after the first failure."),
     test: bool = typer.Option(False, "--test", help="Run each image's smoke test after the build."),
@@ -225,7 +225,13 @@ def build_command(
     Exit 0 when everything is built or up to date (and tests pass), 1 when something
     failed or was blocked, 2 for bad input, 3 when no engine works.
     """
-    from lowbuild.run.workflow import BuildOptions, Selection, default_jobs, run_build
+    from lowbuild.run.workflow import (
+        BuildOptions,
+        Selection,
+        default_jobs,
+        default_test_jobs,
+        run_build,
+    )
 
     selection = Selection(
         project_file=Path(file) if file else None,
@@ -237,6 +243,7 @@ def build_command(
         jobs=jobs or default_jobs(),
         fail_fast=fail_fast,
         test=test,
+        test_jobs=jobs or default_test_jobs(),
         offline=offline,
         cache_dir=Path(cache_dir) if cache_dir else None,
         as_json=as_json,
@@ -249,18 +256,18 @@ def test_command(
     images: Annotated[list[str] | None, typer.Argument(help="Images to test (default: all).")] = None,
     file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
     engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Tests run at once."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Tests run at once (default: twice the CPU count, at least 4)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Run the smoke tests of already built images (HTTP probe or command). Exit 1 if any fails."""
-    from lowbuild.run.workflow import Selection, default_jobs, run_tests
+    from lowbuild.run.workflow import Selection, default_test_jobs, run_tests
 
     selection = Selection(
         project_file=Path(file) if file else None, names=tuple(images or ()), engine=engine
     )
     code = run_tests(
         selection,
-        jobs=jobs or default_jobs(),
+        jobs=jobs or default_test_jobs(),
         console=Console(soft_wrap=as_json),
         err=err,
         as_json=as_json,

@@ -25,7 +25,6 @@ from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
-from lowbuild.run.smoke import run_smoke_test
 from lowbuild.sources.cache import Cache
 from lowbuild.spec.model import HttpTest, ImageSpec, Project
 
@@ -85,7 +84,10 @@ class FamilyBuilder:
         def work(name: str, cancel: threading.Event) -> WorkResult:
             return self._build_one(plan, planned[name], cancel)
 
-        containers_before = self.engine.build_containers()
+        # The snapshot that tells this run's leftover working containers apart; a run
+        # with nothing to build starts no engine build and needs none (one engine call less).
+        building = any(image.action == "build" for image in plan.images)
+        containers_before = self.engine.build_containers() if building else frozenset()
         try:
             return run_in_order(
                 order=[image.name for image in plan.images],
@@ -97,7 +99,7 @@ class FamilyBuilder:
                 on_interrupt=self._stop_engine_commands,
             )
         except KeyboardInterrupt:
-            leftovers = self._our_leftovers(containers_before)
+            leftovers = self._our_leftovers(containers_before) if building else []
             self.engine.remove_build_containers(leftovers)
             raise Interrupted(
                 f"interrupted: stopped {self._stopped} running engine command(s), "
@@ -238,6 +240,9 @@ def smoke_test_family(
     on_result: Callable[[TestOutcome], None] = lambda result: None,
 ) -> dict[str, TestOutcome]:
     """Run the declared smoke test of each named image (those without one are left out)."""
+    # Here, not at the top: it brings httpx (~25 ms), which a build without --test skips.
+    from lowbuild.run.smoke import run_smoke_test
+
     specs = [project.image(name) for name in names]
     specs = [spec for spec in specs if spec.test is not None]
 

@@ -40,6 +40,11 @@ def default_jobs() -> int:
     return max(2, os.cpu_count() or 2)
 
 
+def default_test_jobs() -> int:
+    """Smoke tests mostly wait for a service to come up: twice the cores, at least 4."""
+    return max(4, 2 * (os.cpu_count() or 2))
+
+
 @dataclass(frozen=True)
 class Selection:
     """What the user asked for: project file, images, engine."""
@@ -112,6 +117,7 @@ class BuildOptions:
     jobs: int
     fail_fast: bool = False
     test: bool = False
+    test_jobs: int = 4  # smoke tests at once (`-j` when given, else default_test_jobs())
     offline: bool = False
     cache_dir: Path | None = None
     as_json: bool = False
@@ -168,7 +174,9 @@ def run_build(
         tests: dict[str, TestOutcome] = {}
         if options.test:
             ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
-            tests = _run_tests(project, engine, ready, jobs=options.jobs, logs=logs, err=err)
+            tests = _run_tests(
+                project, engine, ready, jobs=options.test_jobs, logs=logs, err=err
+            )
         _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
     code = run_exit_code(outcomes)
     if any(not result.passed for result in tests.values()):
