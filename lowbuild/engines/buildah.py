@@ -24,8 +24,8 @@ from lowbuild.engines.base import (
     WorkStep,
 )
 from lowbuild.engines.changes import buildah_config_args, parse_changes
-from lowbuild.engines.commands import labels_as_one_step, run_command, run_iidfile_build
-from lowbuild.engines.podman import PodmanEngine, buildah_style_build_argv
+from lowbuild.engines.commands import run_command
+from lowbuild.engines.podman import PodmanEngine, buildah_style_build
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
     image_info_from_config,
@@ -61,18 +61,18 @@ class BuildahEngine:
         pull: bool = False,
         log: LogSink | None = None,
     ) -> str:
-        # One LABEL step instead of one per label: see labels_as_one_step.
-        with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
-            argv = buildah_style_build_argv(
-                [self.binary, "build"],
-                dockerfile=dockerfile,
-                tags=tags,
-                build_args=build_args,
-                labels=labels,
-                network=network,
-                pull=pull,
-            )
-            return run_iidfile_build(argv, context=context, log=log, resolve=self._resolve_image_id)
+        return buildah_style_build(
+            self.binary,
+            context=context,
+            dockerfile=dockerfile,
+            tags=tags,
+            build_args=build_args,
+            labels=labels,
+            network=network,
+            pull=pull,
+            log=log,
+            resolve=self._resolve_image_id,
+        )
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         try:

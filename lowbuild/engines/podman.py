@@ -11,7 +11,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, LogSink
@@ -49,18 +49,18 @@ class PodmanEngine(WhalesEngine):
         pull: bool = False,
         log: LogSink | None = None,
     ) -> str:
-        # One LABEL step instead of one per label: see labels_as_one_step.
-        with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
-            argv = buildah_style_build_argv(
-                [self.binary, "build"],
-                dockerfile=dockerfile,
-                tags=tags,
-                build_args=build_args,
-                labels=labels,
-                network=network,
-                pull=pull,
-            )
-            return run_iidfile_build(argv, context=context, log=log, resolve=self.resolve_image_id)
+        return buildah_style_build(
+            self.binary,
+            context=context,
+            dockerfile=dockerfile,
+            tags=tags,
+            build_args=build_args,
+            labels=labels,
+            network=network,
+            pull=pull,
+            log=log,
+            resolve=self.resolve_image_id,
+        )
 
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
@@ -93,29 +93,36 @@ class PodmanEngine(WhalesEngine):
         run_command(argv)
 
 
-def buildah_style_build_argv(
-    prefix: Sequence[str],
+def buildah_style_build(
+    binary: str,
     *,
+    context: Path,
     dockerfile: Path | None,
     tags: Sequence[str],
     build_args: Mapping[str, str] | None,
     labels: Mapping[str, str] | None,
     network: str | None,
     pull: bool,
-) -> list[str | Path]:
-    """`podman build` and `buildah build` take the same flags (podman embeds buildah)."""
-    # `--pull=never`/`always` is the spelling both accept (buildah's older `--pull-never`
-    # is hidden and deprecated).
-    return [
-        *prefix,
-        "--format",
-        "docker",
-        f"--pull={'always' if pull else 'never'}",
-        *build_flags(
-            dockerfile=dockerfile,
-            tags=tags,
-            build_args=build_args,
-            labels=labels,
-            network=network,
-        ),
-    ]
+    log: LogSink | None,
+    resolve: Callable[[str], str],
+) -> str:
+    """`podman build` or `buildah build` (the same flags: podman embeds buildah); the ID."""
+    # One LABEL step instead of one per label: see labels_as_one_step.
+    with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
+        # `--pull=never`/`always` is the spelling both accept (buildah's older
+        # `--pull-never` is hidden and deprecated).
+        argv: list[str | Path] = [
+            binary,
+            "build",
+            "--format",
+            "docker",
+            f"--pull={'always' if pull else 'never'}",
+            *build_flags(
+                dockerfile=dockerfile,
+                tags=tags,
+                build_args=build_args,
+                labels=labels,
+                network=network,
+            ),
+        ]
+        return run_iidfile_build(argv, context=context, log=log, resolve=resolve)
