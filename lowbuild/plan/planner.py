@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lowbuild.context.assemble import context_inventory
-from lowbuild.engines.base import Engine
+from lowbuild.engines.base import Engine, ImageInfo
 from lowbuild.errors import UsageError, VerificationError
 from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebuild_reasons
 from lowbuild.plan.graph import FamilyGraph, Node, select
@@ -69,20 +69,21 @@ class Plan:
         ]
 
 
-def external_image_ids(project: Project, graph: FamilyGraph, engine: Engine) -> dict[str, str]:
-    """The local ID of every image from outside the family, checked against `bases:` pins.
+def external_image_ids(
+    project: Project, graph: FamilyGraph, infos: Mapping[str, ImageInfo | None], engine: str
+) -> dict[str, str]:
+    """The local ID of every image from outside the family (`infos`: what `engine`
+    has for each), checked against `bases:` pins.
 
     Nothing is pulled: a missing base is an error saying how to get it.
     """
     pins = {pin.ref: pin for pin in project.bases}
     ids: dict[str, str] = {}
-    external = graph.external_images()
-    infos = engine.inspect_images(list(external))
-    for ref, users in external.items():
+    for ref, users in graph.external_images().items():
         info = infos[ref]
         if info is None:
             raise UsageError(
-                f"base image {ref} (used by {', '.join(users)}) is not in {engine.name}'s "
+                f"base image {ref} (used by {', '.join(users)}) is not in {engine}'s "
                 "local storage, and lowbuild never pulls. Load it first: `lowbuild bundle "
                 "import`, `podman load`/`docker load`, or `make provision` for lowbuild's "
                 "own base images."
@@ -92,7 +93,7 @@ def external_image_ids(project: Project, graph: FamilyGraph, engine: Engine) -> 
             raise VerificationError(
                 f"base image {ref} is pinned to {pin.id}"
                 + (f" ({pin.location})" if pin.location else "")
-                + f" but {engine.name} has {info.id}; load the pinned image or update the pin"
+                + f" but {engine} has {info.id}; load the pinned image or update the pin"
             )
         ids[ref] = info.id
     return ids
@@ -131,13 +132,14 @@ def make_plan(
     without, an ancestor outside the selection must already exist locally.
     """
     selected = select(graph, names, with_deps=with_deps)
-    external_ids = external_image_ids(project, graph, engine)
+    # Every image the plan may ask about, external bases and family images, inspected
+    # at once (one engine call, not one per image: that dominated planning a large family).
+    wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
+    external = list(graph.external_images())
+    local = engine.inspect_images([*external, *(project.ref(name) for name in sorted(wanted))])
+    external_ids = external_image_ids(project, graph, local, engine.name)
     planned: dict[str, PlannedImage] = {}
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
-    # Every family image the plan may ask about, inspected at once (one engine call,
-    # not one per image: that dominated planning a large family).
-    wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
-    local = engine.inspect_images([project.ref(name) for name in sorted(wanted)])
     for name in selected:
         node = graph.nodes[name]
         ref = project.ref(node.spec)
