@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks.generate import TreeShape, write_family, write_tree
+from benchmarks.generate import TreeShape, copy_seed_family, write_family, write_tree
 from benchmarks.stats import Goal, Results, figure_of, markdown_table, ratio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,22 +146,6 @@ class Workspace:
                 f'runroot = "{self.root / name / "run"}"\n'
             )
         return {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf), "LOWBUILD_ENGINE": "podman"}
-
-
-def copy_seed_family(source: Path, target: Path, *, namespace: str) -> None:
-    """lowbuild.yaml + contexts/ copied under `namespace`; each FROM of a family image
-    renamed with it (the external bookworm base keeps its name)."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    text = (source / "lowbuild.yaml").read_text()
-    (target / "lowbuild.yaml").write_text(
-        re.sub(r"(?m)^namespace:.*$", f"namespace: {namespace}", text)
-    )
-    shutil.copytree(source / "contexts", target / "contexts", symlinks=True)
-    for dockerfile in (target / "contexts").glob("*/Dockerfile"):
-        text = dockerfile.read_text()
-        dockerfile.write_text(re.sub(r"(?m)^FROM lowbuild/", f"FROM {namespace}/", text))
 
 
 def ensure_base_images(env: dict[str, str], refs: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ The context digest ("sha256:<hex>") covers, for every member in path order, its
 kind, path, normalised mode and content: a file's sha256 (for artifacts, the
 pinned sha256; for packs, a digest of the pack's inputs, since a pack is a pure
 function of them), a symlink's target. It is computed without staging, so the
-planner can ask for it cheaply (`context_digest`).
+planner can ask for it cheaply (`take_inventory`) and hand the inventory on.
 
 Staging is atomic: the tree is built in a temp dir beside the final one and
 renamed into place; assembling unchanged inputs again does not touch anything.
@@ -27,7 +27,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -36,6 +36,7 @@ from lowbuild.context.dockerignore import is_ignored, load_dockerignore, may_con
 from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
 from lowbuild.errors import Location, OfflineMissing, SpecError
 from lowbuild.sources.cache import Cache, hash_file
+from lowbuild.sources.fetch import missing_artifact_lines
 from lowbuild.spec.model import ImageSpec, Pack
 
 IMAGE_FILE = "image.yaml"
@@ -194,30 +195,39 @@ def _inventory(image: ImageSpec) -> list[_Member]:
     return [members[k] for k in sorted(members, key=lambda p: p.encode("utf-8", "surrogateescape"))]
 
 
-def _digest(members: list[_Member]) -> str:
+def _digest(members: Sequence[_Member]) -> str:
     digest = hashlib.sha256()
     for member in members:
         digest.update(member.record())
     return f"sha256:{digest.hexdigest()}"
 
 
-def context_inventory(image: ImageSpec) -> tuple[str, dict[str, str]]:
-    """The context digest and, per regular file of the staged context, its content digest.
+@dataclass(frozen=True)
+class ContextInventory:
+    """What `image`'s staged context will hold, each file hashed once: taken by the
+    planner (for fingerprints and per-file rebuild reasons) and handed to
+    `assemble_context`, so a context is read and hashed once per build, not twice."""
 
-    The mapping is relative POSIX path → sha256 hex: the file's content for context
-    files, the pinned digest for artifacts, the digest of the pack's inputs for packs.
-    Computed without staging, like `context_digest` (for rebuild reasons per file).
-    """
+    members: tuple[_Member, ...]
+    digest: str  # "sha256:<hex>", what StagedContext.digest will be
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Relative POSIX path → sha256 hex of every regular file: the file's content for
+        context files, the pinned digest for artifacts, the digest of a pack's inputs."""
+        return {m.path: m.content for m in self.members if m.kind == "file"}
+
+
+def take_inventory(image: ImageSpec) -> ContextInventory:
+    """The inventory of `image`'s context, computed without staging (needs neither the
+    cache nor the network)."""
     members = _inventory(image)
-    return _digest(members), {m.path: m.content for m in members if m.kind == "file"}
+    return ContextInventory(members=tuple(members), digest=_digest(members))
 
 
 def context_digest(image: ImageSpec) -> str:
-    """The digest `assemble_context` would report for `image`, without staging anything.
-
-    Reads and hashes the context's files; needs neither the cache nor the network.
-    """
-    return _digest(_inventory(image))
+    """The digest `assemble_context` would report for `image`, without staging anything."""
+    return take_inventory(image).digest
 
 
 def _missing_message(image: ImageSpec, missing: list[str], *, offline: bool) -> str:
@@ -225,15 +235,17 @@ def _missing_message(image: ImageSpec, missing: list[str], *, offline: bool) -> 
     lines = [f"image {image.name}: {len(missing)} artifact(s) not in the cache{why}:"]
     for artifact in image.artifacts:
         if artifact.file in missing:
-            lines.append(f"  {artifact.file}  sha256:{artifact.sha256}")
-            lines.append(
-                f"      get it with: lowbuild fetch {image.name}   or: lowbuild cache add {artifact.file}"
-            )
+            lines += missing_artifact_lines(artifact, [image.name])
     return "\n".join(lines)
 
 
 def assemble_context(
-    image: ImageSpec, *, cache: Cache, stage_root: Path, offline: bool = False
+    image: ImageSpec,
+    *,
+    cache: Cache,
+    stage_root: Path,
+    offline: bool = False,
+    inventory: ContextInventory | None = None,
 ) -> StagedContext:
     """Stage `image`'s context at `stage_root/<name>` and return it with its digest.
 
@@ -242,10 +254,11 @@ def assemble_context(
     one raises OfflineMissing naming it, its digest and the command that gets it.
     A SpecError names the image.yaml for names leaving the context or clashing.
     Unchanged inputs: nothing is rewritten. A failure leaves the previous staging
-    (or nothing) in place, never a half-built context.
+    (or nothing) in place, never a half-built context. `inventory`: the one the plan
+    took (else it is taken here).
     """
-    members = _inventory(image)
-    digest = _digest(members)
+    inventory = inventory or take_inventory(image)
+    members, digest = inventory.members, inventory.digest
     artifact_digests = {a.file: a.sha256 for a in image.artifacts}
     final = stage_root / image.name
     state = stage_root / f".{image.name}.digest"
@@ -278,7 +291,9 @@ def assemble_context(
     return StagedContext(final, digest, artifact_digests)
 
 
-def _materialise(image: ImageSpec, members: list[_Member], root: Path, cache: Cache) -> None:
+def _materialise(
+    image: ImageSpec, members: Sequence[_Member], root: Path, cache: Cache
+) -> None:
     root.chmod(0o755)
     for member in members:
         dest = root / member.path

@@ -10,10 +10,10 @@ builder recomputes it then (`current_inputs`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lowbuild.context.assemble import context_inventory
+from lowbuild.context.assemble import ContextInventory, take_inventory
 from lowbuild.engines.base import Engine, ImageInfo
 from lowbuild.errors import UsageError, VerificationError
 from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebuild_reasons
@@ -36,6 +36,9 @@ class PlannedImage:
     # The inputs, final unless a need is rebuilt first (then None: known only once
     # that need has its new image ID).
     inputs: BuildInputs | None
+    # The context as hashed for this plan (None for up-to-date images): the builder
+    # stages from it instead of reading and hashing the context again.
+    inventory: ContextInventory | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str | None:
@@ -105,14 +108,14 @@ def current_inputs(
     engine: Engine,
     family_ids: Mapping[str, str],
     external_ids: Mapping[str, str],
+    inventory: ContextInventory,
 ) -> BuildInputs:
     """The inputs of building `node` now, with its needs' image IDs known."""
-    digest, files = context_inventory(node.spec)
     return inputs_for(
         node,
         engine=engine.name,
-        context_digest=digest,
-        context_files=files,
+        context_digest=inventory.digest,
+        context_files=inventory.files,
         family_ids=family_ids,
         external_ids=external_ids,
     )
@@ -157,6 +160,7 @@ def make_plan(
                     f"({project.ref(need)}); build it first or drop --no-deps"
                 )
             known_ids[need] = info.id
+        inventory = take_inventory(node.spec)
         if rebuilt:
             planned[name] = PlannedImage(
                 name=name,
@@ -166,10 +170,15 @@ def make_plan(
                 needs=tuple(need for need in node.needs if need in selected),
                 existing_id=existing.id if existing else None,
                 inputs=None,
+                inventory=inventory,
             )
             continue
         inputs = current_inputs(
-            node, engine=engine, family_ids=known_ids, external_ids=external_ids
+            node,
+            engine=engine,
+            family_ids=known_ids,
+            external_ids=external_ids,
+            inventory=inventory,
         )
         reasons = rebuild_reasons(existing.labels if existing else None, inputs)
         action: Action = "build" if reasons else "up-to-date"
@@ -183,6 +192,7 @@ def make_plan(
             needs=tuple(need for need in node.needs if need in selected),
             existing_id=existing.id if existing else None,
             inputs=inputs,
+            inventory=inventory if action == "build" else None,
         )
     return Plan(
         project=project,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lowbuild.context.assemble import StagedContext, assemble_context
+from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
 from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
 from lowbuild.engines.commands import stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
@@ -26,7 +26,7 @@ from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
 from lowbuild.sources.cache import Cache
-from lowbuild.spec.model import HttpTest, ImageSpec, Project
+from lowbuild.spec.model import ImageSpec, Project
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
 
@@ -135,12 +135,17 @@ class FamilyBuilder:
         node = plan.graph.nodes[name]
         spec = node.spec
         inputs, reasons = planned.inputs, planned.reasons
+        inventory = planned.inventory or take_inventory(spec)
         if inputs is None:
             # A need was rebuilt: its new ID is an input, known only now.
             with self._lock:
                 family_ids = {need: self._ids[need] for need in node.needs}
             inputs = current_inputs(
-                node, engine=self.engine, family_ids=family_ids, external_ids=plan.external_ids
+                node,
+                engine=self.engine,
+                family_ids=family_ids,
+                external_ids=plan.external_ids,
+                inventory=inventory,
             )
             existing = self.engine.inspect_image(planned.ref)
             reasons = rebuild_reasons(existing.labels if existing else None, inputs)
@@ -150,7 +155,9 @@ class FamilyBuilder:
                     self._ids[name] = existing.id
                 return WorkResult(state="up-to-date", image_id=existing.id)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
-        staged = assemble_context(spec, cache=self.cache, stage_root=self.stage_root)
+        staged = assemble_context(
+            spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
+        )
         sink(f"context staged at {staged.path} ({staged.digest})")
         parent_ref = self.project.ref(node.parent) if node.parent else node.base
         labels = {
@@ -250,11 +257,7 @@ def smoke_test_family(
         assert spec.test is not None
         started = time.monotonic()
         sink = logs.sink(spec.name) if logs else None
-        # `network:` is the network of the build; an HTTP test needs a published port,
-        # which `none` and `host` discard, so it always runs on the engine's default.
-        network = (
-            None if spec.network == "default" or isinstance(spec.test, HttpTest) else spec.network
-        )
+        network = None if spec.network == "default" else spec.network
         try:
             result = run_smoke_test(
                 engine, image=project.ref(spec), test=spec.test, network=network, log=sink

@@ -35,19 +35,22 @@ def run_smoke_test(
     network: str | None = None,
     log: LogSink | None = None,
 ) -> SmokeResult:
-    """Run `test` against `image`; raise SmokeTestFailed (with the container log) when it fails."""
+    """Run `test` against `image`; raise SmokeTestFailed (with the container log) when it fails.
+
+    `network` is the image's own (`network:`, the build's): a command test runs on it.
+    An HTTP test needs a published port, which `none` and `host` discard, so it always
+    runs on the engine's default network.
+    """
     started = time.monotonic()
     if isinstance(test, HttpTest):
-        summary = _http_test(engine, image=image, test=test, network=network, log=log)
+        summary = _http_test(engine, image=image, test=test, log=log)
     else:
         summary = _command_test(engine, image=image, test=test, network=network, log=log)
     return SmokeResult(summary=summary, seconds=time.monotonic() - started)
 
 
-def _http_test(
-    engine: Engine, *, image: str, test: HttpTest, network: str | None, log: LogSink | None
-) -> str:
-    with engine.run(image=image, publish=[test.port], network=network) as container:
+def _http_test(engine: Engine, *, image: str, test: HttpTest, log: LogSink | None) -> str:
+    with engine.run(image=image, publish=[test.port]) as container:
         host_port = container.ports[test.port]
         url = f"http://127.0.0.1:{host_port}{test.path}"
         if log:

@@ -107,9 +107,13 @@ def candidate_urls(artifact: Artifact, rewrites: Sequence[Rewrite]) -> tuple[str
     return tuple(dict.fromkeys([*rewritten, *artifact.urls]))
 
 
-def fetch_command(image: str) -> str:
-    """The command a user runs to get one image's artifacts (for messages)."""
-    return f"lowbuild fetch {image}"
+def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[str]:
+    """How every message names an artifact that is not in the cache: its file, digest,
+    the images (first one first) that declare it, and the commands that bring it."""
+    return [
+        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}{_where(artifact)}",
+        f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}",
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -523,11 +527,7 @@ def _offline_message(missing: list[_Missing]) -> str:
     for m in missing:
         w = m.wanted
         a = w.artifact
-        images = sorted({w.image, *(name for name, _ in w.also)})
-        lines.append(f"  {a.file}  sha256:{a.sha256}  image {', '.join(images)}{_where(a)}")
-        lines.append(
-            f"      get it with: {fetch_command(images[0])}   or: lowbuild cache add {a.file}"
-        )
+        lines += missing_artifact_lines(a, sorted({w.image, *(name for name, _ in w.also)}))
         lines.extend(f"      tried {t}" for t in m.tried)
     # An offline host gets its inputs as a bundle: say so wherever offline meets a gap.
     lines.append(
@@ -597,16 +597,6 @@ def fetch_artifacts(
             raise OfflineMissing(_offline_message(failed))
         raise FetchError(_fetch_message(failed))
     return outcomes
-
-
-def missing_artifacts(images: Iterable[ImageSpec], *, cache: Cache) -> list[tuple[str, Artifact]]:
-    """(image name, artifact) for every declared artifact not in the cache; no I/O beyond stat."""
-    return [
-        (image.name, artifact)
-        for image in images
-        for artifact in image.artifacts
-        if not cache.contains(artifact.sha256)
-    ]
 
 
 def compute_digests(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +108,22 @@ def write_family(root: Path, count: int, *, namespace: str, base: str) -> None:
             f"FROM {source}\nCOPY payload.txt /payload/{name}.txt\n"
         )
         (context / "payload.txt").write_text(f"{name}\n")
+
+
+def copy_seed_family(source: Path, target: Path, *, namespace: str) -> None:
+    """lowbuild.yaml + contexts/ of the project at `source` copied to `target` under
+    `namespace`; each `FROM lowbuild/...` of a family image renamed with it (external
+    bases such as localhost/lowbuild/bookworm keep their names). Nothing else changes."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    text, count = re.subn(
+        r"(?m)^namespace:.*$", f"namespace: {namespace}", (source / "lowbuild.yaml").read_text()
+    )
+    if count != 1:
+        raise ValueError(f"{source / 'lowbuild.yaml'} has {count} `namespace:` lines, not one")
+    (target / "lowbuild.yaml").write_text(text)
+    shutil.copytree(source / "contexts", target / "contexts", symlinks=True)
+    for dockerfile in (target / "contexts").glob("*/Dockerfile"):
+        text = dockerfile.read_text()
+        dockerfile.write_text(re.sub(r"(?m)^FROM lowbuild/", f"FROM {namespace}/", text))

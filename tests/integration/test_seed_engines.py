@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -27,24 +25,15 @@ from lowbuild.engines.detect import engine_by_name
 from lowbuild.spec.load import load_project
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchmarks.generate import copy_seed_family  # noqa: E402  (scripts/ is not a package)
+
 FETCH_SCRIPT = REPO / "scripts" / "fetch_seed_sources.sh"
 SEED_IMAGES = {"base", "nginx-pkg", "nginx", "jdk", "tomcat", "haproxy", "nginx-commit"}
 ENGINES = os.environ.get("LOWBUILD_SEED_ENGINES", "docker").split()
 
 pytestmark = pytest.mark.root
-
-
-def _family_copy(root: Path, namespace: str) -> None:
-    """The seed project under `namespace`: same contexts, family parents renamed."""
-    root.mkdir(parents=True)
-    project = (REPO / "lowbuild.yaml").read_text()
-    project, count = re.subn(r"(?m)^namespace: lowbuild$", f"namespace: {namespace}", project)
-    assert count == 1, "lowbuild.yaml no longer says `namespace: lowbuild`"
-    (root / "lowbuild.yaml").write_text(project)
-    shutil.copytree(REPO / "contexts", root / "contexts", symlinks=True)
-    for dockerfile in (root / "contexts").glob("*/Dockerfile"):
-        text = dockerfile.read_text()
-        dockerfile.write_text(re.sub(r"(?m)^FROM lowbuild/", f"FROM {namespace}/", text))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -53,7 +42,7 @@ def test_whole_seed_family_builds_cold_and_passes_on(
 ) -> None:
     namespace = f"lowbuild-seed-{engine}-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "project"
-    _family_copy(root, namespace)
+    copy_seed_family(REPO, root, namespace=namespace)
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     fetched = subprocess.run(
         ["bash", str(FETCH_SCRIPT), str(tmp_path / "sources")],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lowbuild.context.assemble import assemble_context, context_digest, context_inventory
+from lowbuild.context.assemble import assemble_context, context_digest, take_inventory
 from lowbuild.errors import Location, OfflineMissing, SpecError
 from lowbuild.sources.cache import Cache
 from lowbuild.spec.model import Artifact, ImageSpec, Pack
@@ -223,7 +223,8 @@ def test_artifact_clashing_with_a_context_file_is_rejected(tmp_path: Path, cache
 
 def test_inventory_gives_each_staged_file_its_content_digest(tmp_path: Path) -> None:
     context = make_context(tmp_path)
-    digest, files = context_inventory(web_image(context))
+    inventory = take_inventory(web_image(context))
+    digest, files = inventory.digest, inventory.files
     assert digest == context_digest(web_image(context))
     assert sorted(files) == [
         ".dockerignore",
