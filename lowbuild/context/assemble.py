@@ -1,8 +1,14 @@
 """Stage one image's build context: its files, its verified artifacts, its packs.
 
 The staged context is what the engine sees, and nothing else:
-  * the files of the context directory, minus `.dockerignore`d ones and minus
-    `image.yaml` (lowbuild's own metadata, not a build input);
+  * the files of the context directory, minus those its ignore file leaves out
+    (`.dockerignore`, or `.containerignore`, see dockerignore.py), minus the
+    ignore files themselves (an engine would apply them a second time, to the
+    files lowbuild generated too) and minus `image.yaml` (lowbuild's own
+    metadata, not a build input);
+  * the Dockerfile, always, as a regular file: even when the ignore file lists it
+    (engines always read it) or it is a symlink to another file of the context;
+    the engine is given this copy, never the source;
   * each artifact, from the cache (hard link where possible, else a copy);
   * each pack, built deterministically from its source directory (which reads
     the source as it is: `.dockerignore` does not apply to it, so a pack's source
@@ -14,7 +20,8 @@ into layers produce the same layers from the same inputs.
 The context digest ("sha256:<hex>") covers, for every member in path order, its
 kind, path, normalised mode and content: a file's sha256 (for artifacts, the
 pinned sha256; for packs, a digest of the pack's inputs, since a pack is a pure
-function of them), a symlink's target. It is computed without staging, so the
+function of them, each of whose files is also recorded so a rebuild can name it),
+a symlink's target. It is computed without staging, so the
 planner can ask for it cheaply (`take_inventory`) and hand the inventory on.
 
 Staging is atomic: the tree is built in a temp dir beside the final one and
@@ -27,12 +34,17 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from lowbuild.context.dockerignore import is_ignored, load_dockerignore, may_contain_included
+from lowbuild.context.dockerignore import (
+    ignore_file_names,
+    is_ignored,
+    load_ignore_file,
+    may_contain_included,
+)
 from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
 from lowbuild.errors import Location, OfflineMissing, SpecError
 from lowbuild.sources.cache import Cache, hash_file
@@ -91,15 +103,17 @@ def _inside_context(
     return cleaned
 
 
-def _tree_digest(root: Path, hashes: dict[Path, str]) -> str:
-    """Digest of a tree as pack_deterministic sees it (every entry, no ignore rules)."""
+def _tree_digest(root: Path, hashes: dict[Path, str]) -> tuple[str, dict[str, str]]:
+    """Digest of a tree as pack_deterministic sees it (every entry, no ignore rules),
+    and the sha256 hex of each of its regular files by path relative to `root`."""
     digest = hashlib.sha256()
+    files: dict[str, str] = {}
     for entry in walk_tree(root):
         content = entry.target if entry.kind == "symlink" else ""
         if entry.kind == "file":
-            content = _hash_cached(root / entry.path, hashes)
+            content = files[entry.path] = _hash_cached(root / entry.path, hashes)
         digest.update(_Member(entry.path, entry.kind, entry.mode, content).record())
-    return digest.hexdigest()
+    return digest.hexdigest(), files
 
 
 def _hash_cached(path: Path, hashes: dict[Path, str]) -> str:
@@ -108,18 +122,27 @@ def _hash_cached(path: Path, hashes: dict[Path, str]) -> str:
     return hashes[path]
 
 
-def _inventory(image: ImageSpec) -> list[_Member]:
-    """Every member of the staged context, validated, sorted by path."""
+PackFiles = dict[str, tuple[str, dict[str, str]]]  # pack into → (its source, files in it)
+
+
+def _inventory(image: ImageSpec) -> tuple[list[_Member], PackFiles]:
+    """Every member of the staged context, validated, sorted by path; and for each pack
+    the sha256 hex of every file packed (by path relative to the pack's source)."""
     context = image.directory
     if not context.is_dir():
         raise SpecError(
             f"image {image.name}: context directory {context} does not exist", _where(image, None)
         )
-    rules = load_dockerignore(context)
+    dockerfile = image.dockerfile if image.kind == "dockerfile" else None
+    rules = load_ignore_file(context, dockerfile=dockerfile).rules
+    # Never staged: lowbuild applies the rules; the engine would apply them again, also
+    # to the packs and artifacts lowbuild put in (`*.tar.gz` would drop them).
+    left_out = {IMAGE_FILE, *ignore_file_names(dockerfile)}
     hashes: dict[Path, str] = {}
+    pack_files: PackFiles = {}
 
     def keep(rel: str) -> bool:
-        return rel != IMAGE_FILE and not is_ignored(rel, rules)
+        return rel not in left_out and not is_ignored(rel, rules)
 
     members: dict[str, _Member] = {}
     for entry in walk_tree(
@@ -153,6 +176,8 @@ def _inventory(image: ImageSpec) -> list[_Member]:
                 )
         members[name] = member
 
+    if dockerfile is not None:
+        _add_dockerfile(image, dockerfile, members, hashes, keep=keep, add=add_generated)
     for artifact in image.artifacts:
         name = _inside_context(
             image, artifact.file, what="artifact file", location=artifact.location
@@ -178,11 +203,12 @@ def _inventory(image: ImageSpec) -> list[_Member]:
                 _where(image, pack.location),
             )
         try:
-            inputs = _tree_digest(source, hashes)
+            inputs, packed = _tree_digest(source, hashes)
         except SpecError as exc:
             raise SpecError(
                 f"image {image.name}: pack {pack.into!r}: {exc}", _where(image, pack.location)
             ) from None
+        pack_files[into] = (source_rel, packed)
         content = hashlib.sha256(
             f"{_PACK_DIGEST_VERSION}\0{pack.format}\0{mtime}\0{inputs}".encode()
         ).hexdigest()
@@ -192,7 +218,43 @@ def _inventory(image: ImageSpec) -> list[_Member]:
             "pack path",
             pack.location,
         )
-    return [members[k] for k in sorted(members, key=lambda p: p.encode("utf-8", "surrogateescape"))]
+    ordered = sorted(members, key=lambda p: p.encode("utf-8", "surrogateescape"))
+    return [members[k] for k in ordered], pack_files
+
+
+def _add_dockerfile(
+    image: ImageSpec,
+    dockerfile: str,
+    members: dict[str, _Member],
+    hashes: dict[Path, str],
+    *,
+    keep: Callable[[str], bool],
+    add: Callable[[str, _Member, str, Location | None], None],
+) -> None:
+    """Make sure the Dockerfile is in the context as a regular file: add it when the
+    ignore file lists it (engines read it all the same), and put the file a symlink
+    leads to in the symlink's place, if that file is itself part of the context."""
+    name = _inside_context(image, dockerfile, what="dockerfile", location=None)
+    present = members.get(name)
+    if present is not None and present.kind == "file":
+        return
+    context = image.directory.resolve()
+    real = (image.directory / name).resolve()
+    if not real.is_relative_to(context) or not real.is_file():
+        raise SpecError(
+            f"image {image.name}: dockerfile {dockerfile!r} must be a file inside the "
+            f"context {image.directory}",
+            _where(image, None),
+        )
+    if real != context / name and not keep(real.relative_to(context).as_posix()):
+        # A link to a file kept out of the context (a key, an .env) is no Dockerfile.
+        raise SpecError(
+            f"image {image.name}: dockerfile {dockerfile!r} is a link to "
+            f"{real.relative_to(context)}, which is not part of the context (ignored)",
+            _where(image, None),
+        )
+    members.pop(name, None)  # a symlink: staged as the file it leads to
+    add(name, _Member(name, "file", 0o644, _hash_cached(real, hashes)), "dockerfile", None)
 
 
 def _digest(members: Sequence[_Member]) -> str:
@@ -210,6 +272,8 @@ class ContextInventory:
 
     members: tuple[_Member, ...]
     digest: str  # "sha256:<hex>", what StagedContext.digest will be
+    # pack into → (source directory, {path in the source: sha256 hex}): what each pack holds
+    pack_files: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
 
     @property
     def files(self) -> dict[str, str]:
@@ -221,8 +285,8 @@ class ContextInventory:
 def take_inventory(image: ImageSpec) -> ContextInventory:
     """The inventory of `image`'s context, computed without staging (needs neither the
     cache nor the network)."""
-    members = _inventory(image)
-    return ContextInventory(members=tuple(members), digest=_digest(members))
+    members, pack_files = _inventory(image)
+    return ContextInventory(members=tuple(members), digest=_digest(members), pack_files=pack_files)
 
 
 def context_digest(image: ImageSpec) -> str:

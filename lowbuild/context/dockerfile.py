@@ -31,6 +31,16 @@ _INSTRUCTION = re.compile(r"^\s*(\S+)\s*(.*)$", re.DOTALL)
 _HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9._-]*$")
+# What engines accept as instructions. Anything else is not quoted back in an error: a
+# file that is not a Dockerfile may hold anything (a key, a password), and a message
+# can end up in a CI log.
+_KEYWORDS = frozenset(
+    {
+        "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
+        "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
+        "WORKDIR",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ def parse_dockerfile_text(
     images: list[ImageUse] = []
     for instruction in _instructions(text, path=path):
         where = Location(path, instruction.line)
+        if instruction.keyword not in _KEYWORDS:
+            raise SpecError("not a Dockerfile instruction (is this file a Dockerfile?)", where)
         if instruction.keyword == "ARG" and not stages:
             _declare_global_args(instruction.value, global_args, overrides, where=where)
         elif instruction.keyword == "FROM":

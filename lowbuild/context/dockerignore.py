@@ -9,6 +9,13 @@ and matched against the slash-separated path relative to the context:
 A pattern that matches a directory also matches everything below it.
 `!pattern` re-includes what an earlier pattern excluded; the LAST matching
 pattern decides.
+
+Which file holds the rules: the first that exists of `<Dockerfile>.dockerignore`
+(next to the Dockerfile; podman and BuildKit both prefer it), `.containerignore`
+(podman's name, which podman prefers to `.dockerignore`) and `.dockerignore`.
+That is podman's order; docker's classic builder knows only `.dockerignore` and
+BuildKit no `.containerignore`, but lowbuild applies the rules itself, so every
+engine sees the same files.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lowbuild.errors import Location, SpecError
 
 
 @dataclass(frozen=True)
@@ -80,10 +89,49 @@ def parse_dockerignore(text: str) -> list[IgnoreRule]:
     return rules
 
 
-def load_dockerignore(context_dir: Path) -> list[IgnoreRule]:
-    """The rules of `context_dir/.dockerignore`, or none when there is no such file."""
-    path = context_dir / ".dockerignore"
-    return parse_dockerignore(path.read_text(encoding="utf-8")) if path.is_file() else []
+def ignore_file_names(dockerfile: str | None) -> tuple[str, ...]:
+    """The names an engine reads ignore rules from, relative to the context, first one
+    that exists wins. `dockerfile`: the Dockerfile's path in the context (None: none)."""
+    own = (f"{dockerfile}.dockerignore",) if dockerfile is not None else ()
+    return (*own, ".containerignore", ".dockerignore")
+
+
+@dataclass(frozen=True)
+class IgnoreFile:
+    """The rules that apply to a context, and the file they came from (None: none)."""
+
+    name: str | None
+    rules: tuple[IgnoreRule, ...]
+
+
+def load_ignore_file(context_dir: Path, *, dockerfile: str | None) -> IgnoreFile:
+    """The rules of the first of `ignore_file_names(dockerfile)` in `context_dir`.
+
+    Raises SpecError (with the line for text that is not UTF-8) when it cannot be read.
+    """
+    for name in ignore_file_names(dockerfile):
+        path = context_dir / name
+        if not path.is_file():
+            continue
+        if not path.resolve().is_relative_to(context_dir.resolve()):
+            raise SpecError(
+                f"is a link to {path.resolve()}, outside the context {context_dir}",
+                Location(path),
+            )
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise SpecError(f"cannot read: {exc.strerror or exc}", Location(path)) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
+                "(save the file as UTF-8)",
+                Location(path, raw.count(b"\n", 0, exc.start) + 1),
+            ) from None
+        return IgnoreFile(name=name, rules=tuple(parse_dockerignore(text)))
+    return IgnoreFile(name=None, rules=())
 
 
 def is_ignored(rel_path: str, rules: Sequence[IgnoreRule]) -> bool:

@@ -101,11 +101,13 @@ def bake_file(
         if spec.kind != "dockerfile":
             skipped.append(name)
             continue
+        context = context_for(spec)
         targets.append(
             BakeTarget(
                 name=name,
-                context=context_for(spec),
-                dockerfile=spec.dockerfile_path,
+                context=context,
+                # The staged copy, never the source: the staged context is what is built.
+                dockerfile=context / spec.dockerfile,
                 tags=project.refs(spec),
                 args=spec.args,
                 labels=spec.labels,

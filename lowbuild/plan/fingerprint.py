@@ -7,9 +7,10 @@ the label `lowbuild.fingerprint`; same fingerprint → nothing to build.
 
 Next to it, `lowbuild.inputs` records the inputs themselves in a compact form,
 so that when the fingerprint differs lowbuild can say *why*: "context changed:
-files nginx.conf", "build args changed: NGINX_VERSION", "parent rebuilt (base)".
-To keep that label small, per-file and per-value digests are shortened, and
-per-file digests are recorded only for contexts of at most MAX_RECORDED_FILES files.
+files nginx.conf", "context changed: packs site/ → site/index.html", "build args
+changed: NGINX_VERSION", "parent rebuilt (base)". To keep that label small,
+per-file and per-value digests are shortened, and per-file digests are recorded
+only for contexts of at most MAX_RECORDED_FILES files (packed files counted in).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class BuildInputs:
     covers modes and anything else the assembler puts in it). `family` maps each
     family image the build needs (the parent among them) to its image ID;
     `external` does the same for images from outside the family, by reference.
+    `packs` lists, for each pack (by the path it lands on), its source directory and
+    the sha256 hex of each file it packs (paths relative to that directory).
     """
 
     context: str
@@ -54,6 +57,7 @@ class BuildInputs:
     parent: str | None
     family: tuple[tuple[str, str], ...]
     external: tuple[tuple[str, str], ...]
+    packs: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 def inputs_for(
@@ -65,12 +69,14 @@ def inputs_for(
     family_ids: Mapping[str, str],
     external_ids: Mapping[str, str],
     options: Mapping[str, str] | None = None,
+    pack_files: Mapping[str, tuple[str, Mapping[str, str]]] | None = None,
 ) -> BuildInputs:
     """The inputs of building `node` now.
 
     `family_ids` must hold the image ID of every name in `node.needs`, and
     `external_ids` of every ref in `node.external` (extra entries are ignored);
-    `options` are engine build options beyond the image's own `network`.
+    `options` are engine build options beyond the image's own `network`;
+    `pack_files` maps each pack's path to (its source directory, {file: sha256 hex}).
     Reads the Dockerfile (its bytes are an input); everything else is given.
     """
     spec = node.spec
@@ -91,6 +97,10 @@ def inputs_for(
         parent=node.parent,
         family=tuple(sorted((name, family_ids[name]) for name in node.needs)),
         external=tuple(sorted((ref, external_ids[ref]) for ref in node.external)),
+        packs=tuple(
+            (into, source, tuple(sorted(files.items())))
+            for into, (source, files) in sorted((pack_files or {}).items())
+        ),
     )
 
 
@@ -172,10 +182,19 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         "family": dict(inputs.family),
         "external": dict(inputs.external),
     }
-    if len(inputs.files) <= MAX_RECORDED_FILES:
+    packed = sum(len(files) for _into, _source, files in inputs.packs)
+    if len(inputs.files) + packed <= MAX_RECORDED_FILES:
         record["files"] = {
             path: digest.removeprefix("sha256:")[:SHORT_DIGEST] for path, digest in inputs.files
         }
+        if inputs.packs:
+            record["packs"] = {
+                into: {
+                    "from": source,
+                    "files": {path: digest[:SHORT_DIGEST] for path, digest in files},
+                }
+                for into, source, files in inputs.packs
+            }
     return record
 
 
@@ -203,9 +222,50 @@ def _context_reasons(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[
             return []
     if not changed:
         return ["context changed"]  # modes or other metadata the per-file digests do not cover
-    named = [_file_change(path, old, new) for path in changed[:MAX_NAMED_FILES]]
+    # A changed pack is named by the files changed in its source, not by the archive.
+    old_packs, new_packs = _packs(before), _packs(now)
+    packs = [path for path in changed if path in old_packs and path in new_packs]
+    parts = []
+    files = [path for path in changed if path not in packs]
+    if files:
+        parts.append(f"files {_named(files, old, new)}")
+    for into in packs:
+        parts.append(_pack_change(old_packs[into], new_packs[into]))
+    return [f"context changed: {'; '.join(parts)}"]
+
+
+def _packs(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recorded packs that list their files (older labels record none)."""
+    packs = record.get("packs")
+    if not isinstance(packs, dict):
+        return {}
+    return {
+        into: pack
+        for into, pack in packs.items()
+        if isinstance(pack, dict) and isinstance(pack.get("files"), dict)
+    }
+
+
+def _pack_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    source = str(new.get("from", "."))
+    shown = "./" if source == "." else f"{source}/"
+    before, after = old["files"], new["files"]
+    changed = sorted(
+        path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
+    )
+    if old.get("from") != new.get("from") or not changed:
+        return f"packs {shown}"  # another source, or modes/symlinks: no file to name
+    prefix = "" if source == "." else shown
+    return f"packs {shown} → {_named(changed, before, after, prefix=prefix)}"
+
+
+def _named(
+    changed: list[str], old: Mapping[str, Any], new: Mapping[str, Any], *, prefix: str = ""
+) -> str:
+    """`changed` paths, at most MAX_NAMED_FILES of them, each marked added/removed."""
+    named = [prefix + _file_change(path, old, new) for path in changed[:MAX_NAMED_FILES]]
     more = f" and {len(changed) - MAX_NAMED_FILES} more" if len(changed) > MAX_NAMED_FILES else ""
-    return [f"context changed: files {', '.join(named)}{more}"]
+    return f"{', '.join(named)}{more}"
 
 
 def _file_change(path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

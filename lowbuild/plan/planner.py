@@ -116,6 +116,7 @@ def current_inputs(
         engine=engine.name,
         context_digest=inventory.digest,
         context_files=inventory.files,
+        pack_files=inventory.pack_files,
         family_ids=family_ids,
         external_ids=external_ids,
     )

@@ -177,7 +177,8 @@ class FamilyBuilder:
         else:
             image_id = self.engine.build(
                 context=staged.path,
-                dockerfile=spec.dockerfile_path,
+                # The staged copy, never the source: what was checked and fingerprinted.
+                dockerfile=staged.path / spec.dockerfile,
                 tags=refs,
                 build_args=dict(spec.args),
                 labels=labels,

@@ -17,6 +17,7 @@ from typing import Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from lowbuild.engines.base import ENGINE_NAMES
 from lowbuild.errors import Location, SpecError
@@ -126,6 +127,29 @@ def _project_file(path: Path | None) -> Path:
 
 # ---- reading YAML with line numbers ----
 
+MAX_SPEC_BYTES = 4 * 1024 * 1024  # a hand-written spec is kilobytes; refuse giants up front
+
+# libyaml when PyYAML was built with it (the wheels are), else the pure-Python loader.
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+
+
+def _read_spec_bytes(path: Path) -> bytes:
+    """The file's bytes, at most MAX_SPEC_BYTES of them (a bigger file is a SpecError)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", Location(path)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a spec this big is refused "
+            "(split the family into more contexts, or generate less)",
+            Location(path),
+        )
+    return raw
+
 
 @dataclass
 class _Document:
@@ -133,24 +157,56 @@ class _Document:
 
     path: Path
     root: yaml.Node | None
-    loader: yaml.SafeLoader  # constructs scalar values (ints, floats) the YAML way
+    loader: SafeConstructor  # constructs scalar values (ints, floats) the YAML way
 
     @classmethod
     def read(cls, path: Path) -> _Document:
+        raw = _read_spec_bytes(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"cannot read: {exc}", Location(path)) from None
-        loader = yaml.SafeLoader(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
+                "(save the file as UTF-8)",
+                Location(path, raw.count(b"\n", 0, exc.start) + 1),
+            ) from None
+        # libyaml parses a large spec about five times faster than pure Python; both
+        # give nodes with the same line marks. libyaml takes the bytes (its error
+        # positions are byte offsets), pure Python the text (character offsets).
+        source: str | bytes = raw if _Loader is not yaml.SafeLoader else text
+        loader: yaml.SafeLoader | yaml.CSafeLoader | None = None
         try:
+            loader = _Loader(source)  # pure Python checks every character here
             root = loader.get_single_node()
+        except yaml.reader.ReaderError as exc:
+            before = (
+                raw.count(b"\n", 0, exc.position)
+                if isinstance(source, bytes)
+                else text.count("\n", 0, exc.position)
+            )
+            # Name the character by its code only: the file's content is not echoed.
+            raise SpecError(
+                f"YAML cannot hold character U+{exc.character:04X} "
+                "(control characters are not allowed in a spec)",
+                Location(path, before + 1),
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
             problem = (exc.problem or "") + (f" ({exc.context})" if exc.context else "")
-            raise SpecError(f"YAML syntax error: {problem}", Location(path, line)) from None
+            raise SpecError(
+                f"YAML syntax error: {problem}",
+                Location(path, mark.line + 1 if mark is not None else None),
+            ) from None
         except yaml.YAMLError as exc:
             raise SpecError(f"YAML syntax error: {exc}", Location(path)) from None
+        except RecursionError:
+            # Only pure-Python PyYAML recurses per nesting level; libyaml stops at its own
+            # depth limit with a ScannerError (handled above).
+            reached = getattr(loader, "line", None)  # the pure-Python reader's current line
+            raise SpecError(
+                "YAML nested too deeply to read",
+                Location(path, reached + 1 if isinstance(reached, int) else None),
+            ) from None
         return cls(path=path, root=root, loader=loader)
 
     def at(self, node: yaml.Node) -> Location:
@@ -498,6 +554,15 @@ def _dockerfile(
         doc.fail(
             f"kind: dockerfile needs {directory / name}, which does not exist"
             + ("" if node is not None else " (set `dockerfile:` if it has another name)"),
+            node if node is not None else fields.get("kind", root),
+        )
+    # A symlinked Dockerfile is followed: where it really is must be inside the context,
+    # or a build would read (and an error might quote) any file on the host.
+    real = (directory / name).resolve()
+    if not real.is_relative_to(directory.resolve()):
+        doc.fail(
+            f"{directory / name} is a link to {real}, outside the context {directory}; "
+            "the Dockerfile must be a file inside its context",
             node if node is not None else fields.get("kind", root),
         )
     return name

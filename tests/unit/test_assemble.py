@@ -76,7 +76,6 @@ def test_context_is_staged_with_files_artifacts_and_packs(tmp_path: Path, cache:
 
     assert staged.path == tmp_path / "stage" / "web"
     assert staged_files(staged.path) == [
-        ".dockerignore",
         "Dockerfile",
         "cache",
         "cache/keep.txt",
@@ -227,7 +226,6 @@ def test_inventory_gives_each_staged_file_its_content_digest(tmp_path: Path) -> 
     digest, files = inventory.digest, inventory.files
     assert digest == context_digest(web_image(context))
     assert sorted(files) == [
-        ".dockerignore",
         "Dockerfile",
         "cache/keep.txt",
         "code.tar.gz",

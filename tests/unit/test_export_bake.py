@@ -51,7 +51,7 @@ def test_bake_targets_follow_the_family_in_waves(tmp_path: Path) -> None:
     assert bake.skipped == ("manual",)
     web = bake.target("web")
     assert web.context == tmp_path / "stage" / "web"
-    assert web.dockerfile == tmp_path / "contexts" / "web" / "Dockerfile"
+    assert web.dockerfile == tmp_path / "stage" / "web" / "Dockerfile"  # the staged copy
     assert web.tags == ("shop/web:2", "shop/web:1.0")
 
 
