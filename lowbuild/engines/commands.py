@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import LogSink
+from lowbuild.engines.changes import dockerfile_word
 from lowbuild.errors import EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -173,11 +174,6 @@ def build_flags(
 _ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=", re.IGNORECASE)
 
 
-def _dockerfile_word(text: str) -> str:
-    """`text` as one double-quoted Dockerfile word: literal, no variable expansion."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
-
-
 @contextmanager
 def labels_as_one_step(
     dockerfile: Path | None, *, context: Path, labels: Mapping[str, str] | None
@@ -206,7 +202,7 @@ def labels_as_one_step(
     if not movable or labels is None:
         yield dockerfile, labels
         return
-    words = " ".join(f"{_dockerfile_word(k)}={_dockerfile_word(v)}" for k, v in labels.items())
+    words = " ".join(f"{dockerfile_word(k)}={dockerfile_word(v)}" for k, v in labels.items())
     with tempfile.TemporaryDirectory(prefix="lowbuild-dockerfile-") as scratch:
         copy = Path(scratch) / source.name
         copy.write_text(text + ("" if text.endswith("\n") else "\n") + f"LABEL {words}\n")

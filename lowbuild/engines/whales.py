@@ -27,7 +27,7 @@ from lowbuild.engines.base import (
     WorkStep,
     normalise_image_id,
 )
-from lowbuild.engines.changes import parse_changes
+from lowbuild.engines.changes import Change, docker_changes, parse_changes
 from lowbuild.engines.commands import run_command, whales_errors
 from lowbuild.errors import EngineError
 
@@ -240,6 +240,7 @@ class WhalesEngine:
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
+        labels: Mapping[str, str] = OWNED,
     ) -> Iterator[RunningContainer]:
         name = name or new_container_name()
         # On the host's network a container's ports are the host's own: engines discard
@@ -256,7 +257,7 @@ class WhalesEngine:
                     detach=True,
                     name=name,
                     entrypoint=entrypoint,
-                    labels=OWNED,
+                    labels=dict(labels),
                     networks=[network] if network else [],
                     # An empty host port lets the engine pick a free one, without the race
                     # of choosing it here; we read back what it chose.
@@ -349,11 +350,30 @@ class WhalesEngine:
             argv += ["--author", author]
         if message:
             argv += ["--message", message]
-        for change in parse_changes(changes):
-            argv += ["--change", str(change)]
+        for change in self._change_args(parse_changes(changes)):
+            argv += ["--change", change]
         argv += [container.id, ref]
         out = run_command(argv).stdout.strip().splitlines()
         return self.resolve_image_id(out[-1] if out else ref)
+
+    def _change_args(self, changes: Sequence[Change]) -> list[str]:
+        """`changes` in the syntax this engine's `commit --change` parses (docker: Dockerfile
+        lines; podman overrides this)."""
+        return docker_changes(changes)
+
+    def _working_container(
+        self, *, base: ImageInfo, image: str, entrypoint: str | None, command: Sequence[str],
+        network: str | None,
+    ) -> AbstractContextManager[RunningContainer]:
+        """The commit recipe's working container, idling in `command`.
+
+        Why no lowbuild.owned label: `commit` writes the container's labels into the image
+        (docker merges the container's config into the committed one, podman copies
+        c.Labels() in libpod/container_commit.go) and no change can remove a label, only
+        set it. It is found by its name (lowbuild-…) and removed when the block ends."""
+        return self._started(
+            image=image, entrypoint=entrypoint, command=command, network=network, labels={}
+        )
 
     def commit_steps(
         self,
@@ -387,7 +407,9 @@ class WhalesEngine:
             entrypoint, idle = "/bin/sh", ["-c", loop]
         else:
             entrypoint, idle = None, ["/bin/sh", "-c", loop]
-        with self._started(image=base, entrypoint=entrypoint, command=idle, network=network) as box:
+        with self._working_container(
+            base=base_info, image=base, entrypoint=entrypoint, command=idle, network=network
+        ) as box:
             for step in steps:
                 if isinstance(step, ShellStep):
                     if log is not None:
