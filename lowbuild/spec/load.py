@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from lowbuild.engines.base import ENGINE_NAMES
+from lowbuild.engines.changes import parse_change
 from lowbuild.errors import Location, SpecError
 from lowbuild.spec.model import (
     Artifact,
@@ -701,9 +702,21 @@ def _commit(
         ),
         author=doc.text(recipe["author"], what="commit.author") if "author" in recipe else "",
         message=doc.text(recipe["message"], what="commit.message") if "message" in recipe else "",
-        changes=doc.texts(recipe["changes"], what="commit.changes") if "changes" in recipe else (),
+        changes=_commit_changes(doc, recipe["changes"]) if "changes" in recipe else (),
         location=doc.at(recipe["base"]),
     )
+
+
+def _commit_changes(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
+    """The changes, each checked now: a bad one is a spec error at its line, not an engine
+    failure after the recipe's steps ran."""
+    texts = doc.texts(node, what="commit.changes")
+    for item, text in zip(doc.items(node, what="commit.changes"), texts, strict=True):
+        try:
+            parse_change(text)
+        except SpecError as exc:
+            doc.fail(str(exc), item)
+    return texts
 
 
 def _commit_step(
