@@ -82,3 +82,20 @@ def test_commit_recipe_changes_round_trip_exactly_on_every_engine(
     # And the image runs with them: entrypoint, command, environment, directory and user.
     code, output = engine.run_once(image=ref, command=[])
     assert (code, output) == (0, "  two  words |$HOME|/srv|1000|"), output
+
+
+def test_commit_recipe_leaves_no_working_container_behind(
+    engine: Engine, base_image: str, image_refs: Callable[[str], str]
+) -> None:
+    # The working container carries no lowbuild.owned label (it would be committed), so
+    # the session's label check cannot see it: find it by the hostname it wrote instead.
+    ref = image_refs("no-leftover")
+    engine.commit_steps(
+        base=base_image, ref=ref, steps=[ShellStep("hostname > /made-in")], network="none"
+    )
+    code, made_in = engine.run_once(image=ref, command=["cat", "/made-in"])
+    assert code == 0 and len(made_in.strip()) >= 12, made_in
+    short_id = made_in.strip()[:12]
+    assert short_id.isalnum()
+    everything = set(engine.list_containers()) | engine.build_containers()
+    assert not [cid for cid in everything if cid.startswith(short_id)]
