@@ -12,7 +12,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, ImageInfo, LogSink, RunningContainer
@@ -67,17 +67,14 @@ class PodmanEngine(WhalesEngine):
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
         return podman_changes(changes)
 
-    def _working_container(
-        self, *, base: ImageInfo, image: str, entrypoint: str | None, command: Sequence[str],
-        network: str | None,
-    ) -> AbstractContextManager[RunningContainer]:
-        return self._podman_working_container(
-            base=base, image=image, entrypoint=entrypoint, command=command, network=network
-        )
-
     @contextmanager
-    def _podman_working_container(
-        self, *, base: ImageInfo, image: str, entrypoint: str | None, command: Sequence[str],
+    def _working_container(
+        self,
+        *,
+        base: ImageInfo,
+        image: str,
+        entrypoint: str | None,
+        command: Sequence[str],
         network: str | None,
     ) -> Iterator[RunningContainer]:
         # `podman commit` writes the container's whole environment into the image

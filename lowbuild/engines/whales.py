@@ -362,7 +362,12 @@ class WhalesEngine:
         return docker_changes(changes)
 
     def _working_container(
-        self, *, base: ImageInfo, image: str, entrypoint: str | None, command: Sequence[str],
+        self,
+        *,
+        base: ImageInfo,
+        image: str,
+        entrypoint: str | None,
+        command: Sequence[str],
         network: str | None,
     ) -> AbstractContextManager[RunningContainer]:
         """The commit recipe's working container, idling in `command`.

@@ -54,6 +54,7 @@ class BuildInputs:
     parent: str | None
     family: tuple[tuple[str, str], ...]
     external: tuple[tuple[str, str], ...]
+    recipe_parts: tuple[tuple[str, str], ...] = ()  # commit recipes: part → short digest
 
 
 def inputs_for(
@@ -91,6 +92,20 @@ def inputs_for(
         parent=node.parent,
         family=tuple(sorted((name, family_ids[name]) for name in node.needs)),
         external=tuple(sorted((ref, external_ids[ref]) for ref in node.external)),
+        recipe_parts=_recipe_parts(spec),
+    )
+
+
+def _recipe_parts(spec: ImageSpec) -> tuple[tuple[str, str], ...]:
+    """A commit recipe's parts (base, author, message, steps, changes), each as a short
+    digest: recorded so that a rebuild can say which part changed. The fingerprint
+    needs none of them: the recipe digest covers the whole."""
+    if spec.commit is None:
+        return ()
+    return tuple(
+        sorted(
+            (part, _short(_canonical(value))) for part, value in _commit_form(spec.commit).items()
+        )
     )
 
 
@@ -172,6 +187,8 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         "family": dict(inputs.family),
         "external": dict(inputs.external),
     }
+    if inputs.recipe_parts:
+        record["recipe_parts"] = dict(inputs.recipe_parts)
     if len(inputs.files) <= MAX_RECORDED_FILES:
         record["files"] = {
             path: digest.removeprefix("sha256:")[:SHORT_DIGEST] for path, digest in inputs.files
@@ -227,6 +244,15 @@ def _recipe_reasons(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
     if old.get("kind") != new["kind"]:
         return [f"recipe kind changed: {old.get('kind')} → {new['kind']}"]
     if new["kind"] == "commit":
+        old_parts, new_parts = before.get("recipe_parts"), now.get("recipe_parts")
+        if isinstance(old_parts, dict) and isinstance(new_parts, dict):
+            parts = sorted(
+                p
+                for p in old_parts.keys() | new_parts.keys()
+                if old_parts.get(p) != new_parts.get(p)
+            )
+            if parts:
+                return [f"commit recipe changed: {', '.join(parts)}"]
         return ["commit recipe changed"]
     if old.get("file") != new["file"]:
         return [f"Dockerfile changed: now {new['file']} (was {old.get('file')})"]

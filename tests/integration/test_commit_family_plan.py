@@ -91,4 +91,4 @@ def test_plan_explains_why_a_changed_commit_recipe_rebuilds(
     assert planned.returncode == 0, planned.stderr
     (hello,) = json.loads(planned.stdout)["images"]
     assert hello["action"] == "build"
-    assert hello["reasons"] == ["commit recipe changed"], hello
+    assert hello["reasons"] == ["commit recipe changed: changes"], hello
