@@ -454,7 +454,7 @@ def _image(directory: Path, *, allow_missing_digests: bool) -> ImageSpec:
         if "tags" in fields
         else (),
         args=_args(doc, fields.get("args")),
-        labels=_labels(doc, fields.get("labels")),
+        labels=_labels(doc, fields.get("labels"), kind=kind),
         artifacts=artifacts,
         packs=packs,
         test=_test(doc, fields.get("test")),
@@ -514,11 +514,16 @@ def _args(doc: _Document, node: yaml.Node | None) -> tuple[tuple[str, str], ...]
     return tuple(sorted((key, value) for _node, key, value in pairs))
 
 
-def _labels(doc: _Document, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
+def _labels(
+    doc: _Document, node: yaml.Node | None, *, kind: RecipeKind
+) -> tuple[tuple[str, str], ...]:
     if node is None:
         return ()
     pairs = doc.text_map(node, what="labels")
-    for key_node, key, _value in pairs:
+    for key_node, key, value in pairs:
+        if kind == "commit" and ("\n" in value or "\r" in value):
+            # A commit applies labels as changes: `docker commit -c` reads Dockerfile lines.
+            doc.fail(f"label {key!r}: a commit recipe's label value must be one line", key_node)
         if key.startswith(RESERVED_LABEL_PREFIX):
             doc.fail(
                 f"label {key!r}: labels starting with {RESERVED_LABEL_PREFIX!r} are lowbuild's own",

@@ -259,6 +259,11 @@ BAD_IMAGE_YAML = {
         7,
         ["commit change 'ENV PATH=/opt/bin:$PATH'", "write a literal $ as \\$"],
     ),
+    "commit_label_on_two_lines": (
+        'name: nginx\nkind: commit\ncommit:\n  base: base\nlabels:\n  about: "one\\ntwo"\n',
+        6,
+        ["label 'about': a commit recipe's label value must be one line"],
+    ),
     "empty_file": ("", 1, ["image.yaml is empty"]),
 }
 
