@@ -6,7 +6,9 @@ Where podman needs flags python-on-whales does not know, the command is built he
   * build takes `--pull=never` (podman would otherwise try registries for a missing base);
   * save takes `--format docker-archive` and `--multi-image-archive` for several refs;
   * push takes `--tls-verify=false` for plain-http registries;
-  * rm takes `--time 0` (see `_remove_container`).
+  * rm takes `--time 0` (see `_remove_container`);
+  * commit takes one `KEY="value"` per `--change` (see lowbuild.engines.changes), and a
+    commit recipe's working container runs with `--unsetenv-all` (see `_working_container`).
 """
 
 from __future__ import annotations
