@@ -191,10 +191,7 @@ class BuildahEngine:
             config += ["--author", author]
         if message:
             config += ["--comment", message]
-        # Named like every lowbuild container: buildah's default `<image>-working-container`
-        # is shared by concurrent recipes on one base, and one run's `rm` removed another's.
-        name = new_container_name()
-        argv = [self.binary, "from", "--pull=never", "--quiet", "--name", name, base]
+        argv = [self.binary, "from", "--pull=never", "--quiet", "--name", new_container_name(), base]
         box = run_command(argv).stdout.strip()
         try:
             for step in steps:

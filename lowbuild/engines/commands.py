@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import LogSink
-from lowbuild.engines.changes import dockerfile_word
+from lowbuild.engines.changes import dockerfile_word as _dockerfile_word
 from lowbuild.errors import EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def labels_as_one_step(
     if not movable or labels is None:
         yield dockerfile, labels
         return
-    words = " ".join(f"{dockerfile_word(k)}={dockerfile_word(v)}" for k, v in labels.items())
+    words = " ".join(f"{_dockerfile_word(k)}={_dockerfile_word(v)}" for k, v in labels.items())
     with tempfile.TemporaryDirectory(prefix="lowbuild-dockerfile-") as scratch:
         copy = Path(scratch) / source.name
         copy.write_text(text + ("" if text.endswith("\n") else "\n") + f"LABEL {words}\n")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lowbuild.plan.graph import Node
@@ -47,6 +47,8 @@ class BuildInputs:
     recipe_kind: RecipeKind
     recipe_file: str
     recipe: str
+    # Commit recipes: each part's short digest, so a rebuild can name the part that changed.
+    recipe_parts: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     engine: str
@@ -54,7 +56,6 @@ class BuildInputs:
     parent: str | None
     family: tuple[tuple[str, str], ...]
     external: tuple[tuple[str, str], ...]
-    recipe_parts: tuple[tuple[str, str], ...] = ()  # commit recipes: part → short digest
 
 
 def inputs_for(
@@ -85,6 +86,7 @@ def inputs_for(
         recipe_kind=spec.kind,
         recipe_file=spec.dockerfile if spec.kind == "dockerfile" else "",
         recipe=recipe_digest(spec),
+        recipe_parts=_recipe_parts(spec),
         args=tuple(sorted(spec.args)),
         labels=tuple(sorted(spec.labels)),
         engine=engine,
@@ -92,8 +94,14 @@ def inputs_for(
         parent=node.parent,
         family=tuple(sorted((name, family_ids[name]) for name in node.needs)),
         external=tuple(sorted((ref, external_ids[ref]) for ref in node.external)),
-        recipe_parts=_recipe_parts(spec),
     )
+
+
+def recipe_digest(spec: ImageSpec) -> str:
+    """sha256 hex of the Dockerfile's bytes, or of the commit recipe's canonical form."""
+    if spec.commit is not None:
+        return _sha256(_canonical(_commit_form(spec.commit)))
+    return _sha256(spec.dockerfile_path.read_bytes())
 
 
 def _recipe_parts(spec: ImageSpec) -> tuple[tuple[str, str], ...]:
@@ -107,13 +115,6 @@ def _recipe_parts(spec: ImageSpec) -> tuple[tuple[str, str], ...]:
             (part, _short(_canonical(value))) for part, value in _commit_form(spec.commit).items()
         )
     )
-
-
-def recipe_digest(spec: ImageSpec) -> str:
-    """sha256 hex of the Dockerfile's bytes, or of the commit recipe's canonical form."""
-    if spec.commit is not None:
-        return _sha256(_canonical(_commit_form(spec.commit)))
-    return _sha256(spec.dockerfile_path.read_bytes())
 
 
 def fingerprint(inputs: BuildInputs) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -100,5 +101,15 @@ def test_commit_recipe_leaves_no_working_container_behind(
     )
     short_ids = [line for line in lines if re.fullmatch(r"[0-9a-f]{12}", line.strip())]
     assert len(short_ids) == 1, lines  # the engines name a container's host by its ID
-    everything = set(engine.list_containers()) | engine.build_containers()
-    assert not [cid for cid in everything if cid.startswith(short_ids[0].strip())]
+    assert not [cid for cid in _every_container(engine) if cid.startswith(short_ids[0].strip())]
+
+
+def _every_container(engine: Engine) -> list[str]:
+    """Full IDs of all the engine's containers, buildah's working containers included
+    (podman lists those with --external)."""
+    on_docker = engine.name in {"docker", "buildx"}
+    argv = ["docker", "ps"] if on_docker else ["podman", "ps", "--external"]
+    listed = subprocess.run(
+        [*argv, "--all", "--quiet", "--no-trunc"], check=True, capture_output=True, text=True
+    )
+    return listed.stdout.split()
