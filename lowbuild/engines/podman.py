@@ -8,16 +8,15 @@ Where podman needs flags python-on-whales does not know, the command is built he
   * push takes `--tls-verify=false` for plain-http registries;
   * rm takes `--time 0` (see `_remove_container`);
   * commit takes one `KEY="value"` per `--change` (see lowbuild.engines.changes), and a
-    commit recipe's working container runs with `--unsetenv-all` (see `_working_container`).
+    commit recipe's working container runs with `--unsetenv-all` (see `_working_flags`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import EngineName, ImageInfo, LogSink, RunningContainer
+from lowbuild.engines.base import EngineName, ImageInfo, LogSink
 from lowbuild.engines.changes import Change, podman_changes
 from lowbuild.engines.commands import (
     build_flags,
@@ -25,7 +24,7 @@ from lowbuild.engines.commands import (
     run_command,
     run_iidfile_build,
 )
-from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, new_container_name
+from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
 
 
 class PodmanEngine(WhalesEngine):
@@ -69,34 +68,13 @@ class PodmanEngine(WhalesEngine):
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
         return podman_changes(changes)
 
-    @contextmanager
-    def _working_container(
-        self,
-        *,
-        base: ImageInfo,
-        image: str,
-        entrypoint: str | None,
-        command: Sequence[str],
-        network: str | None,
-    ) -> Iterator[RunningContainer]:
+    def _working_flags(self, base: ImageInfo) -> list[str]:
         # `podman commit` writes the container's whole environment into the image
         # (libpod/container_commit.go: "this includes all the default environment vars"),
         # so podman's own `container=podman` and containers.conf's `TERM=xterm` would end up
         # in every committed image. --unsetenv-all drops every default and the base's own
         # environment is given back, so the steps and the image see exactly the base's.
-        # No lowbuild.owned label either: see WhalesEngine._working_container.
-        name = new_container_name()
-        argv = [self.binary, "run", "--detach", "--pull=never", "--name", name, "--unsetenv-all"]
-        argv += [f"--env={entry}" for entry in base.env]
-        if network:
-            argv += ["--network", network]
-        if entrypoint is not None:
-            argv += ["--entrypoint", entrypoint]
-        try:
-            out = run_command([*argv, image, *command]).stdout.split()
-            yield RunningContainer(id=out[-1] if out else name, name=name)
-        finally:
-            self._remove_container(name)
+        return ["--pull=never", "--unsetenv-all", *(f"--env={entry}" for entry in base.env)]
 
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like

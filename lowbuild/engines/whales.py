@@ -240,7 +240,6 @@ class WhalesEngine:
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
-        labels: Mapping[str, str] = OWNED,
     ) -> Iterator[RunningContainer]:
         name = name or new_container_name()
         # On the host's network a container's ports are the host's own: engines discard
@@ -257,7 +256,7 @@ class WhalesEngine:
                     detach=True,
                     name=name,
                     entrypoint=entrypoint,
-                    labels=dict(labels),
+                    labels=OWNED,
                     networks=[network] if network else [],
                     # An empty host port lets the engine pick a free one, without the race
                     # of choosing it here; we read back what it chose.
@@ -361,6 +360,7 @@ class WhalesEngine:
         lines; podman overrides this)."""
         return docker_changes(changes)
 
+    @contextmanager
     def _working_container(
         self,
         *,
@@ -369,16 +369,29 @@ class WhalesEngine:
         entrypoint: str | None,
         command: Sequence[str],
         network: str | None,
-    ) -> AbstractContextManager[RunningContainer]:
-        """The commit recipe's working container, idling in `command`.
+    ) -> Iterator[RunningContainer]:
+        """The commit recipe's working container, idling in `command`; removed at the end.
 
         Why no lowbuild.owned label: `commit` writes the container's labels into the image
         (docker merges the container's config into the committed one, podman copies
         c.Labels() in libpod/container_commit.go) and no change can remove a label, only
-        set it. It is found by its name (lowbuild-…) and removed when the block ends."""
-        return self._started(
-            image=image, entrypoint=entrypoint, command=command, network=network, labels={}
-        )
+        set it. It is found by its name (lowbuild-…) instead."""
+        name = new_container_name()
+        argv = [self.binary, "run", "--detach", "--name", name, *self._working_flags(base)]
+        if network:
+            argv += ["--network", network]
+        if entrypoint is not None:
+            argv += ["--entrypoint", entrypoint]
+        try:
+            out = run_command([*argv, image, *command]).stdout.split()
+            yield RunningContainer(id=out[-1] if out else name, name=name)
+        finally:
+            self._remove_container(name)
+
+    def _working_flags(self, base: ImageInfo) -> list[str]:
+        """Engine-specific `run` flags of a commit recipe's working container (podman's
+        keep its own environment out of the image)."""
+        return []
 
     def commit_steps(
         self,
