@@ -179,6 +179,7 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         "v": FORMAT_VERSION,
         "context": inputs.context,
         "recipe": {"kind": inputs.recipe_kind, "file": inputs.recipe_file, "digest": inputs.recipe},
+        "recipe_parts": dict(inputs.recipe_parts),  # empty but for commit recipes
         # Values are recorded as short digests: build args may hold things not meant for labels.
         "args": {key: _short(value.encode()) for key, value in inputs.args},
         "labels": {key: _short(value.encode()) for key, value in inputs.labels},
@@ -188,8 +189,6 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         "family": dict(inputs.family),
         "external": dict(inputs.external),
     }
-    if inputs.recipe_parts:
-        record["recipe_parts"] = dict(inputs.recipe_parts)
     if len(inputs.files) <= MAX_RECORDED_FILES:
         record["files"] = {
             path: digest.removeprefix("sha256:")[:SHORT_DIGEST] for path, digest in inputs.files
