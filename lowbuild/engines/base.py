@@ -16,8 +16,9 @@ LogSink = Callable[[str], None]
 """Receives engine output one line at a time (no trailing newline), as it is printed."""
 
 OWNED_LABEL = "lowbuild.owned"
-"""Every container lowbuild creates carries `lowbuild.owned=true`, so strays can be found:
-`engine.list_containers(label=OWNED_LABEL)`."""
+"""Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found:
+`engine.list_containers(label=OWNED_LABEL)`. Except a commit recipe's working container:
+commit would copy the label into the image, so it is known by its name (`lowbuild-…`)."""
 
 _FULL_ID = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
 
@@ -165,8 +166,10 @@ class Engine(Protocol):
     ) -> str:
         """The manual recipe: a working container from `base`, each step in order, then a
         commit to `ref` with author, message and `changes`; return the image ID.
-        CMD and ENTRYPOINT stay the base's unless `changes` set them. The working container
-        is removed whatever happens; a failing step raises EngineError with its output."""
+        CMD and ENTRYPOINT stay the base's unless `changes` set them; environment and labels
+        are the base's plus the changes' (nothing of the working container). The working
+        container is removed whatever happens; a failing step raises EngineError with its
+        output."""
         ...
 
     def tag(self, ref: str, new_ref: str) -> None: ...

@@ -29,6 +29,7 @@ from lowbuild.engines.podman import PodmanEngine, buildah_style_build
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
     image_info_from_config,
+    new_container_name,
     says_image_missing,
 )
 from lowbuild.errors import EngineError
@@ -190,7 +191,8 @@ class BuildahEngine:
             config += ["--author", author]
         if message:
             config += ["--comment", message]
-        box = run_command([self.binary, "from", "--pull=never", "--quiet", base]).stdout.strip()
+        argv = [self.binary, "from", "--pull=never", "--quiet", "--name", new_container_name(), base]
+        box = run_command(argv).stdout.strip()
         try:
             for step in steps:
                 if isinstance(step, ShellStep):

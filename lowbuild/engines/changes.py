@@ -1,7 +1,22 @@
-"""Dockerfile `changes` applied at commit time (`docker commit --change`, `podman commit
---change`), validated before any engine sees them, and translated to `buildah config` flags.
+"""Dockerfile `changes` applied at commit time: validated before any engine sees them,
+read the way a Dockerfile reads them, and written out in what each engine really parses.
 
-Engines disagree on what they accept and fail late and vaguely ("unknown change
+The engines do not parse the same language:
+  * `docker commit --change` runs each line through the Dockerfile parser: several
+    pairs per ENV/LABEL, quotes and backslashes as in a Dockerfile, `$VAR` expanded.
+  * `podman commit --change` parses one `KEY=VALUE` per change: it splits at the first
+    `=` and strips one pair of outer double quotes, nothing else (containers/common
+    libimage/image_config.go, ImageConfigFromChanges; its `=` splitting also bit
+    https://github.com/podman-container-tools/podman/issues/5148). `ENV A=1 B=2` passed
+    through becomes one variable `A` worth `1 B=2`; a JSON label keeps its backslashes.
+  * `buildah commit` has no --change; `buildah config` takes one flag per setting, expands
+    `$VAR` in --env values (cmd/buildah/config.go, updateConfig) and splits --volume and
+    --onbuild at commas: they are string slices, read as CSV (the same cause as
+    https://github.com/podman-container-tools/buildah/issues/1603 for --label).
+So a change is parsed once here, with the Dockerfile's rules, into literal values, and
+each engine gets those values in its own syntax. `$` must be written `\\$`: expanding it
+would need the container's environment, which the engines resolve differently.
+Engines also disagree on what they accept and fail late and vaguely ("unknown change
 instruction" after the container ran); checking up front names the bad string.
 """
 
@@ -9,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +36,8 @@ COMMIT_INSTRUCTIONS = frozenset(
 )
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PORT = re.compile(r"^(\d{1,5})(/(tcp|udp|sctp))?$")
+# podman takes tcp and udp only (docker also sctp): one spec valid on every engine.
+_PORT = re.compile(r"^(\d{1,5})(/(tcp|udp))?$")
 
 
 @dataclass(frozen=True)
@@ -63,105 +78,303 @@ def parse_changes(texts: Sequence[str]) -> tuple[Change, ...]:
 
 def _check_argument(change: Change, text: str) -> None:
     match change.instruction:
-        case "CMD" | "ENTRYPOINT" | "VOLUME":
-            if change.argument.startswith("["):
-                _json_strings(change.argument, text)
+        case "CMD" | "ENTRYPOINT":
+            exec_form(change)
         case "ENV":
             for key, _ in env_pairs(change):
                 if not _ENV_KEY.match(key):
                     raise SpecError(f"commit change {text!r}: {key!r} is not a variable name")
         case "EXPOSE":
-            for port in change.argument.split():
-                found = _PORT.match(port)
-                if not found or not 0 < int(found.group(1)) < 65536:
-                    raise SpecError(f"commit change {text!r}: {port!r} is not a port[/proto]")
+            ports(change)
         case "LABEL":
-            label_pairs(change, text)
+            label_pairs(change)
+        case "USER":
+            literal(change)
+        case "WORKDIR":
+            if not literal(change).startswith("/"):
+                # docker joins a relative one to the container's directory, podman does not.
+                raise SpecError(f"commit change {text!r}: WORKDIR must be an absolute path")
+        case "VOLUME":
+            volumes(change)
         case _:
             pass
 
 
-def _json_strings(argument: str, text: str) -> list[str]:
-    try:
-        value = json.loads(argument)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"commit change {text!r}: not a valid JSON array: {exc}") from exc
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"commit change {text!r}: the JSON form must be an array of strings")
-    return value
+# ---- reading: the Dockerfile's rules ----
 
 
-def _shell_words(argument: str, text: str) -> list[str]:
-    try:
-        return shlex.split(argument)
-    except ValueError as exc:
-        raise SpecError(f"commit change {text!r}: {exc}") from exc
+def _fail(change: Change, problem: str) -> SpecError:
+    return SpecError(f"commit change {str(change)!r}: {problem}")
+
+
+def _raw_words(change: Change) -> list[str]:
+    """The argument split at blanks outside quotes, quotes and escapes kept (how the
+    Dockerfile parser splits ENV and LABEL before it splits each word at its first `=`)."""
+    words: list[str] = []
+    word: list[str] = []
+    quote = ""
+    started = False
+    chars = iter(change.argument)
+    for ch in chars:
+        if quote:
+            word.append(ch)
+            if ch == quote:
+                quote = ""
+            elif ch == "\\" and quote == '"':
+                word.append(next(chars, ""))
+        elif ch.isspace():
+            if started:
+                words.append("".join(word))
+            word, started = [], False
+        else:
+            started = True
+            word.append(ch)
+            if ch in "'\"":
+                quote = ch
+            elif ch == "\\":
+                word.append(next(chars, ""))
+    if quote:
+        raise _fail(change, "unclosed quotation")
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def _unquote(change: Change, word: str) -> str:
+    """One Dockerfile word as the literal it stands for: quotes removed, `\\x` outside
+    quotes is `x`, inside double quotes `\\"`, `\\\\` and `\\$` are escapes (any other
+    backslash stays), single quotes keep everything. An unescaped `$` is refused."""
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        ch = word[i]
+        if ch == "'":
+            end = word.find("'", i + 1)
+            if end < 0:
+                raise _fail(change, "unclosed quotation")
+            out.append(word[i + 1 : end])
+            i = end + 1
+            continue
+        if ch == '"':
+            i += 1
+            while i < len(word) and word[i] != '"':
+                if word[i] == "\\" and i + 1 < len(word) and word[i + 1] in '"\\$':
+                    i += 1
+                elif word[i] == "$":
+                    raise _dollar(change)
+                out.append(word[i])
+                i += 1
+            if i >= len(word):
+                raise _fail(change, "unclosed quotation")
+            i += 1
+            continue
+        if ch == "\\" and i + 1 < len(word):
+            i += 1
+        elif ch == "$":
+            raise _dollar(change)
+        out.append(word[i])
+        i += 1
+    return "".join(out)
+
+
+def _dollar(change: Change) -> SpecError:
+    return _fail(
+        change,
+        "write a literal $ as \\$ (variables are not expanded in commit changes: "
+        "docker, podman and buildah would each give a different value)",
+    )
+
+
+def _pairs(change: Change, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for word in _raw_words(change):
+        key, sep, value = word.partition("=")
+        literal_key = _unquote(change, key)
+        if not sep or not literal_key:
+            raise _fail(change, f"{word!r} is not {what}")
+        pairs.append((literal_key, _unquote(change, value)))
+    return pairs
 
 
 def env_pairs(change: Change) -> list[tuple[str, str]]:
     """ENV's (name, value) pairs: `ENV A=1 B="two words"` or the legacy `ENV A some value`."""
     if "=" not in change.argument.split(" ", 1)[0]:
         key, _, value = change.argument.partition(" ")
-        return [(key, value.strip())]
-    pairs = []
-    for word in _shell_words(change.argument, str(change)):
-        key, sep, value = word.partition("=")
-        if not sep:
-            raise SpecError(f"commit change {str(change)!r}: {word!r} is not NAME=value")
-        pairs.append((key, value))
-    return pairs
+        return [(key, _unquote(change, value.strip()))]
+    return _pairs(change, "NAME=value")
 
 
-def label_pairs(change: Change, text: str | None = None) -> list[tuple[str, str]]:
+def label_pairs(change: Change) -> list[tuple[str, str]]:
     """LABEL's (key, value) pairs: `LABEL a=b "c d"=e`."""
-    pairs = []
-    for word in _shell_words(change.argument, text or str(change)):
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            raise SpecError(f"commit change {text or str(change)!r}: {word!r} is not key=value")
-        pairs.append((key, value))
-    return pairs
+    return _pairs(change, "key=value")
+
+
+def literal(change: Change) -> str:
+    """USER's or WORKDIR's argument as one literal (quotes removed, blanks kept)."""
+    return _unquote(change, change.argument)
+
+
+def _json_strings(change: Change) -> list[str]:
+    try:
+        value = json.loads(change.argument)
+    except json.JSONDecodeError as exc:
+        raise _fail(change, f"not a valid JSON array: {exc}") from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(change, "the JSON form must be an array of strings")
+    return value
 
 
 def exec_form(change: Change) -> list[str]:
     """CMD/ENTRYPOINT as the argv the image will hold: the JSON form as written, the shell
     form wrapped in `/bin/sh -c` (what a Dockerfile does)."""
     if change.argument.startswith("["):
-        return _json_strings(change.argument, str(change))
+        return _json_strings(change)
     return ["/bin/sh", "-c", change.argument]
+
+
+def ports(change: Change) -> list[str]:
+    """EXPOSE's ports as the image records them ("80" means "80/tcp")."""
+    found = []
+    for port in change.argument.split():
+        match = _PORT.match(port)
+        if not match or not 0 < int(match.group(1)) < 65536:
+            raise _fail(change, f"{port!r} is not a port[/tcp|/udp]")
+        found.append(f"{int(match.group(1))}/{match.group(3) or 'tcp'}")
+    return found
+
+
+def volumes(change: Change) -> list[str]:
+    """VOLUME's paths: the JSON form or blank-separated words."""
+    if change.argument.startswith("["):
+        paths = _json_strings(change)
+        if any("$" in path for path in paths):
+            raise _dollar(change)
+    else:
+        paths = [_unquote(change, word) for word in _raw_words(change)]
+    if not all(paths):
+        raise _fail(change, "a volume path is empty")
+    return paths
+
+
+# ---- writing: what each engine parses ----
+
+
+def dockerfile_word(text: str) -> str:
+    """`text` as one double-quoted Dockerfile word: literal, no variable expansion."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def label_change(key: str, value: str) -> str:
+    """A LABEL change that reads back as exactly (key, value)."""
+    return f"LABEL {dockerfile_word(key)}={dockerfile_word(value)}"
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One literal setting: ENV/LABEL `key` and `value`; CMD/ENTRYPOINT `words`; EXPOSE
+    (one port), VOLUME (one path), USER, WORKDIR and ONBUILD `value`."""
+
+    instruction: str
+    value: str = ""
+    key: str = ""
+    words: tuple[str, ...] = ()
+
+
+def _settings(changes: Sequence[Change]) -> list[_Setting]:
+    """Each change as literal settings, one per ENV/LABEL pair, EXPOSE port, VOLUME path."""
+    settings: list[_Setting] = []
+    for change in changes:
+        what = change.instruction
+        match what:
+            case "CMD" | "ENTRYPOINT":
+                settings.append(_Setting(what, words=tuple(exec_form(change))))
+            case "ENV" | "LABEL":
+                pairs = env_pairs(change) if what == "ENV" else label_pairs(change)
+                settings += [_Setting(what, key=k, value=v) for k, v in pairs]
+            case "EXPOSE":
+                settings += [_Setting(what, value=port) for port in ports(change)]
+            case "VOLUME":
+                settings += [_Setting(what, value=path) for path in volumes(change)]
+            case "USER" | "WORKDIR":
+                settings.append(_Setting(what, value=literal(change)))
+            case _:
+                settings.append(_Setting(what, value=change.argument))
+    return settings
+
+
+def _json(words: Sequence[str]) -> str:
+    return json.dumps(list(words), ensure_ascii=False)
+
+
+def docker_changes(changes: Sequence[Change]) -> list[str]:
+    """`docker commit --change` lines: Dockerfile syntax, every value quoted literally."""
+    lines = []
+    for s in _settings(changes):
+        match s.instruction:
+            case "ENV":  # names are checked identifiers: nothing to quote
+                lines.append(f"ENV {s.key}={dockerfile_word(s.value)}")
+            case "LABEL":
+                lines.append(f"LABEL {dockerfile_word(s.key)}={dockerfile_word(s.value)}")
+            case "CMD" | "ENTRYPOINT":
+                lines.append(f"{s.instruction} {_json(s.words)}")
+            case "VOLUME":
+                lines.append(f"VOLUME {_json([s.value])}")
+            case "USER" | "WORKDIR":
+                lines.append(f"{s.instruction} {dockerfile_word(s.value)}")
+            case _:
+                lines.append(f"{s.instruction} {s.value}")
+    return lines
+
+
+def podman_changes(changes: Sequence[Change]) -> list[str]:
+    """`podman commit --change` strings: one setting each, ENV/LABEL as `"key"="value"`.
+
+    podman splits at the first `=` and strips exactly one pair of outer double quotes
+    from key and value, so wrapping both in quotes keeps any value exact (blanks at
+    either end, quotes, `=`, JSON); only a key holding `=` cannot be said, and the
+    Dockerfile syntax cannot say that either.
+    """
+    out = []
+    for s in _settings(changes):
+        match s.instruction:
+            case "ENV" | "LABEL":
+                out.append(f'{s.instruction} "{s.key}"="{s.value}"')
+            case "CMD" | "ENTRYPOINT":
+                out.append(f"{s.instruction} {_json(s.words)}")
+            case "VOLUME":
+                out.append(f"VOLUME {_json([s.value])}")
+            case _:
+                out.append(f"{s.instruction} {s.value}")
+    return out
+
+
+def _csv_field(text: str) -> str:
+    # buildah's --volume and --onbuild are string slices: pflag reads them as CSV, so a
+    # comma would split one value in two unless the field is quoted.
+    return '"' + text.replace('"', '""') + '"'
 
 
 def buildah_config_args(changes: Sequence[Change]) -> list[str]:
     """`buildah config` flags with the effect of `changes` (buildah commit has no --change)."""
+    flags = {
+        "EXPOSE": "--port",  # with its protocol: buildah keeps a bare "80" as is
+        "USER": "--user",
+        "WORKDIR": "--workingdir",
+    }
     args: list[str] = []
-    for change in changes:
-        match change.instruction:
+    for s in _settings(changes):
+        match s.instruction:
             case "CMD":
-                args += ["--cmd", json.dumps(exec_form(change))]
+                args += ["--cmd", json.dumps(list(s.words))]
             case "ENTRYPOINT":
-                args += ["--entrypoint", json.dumps(exec_form(change))]
+                args += ["--entrypoint", json.dumps(list(s.words))]
             case "ENV":
-                for key, value in env_pairs(change):
-                    args += ["--env", f"{key}={value}"]
-            case "EXPOSE":
-                for port in change.argument.split():
-                    # buildah stores a bare "80" as is; docker and podman mean "80/tcp".
-                    args += ["--port", port if "/" in port else f"{port}/tcp"]
+                # buildah expands $NAME in --env values; `$$` is its spelling of `$`.
+                args += ["--env", f"{s.key}={s.value.replace('$', '$$')}"]
             case "LABEL":
-                for key, value in label_pairs(change):
-                    args += ["--label", f"{key}={value}"]
-            case "USER":
-                args += ["--user", change.argument]
-            case "WORKDIR":
-                args += ["--workingdir", change.argument]
-            case "VOLUME":
-                volumes = (
-                    _json_strings(change.argument, str(change))
-                    if change.argument.startswith("[")
-                    else change.argument.split()
-                )
-                for volume in volumes:
-                    args += ["--volume", volume]
-            case "ONBUILD":
-                args += ["--onbuild", change.argument]
+                args += ["--label", f"{s.key}={s.value}"]
+            case "VOLUME" | "ONBUILD":
+                args += [f"--{s.instruction.lower()}", _csv_field(s.value)]
+            case _:
+                args += [flags[s.instruction], s.value]
     return args

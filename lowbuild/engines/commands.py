@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import LogSink
+from lowbuild.engines.changes import dockerfile_word as _dockerfile_word
 from lowbuild.errors import EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -171,11 +172,6 @@ def build_flags(
 
 
 _ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=", re.IGNORECASE)
-
-
-def _dockerfile_word(text: str) -> str:
-    """`text` as one double-quoted Dockerfile word: literal, no variable expansion."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
 @contextmanager

@@ -6,7 +6,9 @@ Where podman needs flags python-on-whales does not know, the command is built he
   * build takes `--pull=never` (podman would otherwise try registries for a missing base);
   * save takes `--format docker-archive` and `--multi-image-archive` for several refs;
   * push takes `--tls-verify=false` for plain-http registries;
-  * rm takes `--time 0` (see `_remove_container`).
+  * rm takes `--time 0` (see `_remove_container`);
+  * commit takes one `KEY="value"` per `--change` (see lowbuild.engines.changes), and a
+    commit recipe's working container runs with `--unsetenv-all` (see `_working_flags`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import EngineName, LogSink
+from lowbuild.engines.base import EngineName, ImageInfo, LogSink
+from lowbuild.engines.changes import Change, podman_changes
 from lowbuild.engines.commands import (
     build_flags,
     labels_as_one_step,
@@ -61,6 +64,17 @@ class PodmanEngine(WhalesEngine):
             log=log,
             resolve=self.resolve_image_id,
         )
+
+    def _change_args(self, changes: Sequence[Change]) -> list[str]:
+        return podman_changes(changes)
+
+    def _working_flags(self, base: ImageInfo) -> list[str]:
+        # `podman commit` writes the container's whole environment into the image
+        # (libpod/container_commit.go: "this includes all the default environment vars"),
+        # so podman's own `container=podman` and containers.conf's `TERM=xterm` would end up
+        # in every committed image. --unsetenv-all drops every default and the base's own
+        # environment is given back, so the steps and the image see exactly the base's.
+        return ["--pull=never", "--unsetenv-all", *(f"--env={entry}" for entry in base.env)]
 
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like

@@ -27,7 +27,7 @@ from lowbuild.engines.base import (
     WorkStep,
     normalise_image_id,
 )
-from lowbuild.engines.changes import parse_changes
+from lowbuild.engines.changes import Change, docker_changes, parse_changes
 from lowbuild.engines.commands import run_command, whales_errors
 from lowbuild.errors import EngineError
 
@@ -349,11 +349,49 @@ class WhalesEngine:
             argv += ["--author", author]
         if message:
             argv += ["--message", message]
-        for change in parse_changes(changes):
-            argv += ["--change", str(change)]
+        for change in self._change_args(parse_changes(changes)):
+            argv += ["--change", change]
         argv += [container.id, ref]
         out = run_command(argv).stdout.strip().splitlines()
         return self.resolve_image_id(out[-1] if out else ref)
+
+    def _change_args(self, changes: Sequence[Change]) -> list[str]:
+        """`changes` in the syntax this engine's `commit --change` parses (docker: Dockerfile
+        lines; podman overrides this)."""
+        return docker_changes(changes)
+
+    @contextmanager
+    def _working_container(
+        self,
+        *,
+        base: ImageInfo,
+        image: str,
+        entrypoint: str | None,
+        command: Sequence[str],
+        network: str | None,
+    ) -> Iterator[RunningContainer]:
+        """The commit recipe's working container, idling in `command`; removed at the end.
+
+        Why no lowbuild.owned label: `commit` writes the container's labels into the image
+        (docker merges the container's config into the committed one, podman copies
+        c.Labels() in libpod/container_commit.go) and no change can remove a label, only
+        set it. It is found by its name (lowbuild-…) instead."""
+        name = new_container_name()
+        argv = [self.binary, "run", "--detach", "--name", name, *self._working_flags(base)]
+        if network:
+            argv += ["--network", network]
+        if entrypoint is not None:
+            argv += ["--entrypoint", entrypoint]
+        try:
+            out = run_command([*argv, image, *command]).stdout.split()
+            yield RunningContainer(id=out[-1] if out else name, name=name)
+        finally:
+            self._remove_container(name)
+
+    def _working_flags(self, base: ImageInfo) -> list[str]:
+        """Engine-specific `run` flags of a commit recipe's working container (podman's
+        keep its own environment out of the image)."""
+        return []
 
     def commit_steps(
         self,
@@ -387,7 +425,9 @@ class WhalesEngine:
             entrypoint, idle = "/bin/sh", ["-c", loop]
         else:
             entrypoint, idle = None, ["/bin/sh", "-c", loop]
-        with self._started(image=base, entrypoint=entrypoint, command=idle, network=network) as box:
+        with self._working_container(
+            base=base_info, image=base, entrypoint=entrypoint, command=idle, network=network
+        ) as box:
             for step in steps:
                 if isinstance(step, ShellStep):
                     if log is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lowbuild.plan.graph import Node
@@ -50,6 +50,8 @@ class BuildInputs:
     recipe_kind: RecipeKind
     recipe_file: str
     recipe: str
+    # Commit recipes: each part's short digest, so a rebuild can name the part that changed.
+    recipe_parts: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     engine: str
@@ -90,6 +92,7 @@ def inputs_for(
         recipe_kind=spec.kind,
         recipe_file=spec.dockerfile if spec.kind == "dockerfile" else "",
         recipe=recipe_digest(spec),
+        recipe_parts=_recipe_parts(spec),
         args=tuple(sorted(spec.args)),
         labels=tuple(sorted(spec.labels)),
         engine=engine,
@@ -109,6 +112,19 @@ def recipe_digest(spec: ImageSpec) -> str:
     if spec.commit is not None:
         return _sha256(_canonical(_commit_form(spec.commit)))
     return _sha256(spec.dockerfile_path.read_bytes())
+
+
+def _recipe_parts(spec: ImageSpec) -> tuple[tuple[str, str], ...]:
+    """A commit recipe's parts (base, author, message, steps, changes), each as a short
+    digest: recorded so that a rebuild can say which part changed. The fingerprint
+    needs none of them: the recipe digest covers the whole."""
+    if spec.commit is None:
+        return ()
+    return tuple(
+        sorted(
+            (part, _short(_canonical(value))) for part, value in _commit_form(spec.commit).items()
+        )
+    )
 
 
 def fingerprint(inputs: BuildInputs) -> str:
@@ -173,6 +189,7 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         "v": FORMAT_VERSION,
         "context": inputs.context,
         "recipe": {"kind": inputs.recipe_kind, "file": inputs.recipe_file, "digest": inputs.recipe},
+        "recipe_parts": dict(inputs.recipe_parts),  # empty but for commit recipes
         # Values are recorded as short digests: build args may hold things not meant for labels.
         "args": {key: _short(value.encode()) for key, value in inputs.args},
         "labels": {key: _short(value.encode()) for key, value in inputs.labels},
@@ -287,6 +304,15 @@ def _recipe_reasons(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
     if old.get("kind") != new["kind"]:
         return [f"recipe kind changed: {old.get('kind')} → {new['kind']}"]
     if new["kind"] == "commit":
+        old_parts, new_parts = before.get("recipe_parts"), now.get("recipe_parts")
+        if isinstance(old_parts, dict) and isinstance(new_parts, dict):
+            parts = sorted(
+                p
+                for p in old_parts.keys() | new_parts.keys()
+                if old_parts.get(p) != new_parts.get(p)
+            )
+            if parts:
+                return [f"commit recipe changed: {', '.join(parts)}"]
         return ["commit recipe changed"]
     if old.get("file") != new["file"]:
         return [f"Dockerfile changed: now {new['file']} (was {old.get('file')})"]

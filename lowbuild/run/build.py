@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
 from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
+from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
 from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
@@ -48,12 +49,6 @@ def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[s
     if base:
         labels["org.opencontainers.image.base.name"] = base
     return labels
-
-
-def _dockerfile_change_label(key: str, value: str) -> str:
-    # A commit change is parsed like a Dockerfile line: JSON string quoting is accepted
-    # by that parser for both the key and the value, and survives spaces and quotes.
-    return f"LABEL {json.dumps(key)}={json.dumps(value)}"
 
 
 @dataclass
@@ -213,7 +208,7 @@ class FamilyBuilder:
                 steps.append(CopyStep(source=staged.path / step.copy, dest=step.dest))
         changes = [
             *recipe.changes,
-            *(_dockerfile_change_label(key, value) for key, value in labels.items()),
+            *(label_change(key, value) for key, value in labels.items()),
         ]
         image_id = self.engine.commit_steps(
             base=base,

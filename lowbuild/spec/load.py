@@ -20,6 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from lowbuild.engines.base import ENGINE_NAMES
+from lowbuild.engines.changes import parse_change
 from lowbuild.errors import Location, SpecError
 from lowbuild.spec.model import (
     Artifact,
@@ -509,7 +510,7 @@ def _image(directory: Path, *, allow_missing_digests: bool) -> ImageSpec:
         if "tags" in fields
         else (),
         args=_args(doc, fields.get("args")),
-        labels=_labels(doc, fields.get("labels")),
+        labels=_labels(doc, fields.get("labels"), kind=kind),
         artifacts=artifacts,
         packs=packs,
         test=_test(doc, fields.get("test")),
@@ -578,11 +579,16 @@ def _args(doc: _Document, node: yaml.Node | None) -> tuple[tuple[str, str], ...]
     return tuple(sorted((key, value) for _node, key, value in pairs))
 
 
-def _labels(doc: _Document, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
+def _labels(
+    doc: _Document, node: yaml.Node | None, *, kind: RecipeKind
+) -> tuple[tuple[str, str], ...]:
     if node is None:
         return ()
     pairs = doc.text_map(node, what="labels")
-    for key_node, key, _value in pairs:
+    for key_node, key, value in pairs:
+        if kind == "commit" and ("\n" in value or "\r" in value):
+            # A commit applies labels as changes: `docker commit -c` reads Dockerfile lines.
+            doc.fail(f"label {key!r}: a commit recipe's label value must be one line", key_node)
         if key.startswith(RESERVED_LABEL_PREFIX):
             doc.fail(
                 f"label {key!r}: labels starting with {RESERVED_LABEL_PREFIX!r} are lowbuild's own",
@@ -766,9 +772,21 @@ def _commit(
         ),
         author=doc.text(recipe["author"], what="commit.author") if "author" in recipe else "",
         message=doc.text(recipe["message"], what="commit.message") if "message" in recipe else "",
-        changes=doc.texts(recipe["changes"], what="commit.changes") if "changes" in recipe else (),
+        changes=_commit_changes(doc, recipe["changes"]) if "changes" in recipe else (),
         location=doc.at(recipe["base"]),
     )
+
+
+def _commit_changes(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
+    """The changes, each checked now: a bad one is a spec error at its line, not an engine
+    failure after the recipe's steps ran."""
+    texts = doc.texts(node, what="commit.changes")
+    for item, text in zip(doc.items(node, what="commit.changes"), texts, strict=True):
+        try:
+            parse_change(text)
+        except SpecError as exc:
+            doc.fail(str(exc), item)
+    return texts
 
 
 def _commit_step(

@@ -222,3 +222,10 @@ def test_hand_made_image_carries_its_author_and_message(
     assert info["Comment"] == "nginx from Debian packages, installed by hand, daemon off"
     assert info["Config"]["Cmd"] == ["nginx"]
     assert "80/tcp" in info["Config"]["ExposedPorts"]
+    # Its labels are what the recipe and lowbuild set, readable: no escaped JSON, no
+    # ownership label or podman environment from the working container.
+    labels = info["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "nginx-commit"
+    assert json.loads(labels["lowbuild.inputs"])["recipe"]["kind"] == "commit"
+    assert "lowbuild.owned" not in labels
+    assert not any(e.startswith(("container=", "TERM=")) for e in info["Config"]["Env"])

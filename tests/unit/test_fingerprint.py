@@ -131,6 +131,29 @@ def test_commit_recipe_steps_change_the_fingerprint(family: FamilyGraph) -> None
     assert after != before
 
 
+def test_a_changed_commit_recipe_names_the_part_that_changed(family: FamilyGraph) -> None:
+    def tools_inputs(graph: FamilyGraph) -> BuildInputs:
+        return inputs_for(
+            graph.nodes["tools"],
+            engine="podman",
+            context_digest="sha256:" + digest(""),
+            context_files={},
+            family_ids={"base": BASE_ID},
+            external_ids={},
+        )
+
+    labels = fingerprint_labels(tools_inputs(family))
+    image_yaml = family.nodes["tools"].spec.directory / "image.yaml"
+    image_yaml.write_text(image_yaml.read_text() + "  changes: ['ENV A=1']\n")
+    changed = tools_inputs(build_graph(load_project(family.project.root / "lowbuild.yaml")))
+    assert rebuild_reasons(labels, changed) == ("commit recipe changed: changes",)
+    # A record written before parts were recorded still gives the general reason.
+    record = json.loads(labels[INPUTS_LABEL])
+    del record["recipe_parts"]
+    older = {**labels, INPUTS_LABEL: json.dumps(record)}
+    assert rebuild_reasons(older, changed) == ("commit recipe changed",)
+
+
 def test_missing_image_id_is_refused(family: FamilyGraph) -> None:
     with pytest.raises(ValueError, match="nginx: no image ID given for base"):
         nginx_inputs(family, family_ids={})

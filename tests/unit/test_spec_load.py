@@ -253,6 +253,17 @@ BAD_IMAGE_YAML = {
         6,
         ["'nope.conf' is neither in", "nor an artifact or pack"],
     ),
+    "commit_change_with_a_variable": (
+        "name: nginx\nkind: commit\ncommit:\n  base: base\n  changes:\n"
+        "    - EXPOSE 80\n    - ENV PATH=/opt/bin:$PATH\n",
+        7,
+        ["commit change 'ENV PATH=/opt/bin:$PATH'", "write a literal $ as \\$"],
+    ),
+    "commit_label_on_two_lines": (
+        'name: nginx\nkind: commit\ncommit:\n  base: base\nlabels:\n  about: "one\\ntwo"\n',
+        6,
+        ["label 'about': a commit recipe's label value must be one line"],
+    ),
     "empty_file": ("", 1, ["image.yaml is empty"]),
 }
 
