@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from lowbuild.errors import FetchError, OfflineMissing, VerificationError
 from lowbuild.redact import redact
-from lowbuild.sources.cache import CHUNK, Cache
+from lowbuild.sources.cache import CHUNK, Cache, CacheWriteError
 from lowbuild.spec.model import DEFAULT_MAX_DOWNLOAD, Artifact, ImageSpec, Rewrite
 
 if TYPE_CHECKING:
@@ -580,6 +580,9 @@ def _obtain(
                 except (_Permanent, _Transient, VerificationError) as exc:
                     tried.append(redact(f"{url}: {exc}"))
                     continue
+                except CacheWriteError as exc:
+                    # No other URL would help: the cache itself cannot take the bytes.
+                    raise CacheWriteError(f"{artifact.file}: {exc}") from None
             reporter.finished(
                 artifact.file, redact(f"{artifact.file}  {writer.size} bytes  from {url}")
             )
