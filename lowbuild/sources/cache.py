@@ -446,7 +446,13 @@ class Cache:
         return bad
 
     def place(self, sha256: str, dest: Path) -> None:
-        """Put the entry at `dest`: a hard link where the filesystem allows, else a copy."""
+        """Put the entry at `dest`: a hard link where the filesystem allows, else a copy.
+
+        For `bundle export` only, which hashes what it placed. Contexts get
+        `copy_verified` instead. A link (and its later removal) changes the entry's
+        ctime, so the entry's stat record no longer matches and its next use hashes
+        it again: a cost, never a wrong "verified". Refreshing the record here would
+        not help, since the scratch link is removed (ctime again) right after."""
         source = self.entry_path(sha256)
         dest.unlink(missing_ok=True)
         try:
