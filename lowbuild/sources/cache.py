@@ -379,10 +379,14 @@ class Cache:
         return EntryWriter(cache=self, sha256=sha256, sha512=sha512)
 
     def admit_file(self, source: Path, *, sha256: str, sha512: str | None = None) -> Path:
-        """Copy `source` into the cache as `sha256`, verifying it; a no-op if already present."""
+        """Copy `source` into the cache as `sha256`, verifying it; a no-op if an entry whose
+        bytes still verify is already there (a corrupt one is replaced)."""
         with self.entry_lock(sha256):
             if self.contains(sha256):
-                return self.entry_path(sha256)
+                try:
+                    return self.verified_entry(sha256, name=source.name)
+                except VerificationError:
+                    pass  # rotted: the verified bytes from `source` replace it below
             with self.writer(sha256=sha256, sha512=sha512) as w, source.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     w.write(chunk)

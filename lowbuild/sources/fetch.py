@@ -191,8 +191,10 @@ class _Bound:
         """Refuse before reading a body whose announced length cannot be right."""
         if length is None:
             return
-        if length > self.limit or (self.declared and length != self.limit):
-            raise _Permanent(f"the server announces {length} bytes, not within {self.describe()}")
+        if self.declared and length != self.limit:
+            raise _Permanent(f"the server announces {length} bytes, not {self.describe()}")
+        if length > self.limit:
+            raise _Permanent(f"the server announces {length} bytes, more than {self.describe()}")
 
     def check_more(self, have: int, more: int) -> None:
         """Refuse `more` bytes on top of `have` when they would pass the limit."""
@@ -529,6 +531,15 @@ class _Missing(Exception):
         self.tried = tried
 
 
+def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
+    """The artifact's entry once verified again, or None when the cache has none (also
+    when one vanished meanwhile, e.g. `cache verify` quarantined it)."""
+    try:
+        return cache.verified_entry(artifact.sha256, name=artifact.file)
+    except FileNotFoundError:
+        return None
+
+
 def _obtain(
     wanted: _Wanted,
     *,
@@ -544,16 +555,14 @@ def _obtain(
     VerificationError naming it and the fix otherwise); a cache that cannot be
     written to raises CacheWriteError naming the cache path."""
     artifact = wanted.artifact
-    if cache.contains(artifact.sha256):
-        path = cache.verified_entry(artifact.sha256, name=artifact.file)
-        return FetchOutcome(wanted.image, artifact, path, "cache")
+    if (cached := _verified_in_cache(cache, artifact)) is not None:
+        return FetchOutcome(wanted.image, artifact, cached, "cache")
     tried: list[str] = []
     bound = _Bound.of(artifact, policy)
     with cache.entry_lock(artifact.sha256):
         # Another process may have finished it while we waited for the lock.
-        if cache.contains(artifact.sha256):
-            path = cache.verified_entry(artifact.sha256, name=artifact.file)
-            return FetchOutcome(wanted.image, artifact, path, "cache")
+        if (cached := _verified_in_cache(cache, artifact)) is not None:
+            return FetchOutcome(wanted.image, artifact, cached, "cache")
         for url in wanted.urls:
             if offline and urlsplit(url).scheme != "file":
                 continue

@@ -71,3 +71,12 @@ def test_verify_quarantines_a_bad_entry_and_forgets_its_record(cache: Cache) -> 
     assert bad.sha256 == SHA and bad.quarantined_to.is_file()
     assert not cache.entry_path(SHA).exists()
     assert not (cache.root / "verified" / SHA).exists()
+
+
+def test_adding_the_good_file_again_repairs_a_corrupt_entry(cache: Cache, tmp_path: Path) -> None:
+    flip_byte(cache.entry_path(SHA))
+    good = tmp_path / "again.bin"
+    good.write_bytes(DATA)
+    cache.admit_file(good, sha256=SHA)
+    assert cache.entry_path(SHA).read_bytes() == DATA
+    assert cache.verified_entry(SHA, name="src.bin") == cache.entry_path(SHA)
