@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lowbuild.context.assemble import assemble_context, context_digest, take_inventory
-from lowbuild.errors import Location, OfflineMissing, SpecError
+from lowbuild.errors import Location, OfflineMissing, SpecError, VerificationError
 from lowbuild.sources.cache import Cache
 from lowbuild.spec.model import Artifact, ImageSpec, Pack
 
@@ -192,23 +191,17 @@ def test_missing_artifact_is_named_with_the_command_that_gets_it(tmp_path: Path)
     assert not (tmp_path / "stage" / "web").exists()
 
 
-class DiskFullCache(Cache):
-    """A cache whose entries cannot be placed: staging fails half way, like on a full disk."""
-
-    def copy_verified(self, sha256: str, dest: Path, *, name: str) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
-
-
 def test_failure_midway_leaves_previous_staging_and_no_temp_dirs(
     tmp_path: Path, cache: Cache
 ) -> None:
     context = make_context(tmp_path)
     first = assemble_context(web_image(context), cache=cache, stage_root=tmp_path / "stage")
     (context / "Dockerfile").write_text("FROM base\nRUN changed\n")
-    with pytest.raises(OSError, match="No space left"):
-        assemble_context(
-            web_image(context), cache=DiskFullCache(cache.root), stage_root=tmp_path / "stage"
-        )
+    # A real failure half way: the artifact's cache entry rotted since the first staging.
+    entry = cache.entry_path(SOURCE_SHA)
+    entry.write_bytes(entry.read_bytes()[::-1])
+    with pytest.raises(VerificationError, match=r"nginx\.tar\.gz is corrupt"):
+        assemble_context(web_image(context), cache=cache, stage_root=tmp_path / "stage")
     assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [
         ".web.digest",
         ".web.lock",
