@@ -162,7 +162,7 @@ def run_build(
                         reporter=LoggingReporter(shown, fetch_log),
                     )
             except LowbuildError as exc:
-                fetch_log(f"error: {exc}")
+                fetch_log(f"error: {redact(str(exc))}")
                 raise
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
