@@ -95,6 +95,17 @@ def test_endless_body_stops_at_the_default_ceiling(server: FaultServer, tmp_path
     assert server.state.flooded < 64 * 1024 * 1024
 
 
+def test_announced_length_above_the_ceiling_is_refused_before_reading(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    ceiling = FetchPolicy(attempts=1, max_download=len(PAYLOAD) - 1)
+    with pytest.raises(FetchError) as caught:
+        fetch_artifacts([image_with(server.url("ok", "src.tar.gz"))], cache=cache, policy=ceiling)
+    assert f"announces {len(PAYLOAD)} bytes, more than the download limit" in str(caught.value)
+    assert cache_files(cache) == []
+
+
 def test_print_digests_is_bounded_too(server: FaultServer) -> None:
     ceiling = FetchPolicy(attempts=1, read_timeout=5, max_download=1024 * 1024)
     [result] = compute_digests(
