@@ -309,7 +309,13 @@ def assemble_context(
 
 
 def _file_records(root: Path, members: Sequence[_Member]) -> dict[str, list[int]]:
-    """The stat record of every regular file just staged (after its mtime was fixed)."""
+    """The stat record of every regular file just staged (after its mtime was fixed).
+
+    Unlike the cache's records these are kept although the files changed a moment ago
+    (see RACY_NS in lowbuild.sources.cache): every staged file carries the fixed pack
+    mtime, so any write moves its mtime to the present, whatever the clock tick, and
+    only a write followed by putting the mtime back within the same tick as the
+    staging itself would go unseen."""
     return {
         m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"
     }

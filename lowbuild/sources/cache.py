@@ -17,7 +17,10 @@ Bytes can still rot or be edited in place afterwards, so an entry is never trust
 for being there: every use hashes it again (`copy_verified`), or finds its stat
 unchanged since it last hashed right (`verified_entry`). A stat record keys on
 dev, inode, size, mtime_ns and ctime_ns: rewriting the bytes changes mtime, and
-putting mtime back (utime) changes ctime, which no unprivileged process can set.
+putting mtime back (utime) changes ctime, which no process can set short of moving
+the clock. File times advance in clock ticks, not nanoseconds, so a record is only
+kept for a file last changed at least RACY_NS ago (as git does for its index): an
+edit in the same tick as the recorded change would otherwise leave the stat as is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -46,6 +50,8 @@ ENTRY_MODE = 0o644
 DIR_MODE = 0o755
 # Big reads keep hashing near memory bandwidth without holding whole files in memory.
 CHUNK = 1024 * 1024
+# A stat record of a file changed less than this long ago is not kept (see above).
+RACY_NS = 2_000_000_000
 CACHE_ENV = "LOWBUILD_CACHE"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -306,7 +312,10 @@ class Cache:
     def remember(self, sha256: str, record: StatRecord) -> None:
         """Record that the entry, with this stat, hashed to `sha256` just now.
 
-        Best effort: a cache this user cannot write to only costs a hash per use."""
+        Best effort: a cache this user cannot write to only costs a hash per use, and
+        so does an entry changed too recently for its stat to be trusted (RACY_NS)."""
+        if time.time_ns() - record.ctime_ns < RACY_NS:
+            return
         try:
             _make_dir(self.root / "verified")
             write_atomically(self._record_path(sha256), json.dumps(record.to_list()) + "\n")
