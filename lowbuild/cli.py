@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from lowbuild import __version__
 from lowbuild.errors import LowbuildError
+from lowbuild.redact import redact
 
 app = typer.Typer(
     name="lowbuild",
@@ -419,7 +420,8 @@ def main() -> None:
     try:
         app()
     except LowbuildError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # Messages redact URLs where they are made; this is the last line of defence.
+        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

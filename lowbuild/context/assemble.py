@@ -9,7 +9,9 @@ The staged context is what the engine sees, and nothing else:
   * the Dockerfile, always, as a regular file: even when the ignore file lists it
     (engines always read it) or it is a symlink to another file of the context;
     the engine is given this copy, never the source;
-  * each artifact, from the cache (hard link where possible, else a copy);
+  * each artifact, copied from the cache and hashed on the way (a mismatch is a
+    VerificationError): the stage's own file, so nothing that later happens to the
+    cache entry reaches a stage already made;
   * each pack, built deterministically from its source directory (which reads
     the source as it is: `.dockerignore` does not apply to it, so a pack's source
     can be kept out of the context with `.dockerignore` and still be packed).
@@ -26,11 +28,15 @@ planner can ask for it cheaply (`take_inventory`) and hand the inventory on.
 
 Staging is atomic: the tree is built in a temp dir beside the final one and
 renamed into place; assembling unchanged inputs again does not touch anything.
+The state file `.<name>.digest` holds the digest and each staged file's stat
+record; a stage is reused only when both still match, so a staged file changed
+behind lowbuild's back is staged again, never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -38,6 +44,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
+
+from filelock import FileLock
 
 from lowbuild.context.dockerignore import (
     ignore_file_names,
@@ -47,7 +55,7 @@ from lowbuild.context.dockerignore import (
 )
 from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
 from lowbuild.errors import Location, OfflineMissing, SpecError
-from lowbuild.sources.cache import Cache, hash_file
+from lowbuild.sources.cache import Cache, StatRecord, hash_file, write_atomically
 from lowbuild.sources.fetch import missing_artifact_lines
 from lowbuild.spec.model import ImageSpec, Pack
 
@@ -315,18 +323,21 @@ def assemble_context(
 
     Artifacts must already be in `cache` (run `fetch_artifacts` first): assembly
     never downloads, online or not (`offline` only shapes the message). A missing
-    one raises OfflineMissing naming it, its digest and the command that gets it.
-    A SpecError names the image.yaml for names leaving the context or clashing.
-    Unchanged inputs: nothing is rewritten. A failure leaves the previous staging
-    (or nothing) in place, never a half-built context. `inventory`: the one the plan
-    took (else it is taken here).
+    one raises OfflineMissing naming it, its digest and the command that gets it; a
+    cache entry whose bytes do not hash to its digest raises VerificationError
+    naming it and the fix. A SpecError names the image.yaml for names leaving the
+    context or clashing. Unchanged inputs and an untouched stage: nothing is
+    rewritten. A failure leaves the previous staging (or nothing) in place, never a
+    half-built context. Safe to call from several processes at once (one stages,
+    the others then find its stage). `inventory`: the one the plan took (else it is
+    taken here).
     """
     inventory = inventory or take_inventory(image)
     members, digest = inventory.members, inventory.digest
     artifact_digests = {a.file: a.sha256 for a in image.artifacts}
     final = stage_root / image.name
     state = stage_root / f".{image.name}.digest"
-    if final.is_dir() and state.is_file() and state.read_text().strip() == digest:
+    if _stage_is_current(final, state, digest):
         return StagedContext(final, digest, artifact_digests)
 
     missing = [a.file for a in image.artifacts if not cache.contains(a.sha256)]
@@ -334,25 +345,64 @@ def assemble_context(
         raise OfflineMissing(_missing_message(image, missing, offline=offline))
 
     stage_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".tmp", dir=stage_root))
-    try:
-        _materialise(image, members, tmp, cache)
-        # Drop the state first: a crash from here on must not leave a stale "unchanged".
-        state.unlink(missing_ok=True)
-        old = None
-        if final.exists():
-            old = final.with_name(f".{image.name}.old{os.getpid()}")
-            final.rename(old)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old)
-        state_tmp = state.with_name(state.name + ".tmp")
-        state_tmp.write_text(digest + "\n")
-        state_tmp.replace(state)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # One stager per image at a time, whichever process or thread: the swap below
+    # renames `final` twice, which two stagers interleaving would break.
+    with FileLock(stage_root / f".{image.name}.lock"):
+        if _stage_is_current(final, state, digest):
+            return StagedContext(final, digest, artifact_digests)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".tmp", dir=stage_root))
+        old: Path | None = None
+        try:
+            _materialise(image, members, tmp, cache)
+            files = _file_records(tmp, members)
+            # Drop the state first: a crash from here on must not leave a stale "unchanged".
+            state.unlink(missing_ok=True)
+            if final.exists():
+                # A fresh empty dir reserves a unique name; rename replaces an empty dir.
+                old = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".old", dir=stage_root))
+                final.rename(old)
+            tmp.rename(final)
+            write_atomically(state, json.dumps({"digest": digest, "files": files}) + "\n")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     return StagedContext(final, digest, artifact_digests)
+
+
+def _file_records(root: Path, members: Sequence[_Member]) -> dict[str, list[int]]:
+    """The stat record of every regular file just staged (after its mtime was fixed).
+
+    Unlike the cache's records these are kept although the files changed a moment ago
+    (see RACY_NS in lowbuild.sources.cache): every staged file carries the fixed pack
+    mtime, so any write moves its mtime to the present, whatever the clock tick, and
+    only a write followed by putting the mtime back within the same tick as the
+    staging itself would go unseen."""
+    return {
+        m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"
+    }
+
+
+def _stage_is_current(final: Path, state: Path, digest: str) -> bool:
+    """Whether the stage at `final` holds exactly what `digest` describes: its state
+    says so, and every staged file still has the stat it had when it was staged (a
+    file edited, replaced or swapped for another inode since is not trusted)."""
+    try:
+        recorded = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return False  # no state, or one from an older lowbuild: stage again
+    if not isinstance(recorded, dict) or recorded.get("digest") != digest:
+        return False
+    files = recorded.get("files")
+    if not isinstance(files, dict) or not final.is_dir():
+        return False
+    for rel, values in files.items():
+        expected = StatRecord.from_list(values)
+        if expected is None or StatRecord.current(final / rel) != expected:
+            return False
+    return True
 
 
 def _materialise(
@@ -367,7 +417,8 @@ def _materialise(
         elif member.kind == "symlink":
             dest.symlink_to(member.content)
         elif member.origin == "artifact":
-            cache.place(member.content, dest)
+            # Hashed on every placement: a stage never holds bytes it did not verify.
+            cache.copy_verified(member.content, dest, name=member.path)
         elif member.origin == "pack":
             assert member.pack is not None
             pack_deterministic(image.directory / member.pack.source, dest, member.pack.format)

@@ -22,6 +22,7 @@ import queue
 import stat
 import struct
 import tarfile
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -218,9 +219,11 @@ def pack_deterministic(
     """
     stamp = default_mtime() if mtime is None else mtime
     entries = list(walk_tree(source_dir))  # walk fully first: refuse before writing anything
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    # A unique name, not one per pid: two threads may pack to the same place at once.
+    fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    tmp = Path(name)
     try:
-        with tmp.open("wb") as raw:
+        with os.fdopen(fd, "wb") as raw:
             gz = _GzipWriter(raw, GZIP_LEVEL) if fmt == "tar.gz" else None
             blocks = _Blocks(gz if gz is not None else raw)
             try:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from lowbuild.context.assemble import assemble_context
 from lowbuild.plan.graph import FamilyGraph, select
-from lowbuild.sources.cache import Cache
-from lowbuild.sources.fetch import FetchReporter, fetch_artifacts
+from lowbuild.sources.cache import Cache, write_atomically
+from lowbuild.sources.fetch import FetchPolicy, FetchReporter, fetch_artifacts
 from lowbuild.spec.model import ImageSpec, Project
 
 
@@ -144,6 +144,7 @@ def export_bake(
         cache=cache,
         rewrites=project.rewrites,
         offline=offline,
+        policy=FetchPolicy(max_download=project.max_download),
         reporter=reporter,
     )
 
@@ -152,7 +153,5 @@ def export_bake(
 
     bake = bake_file(project, graph, names=selected, context_for=staged)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(bake.render())
-    tmp.replace(out)
+    write_atomically(out, bake.render())
     return bake

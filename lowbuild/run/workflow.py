@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from lowbuild.errors import EXIT_FAILED, SpecError, UsageError, VerificationError
+from lowbuild.errors import EXIT_FAILED, LowbuildError, SpecError, UsageError, VerificationError
 from lowbuild.plan.graph import FamilyGraph, build_graph, select
+from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from lowbuild.run.scheduler import Outcome
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
+# The run log of a build's downloads: a name no image can have (image names start
+# with a letter or digit).
+FETCH_LOG = "_fetch"
 
 
 def default_jobs() -> int:
@@ -130,8 +134,8 @@ def run_build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
-    from lowbuild.sources.fetch import fetch_artifacts
-    from lowbuild.sources.progress import reporter_for
+    from lowbuild.sources.fetch import FetchPolicy, fetch_artifacts
+    from lowbuild.sources.progress import LoggingReporter, reporter_for
 
     loaded = load(selection)
     project, engine = loaded.project, loaded.engine
@@ -140,19 +144,26 @@ def run_build(
     )
     to_build = [image for image in plan.images if image.action == "build"]
     cache = Cache(default_cache_root(options.cache_dir))
-    if to_build:
-        # Every input is verified (and, offline, known present) before the first build starts.
-        with reporter_for(err) as reporter:
-            fetch_artifacts(
-                [project.image(image.name) for image in to_build],
-                cache=cache,
-                rewrites=project.rewrites,
-                offline=options.offline,
-                jobs=4,
-                reporter=reporter,
-            )
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
+        if to_build:
+            # Every input is verified (and, offline, known present) before the first build
+            # starts; where each came from, or why not, goes to the run's FETCH_LOG too.
+            fetch_log = logs.sink(FETCH_LOG)
+            try:
+                with reporter_for(err) as shown:
+                    fetch_artifacts(
+                        [project.image(image.name) for image in to_build],
+                        cache=cache,
+                        rewrites=project.rewrites,
+                        offline=options.offline,
+                        jobs=4,
+                        policy=FetchPolicy(max_download=project.max_download),
+                        reporter=LoggingReporter(shown, fetch_log),
+                    )
+            except LowbuildError as exc:
+                fetch_log(f"error: {redact(str(exc))}")
+                raise
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
             f"logs in {logs.directory}",
@@ -305,25 +316,33 @@ def run_fetch(
 ) -> int:
     """`lowbuild fetch`: make the named images' artifacts (all when none are named) present
     and verified in the cache; or, with `print_digests`, print what each URL hashes to."""
-    from lowbuild.sources.fetch import compute_digests, fetch_artifacts
+    from lowbuild.sources.fetch import FetchPolicy, SilentReporter, compute_digests, fetch_artifacts
 
     project = load_project(project_file, allow_missing_digests=print_digests)
     named = select(build_graph(project), names, with_deps=False)
     images = [project.image(name) for name in named]
+    policy = FetchPolicy(max_download=project.max_download)
     if print_digests:
-        results = compute_digests(images, rewrites=project.rewrites, offline=offline)
+        results = compute_digests(
+            images, rewrites=project.rewrites, offline=offline, policy=policy
+        )
         for result in results:
+            url = redact(result.url)
             if result.sha256:
-                out.print(f"{result.sha256}  {result.file}  {result.url}", highlight=False, markup=False)
+                out.print(f"{result.sha256}  {result.file}  {url}", highlight=False, markup=False)
             else:
-                err.print(f"# {result.file}  {result.url}: {result.error}", highlight=False, markup=False)
+                err.print(f"# {result.file}  {url}: {result.error}", highlight=False, markup=False)
         got = {result.file for result in results if result.sha256}
         wanted = {artifact.file for image in images for artifact in image.artifacts}
         return 0 if wanted <= got else EXIT_FAILED
     cache = Cache(default_cache_root(cache_dir))
     wanted_digests = {artifact.sha256 for image in images for artifact in image.artifacts}
     if all(cache.contains(sha256) for sha256 in wanted_digests):
-        # All present (entries are verified on the way in): no progress display to set up.
+        # All present: no progress display to set up, but each entry is verified again
+        # (hashed, or its stat unchanged since it last hashed right) before saying so.
+        fetch_artifacts(
+            images, cache=cache, offline=offline, policy=policy, reporter=SilentReporter()
+        )
         err.print(
             f"{len(wanted_digests)} artifact(s) verified in {cache.root} (0 downloaded)",
             highlight=False,
@@ -338,6 +357,7 @@ def run_fetch(
             rewrites=project.rewrites,
             offline=offline,
             jobs=jobs,
+            policy=policy,
             reporter=reporter,
         )
     fetched = sum(1 for outcome in outcomes if outcome.source != "cache")

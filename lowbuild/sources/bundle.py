@@ -34,7 +34,7 @@ from lowbuild import __version__
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import Engine
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.sources.cache import CHUNK, Cache, hash_file
+from lowbuild.sources.cache import CHUNK, Cache, corrupt_entry_message, hash_file
 
 if TYPE_CHECKING:  # the graph is only read through its methods; no import of a later stage
     from lowbuild.plan.graph import FamilyGraph
@@ -246,8 +246,9 @@ def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out
             actual = hash_file(stage / rel)
             if actual != sha:
                 raise VerificationError(
-                    f"cache entry {cache.entry_path(sha)} hashes to {actual}; "
-                    "run `lowbuild cache verify` and fetch it again"
+                    corrupt_entry_message(
+                        path=cache.entry_path(sha), name=", ".join(files), expected=sha, actual=actual
+                    )
                 )
             size = (stage / rel).stat().st_size
             members.append(BundleMember(rel, "artifact", ", ".join(files), sha, size))
@@ -448,7 +449,10 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             source = tar.extractfile(info)
             assert source is not None  # a regular file, checked above
             if info.name in {MANIFEST, MANIFEST_SUM}:
-                data = source.read()
+                try:
+                    data = source.read()
+                except tarfile.TarError:
+                    raise _cut_short(bundle, info.name) from None
                 if info.name == MANIFEST:
                     manifest_data = data
                 else:
@@ -458,10 +462,13 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             # from them beyond one file name of our own choosing.
             target = scratch / f"{len(staged):06d}"
             digest = hashlib.sha256()
-            with target.open("wb") as out:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
+            try:
+                with target.open("wb") as out:
+                    while chunk := source.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except tarfile.TarError:
+                raise _cut_short(bundle, info.name) from None
             staged[info.name] = _Staged(target, digest.hexdigest(), target.stat().st_size)
     try:
         manifest = _checked_manifest(bundle, manifest_data, sum_data)
@@ -491,6 +498,15 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
     return manifest, staged
 
 
+def _cut_short(bundle: Path, member: str) -> VerificationError:
+    """The file ends inside `member` (a copy cut short): nothing after it can be read,
+    so this one fact is the whole refusal, on one line."""
+    return VerificationError(
+        f"bundle {bundle} refused, nothing was imported: it ends inside member {member} "
+        "(the file is cut short; copy it again)"
+    )
+
+
 def _refusal(bundle: Path, problems: Sequence[str]) -> VerificationError:
     return VerificationError(
         f"bundle {bundle} refused, nothing was imported:\n  " + "\n  ".join(problems)
@@ -507,10 +523,14 @@ def list_bundle(bundle: Path) -> list[BundleMember]:
             if info.name in {MANIFEST, MANIFEST_SUM} and info.isfile():
                 f = tar.extractfile(info)
                 assert f is not None
+                try:
+                    data = f.read()
+                except tarfile.TarError:
+                    raise _cut_short(bundle, info.name) from None
                 if info.name == MANIFEST:
-                    manifest_data = f.read()
+                    manifest_data = data
                 else:
-                    sum_data = f.read()
+                    sum_data = data
     manifest = _checked_manifest(bundle, manifest_data, sum_data)
     assert manifest_data is not None and sum_data is not None
     own = [

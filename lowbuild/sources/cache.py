@@ -7,18 +7,33 @@ Layout under the cache root (platformdirs' user cache dir "lowbuild", or
     sha256/.<hex>.partial    a download in progress (only while its lock is held)
     locks/<hex>.lock         per-entry lock, so concurrent processes download once
     quarantine/<hex>.<n>     entries `verify` found corrupt, kept for inspection
+    verified/<hex>           the entry's stat when its bytes last hashed right (StatRecord)
 
 An entry only appears by `os.replace` of a fully written, fsynced and verified
 partial file in the same directory, so a reader never sees partial or wrong bytes,
 whatever happens to the writer (even SIGKILL).
+
+Bytes can still rot or be edited in place afterwards, so an entry is never trusted
+for being there: every use hashes it again (`copy_verified`), or finds its stat
+unchanged since it last hashed right (`verified_entry`). A stat record keys on
+dev, inode, size, mtime_ns and ctime_ns: rewriting the bytes changes mtime, and
+putting mtime back (utime) changes ctime, which no process can set short of moving
+the clock. File times advance in clock ticks, not nanoseconds, so a record is only
+kept for a file last changed at least RACY_NS ago (as git does for its index): an
+edit in the same tick as the recorded change would otherwise leave the stat as is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import json
 import os
 import re
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +50,8 @@ ENTRY_MODE = 0o644
 DIR_MODE = 0o755
 # Big reads keep hashing near memory bandwidth without holding whole files in memory.
 CHUNK = 1024 * 1024
+# A stat record of a file changed less than this long ago is not kept (see above).
+RACY_NS = 2_000_000_000
 CACHE_ENV = "LOWBUILD_CACHE"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -67,6 +84,78 @@ def _make_dir(path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class StatRecord:
+    """What `stat` said about a file when its bytes were last hashed and found right.
+
+    The same stat later means the same bytes (see the module docstring for why ctime
+    is in it); anything else means "hash it again". Kept for cache entries here and
+    for the files of a staged context (lowbuild.context.assemble).
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> StatRecord:
+        """The record of `path` as it is now (the link itself, never a symlink's target)."""
+        st = path.lstat()
+        return cls(
+            dev=st.st_dev,
+            ino=st.st_ino,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+        )
+
+    @classmethod
+    def current(cls, path: Path) -> StatRecord | None:
+        """`of(path)`, or None when `path` cannot be stat'ed."""
+        try:
+            return cls.of(path)
+        except OSError:
+            return None
+
+    def to_list(self) -> list[int]:
+        return [self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns]
+
+    @classmethod
+    def from_list(cls, values: object) -> StatRecord | None:
+        """The inverse of `to_list`; None for anything that is not one."""
+        if not isinstance(values, list) or len(values) != 5:
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return None
+        dev, ino, size, mtime_ns, ctime_ns = values
+        return cls(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns, ctime_ns=ctime_ns)
+
+
+def write_atomically(path: Path, data: str) -> None:
+    """Replace `path` with `data` through a uniquely named temp file in the same
+    directory, so concurrent writers never collide and a reader sees old or new, whole."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(data)
+        tmp.chmod(ENTRY_MODE)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def corrupt_entry_message(*, path: Path, name: str, expected: str, actual: str) -> str:
+    """How every command names a cache entry whose bytes no longer match, and the fix."""
+    return (
+        f"cache entry for {name} is corrupt: {path} hashes to sha256 {actual}, not the pinned "
+        f"{expected}; run `lowbuild cache verify` (it quarantines the entry), then `lowbuild fetch`"
+    )
+
+
+@dataclass(frozen=True)
 class CacheEntry:
     """One stored entry: its sha256 hex, path and size in bytes."""
 
@@ -82,6 +171,18 @@ class BadEntry:
     sha256: str
     actual: str
     quarantined_to: Path
+
+
+class CacheWriteError(LowbuildError):
+    """Bytes could not be written into the cache (a full disk, a quota, a read-only
+    cache): names the cache path, since no other source or mirror would help."""
+
+
+def _cache_write_error(path: Path, exc: OSError) -> CacheWriteError:
+    reason = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}.get(
+        exc.errno or 0, exc.strerror or str(exc)
+    )
+    return CacheWriteError(f"cannot write to the cache: {path}: {reason}")
 
 
 class EntryWriter:
@@ -104,10 +205,13 @@ class EntryWriter:
         self.committed = False
 
     def __enter__(self) -> EntryWriter:
-        _make_dir(self.partial_path.parent)
-        # A partial left by a killed process: we hold the lock, so it is nobody's.
-        self.partial_path.unlink(missing_ok=True)
-        self._file = self.partial_path.open("wb")
+        try:
+            _make_dir(self.partial_path.parent)
+            # A partial left by a killed process: we hold the lock, so it is nobody's.
+            self.partial_path.unlink(missing_ok=True)
+            self._file = self.partial_path.open("wb")
+        except OSError as exc:
+            raise _cache_write_error(self.partial_path, exc) from None
         return self
 
     def __exit__(
@@ -117,14 +221,21 @@ class EntryWriter:
         tb: TracebackType | None,
     ) -> None:
         if self._file is not None:
-            self._file.close()
+            # Flushing the rest of a partial that is thrown away anyway may meet a full disk.
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
         if not self.committed:
             self.partial_path.unlink(missing_ok=True)
 
     def write(self, data: bytes) -> None:
+        """Append `data`; CacheWriteError (not OSError) when the cache cannot take it, so
+        a caller never mistakes it for a failure to read the source."""
         assert self._file is not None, "EntryWriter used outside its `with` block"
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _cache_write_error(self.partial_path, exc) from None
         self._sha256.update(data)
         if self._sha512 is not None:
             self._sha512.update(data)
@@ -162,15 +273,21 @@ class EntryWriter:
         problem = self.mismatch()
         if problem is not None:
             raise VerificationError(problem)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
-        # chmod, not the umask: entries are shared with other users of the cache.
-        self.partial_path.chmod(ENTRY_MODE)
         final = self._cache.entry_path(self.expected_sha256)
-        self.partial_path.replace(final)
+        try:
+            # Buffered bytes meet a full disk here at the latest.
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            # chmod, not the umask: entries are shared with other users of the cache.
+            self.partial_path.chmod(ENTRY_MODE)
+            self.partial_path.replace(final)
+        except OSError as exc:
+            raise _cache_write_error(self.partial_path, exc) from None
         self.committed = True
+        # Stat after the rename: a rename may update ctime.
+        self._cache.remember(self.expected_sha256, StatRecord.of(final))
         return final
 
 
@@ -189,6 +306,74 @@ class Cache:
     def contains(self, sha256: str) -> bool:
         return self.entry_path(sha256).is_file()
 
+    def _record_path(self, sha256: str) -> Path:
+        return self.root / "verified" / sha256
+
+    def remember(self, sha256: str, record: StatRecord) -> None:
+        """Record that the entry, with this stat, hashed to `sha256` just now.
+
+        Best effort: a cache this user cannot write to only costs a hash per use, and
+        so does an entry changed too recently for its stat to be trusted (RACY_NS)."""
+        if time.time_ns() - record.ctime_ns < RACY_NS:
+            return
+        try:
+            _make_dir(self.root / "verified")
+            write_atomically(self._record_path(sha256), json.dumps(record.to_list()) + "\n")
+        except OSError:
+            pass
+
+    def _recorded(self, sha256: str) -> StatRecord | None:
+        try:
+            return StatRecord.from_list(json.loads(self._record_path(sha256).read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def verified_entry(self, sha256: str, *, name: str) -> Path:
+        """The entry's path, once its bytes are known to hash to `sha256`: its stat matches
+        the record of its last good hash, or it is hashed again now (and recorded).
+
+        Raises VerificationError naming `name`, the entry and the fix when they do not
+        (and FileNotFoundError when there is no entry: check `contains` first)."""
+        path = self.entry_path(sha256)
+        before = StatRecord.of(path)
+        if self._recorded(sha256) == before:
+            return path
+        actual = hash_file(path)
+        if actual != sha256:
+            raise VerificationError(
+                corrupt_entry_message(path=path, name=name, expected=sha256, actual=actual)
+            )
+        if StatRecord.current(path) == before:  # unchanged while we read it
+            self.remember(sha256, before)
+        return path
+
+    def copy_verified(self, sha256: str, dest: Path, *, name: str) -> None:
+        """Copy the entry to `dest` (a new file, mode 0644), hashing exactly the bytes
+        written; VerificationError (and no `dest`) when they do not hash to `sha256`.
+
+        A copy, not a hard link: the copy is a file of its own, so nothing done to the
+        cache later (rot, an edit, a quarantine and a refetch) can change what was
+        staged, and staging's own metadata changes (utime) never touch the entry."""
+        path = self.entry_path(sha256)
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as src, dest.open("xb") as out:
+                before = StatRecord.of(path)
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            dest.chmod(ENTRY_MODE)
+            actual = digest.hexdigest()
+            if actual != sha256:
+                raise VerificationError(
+                    corrupt_entry_message(path=path, name=name, expected=sha256, actual=actual)
+                )
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        if StatRecord.current(path) == before:
+            self.remember(sha256, before)
+
     def entry_lock(self, sha256: str) -> FileLock:
         """An inter-process lock for one entry: hold it while creating that entry."""
         locks = self.root / "locks"
@@ -203,10 +388,14 @@ class Cache:
         return EntryWriter(cache=self, sha256=sha256, sha512=sha512)
 
     def admit_file(self, source: Path, *, sha256: str, sha512: str | None = None) -> Path:
-        """Copy `source` into the cache as `sha256`, verifying it; a no-op if already present."""
+        """Copy `source` into the cache as `sha256`, verifying it; a no-op if an entry whose
+        bytes still verify is already there (a corrupt one is replaced)."""
         with self.entry_lock(sha256):
             if self.contains(sha256):
-                return self.entry_path(sha256)
+                try:
+                    return self.verified_entry(sha256, name=source.name)
+                except VerificationError:
+                    pass  # rotted: the verified bytes from `source` replace it below
             with self.writer(sha256=sha256, sha512=sha512) as w, source.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     w.write(chunk)
@@ -252,10 +441,14 @@ class Cache:
         self.remove_stale_partials()
         bad: list[BadEntry] = []
         for entry in self.entries():
+            before = StatRecord.of(entry.path)
             actual = hash_file(entry.path)
             if actual == entry.sha256:
+                if StatRecord.current(entry.path) == before:
+                    self.remember(entry.sha256, before)
                 continue
             with self.entry_lock(entry.sha256):
+                self._record_path(entry.sha256).unlink(missing_ok=True)
                 quarantine = self.root / "quarantine"
                 _make_dir(quarantine)
                 n = 0
@@ -266,7 +459,13 @@ class Cache:
         return bad
 
     def place(self, sha256: str, dest: Path) -> None:
-        """Put the entry at `dest`: a hard link where the filesystem allows, else a copy."""
+        """Put the entry at `dest`: a hard link where the filesystem allows, else a copy.
+
+        For `bundle export` only, which hashes what it placed. Contexts get
+        `copy_verified` instead. A link (and its later removal) changes the entry's
+        ctime, so the entry's stat record no longer matches and its next use hashes
+        it again: a cost, never a wrong "verified". Refreshing the record here would
+        not help, since the scratch link is removed (ctime again) right after."""
         source = self.entry_path(sha256)
         dest.unlink(missing_ok=True)
         try:

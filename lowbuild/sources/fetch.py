@@ -11,6 +11,12 @@ server honours it (206 + a matching Content-Range), a bounded number of times.
 Redirects are followed by hand, a bounded number of hops, and credentials from the
 URL are only ever sent to the URL's own origin; no cookie is stored or sent.
 
+Every download is bounded: by the artifact's `size:` exactly (a Content-Length that
+disagrees, or one byte more, stops it), else by the project's `max-download:`
+ceiling, so a server streaming without end cannot fill the disk. What is already
+in the cache is only reported present after its bytes are verified again
+(`Cache.verified_entry`). URLs are shown through `redact`: no password is printed.
+
 `offline=True` never constructs an HTTP client, so no socket is opened at all;
 file:// URLs are still used.
 """
@@ -30,8 +36,9 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from lowbuild.errors import FetchError, OfflineMissing, VerificationError
-from lowbuild.sources.cache import CHUNK, Cache
-from lowbuild.spec.model import Artifact, ImageSpec, Rewrite
+from lowbuild.redact import redact
+from lowbuild.sources.cache import CHUNK, Cache, CacheWriteError
+from lowbuild.spec.model import DEFAULT_MAX_DOWNLOAD, Artifact, ImageSpec, Rewrite
 
 if TYPE_CHECKING:
     import httpx
@@ -50,6 +57,7 @@ class FetchPolicy:
     read_timeout: float = 30.0  # longest silence tolerated while reading
     max_redirects: int = 5
     max_resumes: int = 5  # Range resumes after a body was cut short
+    max_download: int = DEFAULT_MAX_DOWNLOAD  # bytes, for an artifact without `size:`
 
 
 class FetchReporter(Protocol):
@@ -87,7 +95,8 @@ class FetchOutcome:
 
 @dataclass(frozen=True)
 class ComputedDigest:
-    """`--print-digests`: the sha256 of what `url` serves for `file`, or why it failed."""
+    """`--print-digests`: the sha256 of what `url` serves for `file`, or why it failed.
+    `url` is as declared (credentials included): show it through `redact`."""
 
     image: str
     file: str
@@ -154,6 +163,43 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     """This URL will not work; go to the next."""
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """The most bytes one artifact's download may have; `declared`: it is the artifact's
+    own `size:` (then the body must have exactly that many bytes)."""
+
+    limit: int
+    declared: bool
+
+    @classmethod
+    def of(cls, artifact: Artifact, policy: FetchPolicy) -> _Bound:
+        if artifact.size is not None:
+            return cls(limit=artifact.size, declared=True)
+        return cls(limit=policy.max_download, declared=False)
+
+    def describe(self) -> str:
+        if self.declared:
+            return f"its declared size: {self.limit} bytes"
+        return (
+            f"the download limit of {self.limit} bytes (declare `size:` for this artifact, "
+            "or raise `max-download:` in lowbuild.yaml)"
+        )
+
+    def check_length(self, length: int | None) -> None:
+        """Refuse before reading a body whose announced length cannot be right."""
+        if length is None:
+            return
+        if self.declared and length != self.limit:
+            raise _Permanent(f"the server announces {length} bytes, not {self.describe()}")
+        if length > self.limit:
+            raise _Permanent(f"the server announces {length} bytes, more than {self.describe()}")
+
+    def check_more(self, have: int, more: int) -> None:
+        """Refuse `more` bytes on top of `have` when they would pass the limit."""
+        if have + more > self.limit:
+            raise _Permanent(f"stopped: the body is larger than {self.describe()}")
 
 
 class _ClientSource:
@@ -255,6 +301,7 @@ def _http_attempt(
     sink: _Sink,
     state: _ResumeState,
     policy: FetchPolicy,
+    bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
     """One request, resuming from `sink.size` when that is safe. Raises _Transient/_Permanent."""
@@ -276,7 +323,14 @@ def _http_attempt(
     except httpx.TransportError as exc:
         raise _Transient(_describe_transport_error(exc)) from None
     try:
-        _read_body(response=response, sink=sink, state=state, resuming=resuming, progress=progress)
+        _read_body(
+            response=response,
+            sink=sink,
+            state=state,
+            resuming=resuming,
+            bound=bound,
+            progress=progress,
+        )
     finally:
         response.close()
     if state.total is not None and sink.size != state.total:
@@ -291,6 +345,7 @@ def _read_body(
     sink: _Sink,
     state: _ResumeState,
     resuming: bool,
+    bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
     import httpx
@@ -305,11 +360,13 @@ def _read_body(
                 f"bad Content-Range {response.headers.get('Content-Range')!r} "
                 f"when resuming at byte {sink.size}"
             )
+        bound.check_length(total)
     elif status == 200:
         if sink.size > 0:  # the server ignored Range (or the file changed): start over
             sink.restart()
         length = response.headers.get("Content-Length")
         state.total = int(length) if length and length.isdigit() else None
+        bound.check_length(state.total)
         state.ranges_ok = response.headers.get("Accept-Ranges", "").lower() == "bytes"
         state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
     else:
@@ -319,6 +376,7 @@ def _read_body(
         # No chunk_size: httpx would buffer up to it, and bytes received before a
         # broken connection would be lost instead of resumed from.
         for chunk in response.iter_raw():
+            bound.check_more(sink.size, len(chunk))  # before the bytes touch the disk
             sink.write(chunk)
             progress(state.total, sink.size)
     except httpx.TransportError as exc:
@@ -359,6 +417,7 @@ def _download_http(
     url: str,
     sink: _Sink,
     policy: FetchPolicy,
+    bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
     state = _ResumeState()
@@ -373,6 +432,7 @@ def _download_http(
                 sink=sink,
                 state=state,
                 policy=policy,
+                bound=bound,
                 progress=progress,
             )
             return
@@ -393,18 +453,34 @@ def _file_url_path(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _copy_file_url(url: str, sink: _Sink, progress: Callable[[int | None, int], None]) -> None:
+def _copy_file_url(
+    url: str, sink: _Sink, bound: _Bound, progress: Callable[[int | None, int], None]
+) -> None:
     path = _file_url_path(url)
+    # Only reading the source is caught here: a sink that cannot write raises its own
+    # error (CacheWriteError, not an OSError), which names the cache, not the source.
     try:
-        with path.open("rb") as f:
-            total = path.stat().st_size
-            while chunk := f.read(CHUNK):
-                sink.write(chunk)
-                progress(total, sink.size)
+        f = path.open("rb")
     except FileNotFoundError:
         raise _Permanent(f"no such file: {path}") from None
     except OSError as exc:
         raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        try:
+            total = path.stat().st_size
+        except OSError as exc:
+            raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
+        bound.check_length(total)
+        while True:
+            try:
+                chunk = f.read(CHUNK)
+            except OSError as exc:
+                raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
+            if not chunk:
+                break
+            bound.check_more(sink.size, len(chunk))
+            sink.write(chunk)
+            progress(total, sink.size)
     if sink.size == 0:
         raise _Permanent("empty file")
 
@@ -415,14 +491,20 @@ def _download(
     url: str,
     sink: _Sink,
     policy: FetchPolicy,
+    bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
     scheme = urlsplit(url).scheme
     if scheme == "file":
-        _copy_file_url(url, sink, progress)
+        _copy_file_url(url, sink, bound, progress)
     elif scheme in ("http", "https"):
         _download_http(
-            client_source=client_source, url=url, sink=sink, policy=policy, progress=progress
+            client_source=client_source,
+            url=url,
+            sink=sink,
+            policy=policy,
+            bound=bound,
+            progress=progress,
         )
     else:
         raise _Permanent(f"unsupported URL scheme {scheme!r} (use http, https or file)")
@@ -449,6 +531,15 @@ class _Missing(Exception):
         self.tried = tried
 
 
+def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
+    """The artifact's entry once verified again, or None when the cache has none (also
+    when one vanished meanwhile, e.g. `cache verify` quarantined it)."""
+    try:
+        return cache.verified_entry(artifact.sha256, name=artifact.file)
+    except FileNotFoundError:
+        return None
+
+
 def _obtain(
     wanted: _Wanted,
     *,
@@ -458,15 +549,20 @@ def _obtain(
     policy: FetchPolicy,
     reporter: FetchReporter,
 ) -> FetchOutcome:
-    """Make sure the wanted digest is in the cache; raise _Missing with every URL's reason."""
+    """Make sure the wanted digest is in the cache; raise _Missing with every URL's reason.
+
+    An entry already there counts only once its bytes are verified again (a
+    VerificationError naming it and the fix otherwise); a cache that cannot be
+    written to raises CacheWriteError naming the cache path."""
     artifact = wanted.artifact
-    if cache.contains(artifact.sha256):
-        return FetchOutcome(wanted.image, artifact, cache.entry_path(artifact.sha256), "cache")
+    if (cached := _verified_in_cache(cache, artifact)) is not None:
+        return FetchOutcome(wanted.image, artifact, cached, "cache")
     tried: list[str] = []
+    bound = _Bound.of(artifact, policy)
     with cache.entry_lock(artifact.sha256):
         # Another process may have finished it while we waited for the lock.
-        if cache.contains(artifact.sha256):
-            return FetchOutcome(wanted.image, artifact, cache.entry_path(artifact.sha256), "cache")
+        if (cached := _verified_in_cache(cache, artifact)) is not None:
+            return FetchOutcome(wanted.image, artifact, cached, "cache")
         for url in wanted.urls:
             if offline and urlsplit(url).scheme != "file":
                 continue
@@ -486,16 +582,19 @@ def _obtain(
                         url=url,
                         sink=writer,
                         policy=policy,
+                        bound=bound,
                         progress=progress,
                     )
                     path = writer.commit()
-                except (_Permanent, _Transient) as exc:
-                    tried.append(f"{url}: {exc}")
+                except (_Permanent, _Transient, VerificationError) as exc:
+                    tried.append(redact(f"{url}: {exc}"))
                     continue
-                except VerificationError as exc:
-                    tried.append(f"{url}: {exc}")
-                    continue
-            reporter.finished(artifact.file, f"{artifact.file}  {writer.size} bytes  from {url}")
+                except CacheWriteError as exc:
+                    # No other URL would help: the cache itself cannot take the bytes.
+                    raise CacheWriteError(f"{artifact.file}: {exc}") from None
+            reporter.finished(
+                artifact.file, redact(f"{artifact.file}  {writer.size} bytes  from {url}")
+            )
             return FetchOutcome(wanted.image, artifact, path, url)
     raise _Missing(wanted, tried)
 
@@ -560,7 +659,8 @@ def fetch_artifacts(
 ) -> list[FetchOutcome]:
     """Make every artifact of `images` present and verified in `cache`.
 
-    Downloads run in `jobs` threads. Raises OfflineMissing (offline, listing every
+    Downloads run in `jobs` threads. Raises VerificationError (a cache entry whose
+    bytes no longer match, named with the fix), OfflineMissing (offline, listing every
     missing file with its digest and the command that gets it) or FetchError
     (naming each failed artifact and every URL tried, with the reason for each).
     Artifacts that did succeed stay in the cache either way.
@@ -571,6 +671,7 @@ def fetch_artifacts(
     client_source = _ClientSource(policy, offline=offline)
     outcomes: list[FetchOutcome] = []
     failed: list[_Missing] = []
+    corrupt: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [
@@ -590,8 +691,12 @@ def fetch_artifacts(
                     outcomes.append(future.result())
                 except _Missing as exc:
                     failed.append(exc)
+                except VerificationError as exc:
+                    corrupt.append(str(exc))
     finally:
         client_source.close()
+    if corrupt:
+        raise VerificationError("\n".join(corrupt))
     if failed:
         if offline:
             raise OfflineMissing(_offline_message(failed))
@@ -626,11 +731,12 @@ def compute_digests(
                             url=url,
                             sink=sink,
                             policy=policy,
+                            bound=_Bound.of(artifact, policy),
                             progress=lambda total, done: None,
                         )
                     except (_Permanent, _Transient) as exc:
                         results.append(
-                            ComputedDigest(image.name, artifact.file, url, None, str(exc))
+                            ComputedDigest(image.name, artifact.file, url, None, redact(str(exc)))
                         )
                         continue
                     results.append(ComputedDigest(image.name, artifact.file, url, sink.sha256))

@@ -4,7 +4,9 @@ artifact otherwise (CI logs stay readable). Both are FetchReporters, thread-safe
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -16,6 +18,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+if TYPE_CHECKING:
+    from lowbuild.sources.fetch import FetchReporter
 
 
 class LineReporter:
@@ -89,6 +94,25 @@ class BarReporter:
         tb: TracebackType | None,
     ) -> None:
         self._progress.stop()
+
+
+class LoggingReporter:
+    """Passes everything on to `shown` and writes each finished download to `log` too
+    (a run log line writer), so a build's log says where its inputs came from."""
+
+    def __init__(self, shown: FetchReporter, log: Callable[[str], None]) -> None:
+        self._shown = shown
+        self._log = log
+
+    def started(self, name: str, total: int | None) -> None:
+        self._shown.started(name, total)
+
+    def advanced(self, name: str, nbytes: int) -> None:
+        self._shown.advanced(name, nbytes)
+
+    def finished(self, name: str, message: str) -> None:
+        self._shown.finished(name, message)
+        self._log(f"fetched {message}")
 
 
 def reporter_for(console: Console) -> LineReporter | BarReporter:

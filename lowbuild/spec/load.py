@@ -22,7 +22,9 @@ from yaml.constructor import SafeConstructor
 from lowbuild.engines.base import ENGINE_NAMES
 from lowbuild.engines.changes import parse_change
 from lowbuild.errors import Location, SpecError
+from lowbuild.redact import redact
 from lowbuild.spec.model import (
+    DEFAULT_MAX_DOWNLOAD,
     Artifact,
     BasePin,
     CommandTest,
@@ -52,7 +54,18 @@ _SHA512 = re.compile(r"^[0-9a-f]{128}$")
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 _URL_SCHEMES = ("http", "https", "file")
 
-_PROJECT_KEYS = ("name", "namespace", "tag", "engine", "contexts", "mirrors", "bases")
+_PROJECT_KEYS = (
+    "name",
+    "namespace",
+    "tag",
+    "engine",
+    "contexts",
+    "mirrors",
+    "bases",
+    "max-download",
+)
+_BYTE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+_BYTE_SIZE = re.compile(r"^([0-9]+) ?(KiB|MiB|GiB|TiB)?$")
 _IMAGE_KEYS = (
     "name",
     "parent",
@@ -96,6 +109,9 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
     engine = _engine(doc, fields.get("engine"))
     rewrites = _mirrors(doc, fields.get("mirrors"))
     bases = _bases(doc, fields.get("bases"))
+    max_download = DEFAULT_MAX_DOWNLOAD
+    if "max-download" in fields:
+        max_download = _byte_size(doc, fields["max-download"], what="max-download")
     images = tuple(
         _image(directory, allow_missing_digests=allow_missing_digests)
         for directory in _context_directories(doc, fields.get("contexts"))
@@ -111,6 +127,7 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
         bases=bases,
         images=images,
         location=doc.at(root),
+        max_download=max_download,
     )
 
 
@@ -615,7 +632,10 @@ def _artifact(
 ) -> Artifact:
     what = f"artifacts[{index}]"
     fields = doc.fields(
-        node, what=what, keys=("file", "urls", "sha256", "sha512"), required=("file", "urls")
+        node,
+        what=what,
+        keys=("file", "urls", "sha256", "sha512", "size"),
+        required=("file", "urls"),
     )
     file = doc.context_path(fields["file"], what=f"{what}.file")
     urls = doc.texts(fields["urls"], what=f"{what}.urls")
@@ -624,7 +644,7 @@ def _artifact(
     for url_node, url in zip(doc.items(fields["urls"], what="urls"), urls, strict=True):
         if urlsplit(url).scheme not in _URL_SCHEMES:
             doc.fail(
-                f"artifact {file!r}: URL {url!r} must start with http://, https:// or file://",
+                f"artifact {file!r}: URL {redact(url)!r} must start with http://, https:// or file://",
                 url_node,
             )
     sha256 = ""
@@ -643,7 +663,25 @@ def _artifact(
         sha512 = _digest(
             doc, fields["sha512"], what=f"artifact {file!r} sha512", pattern=_SHA512, digits=128
         )
-    return Artifact(file=file, urls=urls, sha256=sha256, sha512=sha512, location=doc.at(node))
+    size = (
+        _byte_size(doc, fields["size"], what=f"artifact {file!r} size")
+        if "size" in fields
+        else None
+    )
+    return Artifact(
+        file=file, urls=urls, sha256=sha256, sha512=sha512, size=size, location=doc.at(node)
+    )
+
+
+def _byte_size(doc: _Document, node: yaml.Node, *, what: str) -> int:
+    """A number of bytes: `1048576`, or with a binary unit: `512MiB`, `4GiB`."""
+    value = doc.text(node, what=what)
+    match = _BYTE_SIZE.match(value)
+    if not match or int(match[1]) == 0:
+        doc.fail(
+            f"{what} must be a number of bytes above 0, like 1048576 or 4GiB, not {value!r}", node
+        )
+    return int(match[1]) * _BYTE_UNITS[match[2] or ""]
 
 
 def _digest(

@@ -13,6 +13,8 @@ from typing import Literal
 from lowbuild.errors import Location
 
 RecipeKind = Literal["dockerfile", "commit"]
+# A server streaming without end must not fill the disk before the digest check fails.
+DEFAULT_MAX_DOWNLOAD = 1024**3
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,15 @@ class Artifact:
     """A file fetched from one of `urls` (mirrors, tried in order) and verified.
 
     `file` is its name inside the build context (relative, no `..`).
-    `sha256` is mandatory; `sha512`, when given, is checked too.
+    `sha256` is mandatory; `sha512`, when given, is checked too. `size` (bytes), when
+    given, bounds the download exactly; without it the project's `max_download` does.
     """
 
     file: str
     urls: tuple[str, ...]
     sha256: str
     sha512: str | None = None
+    size: int | None = None
     location: Location | None = field(default=None, compare=False)
 
 
@@ -151,6 +155,8 @@ class Project:
     bases: tuple[BasePin, ...] = ()
     images: tuple[ImageSpec, ...] = ()
     location: Location | None = field(default=None, compare=False)
+    # Largest download of an artifact without `size:` (`max-download:`, in bytes).
+    max_download: int = DEFAULT_MAX_DOWNLOAD
 
     def image_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.images)

@@ -14,6 +14,8 @@ The first path segment picks the behaviour, the rest names a payload:
   /loop/NAME        302 to /loop2/NAME, which 302s back: a redirect loop
   /redirect/NAME    302 to http://localhost:PORT/ok/NAME (another origin) with a Set-Cookie
   /slow/NAME        like /ok, but sends 4 KiB every `slow_delay` seconds
+  /flood/NAME       200 with no Content-Length, NAME's payload over and over (up to
+                    FLOOD_LIMIT bytes) until the client hangs up; bytes sent in `flooded`
 Every request is logged (path, headers) so tests can count downloads.
 """
 
@@ -33,9 +35,13 @@ class Request:
     headers: dict[str, str]
 
 
+FLOOD_LIMIT = 512 * 1024 * 1024  # what "streams forever" means here: far past any test limit
+
+
 @dataclass
 class FaultState:
     payloads: dict[str, bytes] = field(default_factory=dict)
+    flooded: int = 0  # bytes the /flood/ mode managed to send before the client hung up
     requests: list[Request] = field(default_factory=list)
     slow_delay: float = 0.05
     stop: threading.Event = field(default_factory=threading.Event)
@@ -117,6 +123,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[i : i + 4096])
                 self.wfile.flush()
                 time.sleep(state.slow_delay)
+        elif mode == "flood":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")  # the body ends when the connection does
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while state.flooded < FLOOD_LIMIT and not state.stop.is_set():
+                    self.wfile.write(body)
+                    with state.lock:
+                        state.flooded += len(body)
+            except OSError:
+                pass  # the client hung up: what the test wants to see
         else:
             self._simple(400, b"unknown mode")
 

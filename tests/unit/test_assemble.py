@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lowbuild.context.assemble import assemble_context, context_digest, take_inventory
-from lowbuild.errors import Location, OfflineMissing, SpecError
+from lowbuild.errors import Location, OfflineMissing, SpecError, VerificationError
 from lowbuild.sources.cache import Cache
 from lowbuild.spec.model import Artifact, ImageSpec, Pack
 
@@ -84,8 +84,8 @@ def test_context_is_staged_with_files_artifacts_and_packs(tmp_path: Path, cache:
         "nginx.tar.gz",
     ]
     assert (staged.path / "nginx.tar.gz").read_bytes() == SOURCE
-    # same filesystem: the artifact is a hard link to the cache entry, not a copy
-    assert (staged.path / "nginx.tar.gz").stat().st_ino == cache.entry_path(
+    # the stage's own verified copy: nothing done to the cache later can reach it
+    assert (staged.path / "nginx.tar.gz").stat().st_ino != cache.entry_path(
         SOURCE_SHA
     ).stat().st_ino
     assert (staged.path / "entry.sh").stat().st_mode & 0o777 == 0o755
@@ -140,7 +140,11 @@ def test_changed_input_restages_atomically(tmp_path: Path, cache: Cache) -> None
     second = assemble_context(web_image(context), cache=cache, stage_root=tmp_path / "stage")
     assert second.digest != first.digest
     assert (second.path / "Dockerfile").read_text() == "FROM base\n"
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [".web.digest", "web"]
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [
+        ".web.digest",
+        ".web.lock",
+        "web",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["../escape.tar.gz", "/etc/evil", "sub/../../x"])
@@ -186,25 +190,23 @@ def test_missing_artifact_is_named_with_the_command_that_gets_it(tmp_path: Path)
     assert not (tmp_path / "stage" / "web").exists()
 
 
-class DiskFullCache(Cache):
-    """A cache whose entries cannot be placed: staging fails half way, like on a full disk."""
-
-    def place(self, sha256: str, dest: Path) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
-
-
 def test_failure_midway_leaves_previous_staging_and_no_temp_dirs(
     tmp_path: Path, cache: Cache
 ) -> None:
     context = make_context(tmp_path)
     first = assemble_context(web_image(context), cache=cache, stage_root=tmp_path / "stage")
     (context / "Dockerfile").write_text("FROM base\nRUN changed\n")
-    with pytest.raises(OSError, match="No space left"):
-        assemble_context(
-            web_image(context), cache=DiskFullCache(cache.root), stage_root=tmp_path / "stage"
-        )
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [".web.digest", "web"]
-    assert (tmp_path / "stage" / ".web.digest").read_text().strip() == first.digest
+    # A real failure half way: the artifact's cache entry rotted since the first staging.
+    entry = cache.entry_path(SOURCE_SHA)
+    entry.write_bytes(entry.read_bytes()[::-1])
+    with pytest.raises(VerificationError, match=r"nginx\.tar\.gz is corrupt"):
+        assemble_context(web_image(context), cache=cache, stage_root=tmp_path / "stage")
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [
+        ".web.digest",
+        ".web.lock",
+        "web",
+    ]
+    assert json.loads((tmp_path / "stage" / ".web.digest").read_text())["digest"] == first.digest
     assert "changed" not in (first.path / "Dockerfile").read_text()
 
 
