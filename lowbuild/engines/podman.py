@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import REMOVE_TIMEOUT_S, EngineName, LogSink
+from lowbuild.engines.base import EngineName, LogSink
 from lowbuild.engines.commands import (
     build_flags,
     labels_as_one_step,
     run_command,
     run_iidfile_build,
 )
-from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
+from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
 
 
 class PodmanEngine(WhalesEngine):
@@ -65,8 +65,7 @@ class PodmanEngine(WhalesEngine):
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
-        argv = [self.binary, "rm", "--force", "--ignore", "--time", "0", name]
-        run_command(argv, timeout=REMOVE_TIMEOUT_S)
+        remove_containers([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
 
     def build_containers(self) -> frozenset[str]:
         # A stopped `podman build` leaves its buildah working container behind (seen with
