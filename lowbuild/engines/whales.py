@@ -1,5 +1,7 @@
 """What podman, docker and docker buildx share: containers and images driven through
-python-on-whales' DockerClient with the engine's binary as `client_call`.
+python-on-whales' DockerClient with the engine's binary as `client_call`. Starting,
+waiting for, reading and removing containers are our own commands instead, each with a
+time limit (python-on-whales' have none): see `_started`.
 
 Subclasses add `build` and the few commands whose flags differ per engine
 (commit, save, push): see podman.py, docker.py, buildx.py. buildah.py borrows the
