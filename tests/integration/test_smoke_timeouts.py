@@ -5,7 +5,8 @@ close to N, and leave no container behind.
 The image under test is the busybox base with a label of this module's own, so the
 containers it spawns are found by that label (containers inherit their image's labels),
 whatever other containers the machine runs at the same time. Its default command is a
-server that accepts a connection on 8080 and never says a word.
+server that accepts a connection on 8080 and never says a word (and one on 8081 that
+answers at once).
 """
 
 from __future__ import annotations
@@ -50,12 +51,15 @@ class Silent:
 def silent(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Silent]:
     value = secrets.token_hex(6)
     context = tmp_path_factory.mktemp("silent")
-    # `sleep | nc`: nc's stdin never ends, so it holds each connection open, reading,
-    # and never answers; the loop listens again after a client gives up.
+    # 8080, `sleep | nc`: nc's stdin never ends, so it holds each connection open,
+    # reading, and never answers; the loop listens again after a client gives up.
+    # 8081: busybox httpd, which answers at once.
     (context / "Dockerfile").write_text(
         f"FROM {BASE_IMAGE}\n"
         f"LABEL {MARKER}={value}\n"
-        'CMD ["sh", "-c", "while :; do sleep 3600 | nc -l -p 8080; done"]\n'
+        "RUN mkdir /www && echo served-in-time > /www/index.html\n"
+        'CMD ["sh", "-c", "httpd -p 8081 -h /www; '
+        'while :; do sleep 3600 | nc -l -p 8080; done"]\n'
     )
     ref = f"localhost/lowbuild-test/{engine.name}-silent-{value}:1"
     engine.build(context=context, tags=[ref])
@@ -65,6 +69,20 @@ def silent(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def _containers_left(engine: Engine, silent: Silent) -> list[str]:
     return list(engine.list_containers(label=silent.label))
+
+
+def test_tests_that_finish_in_time_pass_as_before(engine: Engine, silent: Silent) -> None:
+    http = run_smoke_test(
+        engine, image=silent.ref, test=HttpTest(port=8081, expect="served-in-time", timeout=20)
+    )
+    command = run_smoke_test(
+        engine,
+        image=silent.ref,
+        test=CommandTest(command=("sh", "-c", "echo one\necho two\n"), expect="two", timeout=20),
+    )
+    assert http.summary == "GET / → 200, body has 'served-in-time'"
+    assert command.summary == "echo one ⏎ echo two → exit 0, output has 'two'"
+    assert _containers_left(engine, silent) == []
 
 
 def test_command_that_outlives_its_timeout_fails_in_time_and_leaves_no_container(
