@@ -18,13 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from lowbuild.engines.base import (
-    LOG_AFTER_TIMEOUT_S,
-    Engine,
-    LogSink,
-    RunningContainer,
-    seconds_left,
-)
+from lowbuild.engines.base import LOG_AFTER_TIMEOUT_S, Engine, LogSink, RunningContainer
 from lowbuild.errors import EngineTimedOut, LowbuildError, SmokeTestFailed
 from lowbuild.spec.model import CommandTest, HttpTest
 
@@ -91,7 +85,7 @@ def _http_test(engine: Engine, *, image: str, test: HttpTest, log: LogSink | Non
             last = "no answer yet"
             # trust_env=False: a proxy from the environment must not see loopback probes.
             with httpx.Client(trust_env=False) as client:
-                while (left := seconds_left(deadline)) is not None and left > 0:
+                while (left := deadline - time.monotonic()) > 0:
                     try:
                         response = client.get(url, timeout=min(_PROBE_TIMEOUT_S, left))
                     except httpx.TransportError as exc:
@@ -105,7 +99,7 @@ def _http_test(engine: Engine, *, image: str, test: HttpTest, log: LogSink | Non
                                 f", body has {test.expect!r}" if test.expect else ""
                             )
                         last = f"status {response.status_code}, body starts {body[:200]!r}"
-                    time.sleep(min(0.5, seconds_left(deadline) or 0.0))
+                    time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
             logs = _safe_logs(engine, container)
             raise SmokeTestFailed(
                 f"{image}: GET {test.path} on port {test.port} timed out after "
