@@ -67,6 +67,19 @@ class EngineError(LowbuildError):
         )
 
 
+class EngineTimedOut(EngineError):
+    """An engine command did not finish within its time limit and was killed.
+
+    `output` is what the work had printed by then, when it could be read (a smoke
+    command's container log), for the message of whoever set the limit.
+    """
+
+    def __init__(self, command: Sequence[str], *, seconds: float, output: str = "") -> None:
+        self.seconds = seconds
+        self.output = output
+        super().__init__(command, -1, f"no answer within {seconds:g} s")
+
+
 class EngineUnavailable(LowbuildError):
     """No engine (or not the asked-for engine) can work on this host."""
 

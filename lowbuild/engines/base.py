@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -19,6 +20,21 @@ OWNED_LABEL = "lowbuild.owned"
 """Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found:
 `engine.list_containers(label=OWNED_LABEL)`. Except a commit recipe's working container:
 commit would copy the label into the image, so it is known by its name (`lowbuild-…`)."""
+
+REMOVE_TIMEOUT_S = 10.0
+"""How long removing a container may take (the engine kills it first) before lowbuild
+gives up on an engine that hangs: normally well under a second."""
+
+
+LOG_AFTER_TIMEOUT_S = 3.0
+"""How long reading the log of a container that ran out of time may take: its user has
+waited for the timeout already, and an engine that hangs must not hold them longer."""
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (a time.monotonic() value), never below 0; None: no limit."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 _FULL_ID = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
 
@@ -120,22 +136,34 @@ class Engine(Protocol):
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
+        timeout: float | None = None,
     ) -> AbstractContextManager[RunningContainer]:
         """Start a detached container; publish each container port on a free host port
-        (loopback). Leaving the `with` block removes the container whatever happened."""
+        (loopback). Leaving the `with` block removes the container whatever happened.
+        Starting takes at most `timeout` seconds (the engine command is killed and
+        EngineTimedOut raised), the removal at most REMOVE_TIMEOUT_S."""
         ...
 
     def exec(self, container: RunningContainer, command: Sequence[str]) -> str:
         """Run a command in a running container; return its stdout."""
         ...
 
-    def logs(self, container: RunningContainer) -> str: ...
+    def logs(self, container: RunningContainer, *, timeout: float | None = None) -> str:
+        """The container's output so far: its stdout, then its stderr."""
+        ...
 
     def run_once(
-        self, *, image: str, command: Sequence[str], network: str | None = None
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        network: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, str]:
         """Run a command in a fresh container to completion; (exit code, stdout+stderr).
-        The container is removed."""
+        The container is removed whatever happens. When the command (container start
+        included) has not finished within `timeout` seconds, or an engine command hangs
+        that long, raises EngineTimedOut carrying the output so far."""
         ...
 
     def commit(

@@ -141,21 +141,34 @@ class BuildahEngine:
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
+        timeout: float | None = None,
     ) -> AbstractContextManager[RunningContainer]:
         return self.podman.run(
-            image=image, command=command, publish=publish, network=network, name=name
+            image=image,
+            command=command,
+            publish=publish,
+            network=network,
+            name=name,
+            timeout=timeout,
         )
 
     def exec(self, container: RunningContainer, command: Sequence[str]) -> str:
         return self.podman.exec(container, command)
 
-    def logs(self, container: RunningContainer) -> str:
-        return self.podman.logs(container)
+    def logs(self, container: RunningContainer, *, timeout: float | None = None) -> str:
+        return self.podman.logs(container, timeout=timeout)
 
     def run_once(
-        self, *, image: str, command: Sequence[str], network: str | None = None
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        network: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, str]:
-        return self.podman.run_once(image=image, command=command, network=network)
+        return self.podman.run_once(
+            image=image, command=command, network=network, timeout=timeout
+        )
 
     def commit(
         self,

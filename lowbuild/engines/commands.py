@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import LogSink
 from lowbuild.engines.changes import dockerfile_word as _dockerfile_word
-from lowbuild.errors import EngineError, EngineUnavailable
+from lowbuild.errors import EngineError, EngineTimedOut, EngineUnavailable
 
 if TYPE_CHECKING:
     from python_on_whales.utils import ValidPath
@@ -58,8 +58,9 @@ def run_command(
     merged into stdout so the lines keep their order; each line is passed to `log` as it
     arrives, and a failure carries the whole merged output (a build's failing RUN prints its
     message on stdout with podman and on stderr with docker: the caller needs both).
-    A missing binary raises EngineUnavailable; a timeout raises EngineError with exit -1
-    (`timeout` is for quick queries: a streamed command is only timed once its output ends).
+    A missing binary raises EngineUnavailable; past `timeout` the command is killed and
+    EngineTimedOut (an EngineError, exit -1) raised. `timeout` is for commands whose output
+    is not streamed: a streamed command is only timed once its output ends.
     """
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
@@ -87,7 +88,8 @@ def run_command(
             "(run `lowbuild doctor`)"
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(args, -1, f"no answer within {timeout} s") from exc
+        assert timeout is not None  # only a timed command can expire
+        raise EngineTimedOut(args, seconds=timeout) from exc
 
 
 _LIVE: set[subprocess.Popen[str]] = set()

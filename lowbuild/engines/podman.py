@@ -24,7 +24,7 @@ from lowbuild.engines.commands import (
     run_command,
     run_iidfile_build,
 )
-from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
+from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
 
 
 class PodmanEngine(WhalesEngine):
@@ -79,7 +79,7 @@ class PodmanEngine(WhalesEngine):
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
-        run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
+        remove_containers([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
 
     def build_containers(self) -> frozenset[str]:
         # A stopped `podman build` leaves its buildah working container behind (seen with

@@ -1,5 +1,7 @@
 """What podman, docker and docker buildx share: containers and images driven through
-python-on-whales' DockerClient with the engine's binary as `client_call`.
+python-on-whales' DockerClient with the engine's binary as `client_call`. Starting,
+waiting for, reading and removing containers are our own commands instead, each with a
+time limit (python-on-whales' have none): see `_started`.
 
 Subclasses add `build` and the few commands whose flags differ per engine
 (commit, save, push): see podman.py, docker.py, buildx.py. buildah.py borrows the
@@ -12,13 +14,17 @@ import functools
 import json
 import re
 import secrets
+import shlex
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowbuild.engines.base import (
+    LOG_AFTER_TIMEOUT_S,
     OWNED_LABEL,
+    REMOVE_TIMEOUT_S,
     EngineName,
     ImageInfo,
     LogSink,
@@ -26,18 +32,17 @@ from lowbuild.engines.base import (
     ShellStep,
     WorkStep,
     normalise_image_id,
+    seconds_left,
 )
 from lowbuild.engines.changes import Change, docker_changes, parse_changes
-from lowbuild.engines.commands import run_command, whales_errors
-from lowbuild.errors import EngineError
+from lowbuild.engines.commands import CommandOutput, run_command, whales_errors
+from lowbuild.errors import EngineError, EngineTimedOut
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
 
 QUICK_TIMEOUT_S = 30.0
 """For commands that only ask the engine something (version, info)."""
-
-OWNED = {OWNED_LABEL: "true"}
 
 
 def says_image_missing(error: EngineError) -> bool:
@@ -144,6 +149,23 @@ def new_container_name() -> str:
     return f"lowbuild-{secrets.token_hex(6)}"
 
 
+def remove_containers(argv: Sequence[str], *, check: bool = True) -> CommandOutput:
+    """Run `argv`, an `rm --force` of containers, for at most REMOVE_TIMEOUT_S.
+
+    An engine that takes longer is an EngineError naming the command to run later, not
+    an EngineTimedOut: the caller's own time limit (a smoke test's) is not what ran out.
+    """
+    try:
+        return run_command(argv, timeout=REMOVE_TIMEOUT_S, check=check)
+    except EngineTimedOut as exc:
+        raise EngineError(
+            argv,
+            -1,
+            f"the engine did not remove the container within {REMOVE_TIMEOUT_S:g} s;"
+            f" remove it later: {shlex.join(argv)}",
+        ) from exc
+
+
 def _published_ports(ports: Mapping[str, Any] | None, publish: Sequence[int]) -> dict[int, int]:
     found: dict[int, int] = {}
     for port in publish:
@@ -225,10 +247,20 @@ class WhalesEngine:
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
+        timeout: float | None = None,
     ) -> AbstractContextManager[RunningContainer]:
         return self._started(
-            image=image, command=command, publish=publish, network=network, name=name
+            image=image,
+            command=command,
+            publish=publish,
+            network=network,
+            name=name,
+            deadline=None if timeout is None else time.monotonic() + timeout,
         )
+
+    # The container commands are ours, not python-on-whales': its commands have no time
+    # limit, and a smoke test's must hold even when the engine CLI itself hangs (the
+    # command is killed at the deadline and the container removed).
 
     @contextmanager
     def _started(
@@ -240,6 +272,7 @@ class WhalesEngine:
         publish: Sequence[int] = (),
         network: str | None = None,
         name: str | None = None,
+        deadline: float | None = None,
     ) -> Iterator[RunningContainer]:
         name = name or new_container_name()
         # On the host's network a container's ports are the host's own: engines discard
@@ -248,25 +281,31 @@ class WhalesEngine:
         # the host: its user sets `netns = "host"` in containers.conf, which makes the
         # host's network the default one, so it is read back from the container.
         on_host = network == "host"
+        argv = [self.binary, "run", "--detach", "--name", name, "--label", f"{OWNED_LABEL}=true"]
+        if entrypoint is not None:
+            argv += ["--entrypoint", entrypoint]
+        if network:
+            argv += ["--network", network]
+        if not on_host:
+            # An empty host port lets the engine pick a free one, without the race of
+            # choosing it here; we read back what it chose.
+            argv += [flag for port in publish for flag in ("--publish", f"127.0.0.1::{port}")]
         try:
-            with whales_errors():
-                container = self.client.run(
-                    image,
-                    list(command or ()),
-                    detach=True,
-                    name=name,
-                    entrypoint=entrypoint,
-                    labels=OWNED,
-                    networks=[network] if network else [],
-                    # An empty host port lets the engine pick a free one, without the race
-                    # of choosing it here; we read back what it chose.
-                    publish=[] if on_host else [("127.0.0.1:", port) for port in publish],
-                )
-                if publish and not on_host:
-                    on_host = container.host_config.network_mode == "host"
-                ports = container.network_settings.ports if publish and not on_host else None
+            container_id = (
+                run_command([*argv, image, *(command or ())], timeout=seconds_left(deadline))
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            ports = None
+            if publish and not on_host:
+                inspected = run_command(
+                    [self.binary, "container", "inspect", name], timeout=seconds_left(deadline)
+                ).stdout
+                document = json.loads(inspected)[0]
+                on_host = (document.get("HostConfig") or {}).get("NetworkMode") == "host"
+                ports = (document.get("NetworkSettings") or {}).get("Ports")
             yield RunningContainer(
-                id=container.id,
+                id=container_id,
                 name=name,
                 ports={p: p for p in publish} if on_host else _published_ports(ports, publish),
             )
@@ -275,45 +314,53 @@ class WhalesEngine:
 
     def _remove_container(self, name: str) -> None:
         """Force-remove container `name`; a container that is already gone is fine."""
-        try:
-            with whales_errors():
-                self.client.container.remove(name, force=True)
-        except EngineError as exc:
+        argv = [self.binary, "rm", "--force", name]
+        removed = remove_containers(argv, check=False)
+        if removed.returncode != 0:
             from python_on_whales.exceptions import NoSuchContainer
             from python_on_whales.utils import get_docker_exception_type
 
-            if get_docker_exception_type(exc.stderr.encode()) is not NoSuchContainer:
-                raise
+            if get_docker_exception_type(removed.stderr.encode()) is not NoSuchContainer:
+                raise EngineError(argv, removed.returncode, removed.stderr)
 
     def exec(self, container: RunningContainer, command: Sequence[str]) -> str:
         with whales_errors():
             return str(self.client.container.execute(container.id, list(command)))
 
-    def logs(self, container: RunningContainer) -> str:
-        with whales_errors():
-            return str(self.client.container.logs(container.id))
+    def logs(self, container: RunningContainer, *, timeout: float | None = None) -> str:
+        out = run_command([self.binary, "logs", container.name], timeout=timeout)
+        return out.stdout + out.stderr
 
     def run_once(
-        self, *, image: str, command: Sequence[str], network: str | None = None
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        network: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, str]:
         # Detached + wait instead of `run --rm`: the exit code of the command must not be
-        # confused with the engine's own failures (both would raise from `run`).
-        name = new_container_name()
+        # confused with the engine's own failures (both would make `run` exit non-zero).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._started(
+            image=image, command=command, network=network, deadline=deadline
+        ) as container:
+            wait = [self.binary, "wait", container.name]
+            try:
+                code = int(run_command(wait, timeout=seconds_left(deadline)).stdout.split()[-1])
+            except EngineTimedOut as exc:
+                assert timeout is not None  # only a timed wait can expire
+                raise EngineTimedOut(
+                    wait, seconds=timeout, output=self._logs_so_far(container)
+                ) from exc
+            return code, self.logs(container, timeout=QUICK_TIMEOUT_S)
+
+    def _logs_so_far(self, container: RunningContainer) -> str:
+        """The log of a container that ran out of time, read briefly; never raises."""
         try:
-            with whales_errors():
-                self.client.run(
-                    image,
-                    list(command),
-                    detach=True,
-                    name=name,
-                    labels=OWNED,
-                    networks=[network] if network else [],
-                )
-                code = int(self.client.container.wait(name))
-                output = str(self.client.container.logs(name))
-            return code, output
-        finally:
-            self._remove_container(name)
+            return self.logs(container, timeout=LOG_AFTER_TIMEOUT_S)
+        except EngineError as exc:
+            return f"(could not read the container log: {exc})"
 
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         with whales_errors():

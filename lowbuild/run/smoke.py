@@ -1,22 +1,29 @@
 """Smoke tests: does the built image do what its image.yaml says it does?
 
 An HTTP test starts the image with its port published on loopback and polls
-until the expected status and body text arrive (or the timeout passes). A
-command test runs a command in a fresh container and checks its exit code and
-output. Containers are removed whatever happens; on failure the container's
-log is part of the error.
+until the expected status and body text arrive. A command test runs a command
+in a fresh container and checks its exit code and output. Each test has a time
+limit, container start included (`timeout:`, defaults in lowbuild.spec.model):
+past it the test fails with "timed out after N s", even when the engine command
+itself hangs (it is killed). Containers are removed whatever happens; on failure
+the container's log is part of the error.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
-from lowbuild.engines.base import Engine, LogSink, RunningContainer
-from lowbuild.errors import LowbuildError, SmokeTestFailed
+from lowbuild.engines.base import LOG_AFTER_TIMEOUT_S, Engine, LogSink, RunningContainer
+from lowbuild.errors import EngineTimedOut, LowbuildError, SmokeTestFailed
 from lowbuild.spec.model import CommandTest, HttpTest
+
+_SHOWN_COMMAND_CHARS = 120
+_PROBE_TIMEOUT_S = 5.0  # one HTTP request, at most (and never past the test's deadline)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,23 @@ class SmokeResult:
     seconds: float
 
 
+def shown_command(command: Sequence[str]) -> str:
+    """A test command on one line, for progress lines, tables and messages.
+
+    A shell script (`command: "..."` is run as `sh -c <script>`) is shown as the script;
+    the lines of a multi-line one are joined with " ⏎ ", and the whole is cut at 120
+    characters with "…". The log under .lowbuild/logs/ keeps the full command.
+    """
+    if len(command) == 3 and tuple(command[:2]) == ("sh", "-c"):
+        text = command[2]
+    else:
+        text = shlex.join(command)
+    one_line = " ⏎ ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(one_line) > _SHOWN_COMMAND_CHARS:
+        one_line = one_line[: _SHOWN_COMMAND_CHARS - 1].rstrip() + "…"
+    return one_line
+
+
 def run_smoke_test(
     engine: Engine,
     *,
@@ -35,7 +59,8 @@ def run_smoke_test(
     network: str | None = None,
     log: LogSink | None = None,
 ) -> SmokeResult:
-    """Run `test` against `image`; raise SmokeTestFailed (with the container log) when it fails.
+    """Run `test` against `image`; raise SmokeTestFailed (with the container log) when it
+    fails or does not finish within `test.timeout` seconds.
 
     `network` is the image's own (`network:`, the build's): a command test runs on it.
     An HTTP test needs a published port, which `none` and `host` discard, so it always
@@ -50,61 +75,82 @@ def run_smoke_test(
 
 
 def _http_test(engine: Engine, *, image: str, test: HttpTest, log: LogSink | None) -> str:
-    with engine.run(image=image, publish=[test.port]) as container:
-        host_port = container.ports[test.port]
-        url = f"http://127.0.0.1:{host_port}{test.path}"
-        if log:
-            log(f"smoke: GET {url} (container port {test.port}), expecting {test.status}")
-        last = "no answer yet"
-        deadline = time.monotonic() + test.timeout
-        # trust_env=False: a proxy from the environment must not see loopback probes.
-        with httpx.Client(trust_env=False, timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                try:
-                    response = client.get(url)
-                except httpx.TransportError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                else:
-                    body = response.text
-                    if response.status_code == test.status and (
-                        test.expect is None or test.expect in body
-                    ):
-                        return f"GET {test.path} → {response.status_code}" + (
-                            f", body has {test.expect!r}" if test.expect else ""
-                        )
-                    last = f"status {response.status_code}, body starts {body[:200]!r}"
-                time.sleep(0.5)
-        logs = _safe_logs(engine, container)
+    deadline = time.monotonic() + test.timeout
+    wanted = f"status {test.status}" + (f" with {test.expect!r} in the body" if test.expect else "")
+    try:
+        with engine.run(image=image, publish=[test.port], timeout=test.timeout) as container:
+            url = f"http://127.0.0.1:{container.ports[test.port]}{test.path}"
+            if log:
+                log(f"smoke: GET {url} (container port {test.port}), expecting {test.status}")
+            last = "no answer yet"
+            # trust_env=False: a proxy from the environment must not see loopback probes.
+            with httpx.Client(trust_env=False) as client:
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        response = client.get(url, timeout=min(_PROBE_TIMEOUT_S, left))
+                    except httpx.TransportError as exc:
+                        last = f"{type(exc).__name__}: {exc}"
+                    else:
+                        body = response.text
+                        if response.status_code == test.status and (
+                            test.expect is None or test.expect in body
+                        ):
+                            return f"GET {test.path} → {response.status_code}" + (
+                                f", body has {test.expect!r}" if test.expect else ""
+                            )
+                        last = f"status {response.status_code}, body starts {body[:200]!r}"
+                    time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
+            logs = _safe_logs(engine, container)
+            raise SmokeTestFailed(
+                f"{image}: GET {test.path} on port {test.port} timed out after "
+                f"{test.timeout:g} s waiting for {wanted}; last: {last}"
+                + _section("container log", logs)
+            )
+    except EngineTimedOut as exc:
+        # The engine itself did not start (or inspect) the container in time.
         raise SmokeTestFailed(
-            f"{image}: GET {test.path} on port {test.port} did not give status {test.status}"
-            + (f" with {test.expect!r} in the body" if test.expect else "")
-            + f" within {test.timeout:g}s; last: {last}\n--- container log ---\n{logs}"
-        )
+            f"{image}: GET {test.path} on port {test.port} timed out after {test.timeout:g} s:"
+            f" the container did not start in time ({shlex.join(exc.command)})"
+        ) from exc
 
 
 def _command_test(
     engine: Engine, *, image: str, test: CommandTest, network: str | None, log: LogSink | None
 ) -> str:
+    shown = shown_command(test.command)
     if log:
-        log(f"smoke: run {list(test.command)}")
-    code, output = engine.run_once(image=image, command=test.command, network=network)
+        log(f"smoke: run {shown}")
+        if "\n" in "".join(test.command):
+            log(f"smoke: the whole command: {list(test.command)}")
+    try:
+        code, output = engine.run_once(
+            image=image, command=test.command, network=network, timeout=test.timeout
+        )
+    except EngineTimedOut as exc:
+        raise SmokeTestFailed(
+            f"{image}: smoke command `{shown}` timed out after {test.timeout:g} s"
+            + _section("output so far", exc.output)
+        ) from exc
     if code != 0:
         raise SmokeTestFailed(
-            f"{image}: smoke command {list(test.command)} exited {code}\n--- output ---\n{output}"
+            f"{image}: smoke command `{shown}` exited {code}" + _section("output", output)
         )
     if test.expect is not None and test.expect not in output:
         raise SmokeTestFailed(
-            f"{image}: smoke command {list(test.command)} did not print {test.expect!r}\n"
-            f"--- output ---\n{output}"
+            f"{image}: smoke command `{shown}` did not print {test.expect!r}"
+            + _section("output", output)
         )
-    return f"{' '.join(test.command)} → exit 0" + (
-        f", output has {test.expect!r}" if test.expect else ""
-    )
+    return f"{shown} → exit 0" + (f", output has {test.expect!r}" if test.expect else "")
 
 
 def _safe_logs(engine: Engine, container: RunningContainer) -> str:
-    """The container log for an error message; never masks the original failure."""
+    """The container log for an error message, read briefly; never masks the original failure."""
     try:
-        return engine.logs(container)[-8000:]
+        return engine.logs(container, timeout=LOG_AFTER_TIMEOUT_S)[-8000:]
     except LowbuildError as exc:
         return f"(could not read the container log: {exc})"
+
+
+def _section(title: str, text: str) -> str:
+    """`text` under a `--- title ---` line for a failure message; nothing when it is blank."""
+    return f"\n--- {title} ---\n{text.rstrip()}" if text.strip() else f"\n(no {title})"

@@ -24,7 +24,10 @@ from lowbuild.engines.changes import parse_change
 from lowbuild.errors import Location, SpecError
 from lowbuild.redact import redact
 from lowbuild.spec.model import (
+    COMMAND_TEST_TIMEOUT_S,
     DEFAULT_MAX_DOWNLOAD,
+    HTTP_TEST_TIMEOUT_S,
+    MAX_TEST_TIMEOUT_S,
     Artifact,
     BasePin,
     CommandTest,
@@ -294,8 +297,8 @@ class _Document:
         if not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _FLOAT):
             self.fail(f"{what} must be a number of seconds, not {_kind(node)}", node)
         value = float(self.loader.construct_object(node))
-        if not value > 0:
-            self.fail(f"{what} must be more than 0 seconds", node)
+        if not 0 < value <= MAX_TEST_TIMEOUT_S:  # also refuses .nan and .inf
+            self.fail(f"{what} must be more than 0 and at most {MAX_TEST_TIMEOUT_S:g} seconds", node)
         return value
 
     def items(self, node: yaml.Node, *, what: str) -> list[yaml.Node]:
@@ -748,7 +751,7 @@ def _test(doc: _Document, node: yaml.Node | None) -> HttpTest | CommandTest | No
         expect=doc.text(fields["expect"], what="test.expect") if "expect" in fields else None,
         timeout=doc.seconds(fields["timeout"], what="test.timeout")
         if "timeout" in fields
-        else 120.0,
+        else COMMAND_TEST_TIMEOUT_S,
     )
 
 
@@ -767,7 +770,7 @@ def _http_test(doc: _Document, node: yaml.Node) -> HttpTest:
         expect=doc.text(fields["expect"], what="test.http.expect") if "expect" in fields else None,
         timeout=doc.seconds(fields["timeout"], what="test.http.timeout")
         if "timeout" in fields
-        else 60.0,
+        else HTTP_TEST_TIMEOUT_S,
     )
 
 

@@ -55,6 +55,19 @@ class Pack:
     location: Location | None = field(default=None, compare=False)
 
 
+HTTP_TEST_TIMEOUT_S = 60.0
+"""An HTTP test's default `timeout:`, from container start to the expected answer: a
+JVM server on a busy two-core CI runner answers within it; a slower one declares more."""
+
+COMMAND_TEST_TIMEOUT_S = 60.0
+"""A command test's default `timeout:`, container start included: a smoke command is a
+quick check (`java -version` takes a second or two), so a minute is ample even with four
+tests at once on two cores, and a command that hangs costs no more than that."""
+
+MAX_TEST_TIMEOUT_S = 86_400.0
+"""A day: a longer `timeout:` is a typo (and beyond what the OS's waits accept)."""
+
+
 @dataclass(frozen=True)
 class HttpTest:
     """Publish `port`, GET `path`, expect `status` and `expect` (substring of the body)."""
@@ -63,7 +76,7 @@ class HttpTest:
     path: str = "/"
     status: int = 200
     expect: str | None = None
-    timeout: float = 60.0
+    timeout: float = HTTP_TEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class CommandTest:
 
     command: tuple[str, ...]
     expect: str | None = None
-    timeout: float = 120.0
+    timeout: float = COMMAND_TEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
