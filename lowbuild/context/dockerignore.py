@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowbuild.errors import Location, SpecError
+from lowbuild.spec.load import utf8_text
 
 
 @dataclass(frozen=True)
@@ -122,15 +123,7 @@ def load_ignore_file(context_dir: Path, *, dockerfile: str | None) -> IgnoreFile
             raw = path.read_bytes()
         except OSError as exc:
             raise SpecError(f"cannot read: {exc.strerror or exc}", Location(path)) from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SpecError(
-                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
-                "(save the file as UTF-8)",
-                Location(path, raw.count(b"\n", 0, exc.start) + 1),
-            ) from None
-        return IgnoreFile(name=name, rules=tuple(parse_dockerignore(text)))
+        return IgnoreFile(name=name, rules=tuple(parse_dockerignore(utf8_text(raw, path))))
     return IgnoreFile(name=None, rules=())
 
 

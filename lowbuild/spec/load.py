@@ -156,6 +156,19 @@ _Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
 )
 
 
+def utf8_text(raw: bytes, path: Path) -> str:
+    """`raw` (the content of `path`) as text; a SpecError at the line of the first byte
+    that is not UTF-8, naming the byte but quoting nothing else of the file."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
+            "(save the file as UTF-8)",
+            Location(path, raw.count(b"\n", 0, exc.start) + 1),
+        ) from None
+
+
 def _read_spec_bytes(path: Path) -> bytes:
     """The file's bytes, at most MAX_SPEC_BYTES of them (a bigger file is a SpecError)."""
     try:
@@ -183,14 +196,7 @@ class _Document:
     @classmethod
     def read(cls, path: Path) -> _Document:
         raw = _read_spec_bytes(path)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SpecError(
-                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded "
-                "(save the file as UTF-8)",
-                Location(path, raw.count(b"\n", 0, exc.start) + 1),
-            ) from None
+        text = utf8_text(raw, path)
         # libyaml parses a large spec about five times faster than pure Python; both
         # give nodes with the same line marks. libyaml takes the bytes (its error
         # positions are byte offsets), pure Python the text (character offsets).
