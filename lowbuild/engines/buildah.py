@@ -29,6 +29,7 @@ from lowbuild.engines.podman import PodmanEngine, buildah_style_build
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
     image_info_from_config,
+    new_container_name,
     says_image_missing,
 )
 from lowbuild.errors import EngineError
@@ -190,7 +191,8 @@ class BuildahEngine:
             config += ["--author", author]
         if message:
             config += ["--comment", message]
-        box = run_command([self.binary, "from", "--pull=never", "--quiet", base]).stdout.strip()
+        argv = [self.binary, "from", "--pull=never", "--quiet", "--name", new_container_name(), base]
+        box = run_command(argv).stdout.strip()
         try:
             for step in steps:
                 if isinstance(step, ShellStep):
@@ -213,9 +215,9 @@ class BuildahEngine:
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         return self.podman.list_containers(label=label)
 
-    def build_containers(self) -> frozenset[str]:
-        # buildah and podman share the storage: podman lists buildah's working containers.
-        return self.podman.build_containers()
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        # The same storage as podman, which lists buildah's containers too.
+        return self.podman.run_containers(run_id)
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
-        self.podman.remove_build_containers(ids)
+    def remove_containers(self, ids: Iterable[str]) -> None:
+        self.podman.remove_containers(ids)

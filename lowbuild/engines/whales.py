@@ -28,7 +28,7 @@ from lowbuild.engines.base import (
     normalise_image_id,
 )
 from lowbuild.engines.changes import parse_changes
-from lowbuild.engines.commands import run_command, whales_errors
+from lowbuild.engines.commands import container_name_prefix, run_command, whales_errors
 from lowbuild.errors import EngineError
 
 if TYPE_CHECKING:
@@ -140,8 +140,9 @@ def loaded_refs(output: str) -> list[str]:
 
 
 def new_container_name() -> str:
-    """Every container gets a name of ours, so a failed start can still be removed by it."""
-    return f"lowbuild-{secrets.token_hex(6)}"
+    """Every container gets a name of ours, so a failed start can still be removed by it;
+    the name starts with this run's prefix, so a killed run's are found by the next one."""
+    return f"{container_name_prefix()}{secrets.token_hex(6)}"
 
 
 def _published_ports(ports: Mapping[str, Any] | None, publish: Sequence[int]) -> dict[int, int]:
@@ -322,13 +323,26 @@ class WhalesEngine:
             )
         return iter([c.id for c in found])
 
-    def build_containers(self) -> frozenset[str]:
-        # dockerd removes the containers of a cancelled build itself (BuildKit and the
-        # classic builder with --force-rm); podman overrides this.
-        return frozenset()
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        # dockerd removes the containers of a cancelled build itself (BuildKit, and the
+        # classic builder with --force-rm): only lowbuild's own named containers remain.
+        return self.named_containers(run_id)
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
-        return None
+    def named_containers(self, run_id: str) -> frozenset[str]:
+        """IDs of the containers named with run `run_id`'s prefix, in any state."""
+        prefix = container_name_prefix(run_id)
+        argv = [self.binary, "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        # `--filter name=` is a substring match on docker; the prefix is checked here.
+        out = run_command([*argv, "--filter", f"name={prefix}"], timeout=QUICK_TIMEOUT_S).stdout
+        return frozenset(
+            words[0]
+            for words in (line.split() for line in out.splitlines())
+            if len(words) > 1 and words[1].lstrip("/").startswith(prefix)
+        )
+
+    def remove_containers(self, ids: Iterable[str]) -> None:
+        for container in sorted(ids):
+            self._remove_container(container)
 
     # ---- commit: python-on-whales' commit has no --change, so the command is ours ----
 
