@@ -12,6 +12,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from lowbuild.engines.commands import (
     run_iidfile_build,
 )
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine
+from lowbuild.errors import EngineError
 
 
 class PodmanEngine(WhalesEngine):
@@ -78,10 +80,18 @@ class PodmanEngine(WhalesEngine):
         # containers are "external", listed only with --external, and told apart by the
         # build marker their buildah.json records (commands.build_marker_flags).
         prefix, marker = container_name_prefix(run_id), f"id={build_marker(run_id)},"
-        out = run_command(
-            [self.binary, "ps", "--all", "--external", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
-            timeout=QUICK_TIMEOUT_S,
-        ).stdout
+        argv = [self.binary, "ps", "--all", "--external", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        for attempt in range(5):
+            try:
+                out = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout
+                break
+            except EngineError as exc:
+                # `ps --external` fails when a container it is listing is removed meanwhile
+                # ("determining buildah container for container …: container not known"),
+                # which other builds on the host do all the time: list again.
+                if "container not known" not in exc.stderr or attempt == 4:
+                    raise
+                time.sleep(0.2)
         listed = [line.split() for line in out.splitlines() if line.strip()]
         if not listed:
             return frozenset()

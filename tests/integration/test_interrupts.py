@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,163 @@ def test_interrupt_leaves_no_process_and_no_container_of_the_build(
     assert project.leftover_containers(run_ids) == set()
     assert project.leftover_temp_dirs(run_ids) == []
     assert project.run_ids() == [], "the record of a run that stopped cleanly is removed"
+
+
+# ---- item 11: SIGKILL of lowbuild leaves nothing that the next run does not remove ----
+
+KILL_TRIALS = int(os.environ.get("LOWBUILD_KILL_TRIALS", "3"))
+"""Kills at random moments per engine; scripts/sigkill_trials.sh runs 10 (or more)."""
+
+
+def _client(engine: str) -> str:
+    return "docker" if engine in {"docker", "buildx"} else "podman"
+
+
+def _created(client: str, image: str) -> float:
+    raw = subprocess.run(
+        [client, "image", "inspect", "--format", "{{json .Created}}", image],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().strip('"')
+    # RFC 3339 with up to nanoseconds: keep microseconds for fromisoformat.
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", raw).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed).timestamp()
+
+
+def _dangling_images_of_killed_runs(project: Project, windows: list[tuple[float, float]]) -> list[str]:
+    """Untagged images whose history holds this test's marker (made by its builds) and that
+    were made while a killed run was running. (Rebuilding a tag leaves the image it replaced
+    untagged, as every engine does: that is not a leftover of a kill.)"""
+    client = _client(project.engine)
+    listed = subprocess.run(
+        [client, "images", "--filter", "dangling=true", "--quiet", "--no-trunc"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    ours = []
+    for image in dict.fromkeys(listed):
+        history = subprocess.run(
+            [client, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+            capture_output=True, text=True, check=False,
+        ).stdout
+        if project.marker not in history:
+            continue
+        created = _created(client, image)
+        if any(start - 1 <= created <= end + 1 for start, end in windows):
+            ours.append(image)
+    return ours
+
+
+def _write_kill_family(project: Project, stamp: str) -> None:
+    """a → b, each a few short RUN steps after a COPY of `stamp` (changed per trial, so
+    each trial builds both again)."""
+    for name, parent in (("a", None), ("b", "a")):
+        context = project.root / "contexts" / name
+        if not context.exists():
+            steps = "".join(
+                f"RUN sh -c 'sleep 0.3; echo {project.marker}-{name}{i} > /{name}{i}'\n"
+                for i in range(3)
+            )
+            _write(project.root, project.namespace, name, parent, f"COPY stamp /stamp\n{steps}")
+        (context / "stamp").write_text(stamp + "\n")
+
+
+def _build_processes(project: Project) -> list[int]:
+    """Processes of this project's builds: engine commands name the image tags (which hold
+    the namespace), RUN steps hold the marker."""
+    return marker_processes(project.marker) + marker_processes(project.namespace)
+
+
+def test_sigkill_at_random_moments_leaves_nothing_the_next_run_does_not_remove(
+    project: Project,
+) -> None:
+    rng = random.Random()
+    stamp = uuid.uuid4().hex
+    _write_kill_family(project, stamp)
+    killed_runs: list[str] = []
+    windows: list[tuple[float, float]] = []
+    for trial in range(KILL_TRIALS):
+        _write_kill_family(project, f"{stamp}-{trial}")
+        started = time.time()
+        process = project.start("build", "--engine", project.engine)
+        delay = rng.uniform(0.5, 6.0)
+        time.sleep(delay)
+        run_ids = project.run_ids()
+        process.kill()  # SIGKILL lowbuild alone, as the OOM killer or `kill -9` would
+        process.communicate(timeout=30)
+        killed_runs += run_ids
+        windows.append((started, time.time()))
+        # The engine commands die with lowbuild (the guard's PDEATHSIG), before any next run.
+        wait_until(
+            lambda: not _build_processes(project), timeout=20,
+            what=f"the build processes of the run killed after {delay:.1f} s to go",
+        )
+        after = project.build()
+        assert after.returncode == 0, f"trial {trial} (killed after {delay:.1f} s): {after.stderr}"
+        assert project.leftover_containers(killed_runs) == set(), f"trial {trial}, {delay:.1f} s"
+        assert project.leftover_temp_dirs(killed_runs) == [], f"trial {trial}, {delay:.1f} s"
+        assert project.run_ids() == []
+        stage = project.root / ".lowbuild" / "stage"
+        assert list(stage.glob("*.tmp")) == [], f"trial {trial}, {delay:.1f} s"
+        assert _dangling_images_of_killed_runs(project, windows) == [], f"trial {trial}, {delay:.1f} s"
+    again = project.build()
+    assert again.returncode == 0, again.stderr
+    states = {record["image"]: record["state"] for record in json.loads(again.stdout)}
+    assert states == {"a": "up-to-date", "b": "up-to-date"}
+    assert killed_runs, "no trial killed a run that had recorded itself: the test proved nothing"
+
+
+def test_clean_removes_the_containers_of_a_killed_run(project: Project) -> None:
+    # A commit recipe's working container is started by lowbuild itself (not a build):
+    # it outlives a SIGKILL of lowbuild, with the step still running in it.
+    context = project.root / "contexts" / "manual"
+    context.mkdir(parents=True)
+    (context / "image.yaml").write_text(
+        "name: manual\nkind: commit\ncommit:\n"
+        f"  base: {BASE_IMAGE}\n"
+        f"  steps:\n    - run: sh -c 'sleep 300; echo {project.marker}'\n"
+    )
+    process = project.start("build", "--engine", project.engine)
+    try:
+        wait_until(lambda: marker_processes(project.marker), timeout=60, what="the step")
+        run_ids = project.run_ids()
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert len(run_ids) == 1
+    left = project.leftover_containers(run_ids)
+    assert left, "the killed run's working container is there to be cleaned"
+    cleaned = project.lowbuild("clean")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"{len(left)} container(s)" in cleaned.stderr
+    assert project.leftover_containers(run_ids) == set()
+    wait_until(lambda: not marker_processes(project.marker), timeout=10, what="the step to go")
+    assert project.run_ids() == []
+    nothing = project.lowbuild("clean")
+    assert nothing.returncode == 0 and "nothing to clean" in nothing.stderr
+
+
+# ---- item 12: one run at a time per project ----
+
+
+def test_second_build_waits_for_the_first_and_names_its_pid(project: Project) -> None:
+    _write(
+        project.root, project.namespace, "a", None,
+        f"RUN sh -c 'sleep 4; echo {project.marker}' > /a\n",
+    )
+    _write(project.root, project.namespace, "b", "a", "RUN echo b > /b\n")
+    first = project.start("build", "--engine", project.engine, "--json")
+    wait_until(lambda: marker_processes(project.marker), timeout=60, what="the first build")
+    refused = project.lowbuild("build", "--engine", project.engine, "--no-wait")
+    assert refused.returncode == 1, refused.stderr
+    assert f"pid {first.pid}" in refused.stderr and "--no-wait" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    second = project.start("build", "--engine", project.engine, "--json")
+    first_out, first_err = first.communicate(timeout=120)
+    second_out, second_err = second.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 0, second_err
+    assert f"waiting for another lowbuild run (pid {first.pid})" in second_err
+    # The second ran after the first had finished: it found everything built.
+    assert {r["state"] for r in json.loads(first_out)} == {"built"}
+    assert {r["state"] for r in json.loads(second_out)} == {"up-to-date"}
