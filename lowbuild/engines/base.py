@@ -194,6 +194,10 @@ class Engine(Protocol):
         a cancelled build itself). Never a container of another build."""
         ...
 
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        """IDs of the untagged (dangling) images carrying `label` (key or key=value)."""
+        ...
+
     def remove_containers(self, ids: Iterable[str]) -> None:
         """Force-remove containers (running ones are killed first); missing ones are fine."""
         ...

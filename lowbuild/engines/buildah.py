@@ -219,5 +219,8 @@ class BuildahEngine:
         # The same storage as podman, which lists buildah's containers too.
         return self.podman.run_containers(run_id)
 
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        return self.podman.untagged_images(label=label)
+
     def remove_containers(self, ids: Iterable[str]) -> None:
         self.podman.remove_containers(ids)

@@ -340,6 +340,11 @@ class WhalesEngine:
             if len(words) > 1 and words[1].lstrip("/").startswith(prefix)
         )
 
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        argv = [self.binary, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
+        out = run_command([*argv, "--filter", f"label={label}"], timeout=QUICK_TIMEOUT_S).stdout
+        return frozenset(out.split())
+
     def remove_containers(self, ids: Iterable[str]) -> None:
         for container in sorted(ids):
             self._remove_container(container)

@@ -21,7 +21,7 @@ from lowbuild.context.assemble import StagedContext, assemble_context, take_inve
 from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
-from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, fingerprint_labels, rebuild_reasons
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
@@ -69,6 +69,9 @@ class FamilyBuilder:
     fail_fast: bool = False
     on_event: Callable[[Event], None] = lambda event: None
     wrap_sink: Callable[[str, LogSink], LogSink] = lambda name, sink: sink
+    on_build_start: Callable[[str], None] = lambda fingerprint: None
+    """Told each image's fingerprint before its build starts (the run's record: a killed
+    run's untagged images are found by it)."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -163,6 +166,7 @@ class FamilyBuilder:
         refs = self.project.refs(spec)
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
+        self.on_build_start(labels[FINGERPRINT_LABEL])
         if spec.kind == "commit":
             image_id = self._commit_recipe(spec, staged, refs, labels, sink)
         else:

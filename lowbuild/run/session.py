@@ -4,20 +4,24 @@
   runs never build the same family at once (a child built on a parent that the other run
   is retagging). A second run waits, saying which pid holds it, or with `--no-wait`
   refuses (exit 1).
-* The run record (`.lowbuild/runs/<pid>.json`): pid, process start time, RUN_ID and engine.
-  Everything the run makes carries its RUN_ID (engines.commands), so when a run dies by
-  SIGKILL, the next run in the project (or `lowbuild clean`) finds the record of a process
-  that no longer exists and removes exactly what that run made: its containers (named or
-  marked with its RUN_ID), its temporary directories, half-staged contexts. Its engine
-  commands stopped themselves when it died (engines/guard.py).
+* The run record (`.lowbuild/runs/<pid>.json`): pid, process start time, RUN_ID, engine,
+  and the fingerprint of each image it started to build. Everything the run makes carries
+  its RUN_ID (engines.commands), so when a run dies by SIGKILL, the next run in the
+  project (or `lowbuild clean`) finds the record of a process that no longer exists and
+  removes exactly what that run made: its containers (named or marked with its RUN_ID),
+  its temporary directories, half-staged contexts, and the untagged images of its builds
+  (a build cut off between writing the image and tagging it; found by fingerprint label).
+  Its engine commands stopped themselves when it died (engines/guard.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +30,8 @@ from pathlib import Path
 
 from lowbuild.engines.base import Engine
 from lowbuild.engines.commands import RUN_ID, scratch_dirs
-from lowbuild.errors import LowbuildError
+from lowbuild.errors import EngineError, LowbuildError
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 
 LOCK_FILE = "lock"
 OWNER_FILE = "lock.owner"  # the holder's pid: filelock truncates the lock file itself on open
@@ -91,34 +96,71 @@ class RunRecord:
     started: int  # process_start(pid) when the run began
     run_id: str
     engine: str
+    fingerprints: tuple[str, ...] = ()  # of the images it started to build
 
     def to_json(self) -> dict[str, object]:
-        return {"pid": self.pid, "started": self.started, "run_id": self.run_id, "engine": self.engine}
+        return {
+            "pid": self.pid,
+            "started": self.started,
+            "run_id": self.run_id,
+            "engine": self.engine,
+            "fingerprints": list(self.fingerprints),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> RunRecord:
+        fingerprints = data.get("fingerprints") or []
+        assert isinstance(fingerprints, list)
         return cls(
             pid=int(str(data["pid"])),
             started=int(str(data["started"])),
             run_id=str(data["run_id"]),
             engine=str(data["engine"]),
+            fingerprints=tuple(str(f) for f in fingerprints),
         )
 
     def alive(self) -> bool:
         return process_start(self.pid) == self.started
 
 
+class RunJournal:
+    """This run's record file, kept up to date as builds start."""
+
+    def __init__(self, path: Path, record: RunRecord) -> None:
+        self.path = path
+        self._record = record
+        self._lock = threading.Lock()
+        self._write()
+
+    def note_build(self, fingerprint: str) -> None:
+        """Called before an image's build starts, with the fingerprint it will be labelled with."""
+        with self._lock:
+            fingerprints = (*self._record.fingerprints, fingerprint)
+            self._record = dataclasses.replace(self._record, fingerprints=fingerprints)
+            self._write()
+
+    def _write(self) -> None:
+        _write_atomically(self.path, json.dumps(self._record.to_json()) + "\n")
+
+
 @contextmanager
-def recorded_run(state_dir: Path, *, engine: str) -> Iterator[RunRecord]:
+def recorded_run(
+    state_dir: Path, *, engine: str, fingerprints: tuple[str, ...] = ()
+) -> Iterator[RunJournal]:
     """Record this run under `state_dir/runs/` for the block (removed on a normal exit,
     Ctrl-C included; left behind only when the process is killed)."""
     pid = os.getpid()
-    record = RunRecord(pid=pid, started=process_start(pid) or 0, run_id=RUN_ID, engine=engine)
+    record = RunRecord(
+        pid=pid,
+        started=process_start(pid) or 0,
+        run_id=RUN_ID,
+        engine=engine,
+        fingerprints=fingerprints,
+    )
     path = state_dir / RUNS_DIR / f"{pid}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(record.to_json()) + "\n")
     try:
-        yield record
+        yield RunJournal(path, record)
     finally:
         path.unlink(missing_ok=True)
 
@@ -130,6 +172,7 @@ class Cleaned:
     record: RunRecord
     containers: tuple[str, ...]
     temp_dirs: tuple[Path, ...]
+    images: tuple[str, ...]
 
 
 def clean_dead_runs(
@@ -156,8 +199,9 @@ def clean_dead_runs(
         temp_dirs = scratch_dirs(record.run_id)
         for directory in temp_dirs:
             shutil.rmtree(directory, ignore_errors=True)
+        images = _remove_untagged_images(engine, record.fingerprints)
         path.unlink(missing_ok=True)
-        cleaned.append(Cleaned(record, tuple(containers), tuple(temp_dirs)))
+        cleaned.append(Cleaned(record, tuple(containers), tuple(temp_dirs), tuple(images)))
     if cleaned:
         stage = state_dir / "stage"
         half_staged = list(stage.glob("*.tmp")) if stage.is_dir() else []
@@ -167,6 +211,20 @@ def clean_dead_runs(
             else:
                 leftover.unlink(missing_ok=True)
     return cleaned
+
+
+def _remove_untagged_images(engine: Engine, fingerprints: tuple[str, ...]) -> list[str]:
+    """Remove the untagged images carrying one of `fingerprints` (a build the dead run
+    started); one still in use, or tagged meanwhile, stays."""
+    removed = []
+    for fingerprint in dict.fromkeys(fingerprints):
+        for image in sorted(engine.untagged_images(label=f"{FINGERPRINT_LABEL}={fingerprint}")):
+            try:
+                engine.remove_image(image)
+            except EngineError:
+                continue
+            removed.append(image)
+    return removed
 
 
 def _wait_for_guards(pid: int) -> None:
@@ -213,23 +271,31 @@ def project_session(
     wait: bool,
     notify: Callable[[str], None],
     engine_for: Callable[[str], Engine],
-) -> Iterator[list[Cleaned]]:
+) -> Iterator[RunJournal | None]:
     """The lock, then the dead runs' leftovers removed, then this run recorded (when it
-    uses an `engine`) for the block; yields what was cleaned."""
+    uses an `engine`) for the block; yields the run's journal (None without an engine)."""
     with project_lock(state_dir, wait=wait, notify=notify):
         cleaned = clean_dead_runs(state_dir, engine_for=engine_for)
         for item in cleaned:
             notify(describe(item))
         if engine is None:
-            yield cleaned
+            yield None
             return
-        with recorded_run(state_dir, engine=engine):
-            yield cleaned
+        # dockerd may finish writing the image of a build whose client was killed a few
+        # seconds after the client has gone (seen with the classic builder): this run takes
+        # over the dead runs' fingerprints, and looks for their untagged images again at its
+        # end (or, if it is killed too, the next run does).
+        inherited = tuple(f for item in cleaned for f in item.record.fingerprints)
+        with recorded_run(state_dir, engine=engine, fingerprints=inherited) as journal:
+            yield journal
+            for name in {item.record.engine for item in cleaned}:
+                _remove_untagged_images(engine_for(name), inherited)
 
 
 def describe(item: Cleaned) -> str:
     record = item.record
     return (
         f"removed what a killed lowbuild run (pid {record.pid}, {record.engine}) left: "
-        f"{len(item.containers)} container(s), {len(item.temp_dirs)} temporary dir(s)"
+        f"{len(item.containers)} container(s), {len(item.temp_dirs)} temporary dir(s), "
+        f"{len(item.images)} untagged image(s)"
     )

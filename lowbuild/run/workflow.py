@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from lowbuild.run.build import TestOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
+    from lowbuild.run.session import RunJournal
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
 
@@ -128,9 +129,10 @@ class BuildOptions:
 @contextmanager
 def project_session(
     project: Project, *, engine: Engine | None, wait: bool, err: Console
-) -> Iterator[None]:
+) -> Iterator[RunJournal | None]:
     """For the commands that build or stage (build, export bake, bundle export): hold the
-    project lock, remove what killed runs left, and record this run (run/session.py)."""
+    project lock, remove what killed runs left, and record this run (run/session.py);
+    yields its journal (None without an engine)."""
     from lowbuild.engines.detect import engine_by_name
     from lowbuild.run import session
 
@@ -143,8 +145,8 @@ def project_session(
         wait=wait,
         notify=lambda line: err.print(line, highlight=False, markup=False),
         engine_for=engine_for,
-    ):
-        yield
+    ) as journal:
+        yield journal
 
 
 def run_build(
@@ -153,8 +155,11 @@ def run_build(
     """`lowbuild build`: under the project lock, plan, fetch what is missing, build in
     order, optionally test, report."""
     loaded = load(selection)
-    with project_session(loaded.project, engine=loaded.engine, wait=options.wait, err=err):
-        return _build(selection, loaded, options, console=console, err=err)
+    with project_session(
+        loaded.project, engine=loaded.engine, wait=options.wait, err=err
+    ) as journal:
+        assert journal is not None  # an engine was given
+        return _build(selection, loaded, options, journal, console=console, err=err)
 
 
 def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
@@ -177,7 +182,13 @@ def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
 
 
 def _build(
-    selection: Selection, loaded: Loaded, options: BuildOptions, *, console: Console, err: Console
+    selection: Selection,
+    loaded: Loaded,
+    options: BuildOptions,
+    journal: RunJournal,
+    *,
+    console: Console,
+    err: Console,
 ) -> int:
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
@@ -220,6 +231,7 @@ def _build(
                 fail_fast=options.fail_fast,
                 on_event=board.event,
                 wrap_sink=board.sink_for,
+                on_build_start=journal.note_build,
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
