@@ -17,6 +17,8 @@ The `default` group lists every target.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +152,11 @@ def export_bake(
 
     bake = bake_file(project, graph, names=selected, context_for=staged)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(bake.render())
-    tmp.replace(out)
+    # A name of this process's own: two exports to one file never write the same temp file.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(bake.render())
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return bake

@@ -316,6 +316,9 @@ def test_second_build_waits_for_the_first_and_names_its_pid(project: Project) ->
     assert refused.returncode == 1, refused.stderr
     assert f"pid {first.pid}" in refused.stderr and "--no-wait" in refused.stderr
     assert "Traceback" not in refused.stderr
+    # export bake stages contexts into the same .lowbuild: it takes the same lock.
+    bake = project.lowbuild("export", "bake", "--no-wait", "-o", str(project.root / "bake.json"))
+    assert bake.returncode == 1 and f"pid {first.pid}" in bake.stderr, bake.stderr
     second = project.start("build", "--engine", project.engine, "--json")
     first_out, first_err = first.communicate(timeout=120)
     second_out, second_err = second.communicate(timeout=120)
