@@ -262,7 +262,13 @@ def run_tests(
             f"no image to test for {', '.join(missing)}; build first: "
             f"lowbuild build {' '.join(missing)}"
         )
-    with RunLogs(project.root / STATE_DIR / "logs") as logs:
+    from lowbuild.run.session import recorded_run
+
+    # Recorded (its test containers carry its run ID, for the next run to remove if it is
+    # killed), but no project lock: it only reads images.
+    with recorded_run(project.root / STATE_DIR, engine=loaded.engine.name), RunLogs(
+        project.root / STATE_DIR / "logs"
+    ) as logs:
         tests = _run_tests(project, loaded.engine, names, jobs=jobs, logs=logs, err=err)
     if as_json:
         console.print_json(json.dumps([_test_record(t) for t in tests.values()]))

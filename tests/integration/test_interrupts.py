@@ -269,6 +269,35 @@ def test_sigkill_at_random_moments_leaves_nothing_the_next_run_does_not_remove(
     assert killed_runs, "no trial killed a run that had recorded itself: the test proved nothing"
 
 
+def test_sigkill_during_a_run_step_stops_the_step_and_the_next_run_cleans_up(
+    project: Project,
+) -> None:
+    _write(
+        project.root, project.namespace, "a", None,
+        f"RUN echo first > /first\nRUN sh -c 'sleep 300; echo {project.marker}'\n",
+    )
+    process = project.start("build", "--engine", project.engine)
+    try:
+        wait_until(lambda: marker_processes(project.marker), timeout=120, what="the RUN step")
+        run_ids = project.run_ids()
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert len(run_ids) == 1
+    # The engine command dies with lowbuild, RUN step included, without waiting for a next run.
+    wait_until(
+        lambda: not _build_processes(project), timeout=20, what="the killed run's build to stop"
+    )
+    cleaned = project.lowbuild("clean")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"pid {process.pid}" in cleaned.stderr
+    assert project.leftover_containers(run_ids) == set()
+    assert project.leftover_temp_dirs(run_ids) == []
+    assert project.run_ids() == []
+
+
 def test_clean_removes_the_containers_of_a_killed_run(project: Project) -> None:
     # A commit recipe's working container is started by lowbuild itself (not a build):
     # it outlives a SIGKILL of lowbuild, with the step still running in it.
