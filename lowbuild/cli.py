@@ -423,13 +423,12 @@ def clean_command(
     file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
     no_wait: bool = typer.Option(False, "--no-wait", help=_NO_WAIT_HELP),
 ) -> None:
-    """Remove what killed lowbuild runs of this project left: their containers (build
-    working containers included), temporary directories and half-staged contexts.
+    """Remove what killed lowbuild runs of this project left behind.
 
-    Each run records itself in .lowbuild/runs/ while it runs; a record whose process is
-    gone is a killed run. `build`, `export bake` and `bundle export` do the same first, so
-    this is needed only to clean up without building. Never touches a live run's
-    containers nor anything another program made."""
+    Their containers, the untagged images of their builds, their temp dirs
+    and half-staged contexts, found through the records in .lowbuild/runs/.
+    build, export bake and bundle export do this first anyway. Never touches
+    a live run's containers nor anything another program made."""
     from lowbuild.run.workflow import run_clean
 
     raise typer.Exit(run_clean(Path(file) if file else None, wait=not no_wait, err=err))
