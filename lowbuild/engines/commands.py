@@ -101,6 +101,7 @@ def run_command(
     merge_output: bool = False,
     timeout: float | None = None,
     check: bool = True,
+    patient_stop: bool = False,
 ) -> CommandOutput:
     """Run `argv` to completion; raise EngineError when it exits non-zero (unless `check`
     is False: then the output and exit code are returned, for commands that report
@@ -112,6 +113,9 @@ def run_command(
     message on stdout with podman and on stderr with docker: the caller needs both).
     A missing binary raises EngineUnavailable; a timeout raises EngineError with exit -1
     (`timeout` is for quick queries: a streamed command is only timed once its output ends).
+    `patient_stop` (streamed podman/buildah builds): when stopped, the engine is let run on
+    for a few seconds, its RUN steps killed as they start, so that it fails and cleans up
+    by itself instead of being signalled in the middle of a commit (engines/guard.py).
     """
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
@@ -132,7 +136,9 @@ def run_command(
             return CommandOutput(
                 stdout=done.stdout, stderr=done.stderr, returncode=done.returncode
             )
-        return _run_merged(args, env=full_env, log=log, timeout=timeout)
+        return _run_merged(
+            args, env=full_env, log=log, timeout=timeout, patient_stop=patient_stop
+        )
     except FileNotFoundError as exc:
         raise EngineUnavailable(
             f"cannot run {shlex.join(args)}: {args[0]} is not installed or not on PATH "
@@ -170,7 +176,12 @@ def stop_running_commands(*, grace: float = 20.0) -> int:
 
 
 def _run_merged(
-    args: list[str], *, env: dict[str, str] | None, log: LogSink | None, timeout: float | None
+    args: list[str],
+    *,
+    env: dict[str, str] | None,
+    log: LogSink | None,
+    timeout: float | None,
+    patient_stop: bool,
 ) -> CommandOutput:
     lines: list[str] = []
     if shutil.which(args[0]) is None:
@@ -180,7 +191,14 @@ def _run_merged(
     # only, which then stops its engine commands in order (stop_running_commands) instead
     # of having them killed mid-step, and can clean up after them.
     with subprocess.Popen(
-        [sys.executable, "-S", str(_GUARD), str(os.getpid()), *args],
+        [
+            sys.executable,
+            "-S",
+            str(_GUARD),
+            str(os.getpid()),
+            "patient" if patient_stop else "prompt",
+            *args,
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -281,13 +299,18 @@ def run_iidfile_build(
     log: LogSink | None,
     resolve: Callable[[str], str],
     env: Mapping[str, str] | None = None,
+    patient_stop: bool = False,
 ) -> str:
     """Run a build command that takes `--iidfile`, streaming its output to `log`;
-    return `resolve(what it wrote)`, the full image ID."""
+    return `resolve(what it wrote)`, the full image ID. `patient_stop`: see run_command."""
     with tempfile.TemporaryDirectory(prefix="iid-", dir=run_scratch()) as scratch:
         iidfile = Path(scratch) / "iid"
         run_command(
-            [*argv, "--iidfile", iidfile, context], env=env, log=log, merge_output=True
+            [*argv, "--iidfile", iidfile, context],
+            env=env,
+            log=log,
+            merge_output=True,
+            patient_stop=patient_stop,
         )
         return resolve(iidfile.read_text())
 

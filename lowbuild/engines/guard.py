@@ -1,8 +1,9 @@
 """Run one engine command so that it can be stopped completely, and so that it dies with lowbuild.
 
 lowbuild.engines.commands starts every streamed engine command (builds, buildah RUN steps)
-as `python -S guard.py <lowbuild's pid> <argv...>`. This file imports nothing of lowbuild,
-so the extra interpreter costs one start of ~15 ms per build, not a package import.
+as `python -S guard.py <lowbuild's pid> patient|prompt <argv...>`. This file imports
+nothing of lowbuild, so the extra interpreter costs one start (~40 ms measured on a busy
+2-core host) per build, not a package import.
 
 Why a process between lowbuild and the engine:
   * A RUN step does not run in the engine's process group: podman and buildah hand it to
@@ -16,6 +17,9 @@ Why a process between lowbuild and the engine:
     container (`--force-rm`), then it exits. Only an engine that does not exit in time is
     sent SIGTERM, then SIGKILL. docker and buildx have no local RUN process: their client
     is sent SIGTERM at once, and dockerd cancels the build when its client goes away.
+    A "patient" stop (podman, buildah builds) also waits, killing RUN steps as they start,
+    when no step was running: podman signalled while it commits a layer can leave an
+    image whose layer is gone ("layer not known" in the next build's cache lookup).
   * It dies with lowbuild: PR_SET_PDEATHSIG sends the guard SIGTERM when its parent dies,
     even by SIGKILL, and SIGTERM starts the same stop as an interrupt. The signal fires when
     the *thread* that forked the guard ends, not the process: lowbuild forks it from the
@@ -116,9 +120,9 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _stop(engine: subprocess.Popen[bytes]) -> None:
+def _stop(engine: subprocess.Popen[bytes], *, patient: bool) -> None:
     group = os.getpgrp()
-    if _sweep(engine=engine.pid, engine_group=group, everything=False):
+    if _sweep(engine=engine.pid, engine_group=group, everything=False) or patient:
         deadline = time.monotonic() + ENGINE_CLEANUP_S
         while engine.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -137,7 +141,7 @@ def _stop(engine: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parent, command = int(argv[1]), argv[2:]
+    parent, patient, command = int(argv[1]), argv[2] == "patient", argv[3:]
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _on_stop)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -155,7 +159,7 @@ def main(argv: list[str]) -> int:
             code = engine.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             if _stopping:
-                _stop(engine)
+                _stop(engine, patient=patient)
                 return 130
             continue
         return 130 if _stopping else code

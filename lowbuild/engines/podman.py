@@ -164,7 +164,9 @@ def buildah_style_build(
                 network=network,
             ),
         ]
-        return run_iidfile_build(argv, context=context, log=log, resolve=resolve)
+        return run_iidfile_build(
+            argv, context=context, log=log, resolve=resolve, patient_stop=True
+        )
 
 
 def _build_secrets(container_dir: Path) -> list[str]:
