@@ -182,6 +182,7 @@ def cache_add_command(
 
 
 _FILE_HELP = "Project file (default: ./lowbuild.yaml)."
+_NO_WAIT_HELP = "When another lowbuild run holds the project, exit 1 at once instead of waiting."
 _ENGINE_HELP = "podman, docker, buildx or buildah (default: $LOWBUILD_ENGINE, lowbuild.yaml, first that works)."
 
 
@@ -220,11 +221,13 @@ def build_command(
     offline: bool = typer.Option(False, "--offline", help="Open no network connection; missing inputs are an error up front."),
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    no_wait: bool = typer.Option(False, "--no-wait", help=_NO_WAIT_HELP),
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
 
     Exit 0 when everything is built or up to date (and tests pass), 1 when something
-    failed or was blocked, 2 for bad input, 3 when no engine works.
+    failed or was blocked (or, with --no-wait, another run holds the project), 2 for bad
+    input, 3 when no engine works, 130 when interrupted (Ctrl-C, SIGTERM).
     """
     from lowbuild.run.workflow import (
         BuildOptions,
@@ -248,6 +251,7 @@ def build_command(
         offline=offline,
         cache_dir=Path(cache_dir) if cache_dir else None,
         as_json=as_json,
+        wait=not no_wait,
     )
     raise typer.Exit(run_build(selection, options, console=Console(soft_wrap=as_json), err=err))
 
@@ -300,12 +304,13 @@ def bundle_export_command(
     file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
     engine: str | None = typer.Option(None, "--engine", "-e", help=_ENGINE_HELP),
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+    no_wait: bool = typer.Option(False, "--no-wait", help=_NO_WAIT_HELP),
 ) -> None:
     """Write one file with the artifacts, the base images and (--with-built) built images
     the selection needs, plus a manifest of every member's sha256. Same content, same bytes."""
     import time
 
-    from lowbuild.run.workflow import Selection, load
+    from lowbuild.run.workflow import Selection, load, project_session
     from lowbuild.sources.bundle import contents_for, export_bundle
     from lowbuild.sources.cache import Cache, default_cache_root
 
@@ -317,7 +322,8 @@ def bundle_export_command(
         loaded.project, loaded.graph, names=images or (), with_built=with_built or ()
     )
     cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    result = export_bundle(contents, engine=loaded.engine, cache=cache, out=Path(out))
+    with project_session(loaded.project, engine=loaded.engine, wait=not no_wait, err=err):
+        result = export_bundle(contents, engine=loaded.engine, cache=cache, out=Path(out))
     err.print(
         f"wrote {result.path}: {len(result.manifest.members)} member(s), {result.size} bytes, "
         f"sha256 {result.sha256}, in {time.monotonic() - started:.1f}s",
@@ -381,19 +387,22 @@ def export_bake_command(
     ),
     offline: bool = typer.Option(False, "--offline", help="Open no network connection; only the cache."),
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
+    no_wait: bool = typer.Option(False, "--no-wait", help=_NO_WAIT_HELP),
 ) -> None:
     """Stage the contexts and write a `docker buildx bake` file for them. Build in waves
     (`bake wave-0`, `bake wave-1`, ...) so each FROM finds its parent locally."""
     from lowbuild.export.bake import export_bake
     from lowbuild.plan.graph import build_graph
-    from lowbuild.run.workflow import STATE_DIR
+    from lowbuild.run.workflow import STATE_DIR, project_session
     from lowbuild.sources.cache import Cache, default_cache_root
     from lowbuild.sources.progress import reporter_for
     from lowbuild.spec.load import load_project
 
     project = load_project(Path(file) if file else None)
     cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
-    with reporter_for(err) as reporter:
+    with project_session(project, engine=None, wait=not no_wait, err=err), reporter_for(
+        err
+    ) as reporter:
         bake = export_bake(
             project,
             build_graph(project),
@@ -408,6 +417,22 @@ def export_bake_command(
     err.print(f"wrote {out}: {len(bake.targets)} target(s); build with bake {waves}", highlight=False, markup=False)
     if bake.skipped:
         err.print(f"left out (commit recipes, no bake equivalent): {', '.join(bake.skipped)}", highlight=False, markup=False)
+
+
+@app.command("clean")
+def clean_command(
+    file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
+    no_wait: bool = typer.Option(False, "--no-wait", help=_NO_WAIT_HELP),
+) -> None:
+    """Remove what killed lowbuild runs of this project left behind.
+
+    Their containers, the untagged images of their builds, their temp dirs
+    and half-staged contexts, found through the records in .lowbuild/runs/.
+    build, export bake and bundle export do this first anyway. Never touches
+    a live run's containers nor anything another program made."""
+    from lowbuild.run.workflow import run_clean
+
+    raise typer.Exit(run_clean(Path(file) if file else None, wait=not no_wait, err=err))
 
 
 def main() -> None:

@@ -218,12 +218,17 @@ class Engine(Protocol):
         """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
         ...
 
-    def build_containers(self) -> frozenset[str]:
-        """IDs of the engine's build working containers (podman and buildah keep them in
-        their storage while a build runs; docker's daemon cleans up after its own builds,
-        so it reports none)."""
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        """IDs of the containers lowbuild run `run_id` made (engines.commands.RUN_ID), in any
+        state: those named `lowbuild-<run_id>-…`, and the working containers of its podman
+        and buildah builds (found by their build marker; docker's daemon removes those of
+        a cancelled build itself). Never a container of another build."""
         ...
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
-        """Remove build working containers left by builds that were stopped midway."""
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        """IDs of the untagged (dangling) images carrying `label` (key or key=value)."""
+        ...
+
+    def remove_containers(self, ids: Iterable[str]) -> None:
+        """Force-remove containers (running ones are killed first); missing ones are fine."""
         ...

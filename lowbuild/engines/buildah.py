@@ -228,9 +228,12 @@ class BuildahEngine:
     def list_containers(self, *, label: str | None = None) -> Iterator[str]:
         return self.podman.list_containers(label=label)
 
-    def build_containers(self) -> frozenset[str]:
-        # buildah and podman share the storage: podman lists buildah's working containers.
-        return self.podman.build_containers()
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        # The same storage as podman, which lists buildah's containers too.
+        return self.podman.run_containers(run_id)
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
-        self.podman.remove_build_containers(ids)
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        return self.podman.untagged_images(label=label)
+
+    def remove_containers(self, ids: Iterable[str]) -> None:
+        self.podman.remove_containers(ids)

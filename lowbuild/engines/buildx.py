@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import EngineName, LogSink
-from lowbuild.engines.commands import run_command, whales_errors
+from lowbuild.engines.commands import build_flags, run_command, run_scratch
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.engines.whales import QUICK_TIMEOUT_S
 from lowbuild.errors import EngineError
@@ -38,28 +38,31 @@ class BuildxEngine(DockerEngine):
         pull: bool = False,
         log: LogSink | None = None,
     ) -> str:
-        with tempfile.TemporaryDirectory(prefix="lowbuild-meta-") as scratch, whales_errors():
-            metadata = Path(scratch) / "metadata.json"
-            lines = self.client.buildx.build(
-                context,
-                file=dockerfile,
-                tags=list(tags),
-                build_args=dict(build_args or {}),
-                labels=dict(labels or {}),
+        # Our own command, not python-on-whales' buildx.build: that one spawns the client
+        # itself, outside the command runner that stops it on Ctrl-C and makes it die with
+        # lowbuild (commands.run_command through engines/guard.py).
+        argv: list[str | Path] = [
+            self.binary,
+            "buildx",
+            "build",
+            "--load",
+            "--progress",
+            "plain",  # one line per event, readable in a log file
+            *build_flags(
+                dockerfile=dockerfile,
+                tags=tags,
+                build_args=build_args,
+                labels=labels,
                 network=network,
-                # BuildKit refuses a host-network RUN unless the build is entitled to it.
-                allow=["network.host"] if network == "host" else [],
-                pull=pull,
-                load=True,
-                progress="plain",  # one line per event, readable in a log file
-                metadata_file=metadata,
-                stream_logs=True,
-            )
-            # stream_logs=True makes python-on-whales return the line iterator.
-            assert isinstance(lines, Iterator)
-            for line in lines:
-                if log is not None:
-                    log(line.rstrip("\n"))
+            ),
+        ]
+        if network == "host":  # BuildKit refuses a host-network RUN unless entitled to it
+            argv += ["--allow", "network.host"]
+        if pull:
+            argv.append("--pull")
+        with tempfile.TemporaryDirectory(prefix="buildx-meta-", dir=run_scratch()) as scratch:
+            metadata = Path(scratch) / "metadata.json"
+            run_command([*argv, "--metadata-file", metadata, context], log=log, merge_output=True)
             written = json.loads(metadata.read_text())
         # The docker driver reports the image ID as the digest; other drivers also write
         # the config digest, which is the image ID when theirs is a manifest digest.

@@ -9,12 +9,16 @@ so callers only ever see EngineError.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
+import secrets
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +34,55 @@ from lowbuild.errors import EngineError, EngineTimedOut, EngineUnavailable
 
 if TYPE_CHECKING:
     from python_on_whales.utils import ValidPath
+
+
+RUN_ID = secrets.token_hex(6)
+"""This lowbuild process's mark on what it makes: its containers are named
+`lowbuild-<RUN_ID>-…` and its podman/buildah builds carry `build_marker_flags()`, so an
+interrupted run, or the next run after a killed one, removes exactly these and never a
+container of another build on the same host."""
+
+CONTAINER_PREFIX = "lowbuild-"
+
+
+def container_name_prefix(run_id: str = RUN_ID) -> str:
+    return f"{CONTAINER_PREFIX}{run_id}-"
+
+
+def build_marker(run_id: str = RUN_ID) -> str:
+    """The secret id that marks a podman/buildah build's working containers as `run_id`'s."""
+    return f"lowbuild-run-{run_id}"
+
+
+def build_marker_flags() -> list[str]:
+    """podman/buildah `build` flags that mark its working containers as this run's.
+
+    Why a secret: podman gives a build's working containers no label, and names them after
+    the base image (`busybox-working-container`), shared by every build from that base;
+    but it records the build's `--secret` options in each one's buildah.json
+    (CommonBuildOpts.Secrets). An unused secret changes nothing in the image, the layer
+    cache or the build's output."""
+    return ["--secret", f"id={build_marker()},src={os.devnull}"]
+
+
+_scratch: Path | None = None
+_scratch_lock = threading.Lock()
+
+
+def run_scratch() -> Path:
+    """This run's own temporary directory (`$TMPDIR/lowbuild-run-<RUN_ID>-…`), removed at
+    exit; a killed run's is found by its RUN_ID and removed by the next run."""
+    global _scratch
+    with _scratch_lock:
+        if _scratch is None or not _scratch.is_dir():
+            _scratch = Path(tempfile.mkdtemp(prefix=f"lowbuild-run-{RUN_ID}-"))
+            atexit.register(shutil.rmtree, _scratch, True)
+        return _scratch
+
+
+def scratch_dirs(run_id: str) -> list[Path]:
+    """The temporary directories of run `run_id` (see run_scratch)."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"lowbuild-run-{run_id}-*"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +102,7 @@ def run_command(
     merge_output: bool = False,
     timeout: float | None = None,
     check: bool = True,
+    patient_stop: bool = False,
 ) -> CommandOutput:
     """Run `argv` to completion; raise EngineError when it exits non-zero (unless `check`
     is False: then the output and exit code are returned, for commands that report
@@ -61,6 +115,9 @@ def run_command(
     A missing binary raises EngineUnavailable; past `timeout` the command is killed and
     EngineTimedOut (an EngineError, exit -1) raised. `timeout` is for commands whose output
     is not streamed: a streamed command is only timed once its output ends.
+    `patient_stop` (streamed podman/buildah builds): when stopped, the engine is let run on
+    for a few seconds, its RUN steps killed as they start, so that it fails and cleans up
+    by itself instead of being signalled in the middle of a commit (engines/guard.py).
     """
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
@@ -81,7 +138,9 @@ def run_command(
             return CommandOutput(
                 stdout=done.stdout, stderr=done.stderr, returncode=done.returncode
             )
-        return _run_merged(args, env=full_env, log=log, timeout=timeout)
+        return _run_merged(
+            args, env=full_env, log=log, timeout=timeout, patient_stop=patient_stop
+        )
     except FileNotFoundError as exc:
         raise EngineUnavailable(
             f"cannot run {shlex.join(args)}: {args[0]} is not installed or not on PATH "
@@ -96,14 +155,19 @@ _LIVE: set[subprocess.Popen[str]] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-def stop_running_commands(*, grace: float = 10.0) -> int:
-    """Stop every streamed engine command still running (builds): SIGTERM to its process
-    group, SIGKILL after `grace` seconds. Returns how many were running."""
+_GUARD = Path(__file__).with_name("guard.py")
+
+
+def stop_running_commands(*, grace: float = 20.0) -> int:
+    """Stop every streamed engine command still running (builds) and all it started: SIGTERM
+    to its guard (engines/guard.py: kills the RUN steps, lets the engine remove its working
+    container, then stops the engine); SIGKILL to the whole group after `grace` seconds.
+    Returns how many were running."""
     with _LIVE_LOCK:
         running = list(_LIVE)
     for process in running:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in running:
         try:
@@ -115,14 +179,29 @@ def stop_running_commands(*, grace: float = 10.0) -> int:
 
 
 def _run_merged(
-    args: list[str], *, env: dict[str, str] | None, log: LogSink | None, timeout: float | None
+    args: list[str],
+    *,
+    env: dict[str, str] | None,
+    log: LogSink | None,
+    timeout: float | None,
+    patient_stop: bool,
 ) -> CommandOutput:
     lines: list[str] = []
-    # A session of its own: Ctrl-C at the terminal reaches lowbuild only, which then stops
-    # its engine commands in order (stop_running_commands) instead of having them killed
-    # mid-step, and can clean up after them.
+    if shutil.which(args[0]) is None:
+        raise FileNotFoundError(args[0])
+    # Through the guard (engines/guard.py), which dies with lowbuild and stops the
+    # engine's RUN steps too. A session of its own: Ctrl-C at the terminal reaches lowbuild
+    # only, which then stops its engine commands in order (stop_running_commands) instead
+    # of having them killed mid-step, and can clean up after them.
     with subprocess.Popen(
-        args,
+        [
+            sys.executable,
+            "-S",
+            str(_GUARD),
+            str(os.getpid()),
+            "patient" if patient_stop else "prompt",
+            *args,
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -205,7 +284,7 @@ def labels_as_one_step(
         yield dockerfile, labels
         return
     words = " ".join(f"{_dockerfile_word(k)}={_dockerfile_word(v)}" for k, v in labels.items())
-    with tempfile.TemporaryDirectory(prefix="lowbuild-dockerfile-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="dockerfile-", dir=run_scratch()) as scratch:
         copy = Path(scratch) / source.name
         copy.write_text(text + ("" if text.endswith("\n") else "\n") + f"LABEL {words}\n")
         yield copy, None
@@ -218,13 +297,18 @@ def run_iidfile_build(
     log: LogSink | None,
     resolve: Callable[[str], str],
     env: Mapping[str, str] | None = None,
+    patient_stop: bool = False,
 ) -> str:
     """Run a build command that takes `--iidfile`, streaming its output to `log`;
-    return `resolve(what it wrote)`, the full image ID."""
-    with tempfile.TemporaryDirectory(prefix="lowbuild-iid-") as scratch:
+    return `resolve(what it wrote)`, the full image ID. `patient_stop`: see run_command."""
+    with tempfile.TemporaryDirectory(prefix="iid-", dir=run_scratch()) as scratch:
         iidfile = Path(scratch) / "iid"
         run_command(
-            [*argv, "--iidfile", iidfile, context], env=env, log=log, merge_output=True
+            [*argv, "--iidfile", iidfile, context],
+            env=env,
+            log=log,
+            merge_output=True,
+            patient_stop=patient_stop,
         )
         return resolve(iidfile.read_text())
 

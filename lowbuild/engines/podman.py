@@ -13,6 +13,8 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,11 +22,15 @@ from lowbuild.engines.base import EngineName, ImageInfo, LogSink
 from lowbuild.engines.changes import Change, podman_changes
 from lowbuild.engines.commands import (
     build_flags,
+    build_marker,
+    build_marker_flags,
+    container_name_prefix,
     labels_as_one_step,
     run_command,
     run_iidfile_build,
 )
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
+from lowbuild.errors import EngineError
 
 
 class PodmanEngine(WhalesEngine):
@@ -63,6 +69,7 @@ class PodmanEngine(WhalesEngine):
             pull=pull,
             log=log,
             resolve=self.resolve_image_id,
+            force_rm=True,
         )
 
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
@@ -81,17 +88,42 @@ class PodmanEngine(WhalesEngine):
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
         remove_containers([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
 
-    def build_containers(self) -> frozenset[str]:
-        # A stopped `podman build` leaves its buildah working container behind (seen with
-        # SIGTERM and SIGINT on podman 4.3); such containers are "external", listed only
-        # with --external.
-        out = run_command(
-            [self.binary, "ps", "--all", "--external", "--quiet", "--no-trunc"],
-            timeout=QUICK_TIMEOUT_S,
-        ).stdout
-        return frozenset(out.split())
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        # A stopped `podman build` can leave its buildah working container behind (seen
+        # with SIGTERM and SIGINT on podman 4.3 when no RUN step was running); such
+        # containers are "external", listed only with --external, and told apart by the
+        # build marker their buildah.json records (commands.build_marker_flags).
+        prefix, marker = container_name_prefix(run_id), f"id={build_marker(run_id)},"
+        argv = [self.binary, "ps", "--all", "--external", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        for attempt in range(5):
+            try:
+                out = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout
+                break
+            except EngineError as exc:
+                # `ps --external` fails when a container it is listing is removed meanwhile
+                # ("determining buildah container for container …: container not known"),
+                # which other builds on the host do all the time: list again.
+                if "container not known" not in exc.stderr or attempt == 4:
+                    raise
+                time.sleep(0.2)
+        listed = [line.split() for line in out.splitlines() if line.strip()]
+        if not listed:
+            return frozenset()
+        storage = self._container_storage()
+        return frozenset(
+            words[0]
+            for words in listed
+            if (len(words) > 1 and words[1].startswith(prefix))
+            or any(s.startswith(marker) for s in _build_secrets(storage / words[0]))
+        )
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
+    def _container_storage(self) -> Path:
+        """Where containers/storage keeps each container's metadata (`<id>/userdata`)."""
+        argv = [self.binary, "info", "--format", "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"]
+        root, _, driver = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip().partition("\t")
+        return Path(root) / f"{driver}-containers"
+
+    def remove_containers(self, ids: Iterable[str]) -> None:
         wanted = sorted(ids)
         if wanted:
             run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", *wanted])
@@ -119,8 +151,13 @@ def buildah_style_build(
     pull: bool,
     log: LogSink | None,
     resolve: Callable[[str], str],
+    force_rm: bool = False,
 ) -> str:
-    """`podman build` or `buildah build` (the same flags: podman embeds buildah); the ID."""
+    """`podman build` or `buildah build` (the same flags: podman embeds buildah); the ID.
+
+    `force_rm` (podman): remove the working container when a step fails, which is how an
+    interrupted build cleans up after its RUN step is killed (engines/guard.py). buildah
+    refuses the flag without `--layers`, and removes it without being asked."""
     # One LABEL step instead of one per label: see labels_as_one_step.
     with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
         # `--pull=never`/`always` is the spelling both accept (buildah's older
@@ -131,6 +168,8 @@ def buildah_style_build(
             "--format",
             "docker",
             f"--pull={'always' if pull else 'never'}",
+            *(["--force-rm"] if force_rm else []),
+            *build_marker_flags(),
             *build_flags(
                 dockerfile=dockerfile,
                 tags=tags,
@@ -139,4 +178,17 @@ def buildah_style_build(
                 network=network,
             ),
         ]
-        return run_iidfile_build(argv, context=context, log=log, resolve=resolve)
+        return run_iidfile_build(
+            argv, context=context, log=log, resolve=resolve, patient_stop=True
+        )
+
+
+def _build_secrets(container_dir: Path) -> list[str]:
+    """The `--secret` options of the build that made working container `container_dir`
+    (containers/storage's `<id>` folder), from its buildah.json; [] for other containers."""
+    try:
+        document = json.loads((container_dir / "userdata" / "buildah.json").read_text())
+    except (OSError, ValueError):
+        return []
+    secrets = (document.get("CommonBuildOpts") or {}).get("Secrets") or []
+    return [str(s) for s in secrets]

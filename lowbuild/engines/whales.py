@@ -35,7 +35,12 @@ from lowbuild.engines.base import (
     seconds_left,
 )
 from lowbuild.engines.changes import Change, docker_changes, parse_changes
-from lowbuild.engines.commands import CommandOutput, run_command, whales_errors
+from lowbuild.engines.commands import (
+    CommandOutput,
+    container_name_prefix,
+    run_command,
+    whales_errors,
+)
 from lowbuild.errors import EngineError, EngineTimedOut
 
 if TYPE_CHECKING:
@@ -145,8 +150,9 @@ def loaded_refs(output: str) -> list[str]:
 
 
 def new_container_name() -> str:
-    """Every container gets a name of ours, so a failed start can still be removed by it."""
-    return f"lowbuild-{secrets.token_hex(6)}"
+    """Every container gets a name of ours, so a failed start can still be removed by it;
+    the name starts with this run's prefix, so a killed run's are found by the next one."""
+    return f"{container_name_prefix()}{secrets.token_hex(6)}"
 
 
 def remove_containers(argv: Sequence[str], *, check: bool = True) -> CommandOutput:
@@ -369,13 +375,31 @@ class WhalesEngine:
             )
         return iter([c.id for c in found])
 
-    def build_containers(self) -> frozenset[str]:
-        # dockerd removes the containers of a cancelled build itself (BuildKit and the
-        # classic builder with --force-rm); podman overrides this.
-        return frozenset()
+    def run_containers(self, run_id: str) -> frozenset[str]:
+        # dockerd removes the containers of a cancelled build itself (BuildKit, and the
+        # classic builder with --force-rm): only lowbuild's own named containers remain.
+        return self.named_containers(run_id)
 
-    def remove_build_containers(self, ids: Iterable[str]) -> None:
-        return None
+    def named_containers(self, run_id: str) -> frozenset[str]:
+        """IDs of the containers named with run `run_id`'s prefix, in any state."""
+        prefix = container_name_prefix(run_id)
+        argv = [self.binary, "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        # `--filter name=` is a substring match on docker; the prefix is checked here.
+        out = run_command([*argv, "--filter", f"name={prefix}"], timeout=QUICK_TIMEOUT_S).stdout
+        return frozenset(
+            words[0]
+            for words in (line.split() for line in out.splitlines())
+            if len(words) > 1 and words[1].lstrip("/").startswith(prefix)
+        )
+
+    def untagged_images(self, *, label: str) -> frozenset[str]:
+        argv = [self.binary, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
+        out = run_command([*argv, "--filter", f"label={label}"], timeout=QUICK_TIMEOUT_S).stdout
+        return frozenset(out.split())
+
+    def remove_containers(self, ids: Iterable[str]) -> None:
+        for container in sorted(ids):
+            self._remove_container(container)
 
     # ---- commit: python-on-whales' commit has no --change, so the command is ours ----
 

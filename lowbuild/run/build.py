@@ -20,9 +20,9 @@ from pathlib import Path
 from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
 from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
 from lowbuild.engines.changes import label_change
-from lowbuild.engines.commands import stop_running_commands
+from lowbuild.engines.commands import RUN_ID, stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
-from lowbuild.plan.fingerprint import fingerprint_labels, rebuild_reasons
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, fingerprint_labels, rebuild_reasons
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
@@ -64,6 +64,9 @@ class FamilyBuilder:
     fail_fast: bool = False
     on_event: Callable[[Event], None] = lambda event: None
     wrap_sink: Callable[[str, LogSink], LogSink] = lambda name, sink: sink
+    on_build_start: Callable[[str], None] = lambda fingerprint: None
+    """Told each image's fingerprint before its build starts (the run's record: a killed
+    run's untagged images are found by it)."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -79,10 +82,6 @@ class FamilyBuilder:
         def work(name: str, cancel: threading.Event) -> WorkResult:
             return self._build_one(plan, planned[name], cancel)
 
-        # The snapshot that tells this run's leftover working containers apart; a run
-        # with nothing to build starts no engine build and needs none (one engine call less).
-        building = any(image.action == "build" for image in plan.images)
-        containers_before = self.engine.build_containers() if building else frozenset()
         try:
             return run_in_order(
                 order=[image.name for image in plan.images],
@@ -94,19 +93,14 @@ class FamilyBuilder:
                 on_interrupt=self._stop_engine_commands,
             )
         except KeyboardInterrupt:
-            leftovers = self._our_leftovers(containers_before) if building else []
-            self.engine.remove_build_containers(leftovers)
+            # Only this run's containers, by its mark (RUN_ID): never those of a build
+            # another process runs on the same host meanwhile.
+            leftovers = self.engine.run_containers(RUN_ID)
+            self.engine.remove_containers(leftovers)
             raise Interrupted(
                 f"interrupted: stopped {self._stopped} running engine command(s), "
-                f"removed {len(leftovers)} build container(s)"
+                f"removed {len(leftovers)} container(s) of this run"
             ) from None
-
-    def _our_leftovers(self, containers_before: frozenset[str]) -> list[str]:
-        """Working containers a stopped podman/buildah build left behind: those that
-        appeared since the run began. Known limit: a build another process started on
-        the same host during this run is not told apart (podman gives its working
-        containers no owner mark, and stands them on temporary images it reuses)."""
-        return sorted(self.engine.build_containers() - containers_before)
 
     def _stop_engine_commands(self) -> None:
         self._stopped = stop_running_commands()
@@ -167,6 +161,7 @@ class FamilyBuilder:
         refs = self.project.refs(spec)
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
+        self.on_build_start(labels[FINGERPRINT_LABEL])
         if spec.kind == "commit":
             image_id = self._commit_recipe(spec, staged, refs, labels, sink)
         else:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from lowbuild.run.build import TestOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
+    from lowbuild.run.session import RunJournal
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
 # The run log of a build's downloads: a name no image can have (image names start
@@ -125,19 +127,79 @@ class BuildOptions:
     offline: bool = False
     cache_dir: Path | None = None
     as_json: bool = False
+    wait: bool = True  # for the project lock; False: refuse at once when it is held
+
+
+@contextmanager
+def project_session(
+    project: Project, *, engine: Engine | None, wait: bool, err: Console
+) -> Iterator[RunJournal | None]:
+    """For the commands that build or stage (build, export bake, bundle export): hold the
+    project lock, remove what killed runs left, and record this run (run/session.py);
+    yields its journal (None without an engine)."""
+    from lowbuild.engines.detect import engine_by_name
+    from lowbuild.run import session
+
+    def engine_for(name: str) -> Engine:
+        return engine if engine is not None and engine.name == name else engine_by_name(name)
+
+    with session.project_session(
+        project.root / STATE_DIR,
+        engine=engine.name if engine is not None else None,
+        wait=wait,
+        notify=lambda line: err.print(line, highlight=False, markup=False),
+        engine_for=engine_for,
+    ) as journal:
+        yield journal
 
 
 def run_build(
     selection: Selection, options: BuildOptions, *, console: Console, err: Console
 ) -> int:
-    """`lowbuild build`: plan, fetch what is missing, build in order, optionally test, report."""
+    """`lowbuild build`: under the project lock, plan, fetch what is missing, build in
+    order, optionally test, report."""
+    loaded = load(selection)
+    with project_session(
+        loaded.project, engine=loaded.engine, wait=options.wait, err=err
+    ) as journal:
+        assert journal is not None  # an engine was given
+        return _build(selection, loaded, options, journal, console=console, err=err)
+
+
+def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
+    """`lowbuild clean`: remove what killed lowbuild runs of the project left behind."""
+    from lowbuild.engines.detect import engine_by_name
+    from lowbuild.run.session import clean_dead_runs, describe, project_lock
+
+    project = load_project(project_file)
+    state_dir = project.root / STATE_DIR
+    def notify(line: str) -> None:
+        err.print(line, highlight=False, markup=False)
+
+    with project_lock(state_dir, wait=wait, notify=notify):
+        cleaned = clean_dead_runs(state_dir, engine_for=engine_by_name)
+    for item in cleaned:
+        notify(describe(item))
+    if not cleaned:
+        notify("nothing to clean: no killed lowbuild run left anything in this project")
+    return 0
+
+
+def _build(
+    selection: Selection,
+    loaded: Loaded,
+    options: BuildOptions,
+    journal: RunJournal,
+    *,
+    console: Console,
+    err: Console,
+) -> int:
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
     from lowbuild.sources.fetch import FetchPolicy, fetch_artifacts
     from lowbuild.sources.progress import LoggingReporter, reporter_for
 
-    loaded = load(selection)
     project, engine = loaded.project, loaded.engine
     plan = make_plan(
         project, loaded.graph, engine, names=selection.names, with_deps=selection.with_deps
@@ -180,6 +242,7 @@ def run_build(
                 fail_fast=options.fail_fast,
                 on_event=board.event,
                 wrap_sink=board.sink_for,
+                on_build_start=journal.note_build,
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
@@ -210,7 +273,13 @@ def run_tests(
             f"no image to test for {', '.join(missing)}; build first: "
             f"lowbuild build {' '.join(missing)}"
         )
-    with RunLogs(project.root / STATE_DIR / "logs") as logs:
+    from lowbuild.run.session import recorded_run
+
+    # Recorded (its test containers carry its run ID, for the next run to remove if it is
+    # killed), but no project lock: it only reads images.
+    with recorded_run(project.root / STATE_DIR, engine=loaded.engine.name), RunLogs(
+        project.root / STATE_DIR / "logs"
+    ) as logs:
         tests = _run_tests(project, loaded.engine, names, jobs=jobs, logs=logs, err=err)
     if as_json:
         console.print_json(json.dumps([_test_record(t) for t in tests.values()]))
