@@ -90,6 +90,15 @@ class FetchError(LowbuildError):
     """A declared input could not be obtained from any of its sources."""
 
 
+class CacheWriteError(LowbuildError):
+    """Bytes could not be written into the cache (a full disk, a quota, a read-only
+    cache): names the cache path, since no other source or mirror would help."""
+
+
+class ProjectBusy(LowbuildError):
+    """Another lowbuild run holds the project lock and `--no-wait` was given."""
+
+
 class OfflineMissing(LowbuildError):
     """--offline was asked and inputs are not in the cache."""
 

@@ -30,17 +30,14 @@ from pathlib import Path
 
 from lowbuild.engines.base import Engine
 from lowbuild.engines.commands import RUN_ID, scratch_dirs
-from lowbuild.errors import EngineError, LowbuildError
+from lowbuild.errors import EngineError, ProjectBusy
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
+from lowbuild.sources.cache import write_atomically
 
 LOCK_FILE = "lock"
 OWNER_FILE = "lock.owner"  # the holder's pid: filelock truncates the lock file itself on open
 RUNS_DIR = "runs"
 GUARD_WAIT_S = 30.0  # a dead run's engine commands may still be cleaning up after themselves
-
-
-class ProjectBusy(LowbuildError):
-    """Another lowbuild run holds the project lock and `--no-wait` was given (exit 1)."""
 
 
 def process_start(pid: int) -> int | None:
@@ -76,7 +73,7 @@ def project_lock(
         notify(f"waiting for another lowbuild run ({holder}), which holds {state_dir / LOCK_FILE}")
         lock.acquire()
     try:
-        _write_atomically(owner, f"{os.getpid()}\n")
+        write_atomically(owner, f"{os.getpid()}\n")
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -140,7 +137,7 @@ class RunJournal:
             self._write()
 
     def _write(self) -> None:
-        _write_atomically(self.path, json.dumps(self._record.to_json()) + "\n")
+        write_atomically(self.path, json.dumps(self._record.to_json()) + "\n")
 
 
 @contextmanager
@@ -255,12 +252,6 @@ def _guards_of(pid: int) -> list[int]:
         if len(argv) > 3 and argv[2].endswith(b"/guard.py") and argv[3] == str(pid).encode():
             guards.append(int(entry.name))
     return guards
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @contextmanager

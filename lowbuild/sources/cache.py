@@ -43,7 +43,7 @@ from typing import BinaryIO
 import platformdirs
 from filelock import FileLock, Timeout
 
-from lowbuild.errors import LowbuildError, VerificationError
+from lowbuild.errors import CacheWriteError, LowbuildError, VerificationError
 from lowbuild.spec.model import Artifact
 
 ENTRY_MODE = 0o644
@@ -171,11 +171,6 @@ class BadEntry:
     sha256: str
     actual: str
     quarantined_to: Path
-
-
-class CacheWriteError(LowbuildError):
-    """Bytes could not be written into the cache (a full disk, a quota, a read-only
-    cache): names the cache path, since no other source or mirror would help."""
 
 
 def _cache_write_error(path: Path, exc: OSError) -> CacheWriteError:

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
-from lowbuild.errors import FetchError, OfflineMissing, VerificationError
+from lowbuild.errors import CacheWriteError, FetchError, OfflineMissing, VerificationError
 from lowbuild.redact import redact
-from lowbuild.sources.cache import CHUNK, Cache, CacheWriteError
+from lowbuild.sources.cache import CHUNK, Cache
 from lowbuild.spec.model import DEFAULT_MAX_DOWNLOAD, Artifact, ImageSpec, Rewrite
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServer
 
-from lowbuild.errors import FetchError
-from lowbuild.sources.cache import Cache, CacheWriteError
+from lowbuild.errors import CacheWriteError, FetchError
+from lowbuild.sources.cache import Cache
 from lowbuild.sources.fetch import FetchPolicy, compute_digests, fetch_artifacts
 from lowbuild.spec.model import Artifact, ImageSpec
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lowbuild.errors import ProjectBusy
 from lowbuild.run.session import (
-    ProjectBusy,
     RunRecord,
     process_start,
     project_lock,
