@@ -383,7 +383,7 @@ def export_bake_command(
     out: str = typer.Option("docker-bake.json", "-o", "--out", help="The bake file to write."),
     file: str | None = typer.Option(None, "-f", "--file", help=_FILE_HELP),
     stage: str | None = typer.Option(
-        None, "--stage", help="Where to stage the contexts (default: .lowbuild/stage beside lowbuild.yaml)."
+        None, "--stage", help="Where to stage the contexts (default: .lowbuild/bake-stage beside lowbuild.yaml)."
     ),
     offline: bool = typer.Option(False, "--offline", help="Open no network connection; only the cache."),
     cache_dir: str | None = typer.Option(None, "--cache", help=_CACHE_HELP),
@@ -408,7 +408,7 @@ def export_bake_command(
             build_graph(project),
             names=images or (),
             cache=cache,
-            stage_root=Path(stage) if stage else project.root / STATE_DIR / "stage",
+            stage_root=Path(stage) if stage else project.root / STATE_DIR / "bake-stage",
             out=Path(out),
             offline=offline,
             reporter=reporter,

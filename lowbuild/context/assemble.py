@@ -318,6 +318,7 @@ def assemble_context(
     stage_root: Path,
     offline: bool = False,
     inventory: ContextInventory | None = None,
+    mtime: int | None = None,
 ) -> StagedContext:
     """Stage `image`'s context at `stage_root/<name>` and return it with its digest.
 
@@ -330,7 +331,8 @@ def assemble_context(
     rewritten. A failure leaves the previous staging (or nothing) in place, never a
     half-built context. Safe to call from several processes at once (one stages,
     the others then find its stage). `inventory`: the one the plan took (else it is
-    taken here).
+    taken here). `mtime`: the staged files' mtime (default: the pack mtime, so layers
+    are reproducible; see export/bake.py for why a bake stage takes the present).
     """
     inventory = inventory or take_inventory(image)
     members, digest = inventory.members, inventory.digest
@@ -353,7 +355,7 @@ def assemble_context(
         tmp = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".tmp", dir=stage_root))
         old: Path | None = None
         try:
-            _materialise(image, members, tmp, cache)
+            _materialise(image, members, tmp, cache, mtime=mtime)
             files = _file_records(tmp, members)
             # Drop the state first: a crash from here on must not leave a stale "unchanged".
             state.unlink(missing_ok=True)
@@ -406,7 +408,7 @@ def _stage_is_current(final: Path, state: Path, digest: str) -> bool:
 
 
 def _materialise(
-    image: ImageSpec, members: Sequence[_Member], root: Path, cache: Cache
+    image: ImageSpec, members: Sequence[_Member], root: Path, cache: Cache, *, mtime: int | None
 ) -> None:
     root.chmod(0o755)
     for member in members:
@@ -426,7 +428,7 @@ def _materialise(
             shutil.copyfile(image.directory / member.path, dest)
             dest.chmod(member.mode)
     # Fixed mtimes, deepest first so setting a file's time never disturbs its directory's.
-    stamp = default_mtime()
+    stamp = default_mtime() if mtime is None else mtime
     for member in reversed(members):
         os.utime(root / member.path, (stamp, stamp), follow_symlinks=False)
     os.utime(root, (stamp, stamp))

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import EngineName, LogSink
 from lowbuild.engines.commands import build_flags, run_command, run_scratch
 from lowbuild.engines.docker import DockerEngine
@@ -41,6 +42,8 @@ class BuildxEngine(DockerEngine):
         # Our own command, not python-on-whales' buildx.build: that one spawns the client
         # itself, outside the command runner that stops it on Ctrl-C and makes it die with
         # lowbuild (commands.run_command through engines/guard.py).
+        # The context is sent as a tar (below): the Dockerfile is named by its path in it.
+        in_tar = None if dockerfile is None else _path_inside(dockerfile, context)
         argv: list[str | Path] = [
             self.binary,
             "buildx",
@@ -49,7 +52,7 @@ class BuildxEngine(DockerEngine):
             "--progress",
             "plain",  # one line per event, readable in a log file
             *build_flags(
-                dockerfile=dockerfile,
+                dockerfile=in_tar,
                 tags=tags,
                 build_args=build_args,
                 labels=labels,
@@ -62,7 +65,20 @@ class BuildxEngine(DockerEngine):
             argv.append("--pull")
         with tempfile.TemporaryDirectory(prefix="buildx-meta-", dir=run_scratch()) as scratch:
             metadata = Path(scratch) / "metadata.json"
-            run_command([*argv, "--metadata-file", metadata, context], log=log, merge_output=True)
+            # The context goes as a tar stream on stdin, not as a directory. BuildKit syncs
+            # a local directory incrementally and takes a file whose mode, owner, size and
+            # mtime match its previous copy as unchanged, without reading it (fsutil's
+            # stat comparison, keyed by the source's name, not its path). Staged contexts
+            # have fixed mtimes (reproducible layers), so an edit that kept a file's size
+            # reached no image: seen with buildx 0.13 on dockerd 20.10. A tar is read whole.
+            stream = Path(scratch) / "context.tar"
+            pack_deterministic(context, stream, "tar")
+            run_command(
+                [*argv, "--metadata-file", metadata, "-"],
+                log=log,
+                merge_output=True,
+                stdin=stream,
+            )
             written = json.loads(metadata.read_text())
         # The docker driver reports the image ID as the digest; other drivers also write
         # the config digest, which is the image ID when theirs is a manifest digest.
@@ -72,3 +88,15 @@ class BuildxEngine(DockerEngine):
         if not printed:
             raise EngineError(["docker", "buildx", "build"], 0, f"no image ID in {written}")
         return self.resolve_image_id(printed)
+
+
+def _path_inside(dockerfile: Path, context: Path) -> Path:
+    """`dockerfile`'s path relative to `context` (lowbuild always stages it there)."""
+    try:
+        return dockerfile.resolve().relative_to(context.resolve())
+    except ValueError:
+        raise EngineError(
+            ["docker", "buildx", "build"],
+            2,
+            f"the Dockerfile {dockerfile} is not inside the build context {context}",
+        ) from None

@@ -103,6 +103,7 @@ def run_command(
     timeout: float | None = None,
     check: bool = True,
     patient_stop: bool = False,
+    stdin: Path | None = None,
 ) -> CommandOutput:
     """Run `argv` to completion; raise EngineError when it exits non-zero (unless `check`
     is False: then the output and exit code are returned, for commands that report
@@ -118,11 +119,12 @@ def run_command(
     `patient_stop` (streamed podman/buildah builds): when stopped, the engine is let run on
     for a few seconds, its RUN steps killed as they start, so that it fails and cleans up
     by itself instead of being signalled in the middle of a commit (engines/guard.py).
+    `stdin`: a file the command reads as its standard input (else /dev/null).
     """
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
     try:
-        if log is None and not merge_output:
+        if log is None and not merge_output and stdin is None:
             done = subprocess.run(
                 args,
                 env=full_env,
@@ -139,7 +141,12 @@ def run_command(
                 stdout=done.stdout, stderr=done.stderr, returncode=done.returncode
             )
         return _run_merged(
-            args, env=full_env, log=log, timeout=timeout, patient_stop=patient_stop
+            args,
+            env=full_env,
+            log=log,
+            timeout=timeout,
+            patient_stop=patient_stop,
+            stdin=stdin,
         )
     except FileNotFoundError as exc:
         raise EngineUnavailable(
@@ -185,6 +192,7 @@ def _run_merged(
     log: LogSink | None,
     timeout: float | None,
     patient_stop: bool,
+    stdin: Path | None = None,
 ) -> CommandOutput:
     lines: list[str] = []
     if shutil.which(args[0]) is None:
@@ -193,24 +201,27 @@ def _run_merged(
     # engine's RUN steps too. A session of its own: Ctrl-C at the terminal reaches lowbuild
     # only, which then stops its engine commands in order (stop_running_commands) instead
     # of having them killed mid-step, and can clean up after them.
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-S",
-            str(_GUARD),
-            str(os.getpid()),
-            "patient" if patient_stop else "prompt",
-            *args,
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,
-    ) as process:
+    with (
+        (stdin or Path(os.devnull)).open("rb") as source,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-S",
+                str(_GUARD),
+                str(os.getpid()),
+                "patient" if patient_stop else "prompt",
+                *args,
+            ],
+            env=env,
+            stdin=source,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        ) as process,
+    ):
         with _LIVE_LOCK:
             _LIVE.add(process)
         try:

@@ -150,7 +150,9 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent or _stopping:
         return 130  # lowbuild died (or stopped us) before the signal was armed
     try:
-        engine = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # The guard's own stdin: /dev/null, or the file run_command was asked to feed
+        # (a build context as a tar stream, engines/buildx.py).
+        engine = subprocess.Popen(command)
     except FileNotFoundError:
         print(f"{command[0]}: command not found", file=sys.stderr)
         return 127

@@ -17,6 +17,7 @@ The `default` group lists every target.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,18 @@ def export_bake(
         reporter=reporter,
     )
 
+    # Staged with the present as the files' mtime, not the fixed one builds use: bake
+    # sends a context directory, and BuildKit's incremental sync takes a file whose size
+    # and mtime match its last copy (under the same source name, whatever the path) as
+    # unchanged without reading it, so an edit that kept a file's size would not reach
+    # the image (lowbuild's own buildx engine sends a tar instead; engines/buildx.py).
+    # A stage whose inputs did not change is reused as it is, old mtimes and all.
+    now = int(time.time())
+
     def staged(spec: ImageSpec) -> Path:
-        return assemble_context(spec, cache=cache, stage_root=stage_root, offline=offline).path
+        return assemble_context(
+            spec, cache=cache, stage_root=stage_root, offline=offline, mtime=now
+        ).path
 
     bake = bake_file(project, graph, names=selected, context_for=staged)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -134,3 +134,27 @@ def test_plan_names_the_changed_file_inside_a_pack(project: Project) -> None:
     planned = project.plan()
     assert planned["action"] == "build"
     assert planned["reasons"] == ["context changed: packs site/ → site/index.html"]
+
+
+def _file_in_image(project: Project, path: str) -> str:
+    code, output = project.engine.run_once(image=project.ref, command=["cat", path])
+    assert code == 0, output
+    return output
+
+
+def test_an_edit_that_keeps_a_files_size_reaches_the_image(project: Project) -> None:
+    # Staged files carry one fixed mtime (reproducible layers). BuildKit's incremental
+    # context sync takes a file whose size and mtime match its last copy as unchanged, so
+    # buildx, given the stage as a directory, shipped the old bytes under a new fingerprint.
+    (project.context / ".dockerignore").write_text("notes.txt\n")
+    (project.context / "note.txt").write_text("AAAA\n")
+    (project.context / "Dockerfile").write_text(
+        (project.context / "Dockerfile").read_text() + "COPY note.txt /note.txt\n"
+    )
+    assert project.lowbuild("build").returncode == 0
+
+    for text in ("BBBB\n", "CCCC\n"):
+        (project.context / "note.txt").write_text(text)
+        result = project.lowbuild("build")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert _file_in_image(project, "/note.txt") == text
