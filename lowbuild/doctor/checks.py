@@ -23,7 +23,9 @@ PROVISION_FIX = "as root: `make provision` (or `bash scripts/provision.sh`)"
 # The image doctor's probe build starts FROM: imported by provisioning, never pulled.
 PROBE_BASE_IMAGE = "localhost/lowbuild/busybox:latest"
 
-# podman asks the runtime for these when containers.conf sets no default_ulimits (root).
+# podman asks the runtime for these when containers.conf sets no default_ulimits (root);
+# above the host's hard limit the runtime's setrlimit fails
+# (https://github.com/containers/podman/issues/7510).
 PODMAN_DEFAULT_RLIMIT = 1048576
 # Linux mounts overlayfs inside a user namespace since 5.13, so rootless podman can use the
 # overlay driver without fuse-overlayfs from then on.
@@ -234,7 +236,9 @@ def rlimit_allowed(facts: HostFacts, kind: str) -> int | None:
 
 def rlimits_over_host(facts: HostFacts) -> list[str]:
     """RLIMIT kinds a rootful podman/buildah would ask for above what this host allows."""
-    if facts.rootless:  # rootless podman lowers its defaults to the current hard limits
+    # Rootless podman lowers its defaults to the current hard limits
+    # (https://github.com/containers/podman/pull/6004).
+    if facts.rootless:
         return []
     over = []
     for kind in ("NOFILE", "NPROC"):

@@ -55,7 +55,8 @@ _SUBID_MISSING = re.compile(
     r"not enough available ids|newuidmap|newgidmap|insufficient uids or gids",
     re.IGNORECASE,
 )
-# podman run names /dev/net/tun; a podman 4.3 build only says its slirp4netns died.
+# podman run names /dev/net/tun; a podman 4.3 build only says its slirp4netns died
+# (https://github.com/containers/podman/issues/16809).
 _TUN = re.compile(
     r"/dev/net/tun|slirp4netns failed|failed to open tun|slirp4netns sync pipe|"
     r"could not find slirp4netns|slirp4netns.: executable file not found",
@@ -109,7 +110,8 @@ def _first_line_matching(text: str, pattern: re.Pattern[str]) -> str:
 def _crun_on_v1_cgroups(failure: Failure) -> bool:
     """crun says so, or the host facts show crun on a tree that is not unified: crun
     refuses anything but a unified (v2) cgroup tree, and the run fails with it even when an
-    earlier error (an rlimit) hides crun's own message."""
+    earlier error (an rlimit) hides crun's own message
+    (https://github.com/containers/podman/issues/3439)."""
     message, facts = failure.message, failure.facts
     crun_said = "cgroups in hybrid mode not supported" in message or (
         "crun" in message and "cgroup" in message.lower()
