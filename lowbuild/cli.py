@@ -77,15 +77,16 @@ def doctor_command(
     Exits 3 when no engine (or not the asked one) works."""
     import json
 
+    from lowbuild.doctor import examine_engines, require_working
     from lowbuild.engines.detect import known_name
-    from lowbuild.engines.doctor import examine_engines, reports_table, require_working
+    from lowbuild.run.report import doctor_table
 
     names = [known_name(engine)] if engine else None
     reports = examine_engines(names) if names else examine_engines()
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in reports], indent=2))
     else:
-        Console().print(reports_table(reports))
+        Console().print(doctor_table(reports))
     require_working(reports, asked=engine)
 
 

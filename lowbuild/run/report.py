@@ -7,16 +7,20 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from lowbuild.engines.base import LogSink
 from lowbuild.errors import EXIT_FAILED
 from lowbuild.run.scheduler import Event, Outcome
+
+if TYPE_CHECKING:  # the table only reads reports; a build run need not import doctor
+    from lowbuild.doctor import EngineReport
 
 _STATE_STYLE = {
     "built": "green",
@@ -143,6 +147,24 @@ def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
     """0 when every image is built or up to date; EXIT_FAILED when anything failed or was blocked."""
     ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
     return 0 if ok else EXIT_FAILED
+
+
+def doctor_table(reports: Sequence[EngineReport]) -> Table:
+    """The table `lowbuild doctor` prints: one block of rows per engine."""
+    table = Table(title="lowbuild doctor")
+    table.add_column("engine", style="bold")
+    table.add_column("check")
+    table.add_column("ok")
+    table.add_column("detail", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for report in reports:
+        table.add_section()
+        verdict = Text("works", style="green") if report.ok else Text("BROKEN", style="bold red")
+        table.add_row(report.engine, Text(report.version or "-"), verdict, "", "")
+        for check in report.checks:
+            mark = Text("ok", style="green") if check.ok else Text("FAIL", style="red")
+            table.add_row("", check.name, mark, Text(check.detail), Text(check.fix))
+    return table
 
 
 class LiveBoard:

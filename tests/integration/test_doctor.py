@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from lowbuild.doctor.facts import cgroup_layout
 from lowbuild.engines.base import ENGINE_NAMES
-from lowbuild.engines.doctor import cgroup_layout
 
 EXIT_ENVIRONMENT = 3
 

@@ -37,7 +37,8 @@ from live_services import BASE_IMAGE, free_port
 from packaging.requirements import Requirement
 
 import lowbuild
-from lowbuild.engines.doctor import ROOTLESS_OVERLAY_KERNEL, free_subid_range, kernel_version
+from lowbuild.doctor.checks import ROOTLESS_OVERLAY_KERNEL
+from lowbuild.doctor.facts import free_subid_range, kernel_version
 
 pytestmark = [
     pytest.mark.root,

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lowbuild.engines.doctor import (
-    Check,
-    ContainersConf,
-    EngineReport,
-    HostFacts,
-    diagnose,
-    require_working,
-)
+from lowbuild.doctor.checks import Check
+from lowbuild.doctor.diagnosis import diagnose
+from lowbuild.doctor.facts import ContainersConf, HostFacts
+from lowbuild.doctor.probes import EngineReport, require_working
 from lowbuild.errors import EngineUnavailable
 
 FIX_PATH = Path("/etc/containers/containers.conf")
@@ -83,7 +79,7 @@ BASE_MISSING_BUILDX = (
 
 
 @pytest.mark.parametrize(
-    ("engine", "said", "facts", "expected"),
+    ("engine", "message", "facts", "expected"),
     [
         ("podman", CRUN_HYBRID, host(), ["crun on hybrid/v1 cgroups"]),
         # crun stops at the rlimit before it reaches the cgroups: the host facts name both.
@@ -123,9 +119,9 @@ BASE_MISSING_BUILDX = (
     ],
 )
 def test_engine_error_is_explained(
-    engine: str, said: str, facts: HostFacts, expected: list[str]
+    engine: str, message: str, facts: HostFacts, expected: list[str]
 ) -> None:
-    assert names(diagnose(engine=engine, said=said, facts=facts)) == expected  # type: ignore[arg-type]
+    assert names(diagnose(engine=engine, message=message, facts=facts)) == expected  # type: ignore[arg-type]
 
 
 def test_crun_is_no_problem_on_a_cgroup_v2_host() -> None:
@@ -135,7 +131,7 @@ def test_crun_is_no_problem_on_a_cgroup_v2_host() -> None:
             runtime="crun", default_ulimits=("nofile=20000:20000", "nproc=32768:32768")
         ),
     )
-    assert diagnose(engine="podman", said="Error: exit status 1", facts=facts) == []
+    assert diagnose(engine="podman", message="Error: exit status 1", facts=facts) == []
 
 
 def test_crun_fix_names_the_file_podman_reads() -> None:
@@ -144,7 +140,7 @@ def test_crun_fix_names_the_file_podman_reads() -> None:
         default_ulimits=("nofile=20000:20000", "nproc=32768:32768"),
         fix_path=Path("/tmp/my-containers.conf"),
     )
-    (check,) = diagnose(engine="podman", said=CRUN_HYBRID, facts=host(containers_conf=conf))
+    (check,) = diagnose(engine="podman", message=CRUN_HYBRID, facts=host(containers_conf=conf))
     assert 'runtime = "runc"' in check.fix
     assert "/tmp/my-containers.conf" in check.fix
     assert "hybrid" in check.detail
@@ -152,7 +148,7 @@ def test_crun_fix_names_the_file_podman_reads() -> None:
 
 def test_rlimit_fix_fits_under_the_host_limits() -> None:
     facts = host(containers_conf=ContainersConf(runtime="runc", fix_path=FIX_PATH))
-    causes = diagnose(engine="podman", said=CRUN_RLIMIT, facts=facts)
+    causes = diagnose(engine="podman", message=CRUN_RLIMIT, facts=facts)
     (rlimit,) = [c for c in causes if c.name.startswith("rlimits")]
     # nproc is capped by kernel.pid_max (32768), below the hard limit 96365.
     assert 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' in rlimit.fix
@@ -164,7 +160,7 @@ def test_configured_ulimits_above_the_host_are_blamed_on_the_config() -> None:
     conf = ContainersConf(
         runtime="runc", default_ulimits=("nofile=65536:65536",), fix_path=FIX_PATH
     )
-    causes = diagnose(engine="podman", said=RUNC_RLIMIT_NPROC, facts=host(containers_conf=conf))
+    causes = diagnose(engine="podman", message=RUNC_RLIMIT_NPROC, facts=host(containers_conf=conf))
     (rlimit,) = causes
     assert "RLIMIT_NOFILE 65536" in rlimit.detail
     assert "RLIMIT_NPROC 1048576" in rlimit.detail
@@ -173,7 +169,7 @@ def test_configured_ulimits_above_the_host_are_blamed_on_the_config() -> None:
 
 def test_dockerd_fix_says_the_socket_is_missing() -> None:
     facts = host(docker_host="unix:///tmp/gone.sock", docker_socket_exists=False)
-    (check,) = diagnose(engine="docker", said=DOCKERD_GONE, facts=facts)
+    (check,) = diagnose(engine="docker", message=DOCKERD_GONE, facts=facts)
     assert "unix:///tmp/gone.sock" in check.detail
     assert "does not exist" in check.detail
     assert "dockerd" in check.fix

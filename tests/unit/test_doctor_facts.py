@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lowbuild.engines.doctor import (
+from lowbuild.doctor.checks import rlimits_over_host, rootless_checks
+from lowbuild.doctor.facts import (
     ContainersConf,
     HostFacts,
     cgroup_layout,
@@ -16,8 +17,6 @@ from lowbuild.engines.doctor import (
     has_subid_range,
     merge_containers_conf,
     parse_proc_limits,
-    rlimits_over_host,
-    rootless_checks,
 )
 
 

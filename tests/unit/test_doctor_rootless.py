@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lowbuild.engines.doctor import (
-    Check,
+from lowbuild.doctor.checks import Check, rootless_checks
+from lowbuild.doctor.facts import (
     ContainersConf,
     HostFacts,
     StorageConf,
@@ -16,10 +16,9 @@ from lowbuild.engines.doctor import (
     kernel_version,
     merge_containers_conf,
     parse_storage_conf,
-    probe_network,
-    rootless_checks,
     storage_conf_path,
 )
+from lowbuild.doctor.probes import probe_network
 
 HOME = Path("/home/ci")
 USER_CONTAINERS_CONF = HOME / ".config/containers/containers.conf"

@@ -1,0 +1,246 @@
+"""Running each engine the way a build would: is it installed, what version, does dockerd
+answer (buildx), is the base image there, does a trivial build (`FROM` the local busybox
+base image, one `RUN`) and a run of the result work? A failed step's message goes through
+`diagnose`, so its check carries the fix of the first known cause.
+
+Every engine command goes through the engine classes (`version`, `inspect_image`, `build`,
+`run_once`, `remove_image`); none is built here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lowbuild.doctor.checks import (
+    PROBE_BASE_IMAGE,
+    PROVISION_FIX,
+    Check,
+    base_image_missing_check,
+    rootless_checks,
+    rootless_network_works,
+)
+from lowbuild.doctor.diagnosis import diagnose
+from lowbuild.doctor.facts import HostFacts, read_host_facts
+from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, Engine, EngineName
+from lowbuild.engines.detect import REQUIRED_BINARIES, check_version, engine_by_name
+from lowbuild.engines.docker import DockerEngine
+from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
+
+PROBE_MARKER = "lowbuild-doctor-ok"
+PROBE_FILE = "/lowbuild-doctor"
+PROBE_DOCKERFILE = f"FROM {PROBE_BASE_IMAGE}\nRUN echo {PROBE_MARKER} > {PROBE_FILE}\n"
+
+INSTALL_HINTS: dict[EngineName, str] = {
+    "podman": "`apt-get install podman runc`",
+    "docker": "`apt-get install docker.io`",
+    "buildx": "`apt-get install docker.io` and the buildx plugin",
+    "buildah": "`apt-get install buildah podman` (lowbuild runs buildah's images with podman)",
+}
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """Everything doctor found for one engine; `ok` means a build and a run both worked."""
+
+    engine: EngineName
+    ok: bool
+    version: str | None
+    checks: tuple[Check, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "ok": self.ok,
+            "version": self.version,
+            "checks": [
+                {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks
+            ],
+        }
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])[-600:]
+
+
+def _engine_message(exc: LowbuildError) -> str:
+    """What the engine printed (an EngineError's stderr), else the error's own text."""
+    return exc.stderr if isinstance(exc, EngineError) else str(exc)
+
+
+def _generic_fix(engine: EngineName) -> str:
+    what = "dockerd's log" if engine in ("docker", "buildx") else "`podman info`"
+    return f"no known cause matched; read the engine's message above and {what}"
+
+
+@dataclass
+class _Findings:
+    """Checks collected while examining one engine (mutable only while it is being built)."""
+
+    engine: EngineName
+    facts: HostFacts
+    checks: list[Check] = field(default_factory=list)
+
+    def passed(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, True, detail))
+
+    def failed(self, name: str, exc: LowbuildError, *, fallback_fix: str) -> None:
+        """A failed step: the engine's last words, the fix of the first known cause (or
+        the fallback), then one check per cause found."""
+        message = _engine_message(exc)
+        causes = diagnose(engine=self.engine, message=message, facts=self.facts)
+        fix = causes[0].fix if causes else fallback_fix
+        self.checks.append(Check(name, False, _tail(message), fix))
+        known = {c.name for c in self.checks}
+        self.checks += [c for c in causes if c.name not in known]
+
+    def report(self, *, ok: bool, version: str | None) -> EngineReport:
+        return EngineReport(self.engine, ok, version, tuple(self.checks))
+
+
+def examine_engine(
+    name: EngineName,
+    *,
+    facts: HostFacts,
+    make_engine: Callable[[str], Engine] = engine_by_name,
+) -> EngineReport:
+    """Check `name` step by step (installed, version, base image, build, run); stop at the
+    first failing step, since every later one depends on it."""
+    findings = _Findings(name, facts)
+    missing = [b for b in REQUIRED_BINARIES[name] if shutil.which(b) is None]
+    if missing:
+        findings.checks.append(
+            Check(
+                "installed",
+                False,
+                f"{' and '.join(missing)} not found on PATH",
+                f"{INSTALL_HINTS[name]}; {PROVISION_FIX} installs every engine",
+            )
+        )
+        return findings.report(ok=False, version=None)
+    findings.passed("installed", ", ".join(str(shutil.which(b)) for b in REQUIRED_BINARIES[name]))
+    if name in ("podman", "buildah"):
+        findings.checks += rootless_checks(facts)
+
+    engine = make_engine(name)
+    try:
+        version = engine.version()
+    except LowbuildError as exc:
+        findings.failed("version", exc, fallback_fix=PROVISION_FIX)
+        return findings.report(ok=False, version=None)
+    too_old = check_version(name, version)
+    findings.checks.append(
+        Check("version", not too_old, too_old or version, "upgrade it" if too_old else "")
+    )
+    if too_old:
+        return findings.report(ok=False, version=version)
+    if name == "buildx" and not _daemon_answers(findings):
+        return findings.report(ok=False, version=version)
+
+    try:
+        base = engine.inspect_image(PROBE_BASE_IMAGE)
+    except LowbuildError as exc:
+        findings.failed("base image", exc, fallback_fix=PROVISION_FIX)
+        return findings.report(ok=False, version=version)
+    if base is None:
+        findings.checks.append(base_image_missing_check(name))
+        return findings.report(ok=False, version=version)
+    findings.passed("base image", f"{PROBE_BASE_IMAGE} ({base.id[:19]})")
+
+    ok = _build_and_run(engine, findings, network=probe_network(name, facts))
+    return findings.report(ok=ok, version=version)
+
+
+def probe_network(name: EngineName, facts: HostFacts) -> str | None:
+    """The network doctor's probe build and run use: the engine's default, except for a
+    rootless podman/buildah whose default network cannot start (the "rootless network" check
+    says so). Then `none`, what such a user's builds run with, so that the probe still
+    shows whether building and running work at all."""
+    if name in ("podman", "buildah") and facts.rootless and not rootless_network_works(facts):
+        return "none"
+    return None
+
+
+def _daemon_answers(findings: _Findings) -> bool:
+    """buildx's version is the plugin's; whether dockerd answers is asked the way the
+    docker engine asks its version (the daemon's)."""
+    try:
+        server = DockerEngine().version()
+    except LowbuildError as exc:
+        findings.failed("dockerd", exc, fallback_fix=PROVISION_FIX)
+        return False
+    findings.passed("dockerd", f"dockerd {server}")
+    return True
+
+
+def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) -> bool:
+    """Build the probe image and run it, then remove it; False at the first failure."""
+    tag = f"localhost/lowbuild/doctor-probe:{findings.engine}-{secrets.token_hex(4)}"
+    on = f" (with --network {network})" if network else ""
+    with tempfile.TemporaryDirectory(prefix="lowbuild-doctor-") as scratch:
+        context = Path(scratch)
+        (context / "Dockerfile").write_text(PROBE_DOCKERFILE)
+        try:
+            image_id = engine.build(
+                context=context, tags=[tag], labels={OWNED_LABEL: "true"}, network=network
+            )
+        except LowbuildError as exc:
+            findings.failed("build", exc, fallback_fix=_generic_fix(findings.engine))
+            return False
+    try:
+        findings.passed("build", f"a RUN on {PROBE_BASE_IMAGE} built {image_id[:19]}{on}")
+        try:
+            code, output = engine.run_once(image=tag, command=["cat", PROBE_FILE], network=network)
+        except LowbuildError as exc:
+            findings.failed("run", exc, fallback_fix=_generic_fix(findings.engine))
+            return False
+        if code != 0 or PROBE_MARKER not in output:
+            findings.checks.append(
+                Check(
+                    "run",
+                    False,
+                    f"`cat {PROBE_FILE}` exited {code} and printed {_tail(output)!r}, "
+                    f"expected {PROBE_MARKER!r}",
+                    _generic_fix(findings.engine),
+                )
+            )
+            return False
+        findings.passed("run", f"`cat {PROBE_FILE}` printed what the RUN step wrote{on}")
+        return True
+    finally:
+        # A leftover probe tag is harmless; the report matters more than its removal.
+        with contextlib.suppress(LowbuildError):
+            engine.remove_image(tag, force=True)
+
+
+def examine_engines(
+    engines: Sequence[EngineName] = ENGINE_NAMES,
+    *,
+    facts: HostFacts | None = None,
+    make_engine: Callable[[str], Engine] = engine_by_name,
+) -> list[EngineReport]:
+    """One report per engine, in the order asked."""
+    host = facts or read_host_facts()
+    return [examine_engine(name, facts=host, make_engine=make_engine) for name in engines]
+
+
+def require_working(reports: Sequence[EngineReport], *, asked: str | None) -> None:
+    """Raise EngineUnavailable when the asked engine (or, if none was asked, every engine)
+    does not work; the message names each failed engine's first failing check."""
+    if any(r.ok for r in reports):
+        return
+    reasons = []
+    for report in reports:
+        first = next((c for c in report.checks if not c.ok), None)
+        reasons.append(
+            f"{report.engine}: {first.name + ': ' + first.detail if first else 'not ok'}"
+        )
+    subject = f"engine {asked!r} does not work here" if asked else "no engine works here"
+    raise EngineUnavailable(subject + ":\n  " + "\n  ".join(reasons))

@@ -1,0 +1,111 @@
+"""How `lowbuild doctor` walks an engine step by step (version, dockerd, base image, build,
+run), with a fake engine: where it stops, and which fix a failed step carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lowbuild.doctor.facts import ContainersConf, HostFacts
+from lowbuild.doctor.probes import PROBE_MARKER, examine_engine
+from lowbuild.engines.base import Engine, ImageInfo
+from lowbuild.engines.docker import DockerEngine
+from lowbuild.errors import EngineError
+
+# Root on a cgroup v2 host whose limits podman's defaults fit under: no cause from facts alone.
+HEALTHY = HostFacts(
+    euid=0,
+    user="root",
+    cgroup_layout="unified",
+    nofile_hard=None,
+    nproc_hard=None,
+    pid_max=None,
+    containers_conf=ContainersConf(runtime="runc"),
+)
+CRUN_RLIMIT = "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted"
+
+
+class FakeEngine:
+    """Answers like a working engine, except that the step named `fails` raises."""
+
+    def __init__(self, *, fails: str = "", message: str = "Error: broken") -> None:
+        self.fails = fails
+        self.message = message
+        self.removed: list[str] = []
+
+    def _step(self, name: str) -> None:
+        if self.fails == name:
+            raise EngineError(["fake", name], 1, self.message)
+
+    def version(self) -> str:
+        self._step("version")
+        return "99.0.0"
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        self._step("inspect")
+        return ImageInfo(id="sha256:" + "a" * 64)
+
+    def build(self, *, context: Path, **_: Any) -> str:
+        self._step("build")
+        assert "RUN echo" in (context / "Dockerfile").read_text()
+        return "sha256:" + "b" * 64
+
+    def run_once(self, **_: Any) -> tuple[int, str]:
+        self._step("run")
+        return 0, PROBE_MARKER + "\n"
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.removed.append(ref)
+
+
+@pytest.fixture(autouse=True)
+def every_binary_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lowbuild.doctor.probes.shutil.which", lambda b: f"/usr/bin/{b}")
+
+
+def examine(name: str, fake: FakeEngine) -> dict[str, tuple[bool, str, str]]:
+    def make(_: str) -> Engine:
+        return fake  # type: ignore[return-value]
+
+    report = examine_engine(name, facts=HEALTHY, make_engine=make)  # type: ignore[arg-type]
+    return {c.name: (c.ok, c.detail, c.fix) for c in report.checks} | {
+        "ok": (report.ok, report.version or "", "")
+    }
+
+
+def test_a_working_engine_builds_runs_and_removes_its_probe_image() -> None:
+    fake = FakeEngine()
+    checks = examine("podman", fake)
+    assert checks["ok"] == (True, "99.0.0", "")
+    assert checks["build"][0] and checks["run"][0]
+    assert len(fake.removed) == 1 and fake.removed[0].startswith("localhost/lowbuild/doctor-probe:")
+
+
+def test_a_failed_build_carries_the_fix_of_the_first_known_cause() -> None:
+    checks = examine("podman", FakeEngine(fails="build", message=CRUN_RLIMIT))
+    ok, detail, fix = checks["build"]
+    assert not ok and detail == CRUN_RLIMIT
+    assert fix == checks["rlimits above the host's hard limit"][2]
+    assert "run" not in checks and not checks["ok"][0]
+
+
+def test_an_unknown_failure_points_at_the_engine_message() -> None:
+    checks = examine("docker", FakeEngine(fails="run", message="Error: nobody has seen this"))
+    assert checks["run"][2].startswith("no known cause matched")
+    assert "dockerd's log" in checks["run"][2]
+
+
+def test_buildx_asks_whether_dockerd_answers_before_building(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def daemon_down(self: DockerEngine) -> str:
+        raise EngineError(["docker", "version"], 1, "Cannot connect to the Docker daemon")
+
+    monkeypatch.setattr(DockerEngine, "version", daemon_down)
+    fake = FakeEngine()
+    checks = examine("buildx", fake)
+    assert not checks["dockerd"][0]
+    assert "systemctl start docker" in checks["dockerd"][2]
+    assert "base image" not in checks and fake.removed == []
