@@ -1,7 +1,8 @@
 """Choosing an engine: by name, by LOWBUILD_ENGINE, or the first that really works here.
 
-`probe` is cheap (a binary lookup and one version query with a timeout) and is what
-`lowbuild doctor` reuses to say why an engine cannot be used.
+`probe` is cheap (a binary lookup and one version query with a timeout). `lowbuild doctor`
+uses the same `REQUIRED_BINARIES`, `check_version` and `engine_by_name` to say why an
+engine cannot be used.
 """
 
 from __future__ import annotations
