@@ -108,7 +108,7 @@ def test_every_module_belongs_to_a_known_stage() -> None:
 def test_no_module_imports_from_a_later_stage() -> None:
     found = backward_imports(package_files())
     new = [
-        f"lowbuild/{m.replace('.', '/')}.py:{line}: {why} ({target})"
+        f"{m.replace('.', '/')}.py:{line}: {why} ({target})"
         for m, line, target, why in found
         if (m, target) not in KNOWN
     ]
