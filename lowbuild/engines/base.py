@@ -94,6 +94,46 @@ class CopyStep:
 WorkStep = ShellStep | CopyStep
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """One Dockerfile build, the same for every engine."""
+
+    context: Path
+    dockerfile: Path | None = None  # None: `Dockerfile` in the context
+    tags: Sequence[str] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None  # None: the engine's default network
+
+    def flags(self, *, dockerfile: Path | None = None) -> list[str | Path]:
+        """The flags podman, buildah and the docker CLI spell the same way; `dockerfile`
+        names the Dockerfile otherwise than `self.dockerfile` (buildx: inside a tar)."""
+        argv: list[str | Path] = []
+        named = dockerfile if dockerfile is not None else self.dockerfile
+        if named is not None:
+            argv += ["--file", named]
+        for tag in self.tags:
+            argv += ["--tag", tag]
+        for key, value in self.build_args.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if self.network:
+            argv += ["--network", self.network]
+        return argv
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """What a commit makes: the image `ref`, its author and message (`commit -a -m`), and
+    Dockerfile instructions applied on the way (`commit -c`, see engines/changes.py)."""
+
+    ref: str
+    author: str = ""
+    message: str = ""
+    changes: Sequence[str] = ()
+
+
 class Engine(Protocol):
     """A container engine driven through its CLI.
 
@@ -105,19 +145,9 @@ class Engine(Protocol):
 
     def version(self) -> str: ...
 
-    def build(
-        self,
-        *,
-        context: Path,
-        dockerfile: Path | None = None,
-        tags: Sequence[str] = (),
-        build_args: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network: str | None = None,
-        pull: bool = False,
-        log: LogSink | None = None,
-    ) -> str:
-        """Build `context`; return the image ID ("sha256:<hex>"). Never pulls unless `pull`."""
+    def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
+        """Build `request.context`; return the image ID ("sha256:<hex>"). Never pulls: a
+        missing base is an error, not a download."""
         ...
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -166,38 +196,28 @@ class Engine(Protocol):
         that long, raises EngineTimedOut carrying the output so far."""
         ...
 
-    def commit(
-        self,
-        container: RunningContainer,
-        *,
-        ref: str,
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
-    ) -> str:
-        """Commit a container to `ref` with author, message and Dockerfile `changes`
-        (validated first: lowbuild.engines.changes); return the ID. Note: the container's
-        labels (lowbuild.owned) and command become the image's unless `changes` say otherwise."""
+    def commit(self, container: RunningContainer, request: CommitRequest) -> str:
+        """Commit a container to `request.ref` with its author, message and Dockerfile
+        changes (validated first: lowbuild.engines.changes); return the ID. Note: the
+        container's labels (lowbuild.owned) and command become the image's unless the
+        changes say otherwise."""
         ...
 
     def commit_steps(
         self,
+        request: CommitRequest,
         *,
         base: str,
-        ref: str,
         steps: Sequence[WorkStep],
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
         network: str | None = None,
         log: LogSink | None = None,
     ) -> str:
-        """The manual recipe: a working container from `base`, each step in order, then a
-        commit to `ref` with author, message and `changes`; return the image ID.
-        CMD and ENTRYPOINT stay the base's unless `changes` set them; environment and labels
-        are the base's plus the changes' (nothing of the working container). The working
-        container is removed whatever happens; a failing step raises EngineError with its
-        output."""
+        """A commit recipe: a working container from `base`, each step in order, then a
+        commit as `request` says; return the image ID.
+        CMD and ENTRYPOINT stay the base's unless the changes set them; environment and
+        labels are the base's plus the changes' (nothing of the working container). The
+        working container is removed whatever happens; a failing step raises EngineError
+        with its output."""
         ...
 
     def tag(self, ref: str, new_ref: str) -> None: ...

@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
-from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
+from lowbuild.engines.base import (
+    BuildRequest,
+    CommitRequest,
+    CopyStep,
+    Engine,
+    LogSink,
+    ShellStep,
+    WorkStep,
+)
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
 from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
@@ -165,7 +173,7 @@ class FamilyBuilder:
         if spec.kind == "commit":
             image_id = self._commit_recipe(spec, staged, refs, labels, sink)
         else:
-            image_id = self.engine.build(
+            request = BuildRequest(
                 context=staged.path,
                 # The staged copy, never the source: what was checked and fingerprinted.
                 dockerfile=staged.path / spec.dockerfile,
@@ -173,8 +181,8 @@ class FamilyBuilder:
                 build_args=dict(spec.args),
                 labels=labels,
                 network=None if spec.network == "default" else spec.network,
-                log=sink,
             )
+            image_id = self.engine.build(request, log=sink)
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
@@ -205,13 +213,13 @@ class FamilyBuilder:
             *recipe.changes,
             *(label_change(key, value) for key, value in labels.items()),
         ]
+        request = CommitRequest(
+            ref=refs[0], author=recipe.author, message=recipe.message, changes=changes
+        )
         image_id = self.engine.commit_steps(
+            request,
             base=base,
-            ref=refs[0],
             steps=steps,
-            author=recipe.author,
-            message=recipe.message,
-            changes=changes,
             network=None if spec.network == "default" else spec.network,
             log=sink,
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lowbuild.engines.base import OWNED_LABEL, Engine, ShellStep
+from lowbuild.engines.base import OWNED_LABEL, CommitRequest, Engine, ShellStep
 from lowbuild.engines.changes import label_change
 
 pytestmark = pytest.mark.engine
@@ -30,21 +30,21 @@ def test_commit_recipe_changes_round_trip_exactly_on_every_engine(
     engine: Engine, base_image: str, image_refs: Callable[[str], str]
 ) -> None:
     ref = image_refs("exact-changes")
+    changes = [
+        "ENV A=1 B=2",
+        """ENV SPACED="  two  words " EQ=k=v=w SQ='it"s' DQ="say \\"hi\\"" DOLLAR="\\$HOME\"""",
+        """LABEL a=1 b=2 "with space"="x y" quoted='it''s' json='{"k": "v w"}' nö=✓""",
+        label_change("lowbuild.inputs", INPUTS_JSON),
+        'ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "--"]',
+        'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" \\"$(pwd)\\" \\"$(id -u)\\""]',
+        "EXPOSE 8080 53/udp",
+        "USER 1000:1000",
+        "WORKDIR /srv",
+    ]
     engine.commit_steps(
+        CommitRequest(ref=ref, changes=changes),
         base=base_image,
-        ref=ref,
         steps=[ShellStep("mkdir -p /srv && chown 1000:1000 /srv")],
-        changes=[
-            "ENV A=1 B=2",
-            """ENV SPACED="  two  words " EQ=k=v=w SQ='it"s' DQ="say \\"hi\\"" DOLLAR="\\$HOME\"""",
-            """LABEL a=1 b=2 "with space"="x y" quoted='it''s' json='{"k": "v w"}' nö=✓""",
-            label_change("lowbuild.inputs", INPUTS_JSON),
-            'ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "--"]',
-            'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" \\"$(pwd)\\" \\"$(id -u)\\""]',
-            "EXPOSE 8080 53/udp",
-            "USER 1000:1000",
-            "WORKDIR /srv",
-        ],
         network="none",
     )
     base = engine.inspect_image(base_image)
@@ -93,8 +93,8 @@ def test_commit_recipe_leaves_no_working_container_behind(
     # the session's label check cannot see it: find it by the hostname its step printed.
     lines: list[str] = []
     engine.commit_steps(
+        CommitRequest(ref=image_refs("no-leftover")),
         base=base_image,
-        ref=image_refs("no-leftover"),
         steps=[ShellStep("hostname")],
         network="none",
         log=lines.append,

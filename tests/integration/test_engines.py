@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from live_services import SITE_TEXT, Registry, make_site_context, wait_for_http
 
-from lowbuild.engines.base import OWNED_LABEL, CopyStep, Engine, ShellStep
+from lowbuild.engines.base import (
+    OWNED_LABEL,
+    BuildRequest,
+    CommitRequest,
+    CopyStep,
+    Engine,
+    ShellStep,
+)
 from lowbuild.engines.detect import select_engine
 from lowbuild.errors import EngineError, EngineUnavailable
 
@@ -37,13 +44,10 @@ def site_image(
     context = make_site_context(tmp_path_factory.mktemp(f"site-{engine.name}"))
     ref = f"localhost/lowbuild-test/{engine.name}-site:1"
     lines: list[str] = []
-    image_id = engine.build(
-        context=context,
-        tags=[ref],
-        labels={"org.lowbuild.test.build": "yes"},
-        network="none",
-        log=lines.append,
+    request = BuildRequest(
+        context=context, tags=[ref], labels={"org.lowbuild.test.build": "yes"}, network="none"
     )
+    image_id = engine.build(request, log=lines.append)
     yield BuiltSite(ref=ref, id=image_id, log=tuple(lines))
     with contextlib.suppress(EngineError):
         engine.remove_image(ref, force=True)
@@ -127,17 +131,19 @@ def test_commit_keeps_author_message_and_each_change(
         engine.exec(container, ["sh", "-c", "mkdir -p /srv && echo committed > /srv/state.txt"])
         image_id = engine.commit(
             container,
-            ref=ref,
-            author="Lowbuild Tests <tests@lowbuild.invalid>",
-            message="committed by the engine tests",
-            changes=[
-                'CMD ["cat", "state.txt"]',
-                "EXPOSE 9090/tcp",
-                "ENV COMMITTED=yes",
-                "USER 1000",
-                "WORKDIR /srv",
-                "LABEL org.lowbuild.test.committed=true",
-            ],
+            CommitRequest(
+                ref=ref,
+                author="Lowbuild Tests <tests@lowbuild.invalid>",
+                message="committed by the engine tests",
+                changes=[
+                    'CMD ["cat", "state.txt"]',
+                    "EXPOSE 9090/tcp",
+                    "ENV COMMITTED=yes",
+                    "USER 1000",
+                    "WORKDIR /srv",
+                    "LABEL org.lowbuild.test.committed=true",
+                ],
+            ),
         )
     assert FULL_ID.fullmatch(image_id), image_id
     info = engine.inspect_image(ref)
@@ -163,21 +169,23 @@ def test_commit_recipe_runs_steps_copies_files_and_commits(
     greeting.write_text("copied in\n")
     lines: list[str] = []
     image_id = engine.commit_steps(
+        CommitRequest(
+            ref=ref,
+            author="Recipe Author <recipe@lowbuild.invalid>",
+            message="made by a commit recipe",
+            changes=[
+                'CMD ["cat", "state.txt", "greeting.txt"]',
+                "WORKDIR /srv",
+                "ENV STEPPED=yes",
+                "EXPOSE 9090",
+                "USER 1000",
+                "LABEL org.lowbuild.test.recipe=commit",
+            ],
+        ),
         base=base_image,
-        ref=ref,
         steps=[
             ShellStep("mkdir -p /srv && echo stepped > /srv/state.txt && echo visible-in-log"),
             CopyStep(greeting, "/srv/greeting.txt"),
-        ],
-        author="Recipe Author <recipe@lowbuild.invalid>",
-        message="made by a commit recipe",
-        changes=[
-            'CMD ["cat", "state.txt", "greeting.txt"]',
-            "WORKDIR /srv",
-            "ENV STEPPED=yes",
-            "EXPOSE 9090",
-            "USER 1000",
-            "LABEL org.lowbuild.test.recipe=commit",
         ],
         network="none",
         log=lines.append,
@@ -202,7 +210,9 @@ def test_commit_recipe_keeps_the_base_command_unless_changed(
     engine: Engine, site_image: BuiltSite, image_refs: Callable[[str], str]
 ) -> None:
     ref = image_refs("recipe-keeps-cmd")
-    engine.commit_steps(base=site_image.ref, ref=ref, steps=[ShellStep("touch /www/extra")])
+    engine.commit_steps(
+        CommitRequest(ref=ref), base=site_image.ref, steps=[ShellStep("touch /www/extra")]
+    )
     info = engine.inspect_image(ref)
     assert info is not None
     assert info.cmd == ("busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
@@ -215,7 +225,9 @@ def test_failing_commit_step_raises_with_its_message(
     ref = image_refs("recipe-broken")
     with pytest.raises(EngineError) as raised:
         engine.commit_steps(
-            base=base_image, ref=ref, steps=[ShellStep("echo 'recipe step broke' >&2; exit 4")]
+            CommitRequest(ref=ref),
+            base=base_image,
+            steps=[ShellStep("echo 'recipe step broke' >&2; exit 4")],
         )
     assert raised.value.returncode != 0
     assert "recipe step broke" in raised.value.stderr
@@ -230,7 +242,7 @@ def test_failing_run_raises_engine_error_with_the_commands_message(
     )
     lines: list[str] = []
     with pytest.raises(EngineError) as raised:
-        engine.build(context=tmp_path, tags=[image_refs("broken")], log=lines.append)
+        engine.build(BuildRequest(context=tmp_path, tags=[image_refs("broken")]), log=lines.append)
     assert raised.value.returncode != 0
     assert "lowbuild-test: the step broke" in raised.value.stderr
     assert any("lowbuild-test: the step broke" in line for line in lines)
@@ -246,7 +258,7 @@ def test_save_then_load_after_removal_restores_the_same_image(
     ref = image_refs("saved")
     marker = secrets.token_hex(8)  # a config no other image has, so removal really removes
     image_id = engine.build(
-        context=context, tags=[ref], labels={"org.lowbuild.test.marker": marker}
+        BuildRequest(context=context, tags=[ref], labels={"org.lowbuild.test.marker": marker})
     )
     archive = tmp_path / "image.tar"
     engine.save([ref], archive)

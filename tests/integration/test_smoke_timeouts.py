@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from live_services import BASE_IMAGE
 
-from lowbuild.engines.base import Engine
+from lowbuild.engines.base import BuildRequest, Engine
 from lowbuild.errors import SmokeTestFailed
 from lowbuild.run.smoke import run_smoke_test
 from lowbuild.spec.model import CommandTest, HttpTest
@@ -62,7 +62,7 @@ def silent(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         'while :; do sleep 3600 | nc -l -p 8080; done"]\n'
     )
     ref = f"localhost/lowbuild-test/{engine.name}-silent-{value}:1"
-    engine.build(context=context, tags=[ref])
+    engine.build(BuildRequest(context=context, tags=[ref]))
     yield Silent(ref=ref, label=f"{MARKER}={value}")
     engine.remove_image(ref, force=True)
 
