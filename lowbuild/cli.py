@@ -311,8 +311,8 @@ def bundle_export_command(
     the selection needs, plus a manifest of every member's sha256. Same content, same bytes."""
     import time
 
+    from lowbuild.export.bundle import contents_for, export_bundle
     from lowbuild.run.workflow import Selection, load, project_session
-    from lowbuild.sources.bundle import contents_for, export_bundle
     from lowbuild.sources.cache import Cache, default_cache_root
 
     started = time.monotonic()
@@ -342,7 +342,7 @@ def bundle_import_command(
     """Verify every member against the manifest, then admit the artifacts to the cache and
     load the images. Exit 4, with nothing imported, if any member does not match."""
     from lowbuild.engines.detect import select_engine
-    from lowbuild.sources.bundle import import_bundle
+    from lowbuild.export.bundle import import_bundle
     from lowbuild.sources.cache import Cache, default_cache_root
 
     cache = Cache(default_cache_root(Path(cache_dir) if cache_dir else None))
@@ -361,7 +361,7 @@ def bundle_ls_command(
     """List the members (kind, name, size, sha256) as the manifest records them."""
     import json
 
-    from lowbuild.sources.bundle import list_bundle
+    from lowbuild.export.bundle import list_bundle
 
     members = list_bundle(Path(bundle))
     if as_json:

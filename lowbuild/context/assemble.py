@@ -57,9 +57,8 @@ from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
 from lowbuild.errors import Location, OfflineMissing, SpecError
 from lowbuild.sources.cache import Cache, StatRecord, hash_file, write_atomically
 from lowbuild.sources.fetch import missing_artifact_lines
-from lowbuild.spec.model import ImageSpec, Pack
+from lowbuild.spec.model import IMAGE_FILE, ImageSpec, Pack
 
-IMAGE_FILE = "image.yaml"
 _PACK_DIGEST_VERSION = "lowbuild-pack-v1"  # bump if pack_deterministic's output changes
 
 

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-EngineName = Literal["podman", "docker", "buildx", "buildah"]
-ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
+# The engine names are the spec's (lowbuild.yaml `engine:`); re-exported for the engines.
+from lowbuild.spec.model import ENGINE_NAMES as ENGINE_NAMES
+from lowbuild.spec.model import EngineName as EngineName
 
 LogSink = Callable[[str], None]
 """Receives engine output one line at a time (no trailing newline), as it is printed."""

@@ -24,12 +24,13 @@ from lowbuild.engines.base import (
     ShellStep,
     WorkStep,
 )
-from lowbuild.engines.changes import buildah_config_args, parse_changes
+from lowbuild.engines.changes import buildah_config_args
 from lowbuild.engines.commands import run_command
 from lowbuild.engines.parse import image_info_from_config, says_image_missing
 from lowbuild.engines.podman import PodmanEngine, buildah_style_build
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, new_container_name
 from lowbuild.errors import EngineError
+from lowbuild.spec.changes import parse_changes
 
 _IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import BuildRequest, LogSink
-from lowbuild.engines.changes import dockerfile_word
+from lowbuild.engines.changes import label_line
 from lowbuild.errors import EngineError, EngineTimedOut, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -269,10 +269,9 @@ def labels_as_one_step(request: BuildRequest) -> Iterator[BuildRequest]:
     if not movable:
         yield request
         return
-    words = " ".join(f"{dockerfile_word(k)}={dockerfile_word(v)}" for k, v in labels.items())
     with tempfile.TemporaryDirectory(prefix="dockerfile-", dir=run_scratch()) as scratch:
         copy = Path(scratch) / source.name
-        copy.write_text(text + ("" if text.endswith("\n") else "\n") + f"LABEL {words}\n")
+        copy.write_text(text + ("" if text.endswith("\n") else "\n") + label_line(labels) + "\n")
         yield replace(request, dockerfile=copy, labels={})
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from lowbuild.engines.base import BuildRequest, EngineName, ImageInfo, LogSink
-from lowbuild.engines.changes import Change, podman_changes
+from lowbuild.engines.changes import podman_changes
 from lowbuild.engines.commands import (
     build_marker,
     build_marker_flags,
@@ -30,6 +30,7 @@ from lowbuild.engines.commands import (
 from lowbuild.engines.parse import build_secrets
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
 from lowbuild.errors import EngineError
+from lowbuild.spec.changes import Change
 
 
 class PodmanEngine(WhalesEngine):

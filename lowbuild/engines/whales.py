@@ -35,7 +35,7 @@ from lowbuild.engines.base import (
     normalise_image_id,
     seconds_left,
 )
-from lowbuild.engines.changes import Change, docker_changes, parse_changes
+from lowbuild.engines.changes import docker_changes
 from lowbuild.engines.commands import (
     CommandOutput,
     container_name_prefix,
@@ -50,6 +50,7 @@ from lowbuild.engines.parse import (
     says_image_missing,
 )
 from lowbuild.errors import EngineError, EngineTimedOut
+from lowbuild.spec.changes import Change, parse_changes
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient

@@ -180,7 +180,7 @@ class FamilyBuilder:
                 tags=refs,
                 build_args=dict(spec.args),
                 labels=labels,
-                network=None if spec.network == "default" else spec.network,
+                network=spec.engine_network,
             )
             image_id = self.engine.build(request, log=sink)
         sink(f"built {image_id}")
@@ -220,7 +220,7 @@ class FamilyBuilder:
             request,
             base=base,
             steps=steps,
-            network=None if spec.network == "default" else spec.network,
+            network=spec.engine_network,
             log=sink,
         )
         for ref in refs[1:]:
@@ -256,7 +256,7 @@ def smoke_test_family(
         assert spec.test is not None
         started = time.monotonic()
         sink = logs.sink(spec.name) if logs else None
-        network = None if spec.network == "default" else spec.network
+        network = spec.engine_network
         try:
             result = run_smoke_test(
                 engine, image=project.ref(spec), test=spec.test, network=network, log=sink

@@ -71,12 +71,12 @@ class Loaded:
 
 def load(selection: Selection) -> Loaded:
     """Spec, graph (parents checked) and engine (flag, LOWBUILD_ENGINE, lowbuild.yaml, probe)."""
-    from lowbuild.engines.detect import select_engine
+    from lowbuild.engines.detect import ENGINE_ENV, select_engine
 
     project = load_project(selection.project_file)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
-    engine_name = selection.engine or os.environ.get("LOWBUILD_ENGINE") or project.engine
+    engine_name = selection.engine or os.environ.get(ENGINE_ENV) or project.engine
     return Loaded(project=project, graph=graph, engine=select_engine(engine_name), named=named)
 
 
@@ -197,7 +197,7 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
-    from lowbuild.sources.fetch import FetchPolicy, fetch_artifacts
+    from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, fetch_artifacts
     from lowbuild.sources.progress import LoggingReporter, reporter_for
 
     project, engine = loaded.project, loaded.engine
@@ -219,7 +219,7 @@ def _build(
                         cache=cache,
                         rewrites=project.rewrites,
                         offline=options.offline,
-                        jobs=4,
+                        jobs=DEFAULT_JOBS,
                         policy=FetchPolicy(max_download=project.max_download),
                         reporter=LoggingReporter(shown, fetch_log),
                     )

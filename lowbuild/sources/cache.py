@@ -54,7 +54,8 @@ CHUNK = 1024 * 1024
 RACY_NS = 2_000_000_000
 CACHE_ENV = "LOWBUILD_CACHE"
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+"""A SHA-256 digest as the cache names its entries: 64 lower-case hex digits."""
 
 
 def default_cache_root(override: Path | None = None) -> Path:
@@ -294,7 +295,7 @@ class Cache:
 
     def entry_path(self, sha256: str) -> Path:
         """Where the entry for `sha256` lives (whether or not it exists)."""
-        if not _HEX64.fullmatch(sha256):
+        if not SHA256_HEX.fullmatch(sha256):
             raise LowbuildError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256
 
@@ -405,7 +406,7 @@ class Cache:
         if not directory.is_dir():
             return
         for path in sorted(directory.iterdir()):
-            if _HEX64.fullmatch(path.name) and path.is_file():
+            if SHA256_HEX.fullmatch(path.name) and path.is_file():
                 yield CacheEntry(sha256=path.name, path=path, size=path.stat().st_size)
 
     def remove_stale_partials(self) -> list[Path]:
@@ -414,7 +415,7 @@ class Cache:
         removed = []
         for partial in sorted(directory.glob(".*.partial")) if directory.is_dir() else []:
             digest = partial.name[1 : -len(".partial")]
-            if not _HEX64.fullmatch(digest):
+            if not SHA256_HEX.fullmatch(digest):
                 continue
             lock = self.entry_lock(digest)
             try:

@@ -8,25 +8,25 @@ cycles) live in lowbuild.plan.graph.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 
-from lowbuild.engines.base import ENGINE_NAMES
-from lowbuild.engines.changes import parse_change
-from lowbuild.errors import Location, SpecError
+from lowbuild.errors import Location, SpecError, did_you_mean
 from lowbuild.redact import redact
+from lowbuild.spec.changes import parse_change
 from lowbuild.spec.model import (
     COMMAND_TEST_TIMEOUT_S,
     DEFAULT_MAX_DOWNLOAD,
+    ENGINE_NAMES,
     HTTP_TEST_TIMEOUT_S,
+    IMAGE_FILE,
     MAX_TEST_TIMEOUT_S,
     Artifact,
     BasePin,
@@ -36,13 +36,13 @@ from lowbuild.spec.model import (
     HttpTest,
     ImageSpec,
     Pack,
+    PackFormat,
     Project,
     RecipeKind,
     Rewrite,
 )
 
 PROJECT_FILE = "lowbuild.yaml"
-IMAGE_FILE = "image.yaml"
 DEFAULT_CONTEXTS = ("contexts/*",)
 RESERVED_LABEL_PREFIX = "lowbuild."  # lowbuild's own labels (fingerprint, inputs)
 
@@ -90,7 +90,6 @@ _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 
 _Choice = TypeVar("_Choice", bound=str)
-PackFormat = Literal["tar", "tar.gz"]
 
 
 def load_project(path: Path | None = None, *, allow_missing_digests: bool = False) -> Project:
@@ -375,8 +374,7 @@ def _kind(node: yaml.Node) -> str:
 
 
 def _unknown_key_message(key: str, *, what: str, keys: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(key, keys)
     return f"unknown key {key!r} in {what}{hint}; valid keys: {', '.join(keys)}"
 
 

@@ -13,6 +13,13 @@ from typing import Literal
 from lowbuild.errors import Location
 
 RecipeKind = Literal["dockerfile", "commit"]
+PackFormat = Literal["tar", "tar.gz"]
+IMAGE_FILE = "image.yaml"
+"""The file that makes a directory an image of the family."""
+
+EngineName = Literal["podman", "docker", "buildx", "buildah"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
+"""The engines a spec may name (lowbuild.yaml `engine:`); lowbuild/engines drives them."""
 # A server streaming without end must not fill the disk before the digest check fails.
 DEFAULT_MAX_DOWNLOAD = 1024**3
 
@@ -51,7 +58,7 @@ class Pack:
 
     into: str
     source: str
-    format: Literal["tar", "tar.gz"] = "tar.gz"
+    format: PackFormat = "tar.gz"
     location: Location | None = field(default=None, compare=False)
 
 
@@ -136,6 +143,11 @@ class ImageSpec:
     @property
     def dockerfile_path(self) -> Path:
         return self.directory / self.dockerfile
+
+    @property
+    def engine_network(self) -> str | None:
+        """The `--network` to build and test with; None: the engine's default."""
+        return None if self.network == "default" else self.network
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import pytest
 
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.plan.graph import build_graph
-from lowbuild.sources.bundle import (
+from lowbuild.export.bundle import (
     MANIFEST,
     MANIFEST_SUM,
     BundleMember,
@@ -24,6 +23,7 @@ from lowbuild.sources.bundle import (
     list_bundle,
     verify_bundle,
 )
+from lowbuild.plan.graph import build_graph
 from lowbuild.spec.load import load_project
 
 DATA = b"artifact bytes\n"

@@ -34,9 +34,10 @@ from lowbuild import __version__
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import Engine
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.sources.cache import CHUNK, Cache, corrupt_entry_message, hash_file
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
+from lowbuild.sources.cache import CHUNK, SHA256_HEX, Cache, corrupt_entry_message, hash_file
 
-if TYPE_CHECKING:  # the graph is only read through its methods; no import of a later stage
+if TYPE_CHECKING:
     from lowbuild.plan.graph import FamilyGraph
     from lowbuild.spec.model import Project
 
@@ -45,10 +46,8 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 ARTIFACT_DIR = "artifacts/sha256"
 IMAGE_DIR = "images"
-FINGERPRINT_LABEL = "lowbuild.fingerprint"  # as written by lowbuild.plan.fingerprint
 # Directory entries the tar writer emits; any other directory is an unexpected member.
 _DIRECTORIES = frozenset({"artifacts", ARTIFACT_DIR, IMAGE_DIR})
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 MemberKind = Literal["artifact", "image", "manifest"]
@@ -365,7 +364,7 @@ def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
     if name in {MANIFEST, MANIFEST_SUM}:
         return None
     parent = str(path.parent)
-    if parent == ARTIFACT_DIR and _HEX64.fullmatch(path.name):
+    if parent == ARTIFACT_DIR and SHA256_HEX.fullmatch(path.name):
         return None
     if parent == IMAGE_DIR and path.name.endswith(".tar") and not path.name.startswith("."):
         return None
