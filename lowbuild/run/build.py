@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +27,7 @@ from lowbuild.engines.base import (
 )
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
-from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
+from lowbuild.errors import Interrupted
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, fingerprint_labels, rebuild_reasons
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
@@ -226,60 +224,3 @@ class FamilyBuilder:
         for ref in refs[1:]:
             self.engine.tag(refs[0], ref)
         return image_id
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    name: str
-    passed: bool
-    detail: str
-    seconds: float
-
-
-def smoke_test_family(
-    project: Project,
-    engine: Engine,
-    names: Iterable[str],
-    *,
-    jobs: int,
-    logs: RunLogs | None = None,
-    on_result: Callable[[TestOutcome], None] = lambda result: None,
-) -> dict[str, TestOutcome]:
-    """Run the declared smoke test of each named image (those without one are left out)."""
-    # Here, not at the top: it brings httpx (~25 ms), which a build without --test skips.
-    from lowbuild.run.smoke import run_smoke_test
-
-    specs = [project.image(name) for name in names]
-    specs = [spec for spec in specs if spec.test is not None]
-
-    def one(spec: ImageSpec) -> TestOutcome:
-        assert spec.test is not None
-        started = time.monotonic()
-        sink = logs.sink(spec.name) if logs else None
-        network = spec.engine_network
-        try:
-            result = run_smoke_test(
-                engine, image=project.ref(spec), test=spec.test, network=network, log=sink
-            )
-        except LowbuildError as exc:
-            outcome = TestOutcome(spec.name, False, str(exc), time.monotonic() - started)
-            if sink:
-                sink(f"smoke test FAILED: {exc}")
-        else:
-            outcome = TestOutcome(spec.name, True, result.summary, result.seconds)
-            if sink:
-                sink(f"smoke test passed: {result.summary}")
-        on_result(outcome)
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="smoke") as pool:
-        results = list(pool.map(one, specs))
-    return {result.name: result for result in results}
-
-
-def raise_for_tests(results: Mapping[str, TestOutcome]) -> None:
-    failed = [result for result in results.values() if not result.passed]
-    if failed:
-        raise SmokeTestFailed(
-            f"{len(failed)} smoke test(s) failed: " + ", ".join(result.name for result in failed)
-        )
