@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +18,8 @@ LogSink = Callable[[str], None]
 """Receives engine output one line at a time (no trailing newline), as it is printed."""
 
 OWNED_LABEL = "lowbuild.owned"
-"""Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found:
-`engine.list_containers(label=OWNED_LABEL)`. Except a commit recipe's working container:
+"""Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found
+(`podman ps --all --filter label=lowbuild.owned`). Except a commit recipe's working container:
 commit would copy the label into the image, so it is known by its name (`lowbuild-…`)."""
 
 REMOVE_TIMEOUT_S = 10.0
@@ -234,10 +234,6 @@ class Engine(Protocol):
     def push(self, ref: str, *, tls_verify: bool = True) -> None: ...
 
     def remove_image(self, ref: str, *, force: bool = False) -> None: ...
-
-    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
-        """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
-        ...
 
     def run_containers(self, run_id: str) -> frozenset[str]:
         """IDs of the containers lowbuild run `run_id` made (engines.commands.RUN_ID), in any

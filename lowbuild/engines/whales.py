@@ -274,13 +274,6 @@ class WhalesEngine:
         except EngineError as exc:
             return f"(could not read the container log: {exc})"
 
-    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
-        with whales_errors():
-            found = self.client.container.list(
-                all=True, filters=[("label", label)] if label else []
-            )
-        return iter([c.id for c in found])
-
     def run_containers(self, run_id: str) -> frozenset[str]:
         # dockerd removes the containers of a cancelled build itself (BuildKit, and the
         # classic builder with --force-rm): only lowbuild's own named containers remain.

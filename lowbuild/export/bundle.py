@@ -26,7 +26,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -383,7 +383,6 @@ class ImportResult:
     manifest: Manifest
     artifacts: tuple[str, ...]  # sha256 admitted (or already present)
     images: tuple[tuple[str, str], ...]  # (ref, ID) now in the engine
-    retagged: tuple[str, ...] = field(default=())  # refs the load did not restore
 
 
 def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult:
@@ -403,19 +402,15 @@ def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult
                 cache.admit_file(staged[member.path].path, sha256=member.sha256)
                 admitted.append(member.sha256)
         loaded: list[tuple[str, str]] = []
-        retagged: list[str] = []
         for image in manifest.images:
             engine.load(staged[image.archive].path)
             info = engine.inspect_image(image.ref)
             if info is None:
                 # A load that keeps only the ID (no RepoTags): name it as the manifest does.
                 engine.tag(image.id, image.ref)
-                retagged.append(image.ref)
                 info = engine.inspect_image(image.ref)
             loaded.append((image.ref, info.id if info else image.id))
-    return ImportResult(
-        manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded), retagged=tuple(retagged)
-    )
+    return ImportResult(manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded))
 
 
 def verify_bundle(bundle: Path) -> Manifest:

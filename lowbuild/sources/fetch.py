@@ -24,12 +24,14 @@ file:// URLs are still used.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -53,6 +55,7 @@ class FetchPolicy:
     attempts: int = 4  # tries per URL for transient failures
     backoff: float = 0.5  # first delay in seconds, doubled after each failure
     backoff_max: float = 8.0
+    retry_after_max: float = 60.0  # longest `Retry-After` (429, 503) waited for, in seconds
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # longest silence tolerated while reading
     max_redirects: int = 5
@@ -158,7 +161,11 @@ class _HashSink:
 
 
 class _Transient(Exception):
-    """Worth trying the same URL again."""
+    """Worth trying the same URL again; `retry_after`: when the server asked to (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _Permanent(Exception):
@@ -280,9 +287,19 @@ def _open_following_redirects(
     raise _Permanent(f"too many redirects (more than {policy.max_redirects}): " + " -> ".join(seen))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+def retry_after(value: str, *, now: float | None = None) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP date),
+    never below 0; None when absent or unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is read as such
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 @dataclass
@@ -352,7 +369,9 @@ def _read_body(
 
     status = response.status_code
     if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
-        raise _Transient(f"HTTP {status} {response.reason_phrase}")
+        asked = retry_after(response.headers.get("Retry-After", "")) if status in (429, 503) else None
+        said = f" (Retry-After {asked:g} s)" if asked is not None else ""
+        raise _Transient(f"HTTP {status} {response.reason_phrase}{said}", retry_after=asked)
     if status == 206 and resuming:
         start, total = _parse_content_range(response.headers.get("Content-Range", ""))
         if start != sink.size or (state.total is not None and total != state.total):
@@ -443,7 +462,10 @@ def _download_http(
             failures += 1
             if failures >= policy.attempts:
                 raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
-            time.sleep(min(policy.backoff * 2 ** (failures - 1), policy.backoff_max))
+            delay = min(policy.backoff * 2 ** (failures - 1), policy.backoff_max)
+            if exc.retry_after is not None:  # the server said when: no sooner, within reason
+                delay = max(delay, min(exc.retry_after, policy.retry_after_max))
+            time.sleep(delay)
 
 
 def _file_url_path(url: str) -> Path:

@@ -25,17 +25,6 @@ DEFAULT_MAX_DOWNLOAD = 1024**3
 
 
 @dataclass(frozen=True)
-class Digest:
-    """A pinned digest: algorithm ("sha256" or "sha512") and lowercase hex."""
-
-    algorithm: Literal["sha256", "sha512"]
-    hex: str
-
-    def __str__(self) -> str:
-        return f"{self.algorithm}:{self.hex}"
-
-
-@dataclass(frozen=True)
 class Artifact:
     """A file fetched from one of `urls` (mirrors, tried in order) and verified.
 

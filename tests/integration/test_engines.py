@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from containers import containers
 from live_services import SITE_TEXT, Registry, make_site_context, wait_for_http
 
 from lowbuild.engines.base import (
@@ -111,8 +112,8 @@ def test_containers_carry_the_owned_label_and_vanish_after_the_block(
     engine: Engine, site_image: BuiltSite
 ) -> None:
     with engine.run(image=site_image.ref) as container:
-        assert container.id in set(engine.list_containers(label=f"{OWNED_LABEL}=true"))
-    assert container.id not in set(engine.list_containers())
+        assert container.id in containers(engine, label=f"{OWNED_LABEL}=true")
+    assert container.id not in containers(engine)
 
 
 def test_container_is_removed_even_when_the_block_fails(
@@ -120,7 +121,7 @@ def test_container_is_removed_even_when_the_block_fails(
 ) -> None:
     with pytest.raises(RuntimeError), engine.run(image=site_image.ref) as container:
         raise RuntimeError("the smoke test failed")
-    assert container.id not in set(engine.list_containers())
+    assert container.id not in containers(engine)
 
 
 def test_commit_keeps_author_message_and_each_change(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from containers import containers
 from live_services import BASE_IMAGE
 
 from lowbuild.engines.base import BuildRequest, Engine
@@ -68,7 +69,7 @@ def silent(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _containers_left(engine: Engine, silent: Silent) -> list[str]:
-    return list(engine.list_containers(label=silent.label))
+    return sorted(containers(engine, label=silent.label))
 
 
 def test_tests_that_finish_in_time_pass_as_before(engine: Engine, silent: Silent) -> None:
