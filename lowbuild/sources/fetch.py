@@ -123,7 +123,7 @@ def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[st
     """How every message names an artifact that is not in the cache: its file, digest,
     the images (first one first) that declare it, and the commands that bring it."""
     return [
-        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}{_where(artifact)}",
+        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}{_declared_at(artifact)}",
         f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}",
     ]
 
@@ -637,7 +637,7 @@ def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wan
     return plan
 
 
-def _where(artifact: Artifact) -> str:
+def _declared_at(artifact: Artifact) -> str:
     return f" ({artifact.location})" if artifact.location else ""
 
 
@@ -662,7 +662,7 @@ def _fetch_message(failed: list[_Missing]) -> str:
     lines = [f"could not fetch {len(failed)} artifact(s):"]
     for m in failed:
         a = m.wanted.artifact
-        lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_where(a)}")
+        lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_declared_at(a)}")
         if not m.tried:
             lines.append("      no URL to try")
         lines.extend(f"      {t}" for t in m.tried)
