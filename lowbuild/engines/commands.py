@@ -315,5 +315,5 @@ def whales_errors() -> Iterator[None]:
 
         if not isinstance(exc, DockerException):
             raise
-        said = "\n".join(part for part in (exc.stderr, exc.stdout) if part)
-        raise EngineError([str(a) for a in exc.docker_command], exc.return_code, said) from exc
+        output = "\n".join(part for part in (exc.stderr, exc.stdout) if part)
+        raise EngineError([str(a) for a in exc.docker_command], exc.return_code, output) from exc

@@ -107,8 +107,8 @@ def probe(name: str) -> Probe:
     try:
         version = engine_by_name(engine_name).version()
     except EngineError as exc:
-        said = exc.stderr.strip().splitlines()
-        detail = said[-1] if said else f"exit {exc.returncode}"
+        lines = exc.stderr.strip().splitlines()
+        detail = lines[-1] if lines else f"exit {exc.returncode}"
         return Probe(False, "", f"`{' '.join(exc.command)}` failed: {detail}")
     except LowbuildError as exc:
         return Probe(False, "", str(exc))

@@ -15,12 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
+from lowbuild.context.assemble import (
+    ContextInventory,
+    StagedContext,
+    assemble_context,
+    take_inventory,
+)
 from lowbuild.engines.base import (
     BuildRequest,
     CommitRequest,
     CopyStep,
     Engine,
+    ImageInfo,
     LogSink,
     ShellStep,
     WorkStep,
@@ -28,7 +34,13 @@ from lowbuild.engines.base import (
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
 from lowbuild.errors import Interrupted
-from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, fingerprint_labels, rebuild_reasons
+from lowbuild.plan.fingerprint import (
+    FINGERPRINT_LABEL,
+    BuildInputs,
+    fingerprint_labels,
+    rebuild_reasons,
+)
+from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
@@ -129,21 +141,10 @@ class FamilyBuilder:
         sink = self.wrap_sink(name, self.logs.sink(name))
         node = plan.graph.nodes[name]
         spec = node.spec
-        inputs, reasons = planned.inputs, planned.reasons
         inventory = planned.inventory or take_inventory(spec)
-        if inputs is None:
-            # A need was rebuilt: its new ID is an input, known only now.
-            with self._lock:
-                family_ids = {need: self._ids[need] for need in node.needs}
-            inputs = current_inputs(
-                node,
-                engine=self.engine,
-                family_ids=family_ids,
-                external_ids=plan.external_ids,
-                inventory=inventory,
-            )
-            existing = self.engine.inspect_image(planned.ref)
-            reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+        inputs, reasons = planned.inputs, planned.reasons
+        if inputs is None:  # a need was rebuilt: its new ID is an input, known only now
+            inputs, reasons, existing = self._inputs_now(plan, node, inventory, ref=planned.ref)
             if not reasons and existing is not None:
                 sink("up to date once its parents were built (same IDs)")
                 with self._lock:
@@ -154,16 +155,7 @@ class FamilyBuilder:
             spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
         )
         sink(f"context staged at {staged.path} ({staged.digest})")
-        parent_ref = self.project.ref(node.parent) if node.parent else node.base
-        labels = {
-            **dict(spec.labels),
-            **oci_labels(self.project, spec, base=parent_ref),
-            ARTIFACTS_LABEL: json.dumps(
-                {file: f"sha256:{digest}" for file, digest in sorted(staged.artifact_digests.items())},
-                separators=(",", ":"),
-            ),
-            **fingerprint_labels(inputs),
-        }
+        labels = self._labels(node, staged, inputs)
         refs = self.project.refs(spec)
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
@@ -186,6 +178,35 @@ class FamilyBuilder:
             self._ids[name] = image_id
         return WorkResult(state="built", image_id=image_id, detail="; ".join(reasons))
 
+    def _inputs_now(
+        self, plan: Plan, node: Node, inventory: ContextInventory, *, ref: str
+    ) -> tuple[BuildInputs, tuple[str, ...], ImageInfo | None]:
+        """`node`'s inputs with its needs' IDs as this run left them, the reasons to build
+        it (none: the existing image already has those inputs), and that image."""
+        with self._lock:
+            family_ids = {need: self._ids[need] for need in node.needs}
+        inputs = current_inputs(
+            node,
+            engine=self.engine,
+            family_ids=family_ids,
+            external_ids=plan.external_ids,
+            inventory=inventory,
+        )
+        existing = self.engine.inspect_image(ref)
+        return inputs, rebuild_reasons(existing.labels if existing else None, inputs), existing
+
+    def _labels(self, node: Node, staged: StagedContext, inputs: BuildInputs) -> dict[str, str]:
+        """The image's labels: the spec's, the OCI ones, its artifacts and its inputs."""
+        spec = node.spec
+        parent_ref = self.project.ref(node.parent) if node.parent else node.base
+        artifacts = {file: f"sha256:{d}" for file, d in sorted(staged.artifact_digests.items())}
+        return {
+            **dict(spec.labels),
+            **oci_labels(self.project, spec, base=parent_ref),
+            ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
+            **fingerprint_labels(inputs),
+        }
+
     def _commit_recipe(
         self,
         spec: ImageSpec,
@@ -194,7 +215,8 @@ class FamilyBuilder:
         labels: Mapping[str, str],
         sink: LogSink,
     ) -> str:
-        """The tutorial's manual method: container from the base, steps, commit."""
+        """A commit recipe: the engine runs the steps in a container from the base (a family
+        image's ref, or an external one) and commits it with the labels as changes."""
         recipe = spec.commit
         assert recipe is not None  # the spec loader guarantees it for kind: commit
         base = recipe.base

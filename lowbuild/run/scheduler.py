@@ -1,6 +1,6 @@
 """Run work over a family in dependency order, concurrently up to a job limit.
 
-What the scheduler promises (the complaints about Kolla, bake and bashbrew are the checklist):
+What the scheduler promises:
 - an image starts only when everything it needs (if selected) has finished successfully;
 - a failure marks only its descendants `blocked`, naming the failed ancestor;
   independent branches go on (unless `fail_fast`, then nothing new starts and

@@ -129,10 +129,12 @@ def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[st
 
 
 # ---------------------------------------------------------------------------
-# One URL into one sink
+# One URL into one receiver (a cache writer, or a hasher for --print-digests)
 
 
-class _Sink(Protocol):
+class _Receiver(Protocol):
+    """Where a download's bytes go; `restart` drops what it has (the body starts over)."""
+
     size: int
 
     def write(self, data: bytes) -> None: ...
@@ -140,7 +142,7 @@ class _Sink(Protocol):
     def restart(self) -> None: ...
 
 
-class _HashSink:
+class _HashingReceiver:
     """Hashes bytes and keeps nothing (for --print-digests)."""
 
     def __init__(self) -> None:
@@ -315,25 +317,25 @@ def _http_attempt(
     *,
     client: httpx.Client,
     url: str,
-    sink: _Sink,
+    receiver: _Receiver,
     state: _ResumeState,
     policy: FetchPolicy,
     bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
-    """One request, resuming from `sink.size` when that is safe. Raises _Transient/_Permanent."""
+    """One request, resuming from `receiver.size` when that is safe. Raises _Transient/_Permanent."""
     import httpx
 
     headers: dict[str, str] = {}
-    resuming = sink.size > 0 and state.ranges_ok
+    resuming = receiver.size > 0 and state.ranges_ok
     if resuming:
-        headers["Range"] = f"bytes={sink.size}-"
+        headers["Range"] = f"bytes={receiver.size}-"
         # If the file changed since, If-Range makes the server send it whole (200).
         # Without a validator the final digest check still catches a spliced body.
         if state.validator:
             headers["If-Range"] = state.validator
-    elif sink.size > 0:
-        sink.restart()
+    elif receiver.size > 0:
+        receiver.restart()
         progress(state.total, 0)
     try:
         response = _open_following_redirects(client, url, headers, policy)
@@ -342,7 +344,7 @@ def _http_attempt(
     try:
         _read_body(
             response=response,
-            sink=sink,
+            receiver=receiver,
             state=state,
             resuming=resuming,
             bound=bound,
@@ -350,16 +352,16 @@ def _http_attempt(
         )
     finally:
         response.close()
-    if state.total is not None and sink.size != state.total:
-        raise _Transient(f"body cut short: got {sink.size} of {state.total} bytes")
-    if sink.size == 0:
+    if state.total is not None and receiver.size != state.total:
+        raise _Transient(f"body cut short: got {receiver.size} of {state.total} bytes")
+    if receiver.size == 0:
         raise _Permanent("empty body")
 
 
 def _read_body(
     *,
     response: httpx.Response,
-    sink: _Sink,
+    receiver: _Receiver,
     state: _ResumeState,
     resuming: bool,
     bound: _Bound,
@@ -374,15 +376,15 @@ def _read_body(
         raise _Transient(f"HTTP {status} {response.reason_phrase}{said}", retry_after=asked)
     if status == 206 and resuming:
         start, total = _parse_content_range(response.headers.get("Content-Range", ""))
-        if start != sink.size or (state.total is not None and total != state.total):
+        if start != receiver.size or (state.total is not None and total != state.total):
             raise _Permanent(
                 f"bad Content-Range {response.headers.get('Content-Range')!r} "
-                f"when resuming at byte {sink.size}"
+                f"when resuming at byte {receiver.size}"
             )
         bound.check_length(total)
     elif status == 200:
-        if sink.size > 0:  # the server ignored Range (or the file changed): start over
-            sink.restart()
+        if receiver.size > 0:  # the server ignored Range (or the file changed): start over
+            receiver.restart()
         length = response.headers.get("Content-Length")
         state.total = int(length) if length and length.isdigit() else None
         bound.check_length(state.total)
@@ -390,16 +392,16 @@ def _read_body(
         state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
     else:
         raise _Permanent(f"HTTP {status} {response.reason_phrase}")
-    progress(state.total, sink.size)
+    progress(state.total, receiver.size)
     try:
         # No chunk_size: httpx would buffer up to it, and bytes received before a
         # broken connection would be lost instead of resumed from.
         for chunk in response.iter_raw():
-            bound.check_more(sink.size, len(chunk))  # before the bytes touch the disk
-            sink.write(chunk)
-            progress(state.total, sink.size)
+            bound.check_more(receiver.size, len(chunk))  # before the bytes touch the disk
+            receiver.write(chunk)
+            progress(state.total, receiver.size)
     except httpx.TransportError as exc:
-        got = f"after {sink.size} of {state.total} bytes" if state.total else ""
+        got = f"after {receiver.size} of {state.total} bytes" if state.total else ""
         raise _Transient(f"{_describe_transport_error(exc)} {got}".strip()) from None
 
 
@@ -434,7 +436,7 @@ def _download_http(
     *,
     client_source: _ClientSource,
     url: str,
-    sink: _Sink,
+    receiver: _Receiver,
     policy: FetchPolicy,
     bound: _Bound,
     progress: Callable[[int | None, int], None],
@@ -443,12 +445,12 @@ def _download_http(
     failures = 0
     resumes = 0
     while True:
-        before = sink.size
+        before = receiver.size
         try:
             _http_attempt(
                 client=client_source.get(),
                 url=url,
-                sink=sink,
+                receiver=receiver,
                 state=state,
                 policy=policy,
                 bound=bound,
@@ -456,7 +458,7 @@ def _download_http(
             )
             return
         except _Transient as exc:
-            if sink.size > before and state.ranges_ok and resumes < policy.max_resumes:
+            if receiver.size > before and state.ranges_ok and resumes < policy.max_resumes:
                 resumes += 1
                 continue  # resume right away: the server is up, the connection broke
             failures += 1
@@ -476,10 +478,10 @@ def _file_url_path(url: str) -> Path:
 
 
 def _copy_file_url(
-    url: str, sink: _Sink, bound: _Bound, progress: Callable[[int | None, int], None]
+    url: str, receiver: _Receiver, bound: _Bound, progress: Callable[[int | None, int], None]
 ) -> None:
     path = _file_url_path(url)
-    # Only reading the source is caught here: a sink that cannot write raises its own
+    # Only reading the source is caught here: a receiver that cannot write raises its own
     # error (CacheWriteError, not an OSError), which names the cache, not the source.
     try:
         f = path.open("rb")
@@ -500,10 +502,10 @@ def _copy_file_url(
                 raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
             if not chunk:
                 break
-            bound.check_more(sink.size, len(chunk))
-            sink.write(chunk)
-            progress(total, sink.size)
-    if sink.size == 0:
+            bound.check_more(receiver.size, len(chunk))
+            receiver.write(chunk)
+            progress(total, receiver.size)
+    if receiver.size == 0:
         raise _Permanent("empty file")
 
 
@@ -511,19 +513,19 @@ def _download(
     *,
     client_source: _ClientSource,
     url: str,
-    sink: _Sink,
+    receiver: _Receiver,
     policy: FetchPolicy,
     bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
     scheme = urlsplit(url).scheme
     if scheme == "file":
-        _copy_file_url(url, sink, bound, progress)
+        _copy_file_url(url, receiver, bound, progress)
     elif scheme in ("http", "https"):
         _download_http(
             client_source=client_source,
             url=url,
-            sink=sink,
+            receiver=receiver,
             policy=policy,
             bound=bound,
             progress=progress,
@@ -537,7 +539,7 @@ def _download(
 
 
 @dataclass(frozen=True)
-class _Wanted:
+class _Digest:
     """One distinct digest to obtain, with every declaration that asked for it."""
 
     image: str
@@ -547,7 +549,7 @@ class _Wanted:
 
 
 class _Missing(Exception):
-    def __init__(self, wanted: _Wanted, tried: list[str]) -> None:
+    def __init__(self, wanted: _Digest, tried: list[str]) -> None:
         super().__init__(wanted.artifact.file)
         self.wanted = wanted
         self.tried = tried
@@ -563,7 +565,7 @@ def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
 
 
 def _obtain(
-    wanted: _Wanted,
+    wanted: _Digest,
     *,
     cache: Cache,
     client_source: _ClientSource,
@@ -602,7 +604,7 @@ def _obtain(
                     _download(
                         client_source=client_source,
                         url=url,
-                        sink=writer,
+                        receiver=writer,
                         policy=policy,
                         bound=bound,
                         progress=progress,
@@ -621,7 +623,7 @@ def _obtain(
     raise _Missing(wanted, tried)
 
 
-def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wanted]:
+def _distinct_digests(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Digest]:
     """One entry per distinct sha256, with the URLs of every declaration of it."""
     by_digest: dict[str, list[tuple[str, Artifact]]] = {}
     for image in images:
@@ -632,7 +634,7 @@ def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wan
         urls = tuple(dict.fromkeys(url for _, a in decls for url in candidate_urls(a, rewrites)))
         first_image, first_artifact = decls[0]
         plan.append(
-            _Wanted(image=first_image, artifact=first_artifact, urls=urls, also=tuple(decls[1:]))
+            _Digest(image=first_image, artifact=first_artifact, urls=urls, also=tuple(decls[1:]))
         )
     return plan
 
@@ -689,7 +691,7 @@ def fetch_artifacts(
     """
     policy = policy or FetchPolicy()
     reporter = reporter or SilentReporter()
-    plan = _plan(images, rewrites)
+    plan = _distinct_digests(images, rewrites)
     client_source = _ClientSource(policy, offline=offline)
     outcomes: list[FetchOutcome] = []
     failed: list[_Missing] = []
@@ -746,12 +748,12 @@ def compute_digests(
                 for url in candidate_urls(artifact, rewrites):
                     if offline and urlsplit(url).scheme != "file":
                         continue
-                    sink = _HashSink()
+                    receiver = _HashingReceiver()
                     try:
                         _download(
                             client_source=client_source,
                             url=url,
-                            sink=sink,
+                            receiver=receiver,
                             policy=policy,
                             bound=_Bound.of(artifact, policy),
                             progress=lambda total, done: None,
@@ -761,7 +763,7 @@ def compute_digests(
                             ComputedDigest(image.name, artifact.file, url, None, redact(str(exc)))
                         )
                         continue
-                    results.append(ComputedDigest(image.name, artifact.file, url, sink.sha256))
+                    results.append(ComputedDigest(image.name, artifact.file, url, receiver.sha256))
     finally:
         client_source.close()
     return results

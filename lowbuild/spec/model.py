@@ -95,7 +95,8 @@ class CommitStep:
 
 @dataclass(frozen=True)
 class CommitRecipe:
-    """The tutorial's manual method: container from `base`, steps, then commit.
+    """An image made by hand instead of a Dockerfile: a working container from `base`,
+    each step run or copied into it, then `commit -a author -m message -c change`.
 
     `changes` are Dockerfile instructions applied at commit (`CMD [...]`, `EXPOSE 80`, ...).
     """
