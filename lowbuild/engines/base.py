@@ -135,6 +135,17 @@ class CommitRequest:
     changes: Sequence[str] = ()
 
 
+@dataclass(frozen=True)
+class RecipeRequest:
+    """A commit recipe: the steps run in a working container from `base` (on `network`;
+    None: the engine's default), then committed as `commit` says."""
+
+    base: str
+    steps: Sequence[WorkStep]
+    commit: CommitRequest
+    network: str | None = None
+
+
 class Engine(Protocol):
     """A container engine driven through its CLI.
 
@@ -204,17 +215,9 @@ class Engine(Protocol):
         changes say otherwise."""
         ...
 
-    def commit_steps(
-        self,
-        request: CommitRequest,
-        *,
-        base: str,
-        steps: Sequence[WorkStep],
-        network: str | None = None,
-        log: LogSink | None = None,
-    ) -> str:
-        """A commit recipe: a working container from `base`, each step in order, then a
-        commit as `request` says; return the image ID.
+    def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:
+        """A commit recipe: a working container from `request.base`, each step in order,
+        then a commit as `request.commit` says; return the image ID.
         CMD and ENTRYPOINT stay the base's unless the changes set them; environment and
         labels are the base's plus the changes' (nothing of the working container). The
         working container is removed whatever happens; a failing step raises EngineError

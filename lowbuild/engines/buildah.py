@@ -17,12 +17,11 @@ from pathlib import Path
 
 from lowbuild.engines.base import (
     BuildRequest,
-    CommitRequest,
     EngineName,
     ImageInfo,
     LogSink,
+    RecipeRequest,
     ShellStep,
-    WorkStep,
 )
 from lowbuild.engines.changes import buildah_config_args
 from lowbuild.engines.commands import run_command
@@ -102,27 +101,21 @@ class BuildahEngine(PodmanEngine):
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         run_command([self.buildah, "rmi", *(["--force"] if force else []), ref])
 
-    def commit_steps(
-        self,
-        request: CommitRequest,
-        *,
-        base: str,
-        steps: Sequence[WorkStep],
-        network: str | None = None,
-        log: LogSink | None = None,
-    ) -> str:
+    def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:
         # buildah's own way, no idle process needed: `from`, `run`/`copy` per step, `config`
         # (buildah commit has no --change), then `commit --format docker` (OCI has no field
         # for the message). A buildah working container keeps the base's CMD/ENTRYPOINT.
-        config = buildah_config_args(parse_changes(request.changes))
-        if request.author:
-            config += ["--author", request.author]
-        if request.message:
-            config += ["--comment", request.message]
-        argv = [self.buildah, "from", "--pull=never", "--quiet", "--name", new_container_name(), base]
+        commit, network = request.commit, request.network
+        config = buildah_config_args(parse_changes(commit.changes))
+        if commit.author:
+            config += ["--author", commit.author]
+        if commit.message:
+            config += ["--comment", commit.message]
+        name = new_container_name()
+        argv = [self.buildah, "from", "--pull=never", "--quiet", "--name", name, request.base]
         working = run_command(argv).stdout.strip()
         try:
-            for step in steps:
+            for step in request.steps:
                 if isinstance(step, ShellStep):
                     if log is not None:
                         log(f"RUN {step.command}")
@@ -135,7 +128,7 @@ class BuildahEngine(PodmanEngine):
                     run_command([self.buildah, "copy", working, step.source, step.dest])
             if config:
                 run_command([self.buildah, "config", *config, working])
-            argv = [self.buildah, "commit", "--format", "docker", "--quiet", working, request.ref]
+            argv = [self.buildah, "commit", "--format", "docker", "--quiet", working, commit.ref]
             printed = run_command(argv).stdout.strip().splitlines()[-1]
             return self.resolve_image_id(printed)
         finally:

@@ -17,9 +17,7 @@ class DockerEngine(WhalesEngine):
     """docker CLI + dockerd; `build` uses the classic builder."""
 
     name: EngineName = "docker"
-
-    def __init__(self, *, binary: str = "docker") -> None:
-        super().__init__(binary=binary)
+    default_binary = "docker"
 
     def version(self) -> str:
         """The daemon's version: it, not the client, does the building."""

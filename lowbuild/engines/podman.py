@@ -37,10 +37,8 @@ class PodmanEngine(WhalesEngine):
     """podman: daemonless; builds with its embedded buildah."""
 
     name: EngineName = "podman"
+    default_binary = "podman"
     commit_flags = ("--format", "docker", "--quiet")
-
-    def __init__(self, *, binary: str = "podman") -> None:
-        super().__init__(binary=binary)
 
     def version(self) -> str:
         argv = [self.binary, "version", "--format", "{{.Client.Version}}"]

@@ -29,9 +29,9 @@ from lowbuild.engines.base import (
     EngineName,
     ImageInfo,
     LogSink,
+    RecipeRequest,
     RunningContainer,
     ShellStep,
-    WorkStep,
     normalise_image_id,
     seconds_left,
 )
@@ -88,9 +88,10 @@ class WhalesEngine:
     """Shared implementation for the engines python-on-whales drives (podman, docker, buildx)."""
 
     name: EngineName
+    default_binary: str  # the CLI run unless another is given
 
-    def __init__(self, *, binary: str) -> None:
-        self.binary = binary
+    def __init__(self, *, binary: str | None = None) -> None:
+        self.binary = binary or self.default_binary
 
     @functools.cached_property
     def client(self) -> DockerClient:
@@ -355,16 +356,9 @@ class WhalesEngine:
         keep its own environment out of the image)."""
         return []
 
-    def commit_steps(
-        self,
-        request: CommitRequest,
-        *,
-        base: str,
-        steps: Sequence[WorkStep],
-        network: str | None = None,
-        log: LogSink | None = None,
-    ) -> str:
-        given = parse_changes(request.changes)
+    def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:
+        base, commit = request.base, request.commit
+        given = parse_changes(commit.changes)
         base_info = self.inspect_image(base)
         if base_info is None:
             raise EngineError([self.binary, "image", "inspect", base], 1, f"no local image {base}")
@@ -385,9 +379,13 @@ class WhalesEngine:
         else:
             entrypoint, idle = None, ["/bin/sh", "-c", loop]
         with self._working_container(
-            base=base_info, image=base, entrypoint=entrypoint, command=idle, network=network
+            base=base_info,
+            image=base,
+            entrypoint=entrypoint,
+            command=idle,
+            network=request.network,
         ) as working:
-            for step in steps:
+            for step in request.steps:
                 if isinstance(step, ShellStep):
                     if log is not None:
                         log(f"RUN {step.command}")
@@ -401,7 +399,7 @@ class WhalesEngine:
                 for line in output.splitlines():
                     if log is not None:
                         log(line)
-            restored = replace(request, changes=[*restore, *request.changes])
+            restored = replace(commit, changes=[*restore, *commit.changes])
             return self.commit(working, restored)
 
     def resolve_image_id(self, printed: str) -> str:

@@ -26,7 +26,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,13 +64,7 @@ class BundleMember:
     size: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "name": self.name,
-            "sha256": self.sha256,
-            "size": self.size,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -86,14 +80,7 @@ class BundledImage:
     fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "id": self.id,
-            "archive": self.archive,
-            "built": self.built,
-            "image": self.image,
-            "fingerprint": self.fingerprint,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -423,10 +410,26 @@ def verify_bundle(bundle: Path) -> Manifest:
 def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Staged]]:
     """Stream every member into `scratch` while hashing it; then hold the result against
     the manifest. Returns the manifest and the staged files by member path."""
+    staged, own, problems = _stream_members(bundle, scratch)
+    try:
+        manifest = _checked_manifest(bundle, own.get(MANIFEST), own.get(MANIFEST_SUM))
+    except VerificationError as exc:
+        problems.append(str(exc).removeprefix(f"{bundle}: refused: "))
+        raise _refusal(bundle, problems) from None
+    problems += _disagreements(manifest, staged)
+    if problems:
+        raise _refusal(bundle, problems)
+    return manifest, staged
+
+
+def _stream_members(
+    bundle: Path, scratch: Path
+) -> tuple[dict[str, _Staged], dict[str, bytes], list[str]]:
+    """Each file member hashed into `scratch` (by member path), the manifest files' bytes
+    (by name), and the members refused on sight (unsafe, or twice)."""
     problems: list[str] = []
     staged: dict[str, _Staged] = {}
-    manifest_data: bytes | None = None
-    sum_data: bytes | None = None
+    own: dict[str, bytes] = {}
     seen: set[str] = set()
     with _open_tar(bundle) as tar:
         for info in _members(tar, bundle):
@@ -440,18 +443,11 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             seen.add(info.name)
             if info.isdir():
                 continue
+            if info.name in {MANIFEST, MANIFEST_SUM}:
+                own[info.name] = _read_member(tar, info, bundle)
+                continue
             source = tar.extractfile(info)
             assert source is not None  # a regular file, checked above
-            if info.name in {MANIFEST, MANIFEST_SUM}:
-                try:
-                    data = source.read()
-                except tarfile.TarError:
-                    raise _cut_short(bundle, info.name) from None
-                if info.name == MANIFEST:
-                    manifest_data = data
-                else:
-                    sum_data = data
-                continue
             # Flat names in scratch: member paths were checked, but nothing is created
             # from them beyond one file name of our own choosing.
             target = scratch / f"{len(staged):06d}"
@@ -464,11 +460,13 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             except tarfile.TarError:
                 raise _cut_short(bundle, info.name) from None
             staged[info.name] = _Staged(target, digest.hexdigest(), target.stat().st_size)
-    try:
-        manifest = _checked_manifest(bundle, manifest_data, sum_data)
-    except VerificationError as exc:
-        problems.append(str(exc).removeprefix(f"{bundle}: refused: "))
-        raise _refusal(bundle, problems) from None
+    return staged, own, problems
+
+
+def _disagreements(manifest: Manifest, staged: Mapping[str, _Staged]) -> list[str]:
+    """Where the streamed members and the manifest disagree: missing, different, extra,
+    misnamed members, and images whose archive is not a listed image member."""
+    problems: list[str] = []
     listed = {m.path: m for m in manifest.members}
     for path, member in sorted(listed.items()):
         got = staged.get(path)
@@ -487,9 +485,17 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
     for image in manifest.images:
         if listed.get(image.archive) is None or listed[image.archive].kind != "image":
             problems.append(f"image {image.ref}: its archive {image.archive} is not a listed member")
-    if problems:
-        raise _refusal(bundle, problems)
-    return manifest, staged
+    return problems
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, bundle: Path) -> bytes:
+    """A small member's bytes (the manifest files); a copy cut short inside it is refused."""
+    source = tar.extractfile(info)
+    assert source is not None  # a regular file: the callers checked
+    try:
+        return source.read()
+    except tarfile.TarError:
+        raise _cut_short(bundle, info.name) from None
 
 
 def _cut_short(bundle: Path, member: str) -> VerificationError:
@@ -510,25 +516,14 @@ def _refusal(bundle: Path, problems: Sequence[str]) -> VerificationError:
 def list_bundle(bundle: Path) -> list[BundleMember]:
     """Every member of `bundle` as its manifest lists it, the manifest files first
     (read, not verified: `import` verifies)."""
-    manifest_data: bytes | None = None
-    sum_data: bytes | None = None
+    own: dict[str, bytes] = {}
     with _open_tar(bundle) as tar:
         for info in _members(tar, bundle):
             if info.name in {MANIFEST, MANIFEST_SUM} and info.isfile():
-                f = tar.extractfile(info)
-                assert f is not None
-                try:
-                    data = f.read()
-                except tarfile.TarError:
-                    raise _cut_short(bundle, info.name) from None
-                if info.name == MANIFEST:
-                    manifest_data = data
-                else:
-                    sum_data = data
-    manifest = _checked_manifest(bundle, manifest_data, sum_data)
-    assert manifest_data is not None and sum_data is not None
-    own = [
-        BundleMember(name, "manifest", name, hashlib.sha256(data).hexdigest(), len(data))
-        for name, data in ((MANIFEST, manifest_data), (MANIFEST_SUM, sum_data))
+                own[info.name] = _read_member(tar, info, bundle)
+    manifest = _checked_manifest(bundle, own.get(MANIFEST), own.get(MANIFEST_SUM))
+    files = [
+        BundleMember(name, "manifest", name, hashlib.sha256(own[name]).hexdigest(), len(own[name]))
+        for name in (MANIFEST, MANIFEST_SUM)
     ]
-    return own + sorted(manifest.members, key=lambda m: m.path)
+    return files + sorted(manifest.members, key=lambda m: m.path)

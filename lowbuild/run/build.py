@@ -28,6 +28,7 @@ from lowbuild.engines.base import (
     Engine,
     ImageInfo,
     LogSink,
+    RecipeRequest,
     ShellStep,
     WorkStep,
 )
@@ -233,16 +234,11 @@ class FamilyBuilder:
             *recipe.changes,
             *(label_change(key, value) for key, value in labels.items()),
         ]
-        request = CommitRequest(
+        commit = CommitRequest(
             ref=refs[0], author=recipe.author, message=recipe.message, changes=changes
         )
-        image_id = self.engine.commit_steps(
-            request,
-            base=base,
-            steps=steps,
-            network=spec.engine_network,
-            log=sink,
-        )
+        request = RecipeRequest(base=base, steps=steps, commit=commit, network=spec.engine_network)
+        image_id = self.engine.commit_steps(request, log=sink)
         for ref in refs[1:]:
             self.engine.tag(refs[0], ref)
         return image_id

@@ -37,7 +37,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import BinaryIO
 
 import platformdirs
@@ -210,12 +209,7 @@ class EntryWriter:
             raise _cache_write_error(self.partial_path, exc) from None
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
             # Flushing the rest of a partial that is thrown away anyway may meet a full disk.
             with contextlib.suppress(OSError):

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
@@ -313,19 +313,24 @@ class _ResumeState:
     ranges_ok: bool = False
 
 
+@dataclass
+class _Transfer:
+    """One URL's download across its attempts: where the bytes go, what is known of the
+    body, the most bytes it may have, and whom to tell of progress (total, done)."""
+
+    receiver: _Receiver
+    bound: _Bound
+    progress: Callable[[int | None, int], None]
+    state: _ResumeState = field(default_factory=_ResumeState)
+
+
 def _http_attempt(
-    *,
-    client: httpx.Client,
-    url: str,
-    receiver: _Receiver,
-    state: _ResumeState,
-    policy: FetchPolicy,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
+    client: httpx.Client, url: str, transfer: _Transfer, policy: FetchPolicy
 ) -> None:
     """One request, resuming from `receiver.size` when that is safe. Raises _Transient/_Permanent."""
     import httpx
 
+    receiver, state, progress = transfer.receiver, transfer.state, transfer.progress
     headers: dict[str, str] = {}
     resuming = receiver.size > 0 and state.ranges_ok
     if resuming:
@@ -342,14 +347,7 @@ def _http_attempt(
     except httpx.TransportError as exc:
         raise _Transient(_describe_transport_error(exc)) from None
     try:
-        _read_body(
-            response=response,
-            receiver=receiver,
-            state=state,
-            resuming=resuming,
-            bound=bound,
-            progress=progress,
-        )
+        _read_body(response, transfer, resuming=resuming)
     finally:
         response.close()
     if state.total is not None and receiver.size != state.total:
@@ -358,17 +356,11 @@ def _http_attempt(
         raise _Permanent("empty body")
 
 
-def _read_body(
-    *,
-    response: httpx.Response,
-    receiver: _Receiver,
-    state: _ResumeState,
-    resuming: bool,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
-) -> None:
+def _read_body(response: httpx.Response, transfer: _Transfer, *, resuming: bool) -> None:
     import httpx
 
+    receiver, state, bound = transfer.receiver, transfer.state, transfer.bound
+    progress = transfer.progress
     status = response.status_code
     if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
         asked = retry_after(response.headers.get("Retry-After", "")) if status in (429, 503) else None
@@ -432,44 +424,6 @@ def _describe_transport_error(exc: httpx.TransportError) -> str:
     return f"{kind}: {detail}" if detail else kind
 
 
-def _download_http(
-    *,
-    client_source: _ClientSource,
-    url: str,
-    receiver: _Receiver,
-    policy: FetchPolicy,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
-) -> None:
-    state = _ResumeState()
-    failures = 0
-    resumes = 0
-    while True:
-        before = receiver.size
-        try:
-            _http_attempt(
-                client=client_source.get(),
-                url=url,
-                receiver=receiver,
-                state=state,
-                policy=policy,
-                bound=bound,
-                progress=progress,
-            )
-            return
-        except _Transient as exc:
-            if receiver.size > before and state.ranges_ok and resumes < policy.max_resumes:
-                resumes += 1
-                continue  # resume right away: the server is up, the connection broke
-            failures += 1
-            if failures >= policy.attempts:
-                raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
-            delay = min(policy.backoff * 2 ** (failures - 1), policy.backoff_max)
-            if exc.retry_after is not None:  # the server said when: no sooner, within reason
-                delay = max(delay, min(exc.retry_after, policy.retry_after_max))
-            time.sleep(delay)
-
-
 def _file_url_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -518,20 +472,35 @@ def _download(
     bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
+    """`url` into `receiver`: a file URL copied, an HTTP one tried `policy.attempts` times
+    (resumed at once when a body broke off, else after a backoff or the server's
+    Retry-After). Raises _Permanent when this URL will not do."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         _copy_file_url(url, receiver, bound, progress)
-    elif scheme in ("http", "https"):
-        _download_http(
-            client_source=client_source,
-            url=url,
-            receiver=receiver,
-            policy=policy,
-            bound=bound,
-            progress=progress,
-        )
-    else:
+        return
+    if scheme not in ("http", "https"):
         raise _Permanent(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+    transfer = _Transfer(receiver, bound, progress)
+    failures = 0
+    resumes = 0
+    while True:
+        before = receiver.size
+        try:
+            _http_attempt(client_source.get(), url, transfer, policy)
+            return
+        except _Transient as exc:
+            resumable = transfer.state.ranges_ok and resumes < policy.max_resumes
+            if receiver.size > before and resumable:
+                resumes += 1
+                continue  # resume right away: the server is up, the connection broke
+            failures += 1
+            if failures >= policy.attempts:
+                raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
+            delay = min(policy.backoff * 2 ** (failures - 1), policy.backoff_max)
+            if exc.retry_after is not None:  # the server said when: no sooner, within reason
+                delay = max(delay, min(exc.retry_after, policy.retry_after_max))
+            time.sleep(delay)
 
 
 # ---------------------------------------------------------------------------

@@ -311,6 +311,19 @@ class _Document:
             self.fail(f"{what} must be a list, not {_kind(node)}", node)
         return list(node.value)
 
+    def records(
+        self, node: yaml.Node | None, *, what: str, keys: Sequence[str], required: Sequence[str]
+    ) -> list[tuple[str, yaml.Node, dict[str, yaml.Node]]]:
+        """A list of mappings (none when `node` is absent): for each, its name for
+        messages (`what[i]`), its node and its fields (checked as `fields` does)."""
+        if node is None:
+            return []
+        found = []
+        for index, item in enumerate(self.items(node, what=what)):
+            name = f"{what}[{index}]"
+            found.append((name, item, self.fields(item, what=name, keys=keys, required=required)))
+        return found
+
     def texts(self, node: yaml.Node, *, what: str) -> tuple[str, ...]:
         return tuple(
             self.text(item, what=f"{what}[{index}]")
@@ -415,30 +428,20 @@ def _engine(doc: _Document, node: yaml.Node | None) -> str | None:
 
 
 def _mirrors(doc: _Document, node: yaml.Node | None) -> tuple[Rewrite, ...]:
-    if node is None:
-        return ()
-    rewrites = []
-    for index, item in enumerate(doc.items(node, what="mirrors")):
-        what = f"mirrors[{index}]"
-        fields = doc.fields(
-            item, what=what, keys=("prefix", "replacement"), required=("prefix", "replacement")
+    keys = ("prefix", "replacement")
+    return tuple(
+        Rewrite(
+            prefix=doc.text(fields["prefix"], what=f"{what}.prefix"),
+            replacement=doc.text(fields["replacement"], what=f"{what}.replacement"),
         )
-        rewrites.append(
-            Rewrite(
-                prefix=doc.text(fields["prefix"], what=f"{what}.prefix"),
-                replacement=doc.text(fields["replacement"], what=f"{what}.replacement"),
-            )
-        )
-    return tuple(rewrites)
+        for what, _, fields in doc.records(node, what="mirrors", keys=keys, required=keys)
+    )
 
 
 def _bases(doc: _Document, node: yaml.Node | None) -> tuple[BasePin, ...]:
-    if node is None:
-        return ()
     pins: dict[str, BasePin] = {}
-    for index, item in enumerate(doc.items(node, what="bases")):
-        what = f"bases[{index}]"
-        fields = doc.fields(item, what=what, keys=("ref", "id"), required=("ref", "id"))
+    keys = ("ref", "id")
+    for what, item, fields in doc.records(node, what="bases", keys=keys, required=keys):
         ref = doc.text(fields["ref"], what=f"{what}.ref")
         image_id = doc.text(fields["id"], what=f"{what}.id")
         if not _IMAGE_ID.match(image_id):
@@ -702,14 +705,9 @@ def _digest(
 
 
 def _packs(doc: _Document, node: yaml.Node | None, *, directory: Path) -> tuple[Pack, ...]:
-    if node is None:
-        return ()
     packs = []
-    for index, item in enumerate(doc.items(node, what="packs")):
-        what = f"packs[{index}]"
-        fields = doc.fields(
-            item, what=what, keys=("into", "from", "format"), required=("into", "from")
-        )
+    keys, required = ("into", "from", "format"), ("into", "from")
+    for what, item, fields in doc.records(node, what="packs", keys=keys, required=required):
         into = doc.context_path(fields["into"], what=f"{what}.into")
         source = doc.context_path(fields["from"], what=f"{what}.from")
         if not (directory / source).is_dir():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lowbuild.engines.base import OWNED_LABEL, CommitRequest, Engine, ShellStep
+from lowbuild.engines.base import OWNED_LABEL, CommitRequest, Engine, RecipeRequest, ShellStep
 from lowbuild.engines.changes import label_change
 
 pytestmark = pytest.mark.engine
@@ -42,10 +42,12 @@ def test_commit_recipe_changes_round_trip_exactly_on_every_engine(
         "WORKDIR /srv",
     ]
     engine.commit_steps(
-        CommitRequest(ref=ref, changes=changes),
-        base=base_image,
-        steps=[ShellStep("mkdir -p /srv && chown 1000:1000 /srv")],
-        network="none",
+        RecipeRequest(
+            base=base_image,
+            steps=[ShellStep("mkdir -p /srv && chown 1000:1000 /srv")],
+            commit=CommitRequest(ref=ref, changes=changes),
+            network="none",
+        )
     )
     base = engine.inspect_image(base_image)
     info = engine.inspect_image(ref)
@@ -92,13 +94,13 @@ def test_commit_recipe_leaves_no_working_container_behind(
     # The working container carries no lowbuild.owned label (it would be committed), so
     # the session's label check cannot see it: find it by the hostname its step printed.
     lines: list[str] = []
-    engine.commit_steps(
-        CommitRequest(ref=image_refs("no-leftover")),
+    recipe = RecipeRequest(
         base=base_image,
         steps=[ShellStep("hostname")],
+        commit=CommitRequest(ref=image_refs("no-leftover")),
         network="none",
-        log=lines.append,
     )
+    engine.commit_steps(recipe, log=lines.append)
     short_ids = [line for line in lines if re.fullmatch(r"[0-9a-f]{12}", line.strip())]
     assert len(short_ids) == 1, lines  # the engines name a container's host by its ID
     assert not [cid for cid in _every_container(engine) if cid.startswith(short_ids[0].strip())]

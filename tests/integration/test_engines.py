@@ -20,6 +20,7 @@ from lowbuild.engines.base import (
     CommitRequest,
     CopyStep,
     Engine,
+    RecipeRequest,
     ShellStep,
 )
 from lowbuild.engines.detect import select_engine
@@ -169,28 +170,25 @@ def test_commit_recipe_runs_steps_copies_files_and_commits(
     greeting = tmp_path / "greeting.txt"
     greeting.write_text("copied in\n")
     lines: list[str] = []
-    image_id = engine.commit_steps(
-        CommitRequest(
-            ref=ref,
-            author="Recipe Author <recipe@lowbuild.invalid>",
-            message="made by a commit recipe",
-            changes=[
-                'CMD ["cat", "state.txt", "greeting.txt"]',
-                "WORKDIR /srv",
-                "ENV STEPPED=yes",
-                "EXPOSE 9090",
-                "USER 1000",
-                "LABEL org.lowbuild.test.recipe=commit",
-            ],
-        ),
-        base=base_image,
-        steps=[
-            ShellStep("mkdir -p /srv && echo stepped > /srv/state.txt && echo visible-in-log"),
-            CopyStep(greeting, "/srv/greeting.txt"),
+    commit = CommitRequest(
+        ref=ref,
+        author="Recipe Author <recipe@lowbuild.invalid>",
+        message="made by a commit recipe",
+        changes=[
+            'CMD ["cat", "state.txt", "greeting.txt"]',
+            "WORKDIR /srv",
+            "ENV STEPPED=yes",
+            "EXPOSE 9090",
+            "USER 1000",
+            "LABEL org.lowbuild.test.recipe=commit",
         ],
-        network="none",
-        log=lines.append,
     )
+    steps = [
+        ShellStep("mkdir -p /srv && echo stepped > /srv/state.txt && echo visible-in-log"),
+        CopyStep(greeting, "/srv/greeting.txt"),
+    ]
+    recipe = RecipeRequest(base=base_image, steps=steps, commit=commit, network="none")
+    image_id = engine.commit_steps(recipe, log=lines.append)
     info = engine.inspect_image(ref)
     assert info is not None
     assert info.id == image_id
@@ -211,9 +209,8 @@ def test_commit_recipe_keeps_the_base_command_unless_changed(
     engine: Engine, site_image: BuiltSite, image_refs: Callable[[str], str]
 ) -> None:
     ref = image_refs("recipe-keeps-cmd")
-    engine.commit_steps(
-        CommitRequest(ref=ref), base=site_image.ref, steps=[ShellStep("touch /www/extra")]
-    )
+    steps = [ShellStep("touch /www/extra")]
+    engine.commit_steps(RecipeRequest(site_image.ref, steps, CommitRequest(ref=ref)))
     info = engine.inspect_image(ref)
     assert info is not None
     assert info.cmd == ("busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
@@ -225,11 +222,8 @@ def test_failing_commit_step_raises_with_its_message(
 ) -> None:
     ref = image_refs("recipe-broken")
     with pytest.raises(EngineError) as raised:
-        engine.commit_steps(
-            CommitRequest(ref=ref),
-            base=base_image,
-            steps=[ShellStep("echo 'recipe step broke' >&2; exit 4")],
-        )
+        steps = [ShellStep("echo 'recipe step broke' >&2; exit 4")]
+        engine.commit_steps(RecipeRequest(base_image, steps, CommitRequest(ref=ref)))
     assert raised.value.returncode != 0
     assert "recipe step broke" in raised.value.stderr
     assert engine.inspect_image(ref) is None
