@@ -54,7 +54,9 @@ _ENGINE_HELP = (
 )
 ProjectFile = Annotated[
     Path | None,
-    typer.Option("-f", "--file", help="Project file (default: ./lowbuild.yaml).", show_default=False),
+    typer.Option(
+        "-f", "--file", help="Project file (default: ./lowbuild.yaml).", show_default=False
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
@@ -75,9 +77,7 @@ NoWait = Annotated[
 ]
 Offline = Annotated[
     bool,
-    typer.Option(
-        "--offline", help="Open no network connection; only the cache and file:// URLs."
-    ),
+    typer.Option("--offline", help="Open no network connection; only the cache and file:// URLs."),
 ]
 
 
@@ -110,7 +110,9 @@ def graph_command(
 def doctor_command(
     engine: Annotated[
         str | None,
-        typer.Option("--engine", "-e", help="Check only this engine: podman, docker, buildx or buildah."),
+        typer.Option(
+            "--engine", "-e", help="Check only this engine: podman, docker, buildx or buildah."
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -134,11 +136,14 @@ def fetch_command(
         bool,
         typer.Option(
             "--print-digests",
-            help="Download every URL and print `sha256  file  url` to pin; nothing enters the cache.",
+            help="Download every URL and print `sha256  file  url` to pin; "
+            "nothing enters the cache.",
         ),
     ] = False,
 ) -> None:
-    """Download, verify and cache the declared artifacts. Exit 2 when --offline and some are missing."""
+    """Download, verify and cache the declared artifacts.
+
+    Exit 2 when --offline and some are missing."""
     from lowbuild.run.workflow import run_fetch
 
     code = run_fetch(
@@ -176,9 +181,7 @@ def cache_verify_command(cache_dir: CacheDir = None) -> None:
 
 @cache_app.command("add")
 def cache_add_command(
-    files: Annotated[
-        list[Path], _images("Files to admit (each must match a declared digest).")
-    ],
+    files: Annotated[list[Path], _images("Files to admit (each must match a declared digest).")],
     file: ProjectFile = None,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -198,7 +201,8 @@ def plan_command(
     ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Show what `build` would build and why (new, which input changed, which parent was rebuilt)."""
+    """Show what `build` would build and why (new, which input changed, which parent was
+    rebuilt)."""
     from lowbuild.run.workflow import Selection, run_plan
 
     selection = Selection(
@@ -283,7 +287,10 @@ def test_command(
     jobs: Annotated[
         int | None,
         typer.Option(
-            "--jobs", "-j", min=1, help="Tests run at once (default: twice the CPU count, at least 4)."
+            "--jobs",
+            "-j",
+            min=1,
+            help="Tests run at once (default: twice the CPU count, at least 4).",
         ),
     ] = None,
     as_json: AsJson = False,
@@ -386,7 +393,8 @@ def export_bake_command(
         Path | None,
         typer.Option(
             "--stage",
-            help="Where to stage the contexts (default: .lowbuild/bake-stage beside lowbuild.yaml).",
+            help="Where to stage the contexts "
+            "(default: .lowbuild/bake-stage beside lowbuild.yaml).",
             show_default=False,
         ),
     ] = None,

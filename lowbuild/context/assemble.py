@@ -372,7 +372,9 @@ def assemble_context(
             state.unlink(missing_ok=True)
             if final.exists():
                 # A fresh empty dir reserves a unique name; rename replaces an empty dir.
-                old = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".old", dir=stage_root))
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".old", dir=stage_root)
+                )
                 final.rename(old)
             tmp.rename(final)
             write_atomically(state, json.dumps({"digest": digest, "files": files}) + "\n")
@@ -393,9 +395,7 @@ def _file_records(root: Path, members: Sequence[_Member]) -> dict[str, list[int]
     mtime, so any write moves its mtime to the present, whatever the clock tick, and
     only a write followed by putting the mtime back within the same tick as the
     staging itself would go unseen."""
-    return {
-        m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"
-    }
+    return {m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"}
 
 
 def _stage_is_current(final: Path, state: Path, digest: str) -> bool:

@@ -1,4 +1,6 @@
-"""The one protocol every engine implements. Nothing outside lowbuild/engines asks which engine it has."""
+"""The one protocol every engine implements, and the requests it takes.
+
+Nothing outside lowbuild/engines asks which engine it has."""
 
 from __future__ import annotations
 

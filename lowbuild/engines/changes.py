@@ -41,7 +41,9 @@ def dockerfile_word(text: str) -> str:
 
 def label_line(labels: Mapping[str, str]) -> str:
     """One LABEL instruction that reads back as exactly `labels` (no expansion)."""
-    return "LABEL " + " ".join(f"{dockerfile_word(k)}={dockerfile_word(v)}" for k, v in labels.items())
+    return "LABEL " + " ".join(
+        f"{dockerfile_word(k)}={dockerfile_word(v)}" for k, v in labels.items()
+    )
 
 
 def label_change(key: str, value: str) -> str:

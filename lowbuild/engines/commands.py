@@ -137,9 +137,7 @@ def run_command(
             )
             if done.returncode != 0 and check:
                 raise EngineError(args, done.returncode, done.stderr or done.stdout)
-            return CommandOutput(
-                stdout=done.stdout, stderr=done.stderr, returncode=done.returncode
-            )
+            return CommandOutput(stdout=done.stdout, stderr=done.stderr, returncode=done.returncode)
         return _run_merged(
             args,
             env=full_env,

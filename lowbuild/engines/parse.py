@@ -56,7 +56,7 @@ def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
     )
 
 
-  # refs per `image inspect`: keeps argv short whatever the family's size
+# refs per `image inspect`: keeps argv short whatever the family's size
 
 
 # How `image inspect` names a missing ref: podman/buildah "<ref>: image not known",

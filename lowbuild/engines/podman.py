@@ -71,7 +71,15 @@ class PodmanEngine(WhalesEngine):
         # containers are "external", listed only with --external, and told apart by the
         # build marker their buildah.json records (commands.build_marker_flags).
         prefix, marker = container_name_prefix(run_id), f"id={build_marker(run_id)},"
-        argv = [self.binary, "ps", "--all", "--external", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        argv = [
+            self.binary,
+            "ps",
+            "--all",
+            "--external",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Names}}",
+        ]
         for attempt in range(5):
             try:
                 out = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout

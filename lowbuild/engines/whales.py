@@ -124,7 +124,9 @@ class WhalesEngine:
             batch = unique[start : start + _BATCH]
             out = run_command([self.binary, "image", "inspect", *batch], check=False)
             paired = inspected_batch(batch, out)
-            found.update(paired if paired is not None else {r: self.inspect_image(r) for r in batch})
+            found.update(
+                paired if paired is not None else {r: self.inspect_image(r) for r in batch}
+            )
         return found
 
     def tag(self, ref: str, new_ref: str) -> None:

@@ -141,7 +141,9 @@ class Manifest:
                 lowbuild=str(document.get("lowbuild", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise VerificationError(f"{origin}: {MANIFEST} is not a lowbuild bundle manifest: {exc}") from None
+            raise VerificationError(
+                f"{origin}: {MANIFEST} is not a lowbuild bundle manifest: {exc}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +161,11 @@ class BundleContents:
 
 
 def contents_for(
-    project: Project, graph: FamilyGraph, *, names: Sequence[str] = (), with_built: Sequence[str] = ()
+    project: Project,
+    graph: FamilyGraph,
+    *,
+    names: Sequence[str] = (),
+    with_built: Sequence[str] = (),
 ) -> BundleContents:
     """What a bundle for `names` (all when empty; their ancestors too) must hold: their
     artifacts, every image the family takes from outside (the planner checks all of
@@ -204,7 +210,9 @@ class ExportResult:
     sha256: str
 
 
-def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out: Path) -> ExportResult:
+def export_bundle(
+    contents: BundleContents, *, engine: Engine, cache: Cache, out: Path
+) -> ExportResult:
     """Write the bundle `out` (atomically: a temp file beside it, then renamed).
 
     Every artifact must be in the cache (UsageError naming each and the `fetch` command
@@ -233,7 +241,10 @@ def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out
             if actual != sha:
                 raise VerificationError(
                     corrupt_entry_message(
-                        path=cache.entry_path(sha), name=", ".join(files), expected=sha, actual=actual
+                        path=cache.entry_path(sha),
+                        name=", ".join(files),
+                        expected=sha,
+                        actual=actual,
                     )
                 )
             size = (stage / rel).stat().st_size
@@ -243,10 +254,15 @@ def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out
             engine.save([image.ref], stage / image.archive)
             target = stage / image.archive
             members.append(
-                BundleMember(image.archive, "image", image.ref, hash_file(target), target.stat().st_size)
+                BundleMember(
+                    image.archive, "image", image.ref, hash_file(target), target.stat().st_size
+                )
             )
         manifest = Manifest(
-            project=contents.project, engine=engine.name, members=tuple(members), images=tuple(images)
+            project=contents.project,
+            engine=engine.name,
+            members=tuple(members),
+            images=tuple(images),
         )
         data = manifest.to_bytes()
         (stage / MANIFEST).write_bytes(data)
@@ -277,7 +293,9 @@ def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledIma
             )
         )
     if absent:
-        raise UsageError(f"image(s) to bundle are not in {engine.name}'s storage:\n" + "\n".join(absent))
+        raise UsageError(
+            f"image(s) to bundle are not in {engine.name}'s storage:\n" + "\n".join(absent)
+        )
     archives = [i.archive for i in images]
     clash = sorted({a for a in archives if archives.count(a) > 1})
     if clash:
@@ -334,7 +352,9 @@ def _members(tar: tarfile.TarFile, bundle: Path) -> Iterable[tarfile.TarInfo]:
     fileobj.seek(tar.offset)
     while chunk := fileobj.read(CHUNK):
         if chunk.strip(b"\0"):
-            raise _refusal(bundle, [f"damaged tar header at byte {tar.offset}, after member {last}"])
+            raise _refusal(
+                bundle, [f"damaged tar header at byte {tar.offset}, after member {last}"]
+            )
 
 
 def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
@@ -484,7 +504,9 @@ def _disagreements(manifest: Manifest, staged: Mapping[str, _Staged]) -> list[st
     )
     for image in manifest.images:
         if listed.get(image.archive) is None or listed[image.archive].kind != "image":
-            problems.append(f"image {image.ref}: its archive {image.archive} is not a listed member")
+            problems.append(
+                f"image {image.ref}: its archive {image.archive} is not a listed member"
+            )
     return problems
 
 

@@ -220,7 +220,8 @@ def _parent_mismatch(
         declared = f"{spec.location}: image {spec.name!r} declares no parent"
         fix = f"add `parent: {recipe_family}` to its image.yaml"
     else:
-        declared = f"{spec.parent_location or spec.location}: image {spec.name!r} declares parent: {spec.parent}"
+        where = spec.parent_location or spec.location
+        declared = f"{where}: image {spec.name!r} declares parent: {spec.parent}"
         refs = project.refs(project.image(spec.parent))
         fix = f"build FROM {' or '.join(refs)} (the tags lowbuild gives it), or change parent:"
     return f"{declared}, but {recipe_at}: {written} builds on {what}; {fix}"

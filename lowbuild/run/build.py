@@ -133,9 +133,7 @@ class FamilyBuilder:
                 self.logs.sink(event.name)(f"blocked: {outcome.blocked_by} failed")
         self.on_event(event)
 
-    def _build_one(
-        self, plan: Plan, planned: PlannedImage, cancel: threading.Event
-    ) -> WorkResult:
+    def _build_one(self, plan: Plan, planned: PlannedImage, cancel: threading.Event) -> WorkResult:
         name = planned.name
         if planned.action == "up-to-date":
             return WorkResult(state="up-to-date", image_id=planned.existing_id or "")

@@ -146,7 +146,8 @@ def _summary_detail(outcome: Outcome) -> str:
 
 
 def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
-    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was blocked."""
+    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was
+    blocked."""
     ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
     return 0 if ok else EXIT_FAILED
 
@@ -246,7 +247,8 @@ class LiveBoard:
                 took = f" in {outcome.duration:.1f}s" if outcome.duration is not None else ""
                 summary = _summary_detail(outcome)
                 why = f" ({summary[:160]})" if summary else ""
-                line = f"{'✓' if outcome.state in {'built', 'up-to-date'} else '✗'} {event.name}: {outcome.state}{took}{why}"
+                mark = "✓" if outcome.state in {"built", "up-to-date"} else "✗"
+                line = f"{mark} {event.name}: {outcome.state}{took}{why}"
         if self._live is None:
             self.console.print(line, highlight=False, markup=False)
 

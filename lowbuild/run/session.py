@@ -166,9 +166,7 @@ class Cleaned:
     images: tuple[str, ...]
 
 
-def clean_dead_runs(
-    state_dir: Path, *, engine_for: Callable[[str], Engine]
-) -> list[Cleaned]:
+def clean_dead_runs(state_dir: Path, *, engine_for: Callable[[str], Engine]) -> list[Cleaned]:
     """Remove what each dead run recorded under `state_dir` left behind (see the module
     docstring). Call it holding the project lock: then no live run is staging, and any
     half-staged context in `state_dir/stage` is a dead run's."""

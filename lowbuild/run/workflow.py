@@ -185,6 +185,7 @@ def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
 
     project = load_project(project_file)
     state_dir = project.root / STATE_DIR
+
     def notify(line: str) -> None:
         err.print(line, highlight=False, markup=False)
 
@@ -260,9 +261,7 @@ def _build(
         tests: dict[str, TestOutcome] = {}
         if options.test:
             ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
-            tests = _run_tests(
-                project, engine, ready, jobs=options.test_jobs, logs=logs, err=err
-            )
+            tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
         _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
     code = run_exit_code(outcomes)
     if any(not result.passed for result in tests.values()):
@@ -289,9 +288,10 @@ def run_tests(
 
     # Recorded (its test containers carry its run ID, for the next run to remove if it is
     # killed), but no project lock: it only reads images.
-    with recorded_run(project.root / STATE_DIR, engine=resolved.engine.name), RunLogs(
-        project.root / STATE_DIR / "logs"
-    ) as logs:
+    with (
+        recorded_run(project.root / STATE_DIR, engine=resolved.engine.name),
+        RunLogs(project.root / STATE_DIR / "logs") as logs,
+    ):
         tests = _run_tests(project, resolved.engine, names, jobs=jobs, logs=logs, err=err)
     if as_json:
         console.print_json(json.dumps([test_record(t) for t in tests.values()]))
@@ -380,9 +380,7 @@ def run_fetch(
     images = [project.image(name) for name in named]
     policy = FetchPolicy(max_download=project.max_download)
     if print_digests:
-        results = compute_digests(
-            images, rewrites=project.rewrites, offline=offline, policy=policy
-        )
+        results = compute_digests(images, rewrites=project.rewrites, offline=offline, policy=policy)
         for result in results:
             url = redact(result.url)
             if result.sha256:
@@ -426,7 +424,8 @@ def run_fetch(
 
 
 def run_cache_ls(*, project_file: Path | None, cache_dir: Path | None, out: Console) -> int:
-    """`lowbuild cache ls`: every entry with its size and the artifact names the project gives it."""
+    """`lowbuild cache ls`: every entry with its size and the artifact names the project
+    gives it."""
     names: dict[str, set[str]] = {}
     try:
         project = load_project(project_file)
@@ -449,7 +448,9 @@ def run_cache_verify(*, cache_dir: Path | None, out: Console) -> int:
     bad = cache.verify()
     total = sum(1 for _ in cache.entries()) + len(bad)
     if bad:
-        lines = [f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad]
+        lines = [
+            f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad
+        ]
         raise VerificationError(
             f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines)
         )

@@ -249,7 +249,8 @@ class EntryWriter:
         """None when the bytes written match every expected digest, else why not."""
         actual = self._sha256.hexdigest()
         if actual != self.expected_sha256:
-            return f"sha256 mismatch: expected {self.expected_sha256}, got {actual} ({self.size} bytes)"
+            expected = self.expected_sha256
+            return f"sha256 mismatch: expected {expected}, got {actual} ({self.size} bytes)"
         if self._sha512 is not None and self._sha512.hexdigest() != self.expected_sha512:
             return (
                 f"sha512 mismatch: expected {self.expected_sha512}, "

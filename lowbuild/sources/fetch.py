@@ -123,7 +123,8 @@ def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[st
     """How every message names an artifact that is not in the cache: its file, digest,
     the images (first one first) that declare it, and the commands that bring it."""
     return [
-        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}{_declared_at(artifact)}",
+        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}"
+        f"{_declared_at(artifact)}",
         f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}",
     ]
 
@@ -324,10 +325,9 @@ class _Transfer:
     state: _ResumeState = field(default_factory=_ResumeState)
 
 
-def _http_attempt(
-    client: httpx.Client, url: str, transfer: _Transfer, policy: FetchPolicy
-) -> None:
-    """One request, resuming from `receiver.size` when that is safe. Raises _Transient/_Permanent."""
+def _http_attempt(client: httpx.Client, url: str, transfer: _Transfer, policy: FetchPolicy) -> None:
+    """One request, resuming from where the receiver is when that is safe.
+    Raises _Transient or _Permanent."""
     import httpx
 
     receiver, state, progress = transfer.receiver, transfer.state, transfer.progress
@@ -363,7 +363,9 @@ def _read_body(response: httpx.Response, transfer: _Transfer, *, resuming: bool)
     progress = transfer.progress
     status = response.status_code
     if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
-        asked = retry_after(response.headers.get("Retry-After", "")) if status in (429, 503) else None
+        asked = (
+            retry_after(response.headers.get("Retry-After", "")) if status in (429, 503) else None
+        )
         said = f" (Retry-After {asked:g} s)" if asked is not None else ""
         raise _Transient(f"HTTP {status} {response.reason_phrase}{said}", retry_after=asked)
     if status == 206 and resuming:

@@ -303,7 +303,9 @@ class _Document:
             self.fail(f"{what} must be a number of seconds, not {_kind(node)}", node)
         value = float(self.loader.construct_object(node))
         if not 0 < value <= MAX_TEST_TIMEOUT_S:  # also refuses .nan and .inf
-            self.fail(f"{what} must be more than 0 and at most {MAX_TEST_TIMEOUT_S:g} seconds", node)
+            self.fail(
+                f"{what} must be more than 0 and at most {MAX_TEST_TIMEOUT_S:g} seconds", node
+            )
         return value
 
     def items(self, node: yaml.Node, *, what: str) -> list[yaml.Node]:
@@ -356,7 +358,8 @@ class _Document:
         raise SpecError(f"{what} must be one of {', '.join(choices)}, not {value!r}", self.at(node))
 
     def context_path(self, node: yaml.Node, *, what: str) -> str:
-        """A path inside the build context: relative and without `..`, normalised (`site/` → `site`)."""
+        """A path inside the build context: relative and without `..`, normalised
+        (`site/` → `site`)."""
         value = self.text(node, what=what)
         path = PurePosixPath(value)
         if path.is_absolute() or ".." in path.parts:

@@ -43,7 +43,8 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Pack:
-    """A deterministic archive `into` (relative to the context) made from `source` (a context dir)."""
+    """A deterministic archive `into` (relative to the context) made from `source` (a
+    directory of the context)."""
 
     into: str
     source: str
@@ -77,7 +78,8 @@ class HttpTest:
 
 @dataclass(frozen=True)
 class CommandTest:
-    """Run `command` in a fresh container; it must exit 0 and print `expect` (substring) if given."""
+    """Run `command` in a fresh container; it must exit 0 and, if `expect` is given, print
+    it (a substring of the output)."""
 
     command: tuple[str, ...]
     expect: str | None = None

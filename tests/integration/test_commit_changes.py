@@ -36,7 +36,8 @@ def test_commit_recipe_changes_round_trip_exactly_on_every_engine(
         """LABEL a=1 b=2 "with space"="x y" quoted='it''s' json='{"k": "v w"}' nö=✓""",
         label_change("lowbuild.inputs", INPUTS_JSON),
         'ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "--"]',
-        'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" \\"$(pwd)\\" \\"$(id -u)\\""]',
+        'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" '
+        '\\"$(pwd)\\" \\"$(id -u)\\""]',
         "EXPOSE 8080 53/udp",
         "USER 1000:1000",
         "WORKDIR /srv",

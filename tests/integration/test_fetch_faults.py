@@ -115,7 +115,9 @@ def test_retry_after_of_a_busy_server_is_honoured(server: FaultServer, cache: Ca
     assert second.at - first.at >= 0.95
 
 
-def test_retry_after_beyond_the_policy_limit_is_cut_to_it(server: FaultServer, cache: Cache) -> None:
+def test_retry_after_beyond_the_policy_limit_is_cut_to_it(
+    server: FaultServer, cache: Cache
+) -> None:
     policy = replace(FAST, retry_after_max=0.1)
     fetch_artifacts([image_with(server.url("busy", "src.tar.gz"))], cache=cache, policy=policy)
     first, second = server.state.requests

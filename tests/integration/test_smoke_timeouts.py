@@ -190,16 +190,11 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
     context = root / "contexts" / "sleepy"
     context.mkdir(parents=True)
     (root / "lowbuild.yaml").write_text(
-        f'name: sleepy\nnamespace: lowbuild-test-sleepy-{value}\nengine: podman\n'
+        f"name: sleepy\nnamespace: lowbuild-test-sleepy-{value}\nengine: podman\n"
         'contexts: ["contexts/*"]\n'
     )
     (context / "image.yaml").write_text(
-        "name: sleepy\n"
-        "test:\n"
-        "  command: |\n"
-        "    echo getting ready\n"
-        "    sleep 30\n"
-        "  timeout: 3\n"
+        "name: sleepy\ntest:\n  command: |\n    echo getting ready\n    sleep 30\n  timeout: 3\n"
     )
     (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nLABEL {MARKER}={value}\n")
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
@@ -208,7 +203,11 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
         started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "lowbuild", *args],
-            cwd=root, env=env, capture_output=True, text=True, timeout=120,
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         return done, time.monotonic() - started
 
@@ -237,10 +236,13 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
     finally:
         left = subprocess.run(
             ["podman", "ps", "--all", "--quiet", "--filter", f"label={MARKER}={value}"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         subprocess.run(
             ["podman", "rmi", "--force", f"lowbuild-test-sleepy-{value}/sleepy:latest"],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
     assert left == []

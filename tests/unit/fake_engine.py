@@ -39,7 +39,9 @@ class FakeEngine:
         if first in self.failing:
             raise EngineError(["fake", "build", first], 1, f"the build of {first} broke")
         labels = dict(request.labels)
-        info = ImageInfo(id=_id_of(labels[FINGERPRINT_LABEL]), tags=tuple(request.tags), labels=labels)
+        info = ImageInfo(
+            id=_id_of(labels[FINGERPRINT_LABEL]), tags=tuple(request.tags), labels=labels
+        )
         with self._lock:
             self.built.append(first)
             for tag in request.tags:
