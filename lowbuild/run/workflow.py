@@ -26,8 +26,8 @@ from lowbuild.spec.model import Project
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-
     from lowbuild.engines.base import Engine
+    from lowbuild.plan.planner import PlannedImage
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
@@ -210,8 +210,6 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
-    from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, fetch_artifacts
-    from lowbuild.sources.progress import LoggingReporter, reporter_for
 
     project, engine = resolved.project, resolved.engine
     plan = make_plan(
@@ -222,23 +220,7 @@ def _build(
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
         if to_build:
-            # Every input is verified (and, offline, known present) before the first build
-            # starts; where each came from, or why not, goes to the run's FETCH_LOG too.
-            fetch_log = logs.sink(FETCH_LOG)
-            try:
-                with reporter_for(err) as shown:
-                    fetch_artifacts(
-                        [project.image(image.name) for image in to_build],
-                        cache=cache,
-                        rewrites=project.rewrites,
-                        offline=options.offline,
-                        jobs=DEFAULT_JOBS,
-                        policy=FetchPolicy(max_download=project.max_download),
-                        reporter=LoggingReporter(shown, fetch_log),
-                    )
-            except LowbuildError as exc:
-                fetch_log(f"error: {redact(str(exc))}")
-                raise
+            _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
             f"logs in {logs.directory}",
@@ -267,6 +249,38 @@ def _build(
     if any(not result.passed for result in tests.values()):
         code = EXIT_FAILED
     return code
+
+
+def _fetch_inputs(
+    project: Project,
+    to_build: Sequence[PlannedImage],
+    cache: Cache,
+    *,
+    offline: bool,
+    logs: RunLogs,
+    err: Console,
+) -> None:
+    """Verify every input of the images to build (and, offline, that it is present)
+    before the first build starts; where each came from, or why not, goes to the run's
+    FETCH_LOG too."""
+    from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, fetch_artifacts
+    from lowbuild.sources.progress import LoggingReporter, reporter_for
+
+    fetch_log = logs.sink(FETCH_LOG)
+    try:
+        with reporter_for(err) as shown:
+            fetch_artifacts(
+                [project.image(image.name) for image in to_build],
+                cache=cache,
+                rewrites=project.rewrites,
+                offline=offline,
+                jobs=DEFAULT_JOBS,
+                policy=FetchPolicy(max_download=project.max_download),
+                reporter=LoggingReporter(shown, fetch_log),
+            )
+    except LowbuildError as exc:
+        fetch_log(f"error: {redact(str(exc))}")
+        raise
 
 
 def run_tests(
