@@ -81,6 +81,25 @@ Offline = Annotated[
 ]
 
 
+PushTo = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--to",
+        help="A registry named in lowbuild.yaml, or HOST[:PORT]/PATH (repeatable; "
+        "default: every registry lowbuild.yaml declares).",
+        show_default=False,
+    ),
+]
+NoTlsVerify = Annotated[
+    bool,
+    typer.Option(
+        "--no-tls-verify",
+        help="For a --to HOST[:PORT]/PATH: plain http or a certificate not verified "
+        "(a declared registry says this itself with `tls-verify: false`).",
+    ),
+]
+
+
 def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
 
@@ -248,6 +267,16 @@ def build_command(
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
     no_wait: NoWait = False,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push",
+            help="Then push what was built or is up to date (with --test: only what passed, "
+            "and whose ancestors did) to the registries, parents first.",
+        ),
+    ] = False,
+    to: PushTo = None,
+    no_tls_verify: NoTlsVerify = False,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
 
@@ -257,11 +286,15 @@ def build_command(
     """
     from lowbuild.run.workflow import (
         BuildOptions,
+        PushTargets,
         Selection,
         default_jobs,
         default_test_jobs,
         run_build,
     )
+
+    if (to or no_tls_verify) and not push:
+        raise typer.BadParameter("--to and --no-tls-verify go with --push", param_hint="--to")
 
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
@@ -275,8 +308,46 @@ def build_command(
         cache_dir=cache_dir,
         as_json=as_json,
         wait=not no_wait,
+        push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
+
+
+@app.command("push")
+def push_command(
+    images: Annotated[
+        list[str] | None, _images("Images to push, with their ancestors (default: all).")
+    ] = None,
+    to: PushTo = None,
+    no_tls_verify: NoTlsVerify = False,
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    no_deps: Annotated[
+        bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
+    ] = False,
+    as_json: AsJson = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Push built images, every tag, to registries, parents first; print each by digest.
+
+    Credentials are the engine's own (podman login, REGISTRY_AUTH_FILE, docker login).
+    The pushed digests and fingerprints go to .lowbuild/published.json. Exit 1 when an
+    image was not pushed (each says why; the next run pushes it again)."""
+    from lowbuild.run.workflow import PushTargets, Selection, run_push
+
+    selection = Selection(
+        project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
+    )
+    targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify)
+    code = run_push(
+        selection,
+        targets,
+        as_json=as_json,
+        wait=not no_wait,
+        console=_out(as_json=as_json),
+        err=err,
+    )
+    raise typer.Exit(code)
 
 
 @app.command("test")

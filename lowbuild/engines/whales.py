@@ -47,6 +47,7 @@ from lowbuild.engines.parse import (
     inspected_batch,
     loaded_refs,
     published_ports,
+    pushed_digest,
     says_image_missing,
 )
 from lowbuild.errors import EngineError, EngineTimedOut
@@ -142,11 +143,19 @@ class WhalesEngine:
         # which drops all but one of podman's comma-separated "Loaded image(s): a,b".
         return loaded_refs(run_command([self.binary, "load", "--input", path]).stdout)
 
-    def push(self, ref: str, *, tls_verify: bool = True) -> None:
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
         # dockerd decides TLS itself: 127.0.0.0/8 registries are insecure by default, others
         # must be listed in its daemon.json `insecure-registries`; the CLI has no flag.
-        with whales_errors():
-            self.client.image.push(ref, quiet=True)
+        # `docker push` takes no destination: the image is tagged with it for the push.
+        run_command([self.binary, "tag", ref, destination])
+        try:
+            out = run_command([self.binary, "push", destination], log=log, merge_output=True)
+        finally:
+            # The source keeps its own tag, so this only drops the destination name.
+            run_command([self.binary, "rmi", destination], check=False)
+        return pushed_digest(out.stdout, destination)
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         with whales_errors():

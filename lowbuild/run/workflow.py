@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,14 @@ from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import Project
+from lowbuild.spec.model import Project, Registry
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
     from lowbuild.engines.base import Engine
     from lowbuild.plan.planner import PlannedImage
+    from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
@@ -140,6 +141,16 @@ class BuildOptions:
     cache_dir: Path | None = None
     as_json: bool = False
     wait: bool = True  # for the project lock; False: refuse at once when it is held
+    push: PushTargets | None = None  # --push: where to (None: no push)
+
+
+@dataclass(frozen=True)
+class PushTargets:
+    """`--to` as given (registry names or prefixes; none: lowbuild.yaml's registries),
+    and whether a prefix given there is verified with TLS."""
+
+    to: tuple[str, ...] = ()
+    tls_verify: bool = True
 
 
 @contextmanager
@@ -212,6 +223,7 @@ def _build(
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
 
     project, engine = resolved.project, resolved.engine
+    registries = _push_registries(project, options.push)  # a bad --to: before any build
     plan = make_plan(
         project, resolved.graph, engine, names=selection.names, with_deps=selection.with_deps
     )
@@ -244,11 +256,109 @@ def _build(
         if options.test:
             ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
             tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
-        _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
+        pushes: list[PushOutcome] = []
+        if registries:
+            refused = {
+                name: f"it was not built ({o.state})"
+                for name, o in outcomes.items()
+                if o.state not in {"built", "up-to-date"}
+            }
+            refused.update(
+                {name: "its smoke test failed" for name, t in tests.items() if not t.passed}
+            )
+            pushes = _push(resolved, list(outcomes), registries, refused, logs=logs, err=err)
+        _report(
+            project, outcomes, tests, logs, pushes=pushes, console=console, as_json=options.as_json
+        )
+        if pushes and not options.as_json:
+            _print_published(pushes, console)
     code = run_exit_code(outcomes)
     if any(not result.passed for result in tests.values()):
         code = EXIT_FAILED
+    if any(not push.pushed for push in pushes):
+        code = EXIT_FAILED
     return code
+
+
+def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:
+    from lowbuild.run.publish import chosen_registries
+
+    if push is None:
+        return ()
+    return chosen_registries(project, push.to, tls_verify=push.tls_verify)
+
+
+def _push(
+    resolved: Resolved,
+    names: Sequence[str],
+    registries: Sequence[Registry],
+    refused: Mapping[str, str],
+    *,
+    logs: RunLogs,
+    err: Console,
+) -> list[PushOutcome]:
+    """Push `names` (build order) to `registries`, say each result on `err` as it comes,
+    and record the pushed ones in PUBLISHED_FILE."""
+    from lowbuild.run.publish import PUBLISHED_FILE, PublishedRecord, push_family
+
+    def show(outcome: PushOutcome) -> None:
+        if outcome.pushed:
+            line = f"↑ pushed {outcome.image} to {outcome.registry}: {outcome.by_digest}"
+        else:
+            line = f"✗ not pushed {outcome.image} to {outcome.registry}: {outcome.error}"
+        err.print(line, highlight=False, markup=False, emoji=False)
+
+    project = resolved.project
+    outcomes = push_family(
+        project,
+        resolved.graph,
+        resolved.engine,
+        names,
+        registries,
+        refused=refused,
+        log_for=logs.sink,
+        on_result=show,
+    )
+    record = PublishedRecord.read(project.root / STATE_DIR / PUBLISHED_FILE)
+    record.add(outcomes)
+    record.write()
+    return outcomes
+
+
+def _print_published(pushes: Sequence[PushOutcome], console: Console) -> None:
+    """The pullable by-digest references, one per line (what a deployment pins)."""
+    for push in pushes:
+        if push.by_digest:
+            console.file.write(f"{push.by_digest}\n")
+
+
+def run_push(
+    selection: Selection,
+    targets: PushTargets,
+    *,
+    as_json: bool,
+    wait: bool,
+    console: Console,
+    err: Console,
+) -> int:
+    """`lowbuild push`: push the selected images (with their ancestors unless
+    --no-deps), parents first, every tag, to each registry; exit 1 if any was not."""
+    from lowbuild.run.report import RunLogs
+
+    resolved = resolve(selection)
+    project = resolved.project
+    registries = _push_registries(project, targets)
+    names = select(resolved.graph, selection.names, with_deps=selection.with_deps)
+    with (
+        project_session(project, engine=resolved.engine, wait=wait, err=err),
+        RunLogs(project.root / STATE_DIR / "logs") as logs,
+    ):
+        pushes = _push(resolved, names, registries, {}, logs=logs, err=err)
+    if as_json:
+        console.file.write(json.dumps([p.to_json() for p in pushes], indent=2) + "\n")
+    else:
+        _print_published(pushes, console)
+    return 0 if all(push.pushed for push in pushes) else EXIT_FAILED
 
 
 def _fetch_inputs(
@@ -344,6 +454,7 @@ def _report(
     tests: dict[str, TestOutcome],
     logs: RunLogs,
     *,
+    pushes: Sequence[PushOutcome] = (),
     console: Console,
     as_json: bool,
 ) -> None:
@@ -359,6 +470,8 @@ def _report(
             record["log"] = str(logs.path(name))
             if name in tests:
                 record["test"] = test_record(tests[name])
+            if pushes:
+                record["push"] = [p.to_json() for p in pushes if p.image == name]
             records.append(record)
         console.print_json(json.dumps(records))
         return

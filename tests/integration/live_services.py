@@ -3,9 +3,13 @@ handle, the site build context. Plain functions, imported by conftest and tests 
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +47,22 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest the registry serves `repository:tag`'s manifest under, or None."""
+        accept = ", ".join(
+            [
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.oci.image.manifest.v1+json",
+            ]
+        )
+        answer = httpx.head(
+            f"{self.url}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=5.0
+        )
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        return answer.headers["Docker-Content-Digest"]
+
     def tags(self, repository: str) -> list[str]:
         """Tags the registry holds for `repository` (empty when it has none)."""
         answer = httpx.get(f"{self.url}/v2/{repository}/tags/list", timeout=5.0)
@@ -50,6 +70,37 @@ class Registry:
             return []
         answer.raise_for_status()
         return list(answer.json().get("tags") or [])
+
+
+@contextmanager
+def running_registry(root: Path, *, port: int | None = None) -> Iterator[Registry]:
+    """`docker-registry serve` (the Debian registry) on loopback, plain http, storing in
+    `root`; stopped by its PID when the block ends, whatever happens. The same `root`
+    and `port` give a restarted registry with the same contents."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise RuntimeError("docker-registry is not installed: run `bash scripts/provision.sh`")
+    host = f"127.0.0.1:{port or free_port()}"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        f"http:\n  addr: {host}\n"
+    )
+    with (root / "registry.log").open("ab") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+        try:
+            wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
+            yield Registry(host=host)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def make_site_context(directory: Path) -> Path:

@@ -25,6 +25,8 @@ class FakeEngine:
     failing: set[str] = field(default_factory=set)  # refs whose build fails
     built: list[str] = field(default_factory=list)  # first tag of each build, in order
     inspections: int = 0  # engine calls made to inspect images
+    pushed: dict[str, str] = field(default_factory=dict)  # destination → manifest digest
+    push_failures: list[str] = field(default_factory=list)  # stderr of the next failed pushes
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_image(self, ref: str, *, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -57,6 +59,15 @@ class FakeEngine:
         with self._lock:
             self.inspections += 1
             return {ref: self.images.get(ref) for ref in refs}
+
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
+        if self.push_failures:
+            raise EngineError(["fake", "push", destination], 125, self.push_failures.pop(0))
+        digest = _id_of("manifest of " + self.images[ref].id)
+        self.pushed[destination] = digest
+        return digest
 
     def tag(self, ref: str, new_ref: str) -> None:
         self.images[new_ref] = self.images[ref]

@@ -1,0 +1,157 @@
+"""`lowbuild build --test --push` and `lowbuild push` against a real registry, on podman.
+
+A four-image family: base → app (its smoke test passes) and base → bad (its smoke test
+fails) → badchild. What reaches the registry, what the run prints and records, and what
+happens when the registry is down. Each engine's own push: test_engines.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from live_services import BASE_IMAGE, Registry, free_port, running_registry
+
+IMAGES = {
+    "base": (None, "true"),
+    "app": ("base", "cat /etc/app"),
+    "bad": ("base", "false"),
+    "badchild": ("bad", "true"),
+}
+
+
+@dataclass
+class Family:
+    root: Path
+    namespace: str
+    env: dict[str, str]
+
+    def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lowbuild", *args, "--engine", "podman"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def published(self) -> dict[str, dict[str, object]]:
+        document = json.loads((self.root / ".lowbuild" / "published.json").read_text())
+        return document["images"]
+
+
+@pytest.fixture
+def family(tmp_path: Path) -> Iterator[Family]:
+    namespace = f"lbpush{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "family"
+    root.mkdir()
+    (root / "lowbuild.yaml").write_text(f"name: pushed\nnamespace: {namespace}\ntag: '1'\n")
+    for name, (parent, command) in IMAGES.items():
+        context = root / "contexts" / name
+        context.mkdir(parents=True)
+        base = f"{namespace}/{parent}:1" if parent else BASE_IMAGE
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo {name} > /etc/{name}\n")
+        words = json.dumps(["sh", "-c", command])
+        (context / "image.yaml").write_text(
+            f"name: {name}\n"
+            + (f"parent: {parent}\n" if parent else "")
+            + f"tags: ['1.0']\ntest:\n  command: {words}\n"
+        )
+    env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
+    yield Family(root=root, namespace=namespace, env=env)
+    refs = [f"{namespace}/{name}:{tag}" for name in IMAGES for tag in ("1", "1.0")]
+    subprocess.run(["podman", "rmi", "--force", "--ignore", *refs], capture_output=True)
+
+
+def test_build_test_push_publishes_what_passed_by_digest_and_nothing_else(
+    family: Family, registry: Registry
+) -> None:
+    prefix = f"{registry.host}/{family.namespace}"
+
+    run = family.lowbuild("build", "--test", "--push", "--to", prefix, "--no-tls-verify")
+
+    assert run.returncode == 1, run.stderr  # a smoke test failed, so not all was pushed
+    for name in ("base", "app"):
+        assert sorted(registry.tags(f"{family.namespace}/{name}")) == ["1", "1.0"]
+    for name in ("bad", "badchild"):
+        assert registry.tags(f"{family.namespace}/{name}") == []
+    assert "not pushed bad" in run.stderr and "its smoke test failed" in run.stderr
+    assert "its parent bad was not pushed" in run.stderr
+    # stdout ends with the pullable by-digest references, one per pushed image.
+    printed = [line for line in run.stdout.splitlines() if "@sha256:" in line]
+    digests = {
+        name: registry.manifest_digest(f"{family.namespace}/{name}", "1")
+        for name in ("base", "app")
+    }
+    assert printed == [f"{prefix}/{name}@{digests[name]}" for name in ("base", "app")]
+    published = family.published()
+    assert set(published) == {"base", "app"}
+    local = subprocess.run(
+        ["podman", "image", "inspect", f"{family.namespace}/app:1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    label = json.loads(local.stdout)[0]["Labels"]["lowbuild.fingerprint"]
+    assert published["app"]["fingerprint"] == label
+    assert published["app"]["registries"] == {
+        prefix: {
+            "ref": f"{prefix}/app@{digests['app']}",
+            "tags": [f"{prefix}/app:1", f"{prefix}/app:1.0"],
+        }
+    }
+
+
+def test_pulled_by_digest_the_image_is_the_one_built(family: Family, registry: Registry) -> None:
+    prefix = f"{registry.host}/{family.namespace}"
+    assert family.lowbuild("build", "base").returncode == 0
+    pushed = family.lowbuild("push", "base", "--to", prefix, "--no-tls-verify", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    [record] = json.loads(pushed.stdout)
+    assert record["pushed"] and record["ref"].startswith(f"{prefix}/base@sha256:")
+    local_id = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/base:1")
+    _podman("rmi", f"{family.namespace}/base:1", f"{family.namespace}/base:1.0")
+    try:
+        _podman("pull", "--tls-verify=false", "--quiet", record["ref"])
+        pulled = _podman("image", "inspect", "--format", "{{.Id}}", record["ref"])
+        assert pulled == local_id  # same config: the same image
+    finally:
+        subprocess.run(["podman", "rmi", "--force", "--ignore", record["ref"]], capture_output=True)
+
+
+def test_a_registry_that_is_down_is_one_line_per_image_and_the_next_run_pushes(
+    family: Family, tmp_path: Path
+) -> None:
+    assert family.lowbuild("build", "base", "app").returncode == 0
+    port = free_port()
+    prefix = f"127.0.0.1:{port}/{family.namespace}"
+
+    down = family.lowbuild("push", "app", "--to", prefix, "--no-tls-verify")
+
+    assert down.returncode == 1
+    assert "Traceback" not in down.stderr
+    assert f"not pushed base to {prefix}: push to {prefix}/base:1 failed" in down.stderr
+    assert "its parent base was not pushed" in down.stderr
+    assert "trying again" in _latest_log(family, "base")  # retried before giving up
+    with running_registry(tmp_path / "late-registry", port=port) as registry:
+        again = family.lowbuild("push", "app", "--to", prefix, "--no-tls-verify")
+        assert again.returncode == 0, again.stderr
+        assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0"]
+
+
+def _podman(*args: str) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _latest_log(family: Family, name: str) -> str:
+    return (family.root / ".lowbuild" / "logs" / "latest" / f"{name}.log").read_text()
