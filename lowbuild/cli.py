@@ -94,8 +94,8 @@ NoTlsVerify = Annotated[
     bool,
     typer.Option(
         "--no-tls-verify",
-        help="For a --to HOST[:PORT]/PATH: plain http or a certificate not verified "
-        "(a declared registry says this itself with `tls-verify: false`).",
+        help="For a registry given as HOST[:PORT]/PATH on this command line: plain http, or "
+        "a certificate not verified (a declared registry says so with `tls-verify: false`).",
     ),
 ]
 
@@ -276,6 +276,25 @@ def build_command(
         ),
     ] = False,
     to: PushTo = None,
+    cache_from: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-from",
+            help="Registry cache (a registry named in lowbuild.yaml, or HOST[:PORT]/PATH): "
+            "an image to build is pulled from it instead when its fingerprint tag is there "
+            "(default: lowbuild.yaml's `cache:`; none with --offline).",
+            show_default=False,
+        ),
+    ] = None,
+    cache_to: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-to",
+            help="Registry cache to push each built image to under its fingerprint tag "
+            "(default: lowbuild.yaml's `cache:`; none with --offline).",
+            show_default=False,
+        ),
+    ] = None,
     no_tls_verify: NoTlsVerify = False,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
@@ -293,8 +312,8 @@ def build_command(
         run_build,
     )
 
-    if (to or no_tls_verify) and not push:
-        raise typer.BadParameter("--to and --no-tls-verify go with --push", param_hint="--to")
+    if to and not push:
+        raise typer.BadParameter("--to goes with --push", param_hint="--to")
 
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
@@ -309,6 +328,9 @@ def build_command(
         as_json=as_json,
         wait=not no_wait,
         push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
+        cache_from=cache_from,
+        cache_to=cache_to,
+        cache_tls_verify=not no_tls_verify,
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
 

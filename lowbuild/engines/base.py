@@ -246,6 +246,12 @@ class Engine(Protocol):
         that itself, from its `insecure-registries`)."""
         ...
 
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        """Pull `ref` (`host/path:tag`) from its registry with the engine's own credentials;
+        return the local image ID, or None when the registry has no such manifest. The only
+        pull lowbuild ever asks for: a registry cache hit (run/build.py)."""
+        ...
+
     def remove_image(self, ref: str, *, force: bool = False) -> None: ...
 
     def run_containers(self, run_id: str) -> frozenset[str]:

@@ -99,6 +99,10 @@ class BuildahEngine(PodmanEngine):
     ) -> str:
         return push_with_digestfile(self.buildah, ref, destination, tls_verify=tls_verify, log=log)
 
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        tls = f"--tls-verify={str(tls_verify).lower()}"
+        return self._pulled(ref, [self.buildah, "pull", tls, "--quiet", ref], log)
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         run_command([self.buildah, "rmi", *(["--force"] if force else []), ref])
 

@@ -153,3 +153,12 @@ def pushed_digest(output: str, destination: str) -> str:
     raise EngineError(
         ["push", destination], 0, f"no manifest digest in the push output: {text[-500:]!r}"
     )
+
+
+_NO_MANIFEST = re.compile(r"manifest unknown|name unknown|not found", re.IGNORECASE)
+
+
+def says_manifest_missing(error: EngineError) -> bool:
+    """Whether a failed pull failed because the registry has no such manifest (podman,
+    buildah "manifest unknown", docker "manifest for … not found"): not an error, a miss."""
+    return bool(_NO_MANIFEST.search(error.stderr)) and "connection refused" not in error.stderr

@@ -49,6 +49,7 @@ from lowbuild.engines.parse import (
     published_ports,
     pushed_digest,
     says_image_missing,
+    says_manifest_missing,
 )
 from lowbuild.errors import EngineError, EngineTimedOut
 from lowbuild.spec.changes import Change, parse_changes
@@ -156,6 +157,20 @@ class WhalesEngine:
             # The source keeps its own tag, so this only drops the destination name.
             run_command([self.binary, "rmi", destination], check=False)
         return pushed_digest(out.stdout, destination)
+
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        # dockerd decides TLS itself (see push); podman overrides this with its flag.
+        return self._pulled(ref, [self.binary, "pull", ref], log)
+
+    def _pulled(self, ref: str, argv: Sequence[str], log: LogSink | None) -> str | None:
+        """Run the pull command `argv`; the ID of `ref` after it, None on a registry miss."""
+        try:
+            run_command(argv, log=log, merge_output=True)
+        except EngineError as exc:
+            if says_manifest_missing(exc):
+                return None
+            raise
+        return self.resolve_image_id(ref)
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         with whales_errors():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +21,12 @@ from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import Project, Registry
+from lowbuild.spec.model import ImageSpec, Project, Registry
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-    from lowbuild.engines.base import Engine
+    from lowbuild.engines.base import Engine, LogSink
     from lowbuild.plan.planner import PlannedImage
     from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
@@ -142,6 +142,9 @@ class BuildOptions:
     as_json: bool = False
     wait: bool = True  # for the project lock; False: refuse at once when it is held
     push: PushTargets | None = None  # --push: where to (None: no push)
+    cache_from: str | None = None  # registry cache to pull from (name or prefix)
+    cache_to: str | None = None  # registry cache to push to
+    cache_tls_verify: bool = True  # for a cache given as a prefix
 
 
 @dataclass(frozen=True)
@@ -221,9 +224,11 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
+    from lowbuild.run.scheduler import FINISHED_OK
 
     project, engine = resolved.project, resolved.engine
     registries = _push_registries(project, options.push)  # a bad --to: before any build
+    cache_from, cache_to = _registry_cache(project, options)
     plan = make_plan(
         project, resolved.graph, engine, names=selection.names, with_deps=selection.with_deps
     )
@@ -231,7 +236,7 @@ def _build(
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
-        if to_build:
+        if to_build and cache_from is None:
             _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
@@ -250,18 +255,21 @@ def _build(
                 on_event=board.event,
                 wrap_sink=board.sink_for,
                 on_build_start=journal.note_build,
+                cache_from=cache_from,
+                cache_to=cache_to,
+                prepare=_fetcher(project, cache) if cache_from is not None else _nothing,
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
         if options.test:
-            ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
+            ready = [name for name, o in outcomes.items() if o.state in FINISHED_OK]
             tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
         pushes: list[PushOutcome] = []
         if registries:
             refused = {
                 name: f"it was not built ({o.state})"
                 for name, o in outcomes.items()
-                if o.state not in {"built", "up-to-date"}
+                if o.state not in FINISHED_OK
             }
             refused.update(
                 {name: "its smoke test failed" for name, t in tests.items() if not t.passed}
@@ -278,6 +286,51 @@ def _build(
     if any(not push.pushed for push in pushes):
         code = EXIT_FAILED
     return code
+
+
+def _registry_cache(
+    project: Project, options: BuildOptions
+) -> tuple[Registry | None, Registry | None]:
+    """The registry cache to pull from and to push to: --cache-from/--cache-to, else
+    lowbuild.yaml's `cache:`; none offline (a cache is a network)."""
+    from lowbuild.run.publish import chosen_registries
+
+    if options.offline:
+        return None, None
+
+    def one(given: str | None) -> Registry | None:
+        target = given or project.cache_registry
+        if target is None:
+            return None
+        [registry] = chosen_registries(project, [target], tls_verify=options.cache_tls_verify)
+        return registry
+
+    return one(options.cache_from), one(options.cache_to)
+
+
+def _fetcher(project: Project, cache: Cache) -> Callable[[ImageSpec, LogSink], None]:
+    """With a registry cache the artifacts of an image are fetched only when it is built
+    (a cache hit needs none): this fetches one image's, into its log."""
+    from lowbuild.sources.fetch import FetchPolicy, SilentReporter, fetch_artifacts
+
+    def fetch(spec: ImageSpec, log: LogSink) -> None:
+        if not spec.artifacts:
+            return
+        outcomes = fetch_artifacts(
+            [spec],
+            cache=cache,
+            rewrites=project.rewrites,
+            policy=FetchPolicy(max_download=project.max_download),
+            reporter=SilentReporter(),
+        )
+        for outcome in outcomes:
+            log(f"artifact {outcome.artifact.file}: {redact(outcome.source)}")
+
+    return fetch
+
+
+def _nothing(spec: ImageSpec, log: LogSink) -> None:
+    """Nothing to prepare: the artifacts were fetched before the build."""
 
 
 def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:

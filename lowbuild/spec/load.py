@@ -73,6 +73,7 @@ _PROJECT_KEYS = (
     "bases",
     "max-download",
     "registries",
+    "cache",
 )
 _BYTE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 _BYTE_SIZE = re.compile(r"^([0-9]+) ?(KiB|MiB|GiB|TiB)?$")
@@ -123,6 +124,7 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
     if "max-download" in fields:
         max_download = _byte_size(doc, fields["max-download"], what="max-download")
     registries = _registries(doc, fields.get("registries"))
+    cache_registry = _cache(doc, fields.get("cache"), registries)
     images = tuple(
         _image(directory, allow_missing_digests=allow_missing_digests)
         for directory in _context_directories(doc, fields.get("contexts"))
@@ -140,6 +142,7 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
         location=doc.at(root),
         max_download=max_download,
         registries=registries,
+        cache_registry=cache_registry,
     )
 
 
@@ -490,6 +493,23 @@ def _registries(doc: _Document, node: yaml.Node | None) -> tuple[Registry, ...]:
             doc.fail(f"registry {name!r} is declared twice (first at {found[name].location})", item)
         found[name] = Registry(name=name, prefix=prefix, tls_verify=verify, location=doc.at(item))
     return tuple(found.values())
+
+
+def _cache(doc: _Document, node: yaml.Node | None, registries: Sequence[Registry]) -> str | None:
+    """`cache: {registry: NAME}`, NAME one of `registries:`."""
+    if node is None:
+        return None
+    fields = doc.fields(node, what="cache", keys=("registry",), required=("registry",))
+    name = doc.text(fields["registry"], what="cache.registry")
+    names = [registry.name for registry in registries]
+    if name not in names:
+        known = f"; declared: {', '.join(names)}" if names else "; none is declared"
+        doc.fail(
+            f"cache.registry {name!r} is not a registry of `registries:`"
+            f"{did_you_mean(name, names)}{known}",
+            fields["registry"],
+        )
+    return name
 
 
 def _bases(doc: _Document, node: yaml.Node | None) -> tuple[BasePin, ...]:

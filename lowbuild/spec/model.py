@@ -193,6 +193,9 @@ class Project:
     # Largest download of an artifact without `size:` (`max-download:`, in bytes).
     max_download: int = DEFAULT_MAX_DOWNLOAD
     registries: tuple[Registry, ...] = ()
+    # `cache: {registry: NAME}`: the registry whose fingerprint tags a build pulls from
+    # instead of building, and pushes to after building.
+    cache_registry: str | None = None
 
     def registry(self, name: str) -> Registry:
         for registry in self.registries:

@@ -147,6 +147,81 @@ def test_a_registry_that_is_down_is_one_line_per_image_and_the_next_run_pushes(
         assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0"]
 
 
+def test_a_fresh_runner_pulls_from_the_registry_cache_and_builds_only_what_changed(
+    family: Family, registry: Registry
+) -> None:
+    cache = f"{registry.host}/{family.namespace}-cache"
+    flags = ("--no-tls-verify", "--json")
+    first = family.lowbuild("build", "app", "--test", "--cache-to", cache, *flags)
+    assert first.returncode == 0, first.stderr
+    tags = {name: _cache_tag(family, name) for name in ("base", "app")}
+    for name, tag in tags.items():
+        assert registry.tags(f"{family.namespace}-cache/{name}") == [tag]
+
+    _forget_local_images(family)  # a fresh runner: none of the family's images
+    fresh = family.lowbuild("build", "app", "--test", "--cache-from", cache, *flags)
+
+    assert fresh.returncode == 0, fresh.stderr
+    records = {r["image"]: r for r in json.loads(fresh.stdout)}
+    assert {name: r["state"] for name, r in records.items()} == {"base": "pulled", "app": "pulled"}
+    assert all(r["test"]["passed"] for r in records.values())
+    assert _cache_tag(family, "app") == tags["app"]  # the same inputs, the same image
+
+    _forget_local_images(family)
+    (family.root / "contexts" / "app" / "Dockerfile").write_text(
+        f"FROM {family.namespace}/base:1\nRUN echo app v2 > /etc/app\n"
+    )
+    changed = family.lowbuild("build", "app", "--cache-from", cache, "--cache-to", cache, *flags)
+    assert changed.returncode == 0, changed.stderr
+    states = {r["image"]: r["state"] for r in json.loads(changed.stdout)}
+    assert states == {"base": "pulled", "app": "built"}
+    assert sorted(registry.tags(f"{family.namespace}-cache/app")) == sorted(
+        [tags["app"], _cache_tag(family, "app")]
+    )
+
+
+def test_a_cache_entry_that_is_not_what_its_tag_says_is_refused(
+    family: Family, registry: Registry
+) -> None:
+    cache = f"{registry.host}/{family.namespace}-cache"
+    assert family.lowbuild("build", "app", "--cache-to", cache, "--no-tls-verify").returncode == 0
+    tag = _cache_tag(family, "app")
+    # Someone overwrites app's cache entry with the base image.
+    _podman(
+        "push", "--tls-verify=false", f"{family.namespace}/base:1",
+        f"docker://{cache}/app:{tag}",
+    )  # fmt: skip
+    _forget_local_images(family)
+
+    run = family.lowbuild("build", "app", "--cache-from", cache, "--no-tls-verify")
+
+    assert run.returncode == 4, run.stderr
+    assert "nothing was tagged" in run.stdout + run.stderr
+    missing = subprocess.run(
+        ["podman", "image", "exists", f"{family.namespace}/app:1"], capture_output=True
+    )
+    assert missing.returncode == 1
+
+
+def _cache_tag(family: Family, name: str) -> str:
+    labels = _podman(
+        "image", "inspect", "--format", "{{json .Labels}}", f"{family.namespace}/{name}:1"
+    )
+    return "lb-" + json.loads(labels)["lowbuild.fingerprint"].removeprefix("sha256:")[:20]
+
+
+def _forget_local_images(family: Family) -> None:
+    """Remove the family's images, under every name (registry cache tags included)."""
+    listed = _podman("images", "--format", "{{.ID}} {{.Repository}}")
+    ids = {
+        words[0]
+        for words in (line.split() for line in listed.splitlines())
+        if len(words) == 2 and family.namespace in words[1]
+    }
+    if ids:
+        _podman("rmi", "--force", *sorted(ids))
+
+
 def _podman(*args: str) -> str:
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
