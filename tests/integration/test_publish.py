@@ -66,9 +66,9 @@ def family(tmp_path: Path) -> Iterator[Family]:
             + f"tags: ['1.0']\ntest:\n  command: {words}\n"
         )
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
-    yield Family(root=root, namespace=namespace, env=env)
-    refs = [f"{namespace}/{name}:{tag}" for name in IMAGES for tag in ("1", "1.0")]
-    subprocess.run(["podman", "rmi", "--force", "--ignore", *refs], capture_output=True)
+    made = Family(root=root, namespace=namespace, env=env)
+    yield made
+    _forget_local_images(made)
 
 
 def test_build_test_push_publishes_what_passed_by_digest_and_nothing_else(
