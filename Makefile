@@ -24,6 +24,7 @@ provision:
 	bash scripts/provision.sh
 
 lint: venv
+	$(BIN)/ruff format --check lowbuild tests scripts
 	$(BIN)/ruff check lowbuild tests scripts
 	$(BIN)/mypy
 	cd scripts && ../$(BIN)/mypy --strict --cache-dir ../.mypy_cache/scripts bench.py

@@ -63,7 +63,9 @@ class BenchFailed(RuntimeError):
     """A timed or preparatory command failed: the figures would be meaningless."""
 
 
-def run_timed(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
+def run_timed(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Timed:
     """Run `argv`; return its wall time and output (no RSS: see run_with_rss).
     Raise BenchFailed when it fails."""
     started = time.perf_counter()
@@ -101,8 +103,12 @@ def run_with_rss(argv: Sequence[str], *, env: dict[str, str] | None = None) -> T
     """Like run_timed, with the command's own peak RSS (its ru_maxrss, from wait4)."""
     started = time.perf_counter()
     done = subprocess.run(
-        [str(PYTHON), "-c", _RSS_PROBE, *argv], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+        [str(PYTHON), "-c", _RSS_PROBE, *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
     )
     seconds = time.perf_counter() - started
     errors = done.stderr.decode(errors="replace")
@@ -154,19 +160,44 @@ def ensure_base_images(env: dict[str, str], refs: Sequence[str]) -> None:
         if subprocess.run(["podman", "image", "exists", ref], env=env, check=False).returncode == 0:
             continue
         say(f"loading {ref} into the bench storage")
-        save = subprocess.Popen(["podman", "save", "--format", "docker-archive", ref], stdout=subprocess.PIPE)
-        subprocess.run(["podman", "load", "--quiet"], stdin=save.stdout, env=env, check=True, stdout=subprocess.DEVNULL)
+        save = subprocess.Popen(
+            ["podman", "save", "--format", "docker-archive", ref], stdout=subprocess.PIPE
+        )
+        subprocess.run(
+            ["podman", "load", "--quiet"],
+            stdin=save.stdout,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         if save.wait() != 0:
             raise BenchFailed(f"podman save {ref} failed: run `make provision` first")
 
 
-def lowbuild_build(ws: Workspace, *, env: dict[str, str], names: Sequence[str] = (), jobs: int = 2) -> Timed:
+def lowbuild_build(
+    ws: Workspace, *, env: dict[str, str], names: Sequence[str] = (), jobs: int = 2
+) -> Timed:
     project = ws.lowbuild_project / "lowbuild.yaml"
-    return run_timed([*LOWBUILD, "build", "-f", str(project), "-e", "podman", "--jobs", str(jobs), "--json", *names], env=env)
+    return run_timed(
+        [
+            *LOWBUILD,
+            "build",
+            "-f",
+            str(project),
+            "-e",
+            "podman",
+            "--jobs",
+            str(jobs),
+            "--json",
+            *names,
+        ],
+        env=env,
+    )
 
 
 def built_names(output: str) -> list[str]:
-    """Images a `lowbuild build --json` run reports as built (the JSON is the last thing it prints)."""
+    """Images a `lowbuild build --json` run reports as built (the JSON is the last thing it
+    prints)."""
     start = output.find("[\n")
     records = json.loads(output[start:]) if start >= 0 else []
     return [r["image"] for r in records if r.get("state") == "built"]
@@ -189,8 +220,19 @@ class BakePlan:
 
 def stage_tutorial(ws: Workspace) -> BakePlan:
     """Stage the baselines' contexts and write the bake file (not timed)."""
-    run_timed([*LOWBUILD, "export", "bake", "-f", str(ws.tutorial_project / "lowbuild.yaml"),
-               "-o", str(ws.bake_file), "--stage", str(ws.tutorial_project / "stage")])
+    run_timed(
+        [
+            *LOWBUILD,
+            "export",
+            "bake",
+            "-f",
+            str(ws.tutorial_project / "lowbuild.yaml"),
+            "-o",
+            str(ws.bake_file),
+            "--stage",
+            str(ws.tutorial_project / "stage"),
+        ]
+    )
     document = json.loads(ws.bake_file.read_text())
     groups = document["group"]
     waves = tuple(tuple(groups[f"wave-{i}"]["targets"]) for i in range(len(groups) - 1))
@@ -224,16 +266,32 @@ def run_sequence(commands: Sequence[Sequence[str]], *, env: dict[str, str] | Non
 
 def bake_commands(ws: Workspace, bake: BakePlan) -> list[list[str]]:
     return [
-        ["docker", "buildx", "bake", "--progress", "plain", "-f", str(ws.bake_file), f"wave-{index}"]
+        [
+            "docker",
+            "buildx",
+            "bake",
+            "--progress",
+            "plain",
+            "-f",
+            str(ws.bake_file),
+            f"wave-{index}",
+        ]
         for index in range(len(bake.waves))
     ]
 
 
-def image_ids(refs: Sequence[str], *, engine: str, env: dict[str, str] | None = None) -> dict[str, str]:
+def image_ids(
+    refs: Sequence[str], *, engine: str, env: dict[str, str] | None = None
+) -> dict[str, str]:
     ids = {}
     for ref in refs:
-        done = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", ref], env=env,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [engine, "image", "inspect", "--format", "{{.Id}}", ref],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         ids[ref] = done.stdout.strip() if done.returncode == 0 else ""
     return ids
 
@@ -297,18 +355,24 @@ class Bench:
             lb.append(timed.seconds)
             tut.append(run_sequence(tutorial_commands(bake), env=env))
             bk.append(run_sequence(bake_commands(self.ws, bake)))
-            say(f"noop run {run + 1}: lowbuild {lb[-1]:.2f}s podman {tut[-1]:.2f}s bake {bk[-1]:.2f}s")
+            say(
+                f"noop run {run + 1}: lowbuild {lb[-1]:.2f}s podman {tut[-1]:.2f}s "
+                f"bake {bk[-1]:.2f}s"
+            )
         f_lb = self.results.add(figure_of(section, "lowbuild build (7 images)", lb))
         f_tut = self.results.add(figure_of(section, "podman build x6, in order", tut))
         f_bk = self.results.add(figure_of(section, "docker buildx bake, 3 waves (6 targets)", bk))
         r_tut, r_bk = ratio(f_tut, f_lb), ratio(f_bk, f_lb)
         self.results.add(figure_of(section, "speed-up vs podman builds", [r_tut], "x"))
         self.results.add(figure_of(section, "speed-up vs bake", [r_bk], "x"))
-        self.results.goals.append(Goal(
-            section, "under 1 s, at least 10x faster than both baselines",
-            f"{f_lb.median:.3f} s; {r_tut:.1f}x vs podman builds, {r_bk:.1f}x vs bake",
-            f_lb.median < 1.0 and r_tut >= 10 and r_bk >= 10,
-        ))
+        self.results.goals.append(
+            Goal(
+                section,
+                "under 1 s, at least 10x faster than both baselines",
+                f"{f_lb.median:.3f} s; {r_tut:.1f}x vs podman builds, {r_bk:.1f}x vs bake",
+                f_lb.median < 1.0 and r_tut >= 10 and r_bk >= 10,
+            )
+        )
 
     def leaf(self) -> None:
         section = "2 one leaf changed"
@@ -326,7 +390,9 @@ class Bench:
             lb.append(timed.seconds)
             n_lb.append(changed(before, image_ids(lb_refs, engine="podman", env=env)))
             if built_names(timed.output) != ["tomcat"]:
-                self.results.notes.append(f"leaf run {run + 1}: lowbuild built {built_names(timed.output)}")
+                self.results.notes.append(
+                    f"leaf run {run + 1}: lowbuild built {built_names(timed.output)}"
+                )
 
             touch_app(self.ws.tutorial_project, f"tut{run}")
             stage_tutorial(self.ws)
@@ -343,24 +409,34 @@ class Bench:
             before = image_ids(tut_refs, engine="docker")
             bk.append(run_sequence(bake_commands(self.ws, bake)))
             n_bk.append(changed(before, image_ids(tut_refs, engine="docker")))
-            say(f"leaf run {run + 1}: lowbuild {lb[-1]:.2f}s ({n_lb[-1]} rebuilt) podman {tut[-1]:.2f}s "
-                f"({n_tut[-1]}) tomcat alone {alone[-1]:.2f}s bake {bk[-1]:.2f}s ({n_bk[-1]})")
+            say(
+                f"leaf run {run + 1}: lowbuild {lb[-1]:.2f}s ({n_lb[-1]} rebuilt) "
+                f"podman {tut[-1]:.2f}s "
+                f"({n_tut[-1]}) tomcat alone {alone[-1]:.2f}s bake {bk[-1]:.2f}s ({n_bk[-1]})"
+            )
         f_lb = self.results.add(figure_of(section, "lowbuild build", lb))
         f_tut = self.results.add(figure_of(section, "podman build x6, in order", tut))
-        f_alone = self.results.add(figure_of(section, "podman build of tomcat alone (engine's own time)", alone))
+        f_alone = self.results.add(
+            figure_of(section, "podman build of tomcat alone (engine's own time)", alone)
+        )
         f_bk = self.results.add(figure_of(section, "docker buildx bake, 3 waves", bk))
         self.results.add(figure_of(section, "images rebuilt by lowbuild", n_lb, "count"))
-        self.results.add(figure_of(section, "images rebuilt by podman builds (new image ID)", n_tut, "count"))
+        self.results.add(
+            figure_of(section, "images rebuilt by podman builds (new image ID)", n_tut, "count")
+        )
         self.results.add(figure_of(section, "images rebuilt by bake (new image ID)", n_bk, "count"))
         r_alone = ratio(f_lb, f_alone)
         self.results.add(figure_of(section, "lowbuild / engine alone", [r_alone], "x"))
         self.results.add(figure_of(section, "podman builds / lowbuild", [ratio(f_tut, f_lb)], "x"))
         self.results.add(figure_of(section, "bake / lowbuild", [ratio(f_bk, f_lb)], "x"))
-        self.results.goals.append(Goal(
-            section, "only that image rebuilt; within 1.2x of the engine's own time for it",
-            f"{max(n_lb)} image(s) rebuilt per run; {r_alone:.2f}x",
-            max(n_lb) == 1 and r_alone <= 1.2,
-        ))
+        self.results.goals.append(
+            Goal(
+                section,
+                "only that image rebuilt; within 1.2x of the engine's own time for it",
+                f"{max(n_lb)} image(s) rebuilt per run; {r_alone:.2f}x",
+                max(n_lb) == 1 and r_alone <= 1.2,
+            )
+        )
 
     def cold(self) -> None:
         section = "3 cold build"
@@ -378,21 +454,29 @@ class Bench:
             lb.append(timed.seconds)
             env = self.fresh_storage("cold")
             seq.append(run_sequence(tutorial_commands(bake), env=env))
-            say(f"cold run {run + 1}: lowbuild -j{self.jobs} {lb[-1]:.1f}s sequential {seq[-1]:.1f}s")
+            say(
+                f"cold run {run + 1}: lowbuild -j{self.jobs} {lb[-1]:.1f}s "
+                f"sequential {seq[-1]:.1f}s"
+            )
         self.fresh_storage("cold", keep=False)
-        f_lb = self.results.add(figure_of(section, f"lowbuild build --jobs {self.jobs} (6 images)", lb))
+        f_lb = self.results.add(
+            figure_of(section, f"lowbuild build --jobs {self.jobs} (6 images)", lb)
+        )
         f_seq = self.results.add(figure_of(section, "podman build x6, sequential", seq))
         r = ratio(f_lb, f_seq)
         self.results.add(figure_of(section, "lowbuild / sequential", [r], "x"))
-        self.results.goals.append(Goal(section, "at most 0.75x the sequential scripts", f"{r:.2f}x", r <= 0.75))
+        self.results.goals.append(
+            Goal(section, "at most 0.75x the sequential scripts", f"{r:.2f}x", r <= 0.75)
+        )
 
     def fresh_storage(self, name: str, *, keep: bool = True) -> dict[str, str]:
         """An empty podman storage (removing the previous one), with the base images."""
         env = self.ws.storage_env(name)
         if (self.ws.root / name).exists():
             # Not `podman system reset`: that also drops the host's podman networks.
-            subprocess.run(["podman", "rmi", "--all", "--force"], env=env, check=False,
-                           capture_output=True)
+            subprocess.run(
+                ["podman", "rmi", "--all", "--force"], env=env, check=False, capture_output=True
+            )
             shutil.rmtree(self.ws.root / name, ignore_errors=True)
         if keep:
             ensure_base_images(env, [BOOKWORM])
@@ -402,7 +486,9 @@ class Bench:
 
     def pack(self) -> None:
         section = "4 packing"
-        shape = TreeShape() if not self.quick else TreeShape(total_bytes=40 * 1024 * 1024, files=4_000)
+        shape = (
+            TreeShape() if not self.quick else TreeShape(total_bytes=40 * 1024 * 1024, files=4_000)
+        )
         tree = self.ws.root / "pack" / f"tree-{shape.total_bytes}-{shape.files}"
         marker = tree.with_suffix(".done")
         if not marker.exists():
@@ -437,10 +523,14 @@ class Bench:
         self.results.add(figure_of(section, "output size, tar | gzip", [gnu_size / 1e6], "MB"))
         r = ratio(f_lb, f_gnu)
         self.results.add(figure_of(section, "lowbuild / tar|gzip", [r], "x"))
-        self.results.goals.append(Goal(
-            section, "within 1.3x of GNU tar + gzip, byte-identical across runs",
-            f"{r:.2f}x; {len(digests)} distinct output(s) in {len(lb)} runs", r <= 1.3 and len(digests) == 1,
-        ))
+        self.results.goals.append(
+            Goal(
+                section,
+                "within 1.3x of GNU tar + gzip, byte-identical across runs",
+                f"{r:.2f}x; {len(digests)} distinct output(s) in {len(lb)} runs",
+                r <= 1.3 and len(digests) == 1,
+            )
+        )
 
     def fetch(self) -> None:
         section = "5 fetching"
@@ -454,10 +544,19 @@ class Bench:
             for index in range(count):
                 (served / f"blob-{index}.bin").write_bytes(random.Random(index).randbytes(size))
             (served / "done").write_text("")
-        digests = [hashlib.sha256((served / f"blob-{i}.bin").read_bytes()).hexdigest() for i in range(count)]
+        digests = [
+            hashlib.sha256((served / f"blob-{i}.bin").read_bytes()).hexdigest()
+            for i in range(count)
+        ]
         server = subprocess.Popen(
-            [str(PYTHON), str(REPO / "scripts" / "benchmarks" / "serve.py"), str(served), str(self.fetch_rate)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                str(PYTHON),
+                str(REPO / "scripts" / "benchmarks" / "serve.py"),
+                str(served),
+                str(self.fetch_rate),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert server.stdout is not None
@@ -467,35 +566,65 @@ class Bench:
             context = project / "contexts" / "blobs"
             context.mkdir(parents=True)
             (project / "lowbuild.yaml").write_text(
-                "name: fetchbench\nnamespace: lowbuildbench\ncontexts: ['contexts/*']\n")
+                "name: fetchbench\nnamespace: lowbuildbench\ncontexts: ['contexts/*']\n"
+            )
             artifacts = "".join(
                 f"  - file: blob-{i}.bin\n    urls: [http://127.0.0.1:{port}/blob-{i}.bin]\n"
-                f"    sha256: {digests[i]}\n" for i in range(count))
-            (context / "image.yaml").write_text(f"name: blobs\nkind: dockerfile\nartifacts:\n{artifacts}")
+                f"    sha256: {digests[i]}\n"
+                for i in range(count)
+            )
+            (context / "image.yaml").write_text(
+                f"name: blobs\nkind: dockerfile\nartifacts:\n{artifacts}"
+            )
             (context / "Dockerfile").write_text("FROM scratch\n")
             par, seq, rss = [], [], []
             for run in range(self.runs):
                 cache = self.ws.root / "fetch" / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
-                timed = run_with_rss([*LOWBUILD, "fetch", "-f", str(project / "lowbuild.yaml"),
-                                      "--cache", str(cache), "--jobs", str(count)])
+                timed = run_with_rss(
+                    [
+                        *LOWBUILD,
+                        "fetch",
+                        "-f",
+                        str(project / "lowbuild.yaml"),
+                        "--cache",
+                        str(cache),
+                        "--jobs",
+                        str(count),
+                    ]
+                )
                 par.append(timed.seconds)
                 rss.append(timed.max_rss_mb)
                 shutil.rmtree(cache, ignore_errors=True)
                 downloads = self.ws.root / "fetch" / "curl"
                 shutil.rmtree(downloads, ignore_errors=True)
                 downloads.mkdir()
-                seq.append(run_sequence([
-                    ["curl", "-sSf", "-o", str(downloads / f"blob-{i}.bin"), f"http://127.0.0.1:{port}/blob-{i}.bin"]
-                    for i in range(count)
-                ]))
+                seq.append(
+                    run_sequence(
+                        [
+                            [
+                                "curl",
+                                "-sSf",
+                                "-o",
+                                str(downloads / f"blob-{i}.bin"),
+                                f"http://127.0.0.1:{port}/blob-{i}.bin",
+                            ]
+                            for i in range(count)
+                        ]
+                    )
+                )
                 shutil.rmtree(downloads, ignore_errors=True)
-                say(f"fetch run {run + 1}: lowbuild {par[-1]:.2f}s ({rss[-1]:.0f} MB) curl x{count} {seq[-1]:.2f}s")
+                say(
+                    f"fetch run {run + 1}: lowbuild {par[-1]:.2f}s ({rss[-1]:.0f} MB) "
+                    f"curl x{count} {seq[-1]:.2f}s"
+                )
         finally:
             server.kill()
             server.wait()
         note = f"{count} x {size >> 20} MB, {self.fetch_rate / 1e6:.0f} MB/s per connection"
-        f_par = self.results.add(figure_of(section, f"lowbuild fetch --jobs {count}", par, note=note))
+        f_par = self.results.add(
+            figure_of(section, f"lowbuild fetch --jobs {count}", par, note=note)
+        )
         f_seq = self.results.add(figure_of(section, "curl, one file after another", seq))
         f_rss = self.results.add(figure_of(section, "lowbuild fetch peak RSS", rss, "MB"))
         # Warm cache: the whole seed family, everything already verified in the user's cache.
@@ -503,14 +632,19 @@ class Bench:
         seed = str(self.ws.root / "fetch" / "seed" / "lowbuild.yaml")
         run_timed([*LOWBUILD, "fetch", "-f", seed])  # the cache is filled (or it fails here)
         warm = [run_timed([*LOWBUILD, "fetch", "-f", seed]).seconds for _ in range(self.runs)]
-        f_warm = self.results.add(figure_of(section, "lowbuild fetch, warm cache, seed family", warm))
+        f_warm = self.results.add(
+            figure_of(section, "lowbuild fetch, warm cache, seed family", warm)
+        )
         r = ratio(f_par, f_seq)
         self.results.add(figure_of(section, "parallel / sequential", [r], "x"))
-        self.results.goals.append(Goal(
-            section, "parallel at most 0.5x sequential; peak RSS under 100 MB; warm fetch under 0.3 s",
-            f"{r:.2f}x; {f_rss.high:.0f} MB; {f_warm.median:.3f} s",
-            r <= 0.5 and f_rss.high < 100 and f_warm.median < 0.3,
-        ))
+        self.results.goals.append(
+            Goal(
+                section,
+                "parallel at most 0.5x sequential; peak RSS under 100 MB; warm fetch under 0.3 s",
+                f"{r:.2f}x; {f_rss.high:.0f} MB; {f_warm.median:.3f} s",
+                r <= 0.5 and f_rss.high < 100 and f_warm.median < 0.3,
+            )
+        )
 
     def plan(self) -> None:
         section = "6 planning at scale"
@@ -523,29 +657,62 @@ class Bench:
                 write_family(family, count, namespace="lowbuildplan", base=BUSYBOX)
             runs = self.runs if count == 500 else max(1, min(self.runs, 3))
             samples = [
-                run_timed([*LOWBUILD, "plan", "-f", str(family / "lowbuild.yaml"), "-e", "podman", "--json"],
-                          env=env).seconds
+                run_timed(
+                    [
+                        *LOWBUILD,
+                        "plan",
+                        "-f",
+                        str(family / "lowbuild.yaml"),
+                        "-e",
+                        "podman",
+                        "--json",
+                    ],
+                    env=env,
+                ).seconds
                 for _ in range(runs)
             ]
             say(f"plan {count}: {', '.join(f'{s:.2f}s' for s in samples)}")
-            medians[count] = self.results.add(figure_of(section, f"lowbuild plan, {count} images", samples))
+            medians[count] = self.results.add(
+                figure_of(section, f"lowbuild plan, {count} images", samples)
+            )
         growth = ratio(medians[2000], medians[500])
         self.results.add(figure_of(section, "2,000 / 500", [growth], "x"))
-        self.results.goals.append(Goal(
-            section, "500 images under 2 s; 2,000 under 4x the 500 time",
-            f"{medians[500].median:.2f} s; {growth:.2f}x", medians[500].median < 2 and growth < 4,
-        ))
+        self.results.goals.append(
+            Goal(
+                section,
+                "500 images under 2 s; 2,000 under 4x the 500 time",
+                f"{medians[500].median:.2f} s; {growth:.2f}x",
+                medians[500].median < 2 and growth < 4,
+            )
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 runs, smaller inputs, no cold builds")
-    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5; --quick 2)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="results directory")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/lowbuild-bench"), help="scratch directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 runs, smaller inputs, no cold builds"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure (default 5; --quick 2)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench-results", help="results directory"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/lowbuild-bench"), help="scratch directory"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="lowbuild build --jobs")
-    parser.add_argument("--fetch-rate", type=float, default=50e6, help="bytes/s per connection of the loopback server")
+    parser.add_argument(
+        "--fetch-rate",
+        type=float,
+        default=50e6,
+        help="bytes/s per connection of the loopback server",
+    )
     args = parser.parse_args(argv)
     sections = args.only or [s for s in SECTIONS if not (args.quick and s == "cold")]
     runs = args.runs or (2 if args.quick else 5)
@@ -556,11 +723,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{platform.node()}: {os.cpu_count()} CPUs, load {load[0]:.2f} at start; runs {runs}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    bench = Bench(ws=Workspace(args.work), runs=runs, quick=args.quick, results=results,
-                  jobs=args.jobs, fetch_rate=args.fetch_rate)
+    bench = Bench(
+        ws=Workspace(args.work),
+        runs=runs,
+        quick=args.quick,
+        results=results,
+        jobs=args.jobs,
+        fetch_rate=args.fetch_rate,
+    )
     steps: dict[str, Callable[[], None]] = {
-        "noop": bench.noop, "leaf": bench.leaf, "cold": bench.cold,
-        "pack": bench.pack, "fetch": bench.fetch, "plan": bench.plan,
+        "noop": bench.noop,
+        "leaf": bench.leaf,
+        "cold": bench.cold,
+        "pack": bench.pack,
+        "fetch": bench.fetch,
+        "plan": bench.plan,
     }
     code = 0
     for section in SECTIONS:

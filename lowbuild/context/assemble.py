@@ -57,9 +57,8 @@ from lowbuild.context.pack import default_mtime, pack_deterministic, walk_tree
 from lowbuild.errors import Location, OfflineMissing, SpecError
 from lowbuild.sources.cache import Cache, StatRecord, hash_file, write_atomically
 from lowbuild.sources.fetch import missing_artifact_lines
-from lowbuild.spec.model import ImageSpec, Pack
+from lowbuild.spec.model import IMAGE_FILE, ImageSpec, Pack
 
-IMAGE_FILE = "image.yaml"
 _PACK_DIGEST_VERSION = "lowbuild-pack-v1"  # bump if pack_deterministic's output changes
 
 
@@ -87,7 +86,7 @@ class _Member:
         )
 
 
-def _where(image: ImageSpec, location: Location | None) -> Location:
+def _spec_location(image: ImageSpec, location: Location | None) -> Location:
     return location or image.location or Location(image.directory / IMAGE_FILE)
 
 
@@ -95,7 +94,7 @@ def _inside_context(
     image: ImageSpec, name: str, *, what: str, location: Location | None, root_ok: bool = False
 ) -> str:
     """`name` as a clean relative POSIX path, or a SpecError if it would leave the context."""
-    where = _where(image, location)
+    where = _spec_location(image, location)
     if not name or "\\" in name or "\0" in name:
         raise SpecError(f"image {image.name}: {what} {name!r} is not a usable file name", where)
     posix = PurePosixPath(name)
@@ -139,7 +138,8 @@ def _inventory(image: ImageSpec) -> tuple[list[_Member], PackFiles]:
     context = image.directory
     if not context.is_dir():
         raise SpecError(
-            f"image {image.name}: context directory {context} does not exist", _where(image, None)
+            f"image {image.name}: context directory {context} does not exist",
+            _spec_location(image, None),
         )
     dockerfile = image.dockerfile if image.kind == "dockerfile" else None
     rules = load_ignore_file(context, dockerfile=dockerfile).rules
@@ -147,87 +147,98 @@ def _inventory(image: ImageSpec) -> tuple[list[_Member], PackFiles]:
     # to the packs and artifacts lowbuild put in (`*.tar.gz` would drop them).
     left_out = {IMAGE_FILE, *ignore_file_names(dockerfile)}
     hashes: dict[Path, str] = {}
-    pack_files: PackFiles = {}
 
     def keep(rel: str) -> bool:
         return rel not in left_out and not is_ignored(rel, rules)
 
-    members: dict[str, _Member] = {}
+    members = _Members(image)
     for entry in walk_tree(
         context, keep=keep, may_descend=lambda rel: may_contain_included(rel, rules)
     ):
         content = entry.target if entry.kind == "symlink" else ""
         if entry.kind == "file":
             content = _hash_cached(context / entry.path, hashes)
-        members[entry.path] = _Member(entry.path, entry.kind, entry.mode, content)
+        members.by_path[entry.path] = _Member(entry.path, entry.kind, entry.mode, content)
+    if dockerfile is not None:
+        _add_dockerfile(image, dockerfile, members.by_path, hashes, keep=keep, add=members.add)
+    for artifact in image.artifacts:
+        what, where = "artifact file", artifact.location
+        name = _inside_context(image, artifact.file, what=what, location=where)
+        members.add(name, _Member(name, "file", 0o644, artifact.sha256, "artifact"), what, where)
+    pack_files: PackFiles = {}
+    mtime = default_mtime()
+    for pack in image.packs:
+        member, source_rel, packed = _pack_member(image, pack, hashes, mtime=mtime)
+        pack_files[member.path] = (source_rel, packed)
+        members.add(member.path, member, "pack path", pack.location)
+    return members.in_order(), pack_files
 
-    def add_generated(name: str, member: _Member, what: str, location: Location | None) -> None:
-        clash = members.get(name)
+
+@dataclass
+class _Members:
+    """The members of one image's staged context, by path."""
+
+    image: ImageSpec
+    by_path: dict[str, _Member] = field(default_factory=dict)
+
+    def add(self, name: str, member: _Member, what: str, location: Location | None) -> None:
+        """Add a member lowbuild writes (`what`: artifact file, pack path, Dockerfile),
+        with its parent directories; a SpecError when it would replace or go through a
+        member already there."""
+        image, clash = self.image, self.by_path.get(name)
         if clash is not None:
+            other = "the context file" if clash.origin == "context" else "another " + clash.origin
             raise SpecError(
-                f"image {image.name}: {what} {name!r} clashes with "
-                f"{'the context file' if clash.origin == 'context' else 'another ' + clash.origin} "
-                f"{context / name}",
-                _where(image, location),
+                f"image {image.name}: {what} {name!r} clashes with {other} "
+                f"{image.directory / name}",
+                _spec_location(image, location),
             )
         parts = name.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
-            existing = members.get(parent)
+            existing = self.by_path.get(parent)
             if existing is None:
-                members[parent] = _Member(parent, "dir", 0o755, "", origin=member.origin)
+                self.by_path[parent] = _Member(parent, "dir", 0o755, "", origin=member.origin)
             elif existing.kind != "dir":
                 raise SpecError(
                     f"image {image.name}: {what} {name!r} would be written through "
                     f"{existing.kind} {parent!r} of the context",
-                    _where(image, location),
+                    _spec_location(image, location),
                 )
-        members[name] = member
+        self.by_path[name] = member
 
-    if dockerfile is not None:
-        _add_dockerfile(image, dockerfile, members, hashes, keep=keep, add=add_generated)
-    for artifact in image.artifacts:
-        name = _inside_context(
-            image, artifact.file, what="artifact file", location=artifact.location
+    def in_order(self) -> list[_Member]:
+        ordered = sorted(self.by_path, key=lambda p: p.encode("utf-8", "surrogateescape"))
+        return [self.by_path[k] for k in ordered]
+
+
+def _pack_member(
+    image: ImageSpec, pack: Pack, hashes: dict[Path, str], *, mtime: int
+) -> tuple[_Member, str, dict[str, str]]:
+    """The member `pack` becomes (its content: a digest of what goes in and how), the
+    pack's source relative to the context, and the sha256 of each file it packs."""
+    context = image.directory
+    into = _inside_context(image, pack.into, what="pack path", location=pack.location)
+    source_rel = _inside_context(
+        image, pack.source, what="pack source", location=pack.location, root_ok=True
+    )
+    source = context / source_rel
+    if not source.resolve().is_relative_to(context.resolve()) or not source.is_dir():
+        raise SpecError(
+            f"image {image.name}: pack source {pack.source!r} is not a directory inside "
+            f"the context {context}",
+            _spec_location(image, pack.location),
         )
-        add_generated(
-            name,
-            _Member(name, "file", 0o644, artifact.sha256, origin="artifact"),
-            "artifact file",
-            artifact.location,
-        )
-    mtime = default_mtime()
-    for pack in image.packs:
-        into = _inside_context(image, pack.into, what="pack path", location=pack.location)
-        source_rel = _inside_context(
-            image, pack.source, what="pack source", location=pack.location, root_ok=True
-        )
-        source = context / source_rel
-        real_context = context.resolve()
-        if not source.resolve().is_relative_to(real_context) or not source.is_dir():
-            raise SpecError(
-                f"image {image.name}: pack source {pack.source!r} is not a directory inside "
-                f"the context {context}",
-                _where(image, pack.location),
-            )
-        try:
-            inputs, packed = _tree_digest(source, hashes)
-        except SpecError as exc:
-            raise SpecError(
-                f"image {image.name}: pack {pack.into!r}: {exc}", _where(image, pack.location)
-            ) from None
-        pack_files[into] = (source_rel, packed)
-        content = hashlib.sha256(
-            f"{_PACK_DIGEST_VERSION}\0{pack.format}\0{mtime}\0{inputs}".encode()
-        ).hexdigest()
-        add_generated(
-            into,
-            _Member(into, "file", 0o644, content, origin="pack", pack=pack),
-            "pack path",
-            pack.location,
-        )
-    ordered = sorted(members, key=lambda p: p.encode("utf-8", "surrogateescape"))
-    return [members[k] for k in ordered], pack_files
+    try:
+        inputs, packed = _tree_digest(source, hashes)
+    except SpecError as exc:
+        raise SpecError(
+            f"image {image.name}: pack {pack.into!r}: {exc}", _spec_location(image, pack.location)
+        ) from None
+    content = hashlib.sha256(
+        f"{_PACK_DIGEST_VERSION}\0{pack.format}\0{mtime}\0{inputs}".encode()
+    ).hexdigest()
+    return _Member(into, "file", 0o644, content, origin="pack", pack=pack), source_rel, packed
 
 
 def _add_dockerfile(
@@ -252,14 +263,14 @@ def _add_dockerfile(
         raise SpecError(
             f"image {image.name}: dockerfile {dockerfile!r} must be a file inside the "
             f"context {image.directory}",
-            _where(image, None),
+            _spec_location(image, None),
         )
     if real != context / name and not keep(real.relative_to(context).as_posix()):
         # A link to a file kept out of the context (a key, an .env) is no Dockerfile.
         raise SpecError(
             f"image {image.name}: dockerfile {dockerfile!r} is a link to "
             f"{real.relative_to(context)}, which is not part of the context (ignored)",
-            _where(image, None),
+            _spec_location(image, None),
         )
     members.pop(name, None)  # a symlink: staged as the file it leads to
     add(name, _Member(name, "file", 0o644, _hash_cached(real, hashes)), "dockerfile", None)
@@ -361,7 +372,9 @@ def assemble_context(
             state.unlink(missing_ok=True)
             if final.exists():
                 # A fresh empty dir reserves a unique name; rename replaces an empty dir.
-                old = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".old", dir=stage_root))
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{image.name}.", suffix=".old", dir=stage_root)
+                )
                 final.rename(old)
             tmp.rename(final)
             write_atomically(state, json.dumps({"digest": digest, "files": files}) + "\n")
@@ -382,9 +395,7 @@ def _file_records(root: Path, members: Sequence[_Member]) -> dict[str, list[int]
     mtime, so any write moves its mtime to the present, whatever the clock tick, and
     only a write followed by putting the mtime back within the same tick as the
     staging itself would go unseen."""
-    return {
-        m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"
-    }
+    return {m.path: StatRecord.of(root / m.path).to_list() for m in members if m.kind == "file"}
 
 
 def _stage_is_current(final: Path, state: Path, digest: str) -> bool:

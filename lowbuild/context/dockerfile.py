@@ -143,7 +143,8 @@ def parse_dockerfile_text(
 
 
 def _instructions(text: str, *, path: Path) -> Iterator[_Instruction]:
-    """Logical instructions: directives read, comments dropped, continuations joined, heredocs skipped."""
+    """Logical instructions: directives read, comments dropped, continuations joined,
+    heredocs skipped."""
     lines = text.splitlines()
     escape, index = _directives(lines, path=path)
     while index < len(lines):

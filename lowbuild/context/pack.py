@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from lowbuild.errors import SpecError
+from lowbuild.spec.model import PackFormat
 
-PackFormat = Literal["tar", "tar.gz"]
 GZIP_LEVEL = 6
 # Tar stream buffered to this size before deflate: few large zlib calls, GIL released.
 _BLOCK = 1 << 20

@@ -28,7 +28,7 @@ from lowbuild.doctor.checks import (
 )
 from lowbuild.doctor.diagnosis import diagnose
 from lowbuild.doctor.facts import HostFacts, read_host_facts
-from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, Engine, EngineName
+from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, BuildRequest, Engine, EngineName
 from lowbuild.engines.detect import REQUIRED_BINARIES, check_version, engine_by_name
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
@@ -188,9 +188,10 @@ def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) 
         context = Path(scratch)
         (context / "Dockerfile").write_text(PROBE_DOCKERFILE)
         try:
-            image_id = engine.build(
+            request = BuildRequest(
                 context=context, tags=[tag], labels={OWNED_LABEL: "true"}, network=network
             )
+            image_id = engine.build(request)
         except LowbuildError as exc:
             findings.failed("build", exc, fallback_fix=_generic_fix(findings.engine))
             return False

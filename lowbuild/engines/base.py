@@ -1,24 +1,27 @@
-"""The one protocol every engine implements. Nothing outside lowbuild/engines asks which engine it has."""
+"""The one protocol every engine implements, and the requests it takes.
+
+Nothing outside lowbuild/engines asks which engine it has."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-EngineName = Literal["podman", "docker", "buildx", "buildah"]
-ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
+# The engine names are the spec's (lowbuild.yaml `engine:`); re-exported for the engines.
+from lowbuild.spec.model import ENGINE_NAMES as ENGINE_NAMES
+from lowbuild.spec.model import EngineName as EngineName
 
 LogSink = Callable[[str], None]
 """Receives engine output one line at a time (no trailing newline), as it is printed."""
 
 OWNED_LABEL = "lowbuild.owned"
-"""Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found:
-`engine.list_containers(label=OWNED_LABEL)`. Except a commit recipe's working container:
+"""Every container lowbuild runs carries `lowbuild.owned=true`, so strays can be found
+(`podman ps --all --filter label=lowbuild.owned`). Except a commit recipe's working container:
 commit would copy the label into the image, so it is known by its name (`lowbuild-…`)."""
 
 REMOVE_TIMEOUT_S = 10.0
@@ -94,6 +97,57 @@ class CopyStep:
 WorkStep = ShellStep | CopyStep
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """One Dockerfile build, the same for every engine."""
+
+    context: Path
+    dockerfile: Path | None = None  # None: `Dockerfile` in the context
+    tags: Sequence[str] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None  # None: the engine's default network
+
+    def flags(self, *, dockerfile: Path | None = None) -> list[str | Path]:
+        """The flags podman, buildah and the docker CLI spell the same way; `dockerfile`
+        names the Dockerfile otherwise than `self.dockerfile` (buildx: inside a tar)."""
+        argv: list[str | Path] = []
+        named = dockerfile if dockerfile is not None else self.dockerfile
+        if named is not None:
+            argv += ["--file", named]
+        for tag in self.tags:
+            argv += ["--tag", tag]
+        for key, value in self.build_args.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if self.network:
+            argv += ["--network", self.network]
+        return argv
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """What a commit makes: the image `ref`, its author and message (`commit -a -m`), and
+    Dockerfile instructions applied on the way (`commit -c`, see engines/changes.py)."""
+
+    ref: str
+    author: str = ""
+    message: str = ""
+    changes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class RecipeRequest:
+    """A commit recipe: the steps run in a working container from `base` (on `network`;
+    None: the engine's default), then committed as `commit` says."""
+
+    base: str
+    steps: Sequence[WorkStep]
+    commit: CommitRequest
+    network: str | None = None
+
+
 class Engine(Protocol):
     """A container engine driven through its CLI.
 
@@ -105,19 +159,9 @@ class Engine(Protocol):
 
     def version(self) -> str: ...
 
-    def build(
-        self,
-        *,
-        context: Path,
-        dockerfile: Path | None = None,
-        tags: Sequence[str] = (),
-        build_args: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network: str | None = None,
-        pull: bool = False,
-        log: LogSink | None = None,
-    ) -> str:
-        """Build `context`; return the image ID ("sha256:<hex>"). Never pulls unless `pull`."""
+    def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
+        """Build `request.context`; return the image ID ("sha256:<hex>"). Asks for no pull
+        (podman and buildah are told never to; the planner has checked every base is local)."""
         ...
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -166,38 +210,20 @@ class Engine(Protocol):
         that long, raises EngineTimedOut carrying the output so far."""
         ...
 
-    def commit(
-        self,
-        container: RunningContainer,
-        *,
-        ref: str,
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
-    ) -> str:
-        """Commit a container to `ref` with author, message and Dockerfile `changes`
-        (validated first: lowbuild.engines.changes); return the ID. Note: the container's
-        labels (lowbuild.owned) and command become the image's unless `changes` say otherwise."""
+    def commit(self, container: RunningContainer, request: CommitRequest) -> str:
+        """Commit a container to `request.ref` with its author, message and Dockerfile
+        changes (validated first: lowbuild.spec.changes); return the ID. Note: the
+        container's labels (lowbuild.owned) and command become the image's unless the
+        changes say otherwise."""
         ...
 
-    def commit_steps(
-        self,
-        *,
-        base: str,
-        ref: str,
-        steps: Sequence[WorkStep],
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
-        network: str | None = None,
-        log: LogSink | None = None,
-    ) -> str:
-        """The manual recipe: a working container from `base`, each step in order, then a
-        commit to `ref` with author, message and `changes`; return the image ID.
-        CMD and ENTRYPOINT stay the base's unless `changes` set them; environment and labels
-        are the base's plus the changes' (nothing of the working container). The working
-        container is removed whatever happens; a failing step raises EngineError with its
-        output."""
+    def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:
+        """A commit recipe: a working container from `request.base`, each step in order,
+        then a commit as `request.commit` says; return the image ID.
+        CMD and ENTRYPOINT stay the base's unless the changes set them; environment and
+        labels are the base's plus the changes' (nothing of the working container). The
+        working container is removed whatever happens; a failing step raises EngineError
+        with its output."""
         ...
 
     def tag(self, ref: str, new_ref: str) -> None: ...
@@ -213,10 +239,6 @@ class Engine(Protocol):
     def push(self, ref: str, *, tls_verify: bool = True) -> None: ...
 
     def remove_image(self, ref: str, *, force: bool = False) -> None: ...
-
-    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
-        """IDs of containers (any state), optionally only those carrying `label` (key or key=value)."""
-        ...
 
     def run_containers(self, run_id: str) -> frozenset[str]:
         """IDs of the containers lowbuild run `run_id` made (engines.commands.RUN_ID), in any

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lowbuild.context.pack import pack_deterministic
-from lowbuild.engines.base import EngineName, LogSink
-from lowbuild.engines.commands import build_flags, run_command, run_scratch
+from lowbuild.engines.base import BuildRequest, EngineName, LogSink
+from lowbuild.engines.commands import run_command, run_scratch
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.engines.whales import QUICK_TIMEOUT_S
 from lowbuild.errors import EngineError
@@ -27,23 +26,13 @@ class BuildxEngine(DockerEngine):
         words = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.split()
         return words[1] if len(words) > 1 else " ".join(words)
 
-    def build(
-        self,
-        *,
-        context: Path,
-        dockerfile: Path | None = None,
-        tags: Sequence[str] = (),
-        build_args: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network: str | None = None,
-        pull: bool = False,
-        log: LogSink | None = None,
-    ) -> str:
+    def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
         # Our own command, not python-on-whales' buildx.build: that one spawns the client
         # itself, outside the command runner that stops it on Ctrl-C and makes it die with
         # lowbuild (commands.run_command through engines/guard.py).
         # The context is sent as a tar (below): the Dockerfile is named by its path in it.
-        in_tar = None if dockerfile is None else _path_inside(dockerfile, context)
+        context = request.context
+        in_tar = None if request.dockerfile is None else _path_inside(request.dockerfile, context)
         argv: list[str | Path] = [
             self.binary,
             "buildx",
@@ -51,18 +40,10 @@ class BuildxEngine(DockerEngine):
             "--load",
             "--progress",
             "plain",  # one line per event, readable in a log file
-            *build_flags(
-                dockerfile=in_tar,
-                tags=tags,
-                build_args=build_args,
-                labels=labels,
-                network=network,
-            ),
+            *request.flags(dockerfile=in_tar),
         ]
-        if network == "host":  # BuildKit refuses a host-network RUN unless entitled to it
+        if request.network == "host":  # BuildKit refuses a host-network RUN unless entitled
             argv += ["--allow", "network.host"]
-        if pull:
-            argv.append("--pull")
         with tempfile.TemporaryDirectory(prefix="buildx-meta-", dir=run_scratch()) as scratch:
             metadata = Path(scratch) / "metadata.json"
             # The context goes as a tar stream on stdin, not as a directory. BuildKit syncs

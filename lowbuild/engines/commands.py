@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowbuild.engines.base import LogSink
-from lowbuild.engines.changes import dockerfile_word as _dockerfile_word
+from lowbuild.engines.base import BuildRequest, LogSink
+from lowbuild.engines.changes import label_line
 from lowbuild.errors import EngineError, EngineTimedOut, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -137,9 +137,7 @@ def run_command(
             )
             if done.returncode != 0 and check:
                 raise EngineError(args, done.returncode, done.stderr or done.stdout)
-            return CommandOutput(
-                stdout=done.stdout, stderr=done.stderr, returncode=done.returncode
-            )
+            return CommandOutput(stdout=done.stdout, stderr=done.stderr, returncode=done.returncode)
         return _run_merged(
             args,
             env=full_env,
@@ -240,38 +238,13 @@ def _run_merged(
     return CommandOutput(stdout=output, stderr="")
 
 
-def build_flags(
-    *,
-    dockerfile: Path | None,
-    tags: Sequence[str],
-    build_args: Mapping[str, str] | None,
-    labels: Mapping[str, str] | None,
-    network: str | None,
-) -> list[str | Path]:
-    """The build flags podman, buildah and the docker CLI spell the same way."""
-    argv: list[str | Path] = []
-    if dockerfile is not None:
-        argv += ["--file", dockerfile]
-    for tag in tags:
-        argv += ["--tag", tag]
-    for key, value in (build_args or {}).items():
-        argv += ["--build-arg", f"{key}={value}"]
-    for key, value in (labels or {}).items():
-        argv += ["--label", f"{key}={value}"]
-    if network:
-        argv += ["--network", network]
-    return argv
-
-
 _ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=", re.IGNORECASE)
 
 
 @contextmanager
-def labels_as_one_step(
-    dockerfile: Path | None, *, context: Path, labels: Mapping[str, str] | None
-) -> Iterator[tuple[Path | None, Mapping[str, str] | None]]:
-    """For podman and buildah: (Dockerfile, labels) to build with, the labels moved into
-    one LABEL instruction appended to a temporary copy of the Dockerfile.
+def labels_as_one_step(request: BuildRequest) -> Iterator[BuildRequest]:
+    """For podman and buildah: the request to build, its labels moved into one LABEL
+    instruction appended to a temporary copy of the Dockerfile.
 
     Why: podman/buildah (4.x) turn every `--label` into a LABEL step of its own, each
     committed as an intermediate image (~0.15 s apiece); lowbuild's eight labels made
@@ -280,25 +253,24 @@ def labels_as_one_step(
     Unchanged (labels stay flags) when there are none, when a label holds a line
     break, or when the Dockerfile sets its own escape character.
     """
-    source = dockerfile if dockerfile is not None else context / "Dockerfile"
+    labels = request.labels
+    source = request.dockerfile or request.context / "Dockerfile"
     try:
         text = source.read_text(encoding="utf-8") if labels else ""
     except (OSError, UnicodeDecodeError):
         text = ""
     movable = (
         bool(text)
-        and labels is not None
         and not any("\n" in k + v or "\r" in k + v for k, v in labels.items())
         and not any(_ESCAPE_DIRECTIVE.match(line.strip()) for line in text.splitlines()[:5])
     )
-    if not movable or labels is None:
-        yield dockerfile, labels
+    if not movable:
+        yield request
         return
-    words = " ".join(f"{_dockerfile_word(k)}={_dockerfile_word(v)}" for k, v in labels.items())
     with tempfile.TemporaryDirectory(prefix="dockerfile-", dir=run_scratch()) as scratch:
         copy = Path(scratch) / source.name
-        copy.write_text(text + ("" if text.endswith("\n") else "\n") + f"LABEL {words}\n")
-        yield copy, None
+        copy.write_text(text + ("" if text.endswith("\n") else "\n") + label_line(labels) + "\n")
+        yield replace(request, dockerfile=copy, labels={})
 
 
 def run_iidfile_build(
@@ -341,5 +313,5 @@ def whales_errors() -> Iterator[None]:
 
         if not isinstance(exc, DockerException):
             raise
-        said = "\n".join(part for part in (exc.stderr, exc.stdout) if part)
-        raise EngineError([str(a) for a in exc.docker_command], exc.return_code, said) from exc
+        output = "\n".join(part for part in (exc.stderr, exc.stdout) if part)
+        raise EngineError([str(a) for a in exc.docker_command], exc.return_code, output) from exc

@@ -19,7 +19,7 @@ from lowbuild.engines.docker import DockerEngine
 from lowbuild.engines.podman import PodmanEngine
 from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
 
-ENV_VAR = "LOWBUILD_ENGINE"
+ENGINE_ENV = "LOWBUILD_ENGINE"
 
 # The oldest versions whose flags lowbuild uses: podman's `--pull=never` and
 # `--format docker`, dockerd's `--iidfile` on the classic builder, buildx's
@@ -107,8 +107,8 @@ def probe(name: str) -> Probe:
     try:
         version = engine_by_name(engine_name).version()
     except EngineError as exc:
-        said = exc.stderr.strip().splitlines()
-        detail = said[-1] if said else f"exit {exc.returncode}"
+        lines = exc.stderr.strip().splitlines()
+        detail = lines[-1] if lines else f"exit {exc.returncode}"
         return Probe(False, "", f"`{' '.join(exc.command)}` failed: {detail}")
     except LowbuildError as exc:
         return Probe(False, "", str(exc))
@@ -120,11 +120,11 @@ def select_engine(name: str | None = None) -> Engine:
     """The engine to use: `name` if given, else $LOWBUILD_ENGINE, else the first of
     podman, docker, buildx, buildah whose probe passes. EngineUnavailable when the asked-for
     engine cannot work or none can, naming what was tried and why."""
-    asked = name or os.environ.get(ENV_VAR) or None
+    asked = name or os.environ.get(ENGINE_ENV) or None
     if asked:
         found = probe(asked)
         if not found.ok:
-            source = "" if name else f" (from ${ENV_VAR})"
+            source = "" if name else f" (from ${ENGINE_ENV})"
             raise EngineUnavailable(
                 f"engine {asked!r}{source} is not usable: {found.reason}. "
                 "Run `lowbuild doctor` for details."

@@ -126,7 +126,9 @@ def _stop(engine: subprocess.Popen[bytes], *, patient: bool) -> None:
         deadline = time.monotonic() + ENGINE_CLEANUP_S
         while engine.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            _sweep(engine=engine.pid, engine_group=group, everything=False)  # a step that started meanwhile
+            _sweep(
+                engine=engine.pid, engine_group=group, everything=False
+            )  # a step that started meanwhile
     if engine.poll() is None:
         # The guard shares the group (it made the session); its handler only sets a flag.
         os.killpg(group, signal.SIGTERM)
@@ -137,7 +139,9 @@ def _stop(engine: subprocess.Popen[bytes], *, patient: bool) -> None:
             engine.wait()
     _sweep(engine=engine.pid, engine_group=group, everything=True)
     time.sleep(0.05)
-    _sweep(engine=engine.pid, engine_group=group, everything=True)  # reap what the first sweep killed
+    _sweep(
+        engine=engine.pid, engine_group=group, everything=True
+    )  # reap what the first sweep killed
 
 
 def main(argv: list[str]) -> int:

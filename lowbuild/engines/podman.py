@@ -13,15 +13,13 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import EngineName, ImageInfo, LogSink
-from lowbuild.engines.changes import Change, podman_changes
+from lowbuild.engines.base import BuildRequest, EngineName, ImageInfo, LogSink
+from lowbuild.engines.changes import podman_changes
 from lowbuild.engines.commands import (
-    build_flags,
     build_marker,
     build_marker_flags,
     container_name_prefix,
@@ -29,47 +27,26 @@ from lowbuild.engines.commands import (
     run_command,
     run_iidfile_build,
 )
+from lowbuild.engines.parse import build_secrets
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
 from lowbuild.errors import EngineError
+from lowbuild.spec.changes import Change
 
 
 class PodmanEngine(WhalesEngine):
     """podman: daemonless; builds with its embedded buildah."""
 
     name: EngineName = "podman"
+    default_binary = "podman"
     commit_flags = ("--format", "docker", "--quiet")
-
-    def __init__(self, *, binary: str = "podman") -> None:
-        super().__init__(binary=binary)
 
     def version(self) -> str:
         argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
         return run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()
 
-    def build(
-        self,
-        *,
-        context: Path,
-        dockerfile: Path | None = None,
-        tags: Sequence[str] = (),
-        build_args: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        network: str | None = None,
-        pull: bool = False,
-        log: LogSink | None = None,
-    ) -> str:
+    def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
         return buildah_style_build(
-            self.binary,
-            context=context,
-            dockerfile=dockerfile,
-            tags=tags,
-            build_args=build_args,
-            labels=labels,
-            network=network,
-            pull=pull,
-            log=log,
-            resolve=self.resolve_image_id,
-            force_rm=True,
+            self.binary, request, log=log, resolve=self.resolve_image_id, force_rm=True
         )
 
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
@@ -94,7 +71,15 @@ class PodmanEngine(WhalesEngine):
         # containers are "external", listed only with --external, and told apart by the
         # build marker their buildah.json records (commands.build_marker_flags).
         prefix, marker = container_name_prefix(run_id), f"id={build_marker(run_id)},"
-        argv = [self.binary, "ps", "--all", "--external", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        argv = [
+            self.binary,
+            "ps",
+            "--all",
+            "--external",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Names}}",
+        ]
         for attempt in range(5):
             try:
                 out = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout
@@ -114,7 +99,7 @@ class PodmanEngine(WhalesEngine):
             words[0]
             for words in listed
             if (len(words) > 1 and words[1].startswith(prefix))
-            or any(s.startswith(marker) for s in _build_secrets(storage / words[0]))
+            or any(s.startswith(marker) for s in build_secrets(storage / words[0]))
         )
 
     def _container_storage(self) -> Path:
@@ -141,14 +126,8 @@ class PodmanEngine(WhalesEngine):
 
 def buildah_style_build(
     binary: str,
+    request: BuildRequest,
     *,
-    context: Path,
-    dockerfile: Path | None,
-    tags: Sequence[str],
-    build_args: Mapping[str, str] | None,
-    labels: Mapping[str, str] | None,
-    network: str | None,
-    pull: bool,
     log: LogSink | None,
     resolve: Callable[[str], str],
     force_rm: bool = False,
@@ -159,36 +138,19 @@ def buildah_style_build(
     interrupted build cleans up after its RUN step is killed (engines/guard.py). buildah
     refuses the flag without `--layers`, and removes it without being asked."""
     # One LABEL step instead of one per label: see labels_as_one_step.
-    with labels_as_one_step(dockerfile, context=context, labels=labels) as (dockerfile, labels):
-        # `--pull=never`/`always` is the spelling both accept (buildah's older
-        # `--pull-never` is hidden and deprecated).
+    with labels_as_one_step(request) as request:
+        # `--pull=never` is the spelling both accept (buildah's older `--pull-never` is
+        # hidden and deprecated).
         argv: list[str | Path] = [
             binary,
             "build",
             "--format",
             "docker",
-            f"--pull={'always' if pull else 'never'}",
+            "--pull=never",
             *(["--force-rm"] if force_rm else []),
             *build_marker_flags(),
-            *build_flags(
-                dockerfile=dockerfile,
-                tags=tags,
-                build_args=build_args,
-                labels=labels,
-                network=network,
-            ),
+            *request.flags(),
         ]
         return run_iidfile_build(
-            argv, context=context, log=log, resolve=resolve, patient_stop=True
+            argv, context=request.context, log=log, resolve=resolve, patient_stop=True
         )
-
-
-def _build_secrets(container_dir: Path) -> list[str]:
-    """The `--secret` options of the build that made working container `container_dir`
-    (containers/storage's `<id>` folder), from its buildah.json; [] for other containers."""
-    try:
-        document = json.loads((container_dir / "userdata" / "buildah.json").read_text())
-    except (OSError, ValueError):
-        return []
-    secrets = (document.get("CommonBuildOpts") or {}).get("Secrets") or []
-    return [str(s) for s in secrets]

@@ -12,36 +12,45 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import (
     LOG_AFTER_TIMEOUT_S,
     OWNED_LABEL,
     REMOVE_TIMEOUT_S,
+    CommitRequest,
     EngineName,
     ImageInfo,
     LogSink,
+    RecipeRequest,
     RunningContainer,
     ShellStep,
-    WorkStep,
     normalise_image_id,
     seconds_left,
 )
-from lowbuild.engines.changes import Change, docker_changes, parse_changes
+from lowbuild.engines.changes import docker_changes
 from lowbuild.engines.commands import (
     CommandOutput,
     container_name_prefix,
     run_command,
     whales_errors,
 )
+from lowbuild.engines.parse import (
+    image_info_from_inspect,
+    inspected_batch,
+    loaded_refs,
+    published_ports,
+    says_image_missing,
+)
 from lowbuild.errors import EngineError, EngineTimedOut
+from lowbuild.spec.changes import Change, parse_changes
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -49,104 +58,7 @@ if TYPE_CHECKING:
 QUICK_TIMEOUT_S = 30.0
 """For commands that only ask the engine something (version, info)."""
 
-
-def says_image_missing(error: EngineError) -> bool:
-    """Whether a failed command failed only because the image does not exist (docker:
-    "No such image", podman/buildah: "image not known"); python-on-whales' own classifier."""
-    from python_on_whales.exceptions import NoSuchImage  # lazy: see `WhalesEngine.client`
-    from python_on_whales.utils import get_docker_exception_type
-
-    return get_docker_exception_type(error.stderr.encode()) is NoSuchImage
-
-
-def image_info_from_config(
-    *, image_id: str, tags: Sequence[str], author: str, comment: str, config: Mapping[str, Any]
-) -> ImageInfo:
-    """ImageInfo from an image config in Docker's shape (`Cmd`, `Env`, `ExposedPorts`, …).
-    Empty Cmd/Entrypoint lists become None: buildah writes [] where docker writes null."""
-    return ImageInfo(
-        id=normalise_image_id(image_id),
-        tags=tuple(tags),
-        labels=dict(config.get("Labels") or {}),
-        author=author or "",
-        comment=comment or "",
-        cmd=tuple(config["Cmd"]) if config.get("Cmd") else None,
-        entrypoint=tuple(config["Entrypoint"]) if config.get("Entrypoint") else None,
-        env=tuple(config.get("Env") or ()),
-        exposed_ports=tuple(sorted(config.get("ExposedPorts") or {})),
-        user=config.get("User") or "",
-        workdir=config.get("WorkingDir") or "",
-    )
-
-
-def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
-    """ImageInfo from one element of `docker/podman image inspect` output."""
-    return image_info_from_config(
-        image_id=document["Id"],
-        tags=document.get("RepoTags") or (),
-        author=document.get("Author") or "",
-        comment=document.get("Comment") or "",
-        config=document.get("Config") or {},
-    )
-
-
 _BATCH = 200  # refs per `image inspect`: keeps argv short whatever the family's size
-
-
-# How `image inspect` names a missing ref: podman/buildah "<ref>: image not known",
-# docker "No such image: <ref>".
-_MISSING_REF = re.compile(r"(?:\s(\S+): image not known|No such image: (\S+))\s*$")
-
-
-def named_missing(stderr: str) -> set[str]:
-    """The refs an `image inspect` error output says are missing."""
-    found = set()
-    for line in stderr.splitlines():
-        match = _MISSING_REF.search(line)
-        if match:
-            found.add(match.group(1) or match.group(2))
-    return found
-
-
-def inspect_in_batches(
-    binary: str, refs: Sequence[str], *, single: Callable[[str], ImageInfo | None]
-) -> dict[str, ImageInfo | None]:
-    """Each ref → its ImageInfo (None when missing), with one `image inspect` per batch.
-
-    The engines print the documents of the refs they found, in argument order, and
-    name each missing ref on stderr. When the two do not add up (an unexpected
-    message), that batch falls back to `single` per ref: never a wrong answer.
-    """
-    unique = list(dict.fromkeys(refs))
-    found: dict[str, ImageInfo | None] = {}
-    for start in range(0, len(unique), _BATCH):
-        batch = unique[start : start + _BATCH]
-        out = run_command([binary, "image", "inspect", *batch], check=False)
-        missing = set(batch) & named_missing(out.stderr) if out.returncode else set()
-        present = [ref for ref in batch if ref not in missing]
-        try:
-            documents = json.loads(out.stdout or "[]")
-        except json.JSONDecodeError:
-            documents = None
-        if not isinstance(documents, list) or len(documents) != len(present):
-            found.update({ref: single(ref) for ref in batch})
-            continue
-        found.update(dict.fromkeys(missing))
-        found.update(
-            {ref: image_info_from_inspect(doc) for ref, doc in zip(present, documents, strict=True)}
-        )
-    return found
-
-
-def loaded_refs(output: str) -> list[str]:
-    """References (or IDs) a `load` printed: docker "Loaded image: a:b" / "Loaded image ID:
-    sha256:…", podman "Loaded image(s): a:b,c:d" or "Loaded image: a:b"."""
-    refs: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("Loaded image"):
-            _, _, listed = line.partition(": ")
-            refs += [ref.strip() for ref in listed.split(",") if ref.strip()]
-    return refs
 
 
 def new_container_name() -> str:
@@ -172,26 +84,14 @@ def remove_containers(argv: Sequence[str], *, check: bool = True) -> CommandOutp
         ) from exc
 
 
-def _published_ports(ports: Mapping[str, Any] | None, publish: Sequence[int]) -> dict[int, int]:
-    found: dict[int, int] = {}
-    for port in publish:
-        for binding in (ports or {}).get(f"{port}/tcp") or ():
-            if binding.get("HostPort"):
-                found[port] = int(binding["HostPort"])
-                break
-    missing = [p for p in publish if p not in found]
-    if missing:
-        raise EngineError(["inspect"], 1, f"no host port was published for {missing}: {ports}")
-    return found
-
-
 class WhalesEngine:
     """Shared implementation for the engines python-on-whales drives (podman, docker, buildx)."""
 
     name: EngineName
+    default_binary: str  # the CLI run unless another is given
 
-    def __init__(self, *, binary: str) -> None:
-        self.binary = binary
+    def __init__(self, *, binary: str | None = None) -> None:
+        self.binary = binary or self.default_binary
 
     @functools.cached_property
     def client(self) -> DockerClient:
@@ -218,7 +118,16 @@ class WhalesEngine:
     def inspect_images(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
         # One `image inspect a b c` instead of one process per ref: planning a family
         # asks for every image, and each engine process costs 50-100 ms.
-        return inspect_in_batches(self.binary, refs, single=self.inspect_image)
+        unique = list(dict.fromkeys(refs))
+        found: dict[str, ImageInfo | None] = {}
+        for start in range(0, len(unique), _BATCH):
+            batch = unique[start : start + _BATCH]
+            out = run_command([self.binary, "image", "inspect", *batch], check=False)
+            paired = inspected_batch(batch, out)
+            found.update(
+                paired if paired is not None else {r: self.inspect_image(r) for r in batch}
+            )
+        return found
 
     def tag(self, ref: str, new_ref: str) -> None:
         with whales_errors():
@@ -313,7 +222,7 @@ class WhalesEngine:
             yield RunningContainer(
                 id=container_id,
                 name=name,
-                ports={p: p for p in publish} if on_host else _published_ports(ports, publish),
+                ports={p: p for p in publish} if on_host else published_ports(ports, publish),
             )
         finally:
             self._remove_container(name)
@@ -368,13 +277,6 @@ class WhalesEngine:
         except EngineError as exc:
             return f"(could not read the container log: {exc})"
 
-    def list_containers(self, *, label: str | None = None) -> Iterator[str]:
-        with whales_errors():
-            found = self.client.container.list(
-                all=True, filters=[("label", label)] if label else []
-            )
-        return iter([c.id for c in found])
-
     def run_containers(self, run_id: str) -> frozenset[str]:
         # dockerd removes the containers of a cancelled build itself (BuildKit, and the
         # classic builder with --force-rm): only lowbuild's own named containers remain.
@@ -406,25 +308,17 @@ class WhalesEngine:
     commit_flags: tuple[str, ...] = ()
     """Engine-specific `commit` flags (podman: keep the docker format, print only the ID)."""
 
-    def commit(
-        self,
-        container: RunningContainer,
-        *,
-        ref: str,
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
-    ) -> str:
+    def commit(self, container: RunningContainer, request: CommitRequest) -> str:
         argv: list[str] = [self.binary, "commit", *self.commit_flags]
-        if author:
-            argv += ["--author", author]
-        if message:
-            argv += ["--message", message]
-        for change in self._change_args(parse_changes(changes)):
+        if request.author:
+            argv += ["--author", request.author]
+        if request.message:
+            argv += ["--message", request.message]
+        for change in self._change_args(parse_changes(request.changes)):
             argv += ["--change", change]
-        argv += [container.id, ref]
+        argv += [container.id, request.ref]
         out = run_command(argv).stdout.strip().splitlines()
-        return self.resolve_image_id(out[-1] if out else ref)
+        return self.resolve_image_id(out[-1] if out else request.ref)
 
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
         """`changes` in the syntax this engine's `commit --change` parses (docker: Dockerfile
@@ -464,19 +358,9 @@ class WhalesEngine:
         keep its own environment out of the image)."""
         return []
 
-    def commit_steps(
-        self,
-        *,
-        base: str,
-        ref: str,
-        steps: Sequence[WorkStep],
-        author: str = "",
-        message: str = "",
-        changes: Sequence[str] = (),
-        network: str | None = None,
-        log: LogSink | None = None,
-    ) -> str:
-        given = parse_changes(changes)
+    def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:
+        base, commit = request.base, request.commit
+        given = parse_changes(commit.changes)
         base_info = self.inspect_image(base)
         if base_info is None:
             raise EngineError([self.binary, "image", "inspect", base], 1, f"no local image {base}")
@@ -497,25 +381,28 @@ class WhalesEngine:
         else:
             entrypoint, idle = None, ["/bin/sh", "-c", loop]
         with self._working_container(
-            base=base_info, image=base, entrypoint=entrypoint, command=idle, network=network
-        ) as box:
-            for step in steps:
+            base=base_info,
+            image=base,
+            entrypoint=entrypoint,
+            command=idle,
+            network=request.network,
+        ) as working:
+            for step in request.steps:
                 if isinstance(step, ShellStep):
                     if log is not None:
                         log(f"RUN {step.command}")
-                    output = self.exec(box, ["/bin/sh", "-c", step.command])
+                    output = self.exec(working, ["/bin/sh", "-c", step.command])
                 else:
                     if log is not None:
                         log(f"COPY {step.source} {step.dest}")
                     with whales_errors():
-                        self.client.container.copy(step.source, (box.id, step.dest))
+                        self.client.container.copy(step.source, (working.id, step.dest))
                     output = ""
                 for line in output.splitlines():
                     if log is not None:
                         log(line)
-            return self.commit(
-                box, ref=ref, author=author, message=message, changes=[*restore, *changes]
-            )
+            restored = replace(commit, changes=[*restore, *commit.changes])
+            return self.commit(working, restored)
 
     def resolve_image_id(self, printed: str) -> str:
         """A full "sha256:<hex>" ID from what an engine printed (full, bare or short)."""

@@ -1,1 +1,2 @@
-"""Exports of the family to other tools' formats (e.g. a `docker buildx bake` file)."""
+"""The family in other forms: a `docker buildx bake` file (bake.py) and an air-gap bundle
+of everything a build needs (bundle.py)."""

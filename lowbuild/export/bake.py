@@ -112,7 +112,7 @@ def bake_file(
                 tags=project.refs(spec),
                 args=spec.args,
                 labels=spec.labels,
-                network=None if spec.network == "default" else spec.network,
+                network=spec.engine_network,
             )
         )
     kept = {t.name for t in targets}

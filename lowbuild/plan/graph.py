@@ -11,7 +11,6 @@ stages, `COPY --from=<image>`) are dependencies too, found without declaring.
 
 from __future__ import annotations
 
-import difflib
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from itertools import pairwise
 from typing import Literal
 
 from lowbuild.context.dockerfile import parse_dockerfile
-from lowbuild.errors import Location, SpecError, UsageError
+from lowbuild.errors import Location, SpecError, UsageError, did_you_mean
 from lowbuild.spec.model import ImageSpec, Project
 
 GraphFormat = Literal["dot", "mermaid"]
@@ -117,8 +116,7 @@ def select(graph: FamilyGraph, names: Iterable[str], *, with_deps: bool = True) 
     wanted = list(dict.fromkeys(names)) or list(graph.nodes)
     for name in wanted:
         if name not in graph.nodes:
-            close = difflib.get_close_matches(name, graph.names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(name, graph.names())
             raise UsageError(
                 f"unknown image {name!r}{hint}; the family has: {', '.join(graph.names())}"
             )
@@ -148,8 +146,7 @@ def _normalise(ref: str) -> str:
 def _node(project: Project, spec: ImageSpec, family: Mapping[str, str]) -> Node:
     if spec.parent is not None and spec.parent not in {image.name for image in project.images}:
         names = sorted(image.name for image in project.images)
-        close = difflib.get_close_matches(spec.parent, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(spec.parent, names)
         raise SpecError(
             f"parent {spec.parent!r} is not an image of the family{hint}; "
             f"the family has: {', '.join(names)}",
@@ -223,7 +220,8 @@ def _parent_mismatch(
         declared = f"{spec.location}: image {spec.name!r} declares no parent"
         fix = f"add `parent: {recipe_family}` to its image.yaml"
     else:
-        declared = f"{spec.parent_location or spec.location}: image {spec.name!r} declares parent: {spec.parent}"
+        where = spec.parent_location or spec.location
+        declared = f"{where}: image {spec.name!r} declares parent: {spec.parent}"
         refs = project.refs(project.image(spec.parent))
         fix = f"build FROM {' or '.join(refs)} (the tags lowbuild gives it), or change parent:"
     return f"{declared}, but {recipe_at}: {written} builds on {what}; {fix}"

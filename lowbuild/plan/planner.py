@@ -146,48 +146,28 @@ def make_plan(
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
     for name in selected:
         node = graph.nodes[name]
-        ref = project.ref(node.spec)
-        existing = local[ref]
-        rebuilt = [
-            need for need in node.needs if need in planned and planned[need].action == "build"
-        ]
-        for need in node.needs:
-            if need in planned or need in known_ids:
-                continue
-            info = local[project.ref(need)]
-            if info is None:
-                raise UsageError(
-                    f"{name} is built from {need}, which is not selected and has no image "
-                    f"({project.ref(need)}); build it first or drop --no-deps"
-                )
-            known_ids[need] = info.id
+        known_ids.update(_unselected_needs(project, node, planned, known_ids, local))
+        existing = local[project.ref(node.spec)]
         inventory = take_inventory(node.spec)
-        if rebuilt:
-            planned[name] = PlannedImage(
-                name=name,
-                ref=ref,
-                action="build",
-                reasons=tuple(f"parent rebuilt ({need})" for need in rebuilt),
-                needs=tuple(need for need in node.needs if need in selected),
-                existing_id=existing.id if existing else None,
-                inputs=None,
+        rebuilt = [n for n in node.needs if n in planned and planned[n].action == "build"]
+        inputs: BuildInputs | None = None
+        if rebuilt:  # the inputs are final only once the parent has its new ID
+            reasons = tuple(f"parent rebuilt ({need})" for need in rebuilt)
+        else:
+            inputs = current_inputs(
+                node,
+                engine=engine,
+                family_ids=known_ids,
+                external_ids=external_ids,
                 inventory=inventory,
             )
-            continue
-        inputs = current_inputs(
-            node,
-            engine=engine,
-            family_ids=known_ids,
-            external_ids=external_ids,
-            inventory=inventory,
-        )
-        reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+            reasons = rebuild_reasons(existing.labels if existing else None, inputs)
         action: Action = "build" if reasons else "up-to-date"
         if action == "up-to-date" and existing is not None:
             known_ids[name] = existing.id
         planned[name] = PlannedImage(
             name=name,
-            ref=ref,
+            ref=project.ref(node.spec),
             action=action,
             reasons=reasons,
             needs=tuple(need for need in node.needs if need in selected),
@@ -203,3 +183,25 @@ def make_plan(
         external_ids=external_ids,
         known_ids=known_ids,
     )
+
+
+def _unselected_needs(
+    project: Project,
+    node: Node,
+    planned: Mapping[str, PlannedImage],
+    known_ids: Mapping[str, str],
+    local: Mapping[str, ImageInfo | None],
+) -> dict[str, str]:
+    """The IDs of `node`'s needs that are outside the plan (--no-deps): each must exist."""
+    found: dict[str, str] = {}
+    for need in node.needs:
+        if need in planned or need in known_ids:
+            continue
+        info = local[project.ref(need)]
+        if info is None:
+            raise UsageError(
+                f"{node.name} is built from {need}, which is not selected and has no image "
+                f"({project.ref(need)}); build it first or drop --no-deps"
+            )
+        found[need] = info.id
+    return found

@@ -10,19 +10,38 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lowbuild.context.assemble import StagedContext, assemble_context, take_inventory
-from lowbuild.engines.base import CopyStep, Engine, LogSink, ShellStep, WorkStep
+from lowbuild.context.assemble import (
+    ContextInventory,
+    StagedContext,
+    assemble_context,
+    take_inventory,
+)
+from lowbuild.engines.base import (
+    BuildRequest,
+    CommitRequest,
+    CopyStep,
+    Engine,
+    ImageInfo,
+    LogSink,
+    RecipeRequest,
+    ShellStep,
+    WorkStep,
+)
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
-from lowbuild.errors import Interrupted, LowbuildError, SmokeTestFailed
-from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, fingerprint_labels, rebuild_reasons
+from lowbuild.errors import Interrupted
+from lowbuild.plan.fingerprint import (
+    FINGERPRINT_LABEL,
+    BuildInputs,
+    fingerprint_labels,
+    rebuild_reasons,
+)
+from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
@@ -114,30 +133,17 @@ class FamilyBuilder:
                 self.logs.sink(event.name)(f"blocked: {outcome.blocked_by} failed")
         self.on_event(event)
 
-    def _build_one(
-        self, plan: Plan, planned: PlannedImage, cancel: threading.Event
-    ) -> WorkResult:
+    def _build_one(self, plan: Plan, planned: PlannedImage, cancel: threading.Event) -> WorkResult:
         name = planned.name
         if planned.action == "up-to-date":
             return WorkResult(state="up-to-date", image_id=planned.existing_id or "")
         sink = self.wrap_sink(name, self.logs.sink(name))
         node = plan.graph.nodes[name]
         spec = node.spec
-        inputs, reasons = planned.inputs, planned.reasons
         inventory = planned.inventory or take_inventory(spec)
-        if inputs is None:
-            # A need was rebuilt: its new ID is an input, known only now.
-            with self._lock:
-                family_ids = {need: self._ids[need] for need in node.needs}
-            inputs = current_inputs(
-                node,
-                engine=self.engine,
-                family_ids=family_ids,
-                external_ids=plan.external_ids,
-                inventory=inventory,
-            )
-            existing = self.engine.inspect_image(planned.ref)
-            reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+        inputs, reasons = planned.inputs, planned.reasons
+        if inputs is None:  # a need was rebuilt: its new ID is an input, known only now
+            inputs, reasons, existing = self._inputs_now(plan, node, inventory, ref=planned.ref)
             if not reasons and existing is not None:
                 sink("up to date once its parents were built (same IDs)")
                 with self._lock:
@@ -148,16 +154,7 @@ class FamilyBuilder:
             spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
         )
         sink(f"context staged at {staged.path} ({staged.digest})")
-        parent_ref = self.project.ref(node.parent) if node.parent else node.base
-        labels = {
-            **dict(spec.labels),
-            **oci_labels(self.project, spec, base=parent_ref),
-            ARTIFACTS_LABEL: json.dumps(
-                {file: f"sha256:{digest}" for file, digest in sorted(staged.artifact_digests.items())},
-                separators=(",", ":"),
-            ),
-            **fingerprint_labels(inputs),
-        }
+        labels = self._labels(node, staged, inputs)
         refs = self.project.refs(spec)
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
@@ -165,20 +162,49 @@ class FamilyBuilder:
         if spec.kind == "commit":
             image_id = self._commit_recipe(spec, staged, refs, labels, sink)
         else:
-            image_id = self.engine.build(
+            request = BuildRequest(
                 context=staged.path,
                 # The staged copy, never the source: what was checked and fingerprinted.
                 dockerfile=staged.path / spec.dockerfile,
                 tags=refs,
                 build_args=dict(spec.args),
                 labels=labels,
-                network=None if spec.network == "default" else spec.network,
-                log=sink,
+                network=spec.engine_network,
             )
+            image_id = self.engine.build(request, log=sink)
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
         return WorkResult(state="built", image_id=image_id, detail="; ".join(reasons))
+
+    def _inputs_now(
+        self, plan: Plan, node: Node, inventory: ContextInventory, *, ref: str
+    ) -> tuple[BuildInputs, tuple[str, ...], ImageInfo | None]:
+        """`node`'s inputs with its needs' IDs as this run left them, the reasons to build
+        it (none: the existing image already has those inputs), and that image."""
+        with self._lock:
+            family_ids = {need: self._ids[need] for need in node.needs}
+        inputs = current_inputs(
+            node,
+            engine=self.engine,
+            family_ids=family_ids,
+            external_ids=plan.external_ids,
+            inventory=inventory,
+        )
+        existing = self.engine.inspect_image(ref)
+        return inputs, rebuild_reasons(existing.labels if existing else None, inputs), existing
+
+    def _labels(self, node: Node, staged: StagedContext, inputs: BuildInputs) -> dict[str, str]:
+        """The image's labels: the spec's, the OCI ones, its artifacts and its inputs."""
+        spec = node.spec
+        parent_ref = self.project.ref(node.parent) if node.parent else node.base
+        artifacts = {file: f"sha256:{d}" for file, d in sorted(staged.artifact_digests.items())}
+        return {
+            **dict(spec.labels),
+            **oci_labels(self.project, spec, base=parent_ref),
+            ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
+            **fingerprint_labels(inputs),
+        }
 
     def _commit_recipe(
         self,
@@ -188,7 +214,8 @@ class FamilyBuilder:
         labels: Mapping[str, str],
         sink: LogSink,
     ) -> str:
-        """The tutorial's manual method: container from the base, steps, commit."""
+        """A commit recipe: the engine runs the steps in a container from the base (a family
+        image's ref, or an external one) and commits it with the labels as changes."""
         recipe = spec.commit
         assert recipe is not None  # the spec loader guarantees it for kind: commit
         base = recipe.base
@@ -205,73 +232,11 @@ class FamilyBuilder:
             *recipe.changes,
             *(label_change(key, value) for key, value in labels.items()),
         ]
-        image_id = self.engine.commit_steps(
-            base=base,
-            ref=refs[0],
-            steps=steps,
-            author=recipe.author,
-            message=recipe.message,
-            changes=changes,
-            network=None if spec.network == "default" else spec.network,
-            log=sink,
+        commit = CommitRequest(
+            ref=refs[0], author=recipe.author, message=recipe.message, changes=changes
         )
+        request = RecipeRequest(base=base, steps=steps, commit=commit, network=spec.engine_network)
+        image_id = self.engine.commit_steps(request, log=sink)
         for ref in refs[1:]:
             self.engine.tag(refs[0], ref)
         return image_id
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    name: str
-    passed: bool
-    detail: str
-    seconds: float
-
-
-def smoke_test_family(
-    project: Project,
-    engine: Engine,
-    names: Iterable[str],
-    *,
-    jobs: int,
-    logs: RunLogs | None = None,
-    on_result: Callable[[TestOutcome], None] = lambda result: None,
-) -> dict[str, TestOutcome]:
-    """Run the declared smoke test of each named image (those without one are left out)."""
-    # Here, not at the top: it brings httpx (~25 ms), which a build without --test skips.
-    from lowbuild.run.smoke import run_smoke_test
-
-    specs = [project.image(name) for name in names]
-    specs = [spec for spec in specs if spec.test is not None]
-
-    def one(spec: ImageSpec) -> TestOutcome:
-        assert spec.test is not None
-        started = time.monotonic()
-        sink = logs.sink(spec.name) if logs else None
-        network = None if spec.network == "default" else spec.network
-        try:
-            result = run_smoke_test(
-                engine, image=project.ref(spec), test=spec.test, network=network, log=sink
-            )
-        except LowbuildError as exc:
-            outcome = TestOutcome(spec.name, False, str(exc), time.monotonic() - started)
-            if sink:
-                sink(f"smoke test FAILED: {exc}")
-        else:
-            outcome = TestOutcome(spec.name, True, result.summary, result.seconds)
-            if sink:
-                sink(f"smoke test passed: {result.summary}")
-        on_result(outcome)
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="smoke") as pool:
-        results = list(pool.map(one, specs))
-    return {result.name: result for result in results}
-
-
-def raise_for_tests(results: Mapping[str, TestOutcome]) -> None:
-    failed = [result for result in results.values() if not result.passed]
-    if failed:
-        raise SmokeTestFailed(
-            f"{len(failed)} smoke test(s) failed: " + ", ".join(result.name for result in failed)
-        )

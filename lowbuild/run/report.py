@@ -19,8 +19,10 @@ from lowbuild.engines.base import LogSink
 from lowbuild.errors import EXIT_FAILED
 from lowbuild.run.scheduler import Event, Outcome
 
-if TYPE_CHECKING:  # the table only reads reports; a build run need not import doctor
+if TYPE_CHECKING:  # the tables only read these; a build run need not import doctor
     from lowbuild.doctor import EngineReport
+    from lowbuild.plan.planner import Plan
+    from lowbuild.run.smoke import TestOutcome
 
 _STATE_STYLE = {
     "built": "green",
@@ -144,9 +146,44 @@ def _summary_detail(outcome: Outcome) -> str:
 
 
 def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
-    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was blocked."""
+    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was
+    blocked."""
     ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
     return 0 if ok else EXIT_FAILED
+
+
+def plan_table(plan: Plan) -> Table:
+    """`lowbuild plan`: each image, build or up to date, and why."""
+    table = Table(title=f"plan ({plan.engine})", title_justify="left")
+    table.add_column("image")
+    table.add_column("action")
+    table.add_column("why", overflow="fold")
+    for image in plan.images:
+        style = "yellow" if image.action == "build" else "cyan"
+        why = "; ".join(image.reasons) if image.reasons else "fingerprint matches the local image"
+        table.add_row(image.name, f"[{style}]{image.action}[/]", escape(why))
+    return table
+
+
+def tests_table(tests: dict[str, TestOutcome]) -> Table:
+    """The smoke tests of a run or of `lowbuild test`."""
+    table = Table(title="smoke tests", title_justify="left")
+    for column in ("image", "result", "time", "detail"):
+        table.add_column(column, overflow="fold")
+    for name, result in tests.items():
+        mark = "[green]passed[/]" if result.passed else "[bold red]failed[/]"
+        detail = result.detail.splitlines()[0] if result.detail else ""
+        table.add_row(name, mark, f"{result.seconds:.1f}s", escape(detail[:160]))
+    return table
+
+
+def test_record(result: TestOutcome) -> dict[str, object]:
+    return {
+        "image": result.name,
+        "passed": result.passed,
+        "detail": result.detail,
+        "seconds": round(result.seconds, 3),
+    }
 
 
 def doctor_table(reports: Sequence[EngineReport]) -> Table:
@@ -210,7 +247,8 @@ class LiveBoard:
                 took = f" in {outcome.duration:.1f}s" if outcome.duration is not None else ""
                 summary = _summary_detail(outcome)
                 why = f" ({summary[:160]})" if summary else ""
-                line = f"{'✓' if outcome.state in {'built', 'up-to-date'} else '✗'} {event.name}: {outcome.state}{took}{why}"
+                mark = "✓" if outcome.state in {"built", "up-to-date"} else "✗"
+                line = f"{mark} {event.name}: {outcome.state}{took}{why}"
         if self._live is None:
             self.console.print(line, highlight=False, markup=False)
 

@@ -1,6 +1,6 @@
 """Run work over a family in dependency order, concurrently up to a job limit.
 
-What the scheduler promises (the complaints about Kolla, bake and bashbrew are the checklist):
+What the scheduler promises:
 - an image starts only when everything it needs (if selected) has finished successfully;
 - a failure marks only its descendants `blocked`, naming the failed ancestor;
   independent branches go on (unless `fail_fast`, then nothing new starts and
@@ -94,6 +94,11 @@ class _Run:
         done = self.outcomes.get(need)
         return done is not None and done.state in FINISHED_OK
 
+    def finish(self, outcome: Outcome, on_event: Callable[[Event], None]) -> None:
+        """Record `outcome` and tell `on_event`."""
+        self.outcomes[outcome.name] = outcome
+        on_event(Event(name=outcome.name, kind="end", outcome=outcome))
+
     def block_descendants(self, failed: str, on_event: Callable[[Event], None]) -> None:
         """Mark every not-yet-finished descendant of `failed` blocked by it."""
         frontier = [failed]
@@ -101,15 +106,27 @@ class _Run:
             current = frontier.pop()
             for name in self.order:
                 if current in self.needs.get(name, ()) and name not in self.outcomes:
-                    outcome = Outcome(
-                        name=name,
-                        state="blocked",
-                        blocked_by=failed,
-                        detail=f"blocked: {failed} failed",
-                    )
-                    self.outcomes[name] = outcome
-                    on_event(Event(name=name, kind="end", outcome=outcome))
+                    detail = f"blocked: {failed} failed"
+                    blocked = Outcome(name, "blocked", blocked_by=failed, detail=detail)
+                    self.finish(blocked, on_event)
                     frontier.append(name)
+
+
+def _outcome_of(future: Future[WorkResult], name: str, started: float) -> Outcome:
+    """The Outcome of finished work: its result, or "failed" with what it raised."""
+    ended = time.time()
+    exc = future.exception()
+    if exc is not None:
+        return Outcome(name, "failed", detail=_describe_failure(exc), started=started, ended=ended)
+    result = future.result()
+    return Outcome(
+        name,
+        result.state,
+        image_id=result.image_id,
+        detail=result.detail,
+        started=started,
+        ended=ended,
+    )
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -156,33 +173,11 @@ def run_in_order(
                 done, _ = wait(list(state.running), timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in done:
                     name, started = state.running.pop(future)
-                    ended = time.time()
-                    exc = future.exception()
-                    if exc is None:
-                        result = future.result()
-                        outcome = Outcome(
-                            name=name,
-                            state=result.state,
-                            image_id=result.image_id,
-                            detail=result.detail,
-                            started=started,
-                            ended=ended,
-                        )
-                        state.outcomes[name] = outcome
-                        on_event(Event(name=name, kind="end", outcome=outcome))
-                    else:
-                        outcome = Outcome(
-                            name=name,
-                            state="failed",
-                            detail=_describe_failure(exc),
-                            started=started,
-                            ended=ended,
-                        )
-                        state.outcomes[name] = outcome
-                        on_event(Event(name=name, kind="end", outcome=outcome))
+                    outcome = _outcome_of(future, name, started)
+                    state.finish(outcome, on_event)
+                    if outcome.state == "failed":
                         state.block_descendants(name, on_event)
-                        if fail_fast:
-                            stop_starting = True
+                        stop_starting = stop_starting or fail_fast
         except KeyboardInterrupt:
             # Tell running work to stop and stop what it is waiting on (`on_interrupt`:
             # the engine commands), then wait for it: leaving the `with` block joins.
@@ -192,7 +187,5 @@ def run_in_order(
 
     for name in order:
         if name not in state.outcomes:
-            outcome = Outcome(name=name, state="skipped", detail="not started: --fail-fast")
-            state.outcomes[name] = outcome
-            on_event(Event(name=name, kind="end", outcome=outcome))
+            state.finish(Outcome(name, "skipped", detail="not started: --fail-fast"), on_event)
     return {name: state.outcomes[name] for name in order}

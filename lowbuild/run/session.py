@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lowbuild.engines.base import Engine
@@ -96,13 +96,7 @@ class RunRecord:
     fingerprints: tuple[str, ...] = ()  # of the images it started to build
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "pid": self.pid,
-            "started": self.started,
-            "run_id": self.run_id,
-            "engine": self.engine,
-            "fingerprints": list(self.fingerprints),
-        }
+        return {**asdict(self), "fingerprints": list(self.fingerprints)}
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> RunRecord:
@@ -172,9 +166,7 @@ class Cleaned:
     images: tuple[str, ...]
 
 
-def clean_dead_runs(
-    state_dir: Path, *, engine_for: Callable[[str], Engine]
-) -> list[Cleaned]:
+def clean_dead_runs(state_dir: Path, *, engine_for: Callable[[str], Engine]) -> list[Cleaned]:
     """Remove what each dead run recorded under `state_dir` left behind (see the module
     docstring). Call it holding the project lock: then no live run is staging, and any
     half-staged context in `state_dir/stage` is a dead run's."""

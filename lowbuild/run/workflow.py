@@ -26,14 +26,12 @@ from lowbuild.spec.model import Project
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-    from rich.table import Table
-
     from lowbuild.engines.base import Engine
-    from lowbuild.plan.planner import Plan
-    from lowbuild.run.build import TestOutcome
+    from lowbuild.plan.planner import PlannedImage
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
+    from lowbuild.run.smoke import TestOutcome
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
 # The run log of a build's downloads: a name no image can have (image names start
@@ -62,48 +60,62 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class Loaded:
+class Resolved:
+    """A selection made concrete: its project, family graph, engine and image names."""
+
     project: Project
     graph: FamilyGraph
     engine: Engine
     named: tuple[str, ...]  # the images named (all when none were), checked, in build order
 
 
-def load(selection: Selection) -> Loaded:
-    """Spec, graph (parents checked) and engine (flag, LOWBUILD_ENGINE, lowbuild.yaml, probe)."""
-    from lowbuild.engines.detect import select_engine
+def resolve(selection: Selection) -> Resolved:
+    """Load the spec, build the graph (parents checked), check the names and pick the
+    engine (flag, $LOWBUILD_ENGINE, lowbuild.yaml, then the first that works)."""
+    from lowbuild.engines.detect import ENGINE_ENV, select_engine
 
     project = load_project(selection.project_file)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
-    engine_name = selection.engine or os.environ.get("LOWBUILD_ENGINE") or project.engine
-    return Loaded(project=project, graph=graph, engine=select_engine(engine_name), named=named)
+    engine_name = selection.engine or os.environ.get(ENGINE_ENV) or project.engine
+    return Resolved(project=project, graph=graph, engine=select_engine(engine_name), named=named)
 
 
-def plan_table(plan: Plan) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
+def run_graph(project_file: Path | None, *, graph_format: str, out: Console) -> int:
+    """`lowbuild graph`: the family as a dot or mermaid graph."""
+    from lowbuild.plan.graph import render_graph
 
-    table = Table(title=f"plan ({plan.engine})", title_justify="left")
-    table.add_column("image")
-    table.add_column("action")
-    table.add_column("why", overflow="fold")
-    for image in plan.images:
-        style = "yellow" if image.action == "build" else "cyan"
-        why = "; ".join(image.reasons) if image.reasons else "fingerprint matches the local image"
-        table.add_row(image.name, f"[{style}]{image.action}[/]", escape(why))
-    return table
+    text = render_graph(build_graph(load_project(project_file)), graph_format=graph_format)
+    out.file.write(text + "\n")
+    return 0
+
+
+def run_doctor(engine: str | None, *, as_json: bool, out: Console) -> int:
+    """`lowbuild doctor`: examine every engine (or the named one) and print the reports;
+    EngineUnavailable (exit 3) when none works, or not the named one."""
+    from lowbuild.doctor import examine_engines, require_working
+    from lowbuild.engines.detect import known_name
+    from lowbuild.run.report import doctor_table
+
+    reports = examine_engines([known_name(engine)]) if engine else examine_engines()
+    if as_json:
+        out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
+    else:
+        out.print(doctor_table(reports))
+    require_working(reports, asked=engine)
+    return 0
 
 
 def run_plan(selection: Selection, *, console: Console, as_json: bool) -> int:
     """`lowbuild plan`: print what would be built and why; builds nothing."""
     from lowbuild.plan.planner import make_plan
+    from lowbuild.run.report import plan_table
 
-    loaded = load(selection)
+    resolved = resolve(selection)
     plan = make_plan(
-        loaded.project,
-        loaded.graph,
-        loaded.engine,
+        resolved.project,
+        resolved.graph,
+        resolved.engine,
         names=selection.names,
         with_deps=selection.with_deps,
     )
@@ -158,12 +170,12 @@ def run_build(
 ) -> int:
     """`lowbuild build`: under the project lock, plan, fetch what is missing, build in
     order, optionally test, report."""
-    loaded = load(selection)
+    resolved = resolve(selection)
     with project_session(
-        loaded.project, engine=loaded.engine, wait=options.wait, err=err
+        resolved.project, engine=resolved.engine, wait=options.wait, err=err
     ) as journal:
         assert journal is not None  # an engine was given
-        return _build(selection, loaded, options, journal, console=console, err=err)
+        return _build(selection, resolved, options, journal, console=console, err=err)
 
 
 def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
@@ -173,6 +185,7 @@ def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
 
     project = load_project(project_file)
     state_dir = project.root / STATE_DIR
+
     def notify(line: str) -> None:
         err.print(line, highlight=False, markup=False)
 
@@ -187,7 +200,7 @@ def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
 
 def _build(
     selection: Selection,
-    loaded: Loaded,
+    resolved: Resolved,
     options: BuildOptions,
     journal: RunJournal,
     *,
@@ -197,35 +210,17 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
-    from lowbuild.sources.fetch import FetchPolicy, fetch_artifacts
-    from lowbuild.sources.progress import LoggingReporter, reporter_for
 
-    project, engine = loaded.project, loaded.engine
+    project, engine = resolved.project, resolved.engine
     plan = make_plan(
-        project, loaded.graph, engine, names=selection.names, with_deps=selection.with_deps
+        project, resolved.graph, engine, names=selection.names, with_deps=selection.with_deps
     )
     to_build = [image for image in plan.images if image.action == "build"]
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
         if to_build:
-            # Every input is verified (and, offline, known present) before the first build
-            # starts; where each came from, or why not, goes to the run's FETCH_LOG too.
-            fetch_log = logs.sink(FETCH_LOG)
-            try:
-                with reporter_for(err) as shown:
-                    fetch_artifacts(
-                        [project.image(image.name) for image in to_build],
-                        cache=cache,
-                        rewrites=project.rewrites,
-                        offline=options.offline,
-                        jobs=4,
-                        policy=FetchPolicy(max_download=project.max_download),
-                        reporter=LoggingReporter(shown, fetch_log),
-                    )
-            except LowbuildError as exc:
-                fetch_log(f"error: {redact(str(exc))}")
-                raise
+            _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
             f"logs in {logs.directory}",
@@ -248,9 +243,7 @@ def _build(
         tests: dict[str, TestOutcome] = {}
         if options.test:
             ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
-            tests = _run_tests(
-                project, engine, ready, jobs=options.test_jobs, logs=logs, err=err
-            )
+            tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
         _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
     code = run_exit_code(outcomes)
     if any(not result.passed for result in tests.values()):
@@ -258,16 +251,48 @@ def _build(
     return code
 
 
+def _fetch_inputs(
+    project: Project,
+    to_build: Sequence[PlannedImage],
+    cache: Cache,
+    *,
+    offline: bool,
+    logs: RunLogs,
+    err: Console,
+) -> None:
+    """Verify every input of the images to build (and, offline, that it is present)
+    before the first build starts; where each came from, or why not, goes to the run's
+    FETCH_LOG too."""
+    from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, fetch_artifacts
+    from lowbuild.sources.progress import LoggingReporter, reporter_for
+
+    fetch_log = logs.sink(FETCH_LOG)
+    try:
+        with reporter_for(err) as shown:
+            fetch_artifacts(
+                [project.image(image.name) for image in to_build],
+                cache=cache,
+                rewrites=project.rewrites,
+                offline=offline,
+                jobs=DEFAULT_JOBS,
+                policy=FetchPolicy(max_download=project.max_download),
+                reporter=LoggingReporter(shown, fetch_log),
+            )
+    except LowbuildError as exc:
+        fetch_log(f"error: {redact(str(exc))}")
+        raise
+
+
 def run_tests(
     selection: Selection, *, jobs: int, console: Console, err: Console, as_json: bool
 ) -> int:
     """`lowbuild test`: run the smoke tests of existing images (all, or the named ones)."""
-    from lowbuild.run.report import RunLogs
+    from lowbuild.run.report import RunLogs, test_record, tests_table
 
-    loaded = load(selection)
-    project = loaded.project
-    names = loaded.named
-    missing = [n for n in names if loaded.engine.inspect_image(project.ref(n)) is None]
+    resolved = resolve(selection)
+    project = resolved.project
+    names = resolved.named
+    missing = [n for n in names if resolved.engine.inspect_image(project.ref(n)) is None]
     if missing:
         raise UsageError(
             f"no image to test for {', '.join(missing)}; build first: "
@@ -277,14 +302,15 @@ def run_tests(
 
     # Recorded (its test containers carry its run ID, for the next run to remove if it is
     # killed), but no project lock: it only reads images.
-    with recorded_run(project.root / STATE_DIR, engine=loaded.engine.name), RunLogs(
-        project.root / STATE_DIR / "logs"
-    ) as logs:
-        tests = _run_tests(project, loaded.engine, names, jobs=jobs, logs=logs, err=err)
+    with (
+        recorded_run(project.root / STATE_DIR, engine=resolved.engine.name),
+        RunLogs(project.root / STATE_DIR / "logs") as logs,
+    ):
+        tests = _run_tests(project, resolved.engine, names, jobs=jobs, logs=logs, err=err)
     if as_json:
-        console.print_json(json.dumps([_test_record(t) for t in tests.values()]))
+        console.print_json(json.dumps([test_record(t) for t in tests.values()]))
     else:
-        console.print(_tests_table(tests))
+        console.print(tests_table(tests))
     return 0 if all(t.passed for t in tests.values()) else EXIT_FAILED
 
 
@@ -297,7 +323,7 @@ def _run_tests(
     logs: RunLogs,
     err: Console,
 ) -> dict[str, TestOutcome]:
-    from lowbuild.run.build import smoke_test_family
+    from lowbuild.run.smoke import smoke_test_family
 
     def show(result: TestOutcome) -> None:
         mark = "✓" if result.passed else "✗"
@@ -312,29 +338,6 @@ def _run_tests(
     return smoke_test_family(project, engine, names, jobs=jobs, logs=logs, on_result=show)
 
 
-def _test_record(result: TestOutcome) -> dict[str, object]:
-    return {
-        "image": result.name,
-        "passed": result.passed,
-        "detail": result.detail,
-        "seconds": round(result.seconds, 3),
-    }
-
-
-def _tests_table(tests: dict[str, TestOutcome]) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="smoke tests", title_justify="left")
-    for column in ("image", "result", "time", "detail"):
-        table.add_column(column, overflow="fold")
-    for name, result in tests.items():
-        mark = "[green]passed[/]" if result.passed else "[bold red]failed[/]"
-        detail = result.detail.splitlines()[0] if result.detail else ""
-        table.add_row(name, mark, f"{result.seconds:.1f}s", escape(detail[:160]))
-    return table
-
-
 def _report(
     project: Project,
     outcomes: dict[str, Outcome],
@@ -346,25 +349,24 @@ def _report(
 ) -> None:
     from rich.markup import escape
 
-    from lowbuild.run.report import outcome_record, summary_table
+    from lowbuild.run.report import outcome_record, summary_table, test_record, tests_table
 
-    typed = outcomes
     if as_json:
         records = []
-        for name, outcome in typed.items():
+        for name, outcome in outcomes.items():
             spec = project.image(name)
             record = outcome_record(outcome, ref=project.ref(spec), tags=project.refs(spec))
             record["log"] = str(logs.path(name))
             if name in tests:
-                record["test"] = _test_record(tests[name])
+                record["test"] = test_record(tests[name])
             records.append(record)
         console.print_json(json.dumps(records))
         return
-    tags = {name: project.refs(project.image(name)) for name in typed}
-    console.print(summary_table(typed, tags=tags))
+    tags = {name: project.refs(project.image(name)) for name in outcomes}
+    console.print(summary_table(outcomes, tags=tags))
     if tests:
-        console.print(_tests_table(tests))
-    failed = [name for name, o in typed.items() if o.state == "failed"]
+        console.print(tests_table(tests))
+    failed = [name for name, o in outcomes.items() if o.state == "failed"]
     for name in failed:
         console.print(f"[red]{name} failed[/]: log at {escape(str(logs.path(name)))}")
 
@@ -392,9 +394,7 @@ def run_fetch(
     images = [project.image(name) for name in named]
     policy = FetchPolicy(max_download=project.max_download)
     if print_digests:
-        results = compute_digests(
-            images, rewrites=project.rewrites, offline=offline, policy=policy
-        )
+        results = compute_digests(images, rewrites=project.rewrites, offline=offline, policy=policy)
         for result in results:
             url = redact(result.url)
             if result.sha256:
@@ -438,7 +438,8 @@ def run_fetch(
 
 
 def run_cache_ls(*, project_file: Path | None, cache_dir: Path | None, out: Console) -> int:
-    """`lowbuild cache ls`: every entry with its size and the artifact names the project gives it."""
+    """`lowbuild cache ls`: every entry with its size and the artifact names the project
+    gives it."""
     names: dict[str, set[str]] = {}
     try:
         project = load_project(project_file)
@@ -461,7 +462,9 @@ def run_cache_verify(*, cache_dir: Path | None, out: Console) -> int:
     bad = cache.verify()
     total = sum(1 for _ in cache.entries()) + len(bad)
     if bad:
-        lines = [f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad]
+        lines = [
+            f"{b.sha256}: content hashes to {b.actual}; moved to {b.quarantined_to}" for b in bad
+        ]
         raise VerificationError(
             f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines)
         )

@@ -37,7 +37,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import BinaryIO
 
 import platformdirs
@@ -54,7 +53,8 @@ CHUNK = 1024 * 1024
 RACY_NS = 2_000_000_000
 CACHE_ENV = "LOWBUILD_CACHE"
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+"""A SHA-256 digest as the cache names its entries: 64 lower-case hex digits."""
 
 
 def default_cache_root(override: Path | None = None) -> Path:
@@ -209,12 +209,7 @@ class EntryWriter:
             raise _cache_write_error(self.partial_path, exc) from None
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
             # Flushing the rest of a partial that is thrown away anyway may meet a full disk.
             with contextlib.suppress(OSError):
@@ -254,7 +249,8 @@ class EntryWriter:
         """None when the bytes written match every expected digest, else why not."""
         actual = self._sha256.hexdigest()
         if actual != self.expected_sha256:
-            return f"sha256 mismatch: expected {self.expected_sha256}, got {actual} ({self.size} bytes)"
+            expected = self.expected_sha256
+            return f"sha256 mismatch: expected {expected}, got {actual} ({self.size} bytes)"
         if self._sha512 is not None and self._sha512.hexdigest() != self.expected_sha512:
             return (
                 f"sha512 mismatch: expected {self.expected_sha512}, "
@@ -294,7 +290,7 @@ class Cache:
 
     def entry_path(self, sha256: str) -> Path:
         """Where the entry for `sha256` lives (whether or not it exists)."""
-        if not _HEX64.fullmatch(sha256):
+        if not SHA256_HEX.fullmatch(sha256):
             raise LowbuildError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256
 
@@ -405,7 +401,7 @@ class Cache:
         if not directory.is_dir():
             return
         for path in sorted(directory.iterdir()):
-            if _HEX64.fullmatch(path.name) and path.is_file():
+            if SHA256_HEX.fullmatch(path.name) and path.is_file():
                 yield CacheEntry(sha256=path.name, path=path, size=path.stat().st_size)
 
     def remove_stale_partials(self) -> list[Path]:
@@ -414,7 +410,7 @@ class Cache:
         removed = []
         for partial in sorted(directory.glob(".*.partial")) if directory.is_dir() else []:
             digest = partial.name[1 : -len(".partial")]
-            if not _HEX64.fullmatch(digest):
+            if not SHA256_HEX.fullmatch(digest):
                 continue
             lock = self.entry_lock(digest)
             try:

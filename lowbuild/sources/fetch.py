@@ -24,12 +24,14 @@ file:// URLs are still used.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -53,6 +55,7 @@ class FetchPolicy:
     attempts: int = 4  # tries per URL for transient failures
     backoff: float = 0.5  # first delay in seconds, doubled after each failure
     backoff_max: float = 8.0
+    retry_after_max: float = 60.0  # longest `Retry-After` (429, 503) waited for, in seconds
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # longest silence tolerated while reading
     max_redirects: int = 5
@@ -120,16 +123,19 @@ def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[st
     """How every message names an artifact that is not in the cache: its file, digest,
     the images (first one first) that declare it, and the commands that bring it."""
     return [
-        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}{_where(artifact)}",
+        f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}"
+        f"{_declared_at(artifact)}",
         f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}",
     ]
 
 
 # ---------------------------------------------------------------------------
-# One URL into one sink
+# One URL into one receiver (a cache writer, or a hasher for --print-digests)
 
 
-class _Sink(Protocol):
+class _Receiver(Protocol):
+    """Where a download's bytes go; `restart` drops what it has (the body starts over)."""
+
     size: int
 
     def write(self, data: bytes) -> None: ...
@@ -137,7 +143,7 @@ class _Sink(Protocol):
     def restart(self) -> None: ...
 
 
-class _HashSink:
+class _HashingReceiver:
     """Hashes bytes and keeps nothing (for --print-digests)."""
 
     def __init__(self) -> None:
@@ -158,7 +164,11 @@ class _HashSink:
 
 
 class _Transient(Exception):
-    """Worth trying the same URL again."""
+    """Worth trying the same URL again; `retry_after`: when the server asked to (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _Permanent(Exception):
@@ -280,9 +290,19 @@ def _open_following_redirects(
     raise _Permanent(f"too many redirects (more than {policy.max_redirects}): " + " -> ".join(seen))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+def retry_after(value: str, *, now: float | None = None) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP date),
+    never below 0; None when absent or unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is read as such
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 @dataclass
@@ -294,76 +314,71 @@ class _ResumeState:
     ranges_ok: bool = False
 
 
-def _http_attempt(
-    *,
-    client: httpx.Client,
-    url: str,
-    sink: _Sink,
-    state: _ResumeState,
-    policy: FetchPolicy,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
-) -> None:
-    """One request, resuming from `sink.size` when that is safe. Raises _Transient/_Permanent."""
+@dataclass
+class _Transfer:
+    """One URL's download across its attempts: where the bytes go, what is known of the
+    body, the most bytes it may have, and whom to tell of progress (total, done)."""
+
+    receiver: _Receiver
+    bound: _Bound
+    progress: Callable[[int | None, int], None]
+    state: _ResumeState = field(default_factory=_ResumeState)
+
+
+def _http_attempt(client: httpx.Client, url: str, transfer: _Transfer, policy: FetchPolicy) -> None:
+    """One request, resuming from where the receiver is when that is safe.
+    Raises _Transient or _Permanent."""
     import httpx
 
+    receiver, state, progress = transfer.receiver, transfer.state, transfer.progress
     headers: dict[str, str] = {}
-    resuming = sink.size > 0 and state.ranges_ok
+    resuming = receiver.size > 0 and state.ranges_ok
     if resuming:
-        headers["Range"] = f"bytes={sink.size}-"
+        headers["Range"] = f"bytes={receiver.size}-"
         # If the file changed since, If-Range makes the server send it whole (200).
         # Without a validator the final digest check still catches a spliced body.
         if state.validator:
             headers["If-Range"] = state.validator
-    elif sink.size > 0:
-        sink.restart()
+    elif receiver.size > 0:
+        receiver.restart()
         progress(state.total, 0)
     try:
         response = _open_following_redirects(client, url, headers, policy)
     except httpx.TransportError as exc:
         raise _Transient(_describe_transport_error(exc)) from None
     try:
-        _read_body(
-            response=response,
-            sink=sink,
-            state=state,
-            resuming=resuming,
-            bound=bound,
-            progress=progress,
-        )
+        _read_body(response, transfer, resuming=resuming)
     finally:
         response.close()
-    if state.total is not None and sink.size != state.total:
-        raise _Transient(f"body cut short: got {sink.size} of {state.total} bytes")
-    if sink.size == 0:
+    if state.total is not None and receiver.size != state.total:
+        raise _Transient(f"body cut short: got {receiver.size} of {state.total} bytes")
+    if receiver.size == 0:
         raise _Permanent("empty body")
 
 
-def _read_body(
-    *,
-    response: httpx.Response,
-    sink: _Sink,
-    state: _ResumeState,
-    resuming: bool,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
-) -> None:
+def _read_body(response: httpx.Response, transfer: _Transfer, *, resuming: bool) -> None:
     import httpx
 
+    receiver, state, bound = transfer.receiver, transfer.state, transfer.bound
+    progress = transfer.progress
     status = response.status_code
     if status in (408, 429) or status >= 500:  # timeout, rate limit, server trouble
-        raise _Transient(f"HTTP {status} {response.reason_phrase}")
+        asked = (
+            retry_after(response.headers.get("Retry-After", "")) if status in (429, 503) else None
+        )
+        said = f" (Retry-After {asked:g} s)" if asked is not None else ""
+        raise _Transient(f"HTTP {status} {response.reason_phrase}{said}", retry_after=asked)
     if status == 206 and resuming:
         start, total = _parse_content_range(response.headers.get("Content-Range", ""))
-        if start != sink.size or (state.total is not None and total != state.total):
+        if start != receiver.size or (state.total is not None and total != state.total):
             raise _Permanent(
                 f"bad Content-Range {response.headers.get('Content-Range')!r} "
-                f"when resuming at byte {sink.size}"
+                f"when resuming at byte {receiver.size}"
             )
         bound.check_length(total)
     elif status == 200:
-        if sink.size > 0:  # the server ignored Range (or the file changed): start over
-            sink.restart()
+        if receiver.size > 0:  # the server ignored Range (or the file changed): start over
+            receiver.restart()
         length = response.headers.get("Content-Length")
         state.total = int(length) if length and length.isdigit() else None
         bound.check_length(state.total)
@@ -371,16 +386,16 @@ def _read_body(
         state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
     else:
         raise _Permanent(f"HTTP {status} {response.reason_phrase}")
-    progress(state.total, sink.size)
+    progress(state.total, receiver.size)
     try:
         # No chunk_size: httpx would buffer up to it, and bytes received before a
         # broken connection would be lost instead of resumed from.
         for chunk in response.iter_raw():
-            bound.check_more(sink.size, len(chunk))  # before the bytes touch the disk
-            sink.write(chunk)
-            progress(state.total, sink.size)
+            bound.check_more(receiver.size, len(chunk))  # before the bytes touch the disk
+            receiver.write(chunk)
+            progress(state.total, receiver.size)
     except httpx.TransportError as exc:
-        got = f"after {sink.size} of {state.total} bytes" if state.total else ""
+        got = f"after {receiver.size} of {state.total} bytes" if state.total else ""
         raise _Transient(f"{_describe_transport_error(exc)} {got}".strip()) from None
 
 
@@ -411,41 +426,6 @@ def _describe_transport_error(exc: httpx.TransportError) -> str:
     return f"{kind}: {detail}" if detail else kind
 
 
-def _download_http(
-    *,
-    client_source: _ClientSource,
-    url: str,
-    sink: _Sink,
-    policy: FetchPolicy,
-    bound: _Bound,
-    progress: Callable[[int | None, int], None],
-) -> None:
-    state = _ResumeState()
-    failures = 0
-    resumes = 0
-    while True:
-        before = sink.size
-        try:
-            _http_attempt(
-                client=client_source.get(),
-                url=url,
-                sink=sink,
-                state=state,
-                policy=policy,
-                bound=bound,
-                progress=progress,
-            )
-            return
-        except _Transient as exc:
-            if sink.size > before and state.ranges_ok and resumes < policy.max_resumes:
-                resumes += 1
-                continue  # resume right away: the server is up, the connection broke
-            failures += 1
-            if failures >= policy.attempts:
-                raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
-            time.sleep(min(policy.backoff * 2 ** (failures - 1), policy.backoff_max))
-
-
 def _file_url_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -454,10 +434,10 @@ def _file_url_path(url: str) -> Path:
 
 
 def _copy_file_url(
-    url: str, sink: _Sink, bound: _Bound, progress: Callable[[int | None, int], None]
+    url: str, receiver: _Receiver, bound: _Bound, progress: Callable[[int | None, int], None]
 ) -> None:
     path = _file_url_path(url)
-    # Only reading the source is caught here: a sink that cannot write raises its own
+    # Only reading the source is caught here: a receiver that cannot write raises its own
     # error (CacheWriteError, not an OSError), which names the cache, not the source.
     try:
         f = path.open("rb")
@@ -478,10 +458,10 @@ def _copy_file_url(
                 raise _Permanent(f"cannot read {path}: {exc.strerror}") from None
             if not chunk:
                 break
-            bound.check_more(sink.size, len(chunk))
-            sink.write(chunk)
-            progress(total, sink.size)
-    if sink.size == 0:
+            bound.check_more(receiver.size, len(chunk))
+            receiver.write(chunk)
+            progress(total, receiver.size)
+    if receiver.size == 0:
         raise _Permanent("empty file")
 
 
@@ -489,25 +469,40 @@ def _download(
     *,
     client_source: _ClientSource,
     url: str,
-    sink: _Sink,
+    receiver: _Receiver,
     policy: FetchPolicy,
     bound: _Bound,
     progress: Callable[[int | None, int], None],
 ) -> None:
+    """`url` into `receiver`: a file URL copied, an HTTP one tried `policy.attempts` times
+    (resumed at once when a body broke off, else after a backoff or the server's
+    Retry-After). Raises _Permanent when this URL will not do."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
-        _copy_file_url(url, sink, bound, progress)
-    elif scheme in ("http", "https"):
-        _download_http(
-            client_source=client_source,
-            url=url,
-            sink=sink,
-            policy=policy,
-            bound=bound,
-            progress=progress,
-        )
-    else:
+        _copy_file_url(url, receiver, bound, progress)
+        return
+    if scheme not in ("http", "https"):
         raise _Permanent(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+    transfer = _Transfer(receiver, bound, progress)
+    failures = 0
+    resumes = 0
+    while True:
+        before = receiver.size
+        try:
+            _http_attempt(client_source.get(), url, transfer, policy)
+            return
+        except _Transient as exc:
+            resumable = transfer.state.ranges_ok and resumes < policy.max_resumes
+            if receiver.size > before and resumable:
+                resumes += 1
+                continue  # resume right away: the server is up, the connection broke
+            failures += 1
+            if failures >= policy.attempts:
+                raise _Permanent(f"{exc} (gave up after {failures} attempts)") from None
+            delay = min(policy.backoff * 2 ** (failures - 1), policy.backoff_max)
+            if exc.retry_after is not None:  # the server said when: no sooner, within reason
+                delay = max(delay, min(exc.retry_after, policy.retry_after_max))
+            time.sleep(delay)
 
 
 # ---------------------------------------------------------------------------
@@ -515,7 +510,7 @@ def _download(
 
 
 @dataclass(frozen=True)
-class _Wanted:
+class _Digest:
     """One distinct digest to obtain, with every declaration that asked for it."""
 
     image: str
@@ -525,7 +520,7 @@ class _Wanted:
 
 
 class _Missing(Exception):
-    def __init__(self, wanted: _Wanted, tried: list[str]) -> None:
+    def __init__(self, wanted: _Digest, tried: list[str]) -> None:
         super().__init__(wanted.artifact.file)
         self.wanted = wanted
         self.tried = tried
@@ -541,7 +536,7 @@ def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
 
 
 def _obtain(
-    wanted: _Wanted,
+    wanted: _Digest,
     *,
     cache: Cache,
     client_source: _ClientSource,
@@ -580,7 +575,7 @@ def _obtain(
                     _download(
                         client_source=client_source,
                         url=url,
-                        sink=writer,
+                        receiver=writer,
                         policy=policy,
                         bound=bound,
                         progress=progress,
@@ -599,7 +594,7 @@ def _obtain(
     raise _Missing(wanted, tried)
 
 
-def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wanted]:
+def _distinct_digests(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Digest]:
     """One entry per distinct sha256, with the URLs of every declaration of it."""
     by_digest: dict[str, list[tuple[str, Artifact]]] = {}
     for image in images:
@@ -610,12 +605,12 @@ def _plan(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Wan
         urls = tuple(dict.fromkeys(url for _, a in decls for url in candidate_urls(a, rewrites)))
         first_image, first_artifact = decls[0]
         plan.append(
-            _Wanted(image=first_image, artifact=first_artifact, urls=urls, also=tuple(decls[1:]))
+            _Digest(image=first_image, artifact=first_artifact, urls=urls, also=tuple(decls[1:]))
         )
     return plan
 
 
-def _where(artifact: Artifact) -> str:
+def _declared_at(artifact: Artifact) -> str:
     return f" ({artifact.location})" if artifact.location else ""
 
 
@@ -640,7 +635,7 @@ def _fetch_message(failed: list[_Missing]) -> str:
     lines = [f"could not fetch {len(failed)} artifact(s):"]
     for m in failed:
         a = m.wanted.artifact
-        lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_where(a)}")
+        lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_declared_at(a)}")
         if not m.tried:
             lines.append("      no URL to try")
         lines.extend(f"      {t}" for t in m.tried)
@@ -667,7 +662,7 @@ def fetch_artifacts(
     """
     policy = policy or FetchPolicy()
     reporter = reporter or SilentReporter()
-    plan = _plan(images, rewrites)
+    plan = _distinct_digests(images, rewrites)
     client_source = _ClientSource(policy, offline=offline)
     outcomes: list[FetchOutcome] = []
     failed: list[_Missing] = []
@@ -724,12 +719,12 @@ def compute_digests(
                 for url in candidate_urls(artifact, rewrites):
                     if offline and urlsplit(url).scheme != "file":
                         continue
-                    sink = _HashSink()
+                    receiver = _HashingReceiver()
                     try:
                         _download(
                             client_source=client_source,
                             url=url,
-                            sink=sink,
+                            receiver=receiver,
                             policy=policy,
                             bound=_Bound.of(artifact, policy),
                             progress=lambda total, done: None,
@@ -739,7 +734,7 @@ def compute_digests(
                             ComputedDigest(image.name, artifact.file, url, None, redact(str(exc)))
                         )
                         continue
-                    results.append(ComputedDigest(image.name, artifact.file, url, sink.sha256))
+                    results.append(ComputedDigest(image.name, artifact.file, url, receiver.sha256))
     finally:
         client_source.close()
     return results

@@ -8,25 +8,25 @@ cycles) live in lowbuild.plan.graph.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 
-from lowbuild.engines.base import ENGINE_NAMES
-from lowbuild.engines.changes import parse_change
-from lowbuild.errors import Location, SpecError
+from lowbuild.errors import Location, SpecError, did_you_mean
 from lowbuild.redact import redact
+from lowbuild.spec.changes import parse_change
 from lowbuild.spec.model import (
     COMMAND_TEST_TIMEOUT_S,
     DEFAULT_MAX_DOWNLOAD,
+    ENGINE_NAMES,
     HTTP_TEST_TIMEOUT_S,
+    IMAGE_FILE,
     MAX_TEST_TIMEOUT_S,
     Artifact,
     BasePin,
@@ -36,13 +36,13 @@ from lowbuild.spec.model import (
     HttpTest,
     ImageSpec,
     Pack,
+    PackFormat,
     Project,
     RecipeKind,
     Rewrite,
 )
 
 PROJECT_FILE = "lowbuild.yaml"
-IMAGE_FILE = "image.yaml"
 DEFAULT_CONTEXTS = ("contexts/*",)
 RESERVED_LABEL_PREFIX = "lowbuild."  # lowbuild's own labels (fingerprint, inputs)
 
@@ -90,7 +90,6 @@ _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
 
 _Choice = TypeVar("_Choice", bound=str)
-PackFormat = Literal["tar", "tar.gz"]
 
 
 def load_project(path: Path | None = None, *, allow_missing_digests: bool = False) -> Project:
@@ -304,13 +303,28 @@ class _Document:
             self.fail(f"{what} must be a number of seconds, not {_kind(node)}", node)
         value = float(self.loader.construct_object(node))
         if not 0 < value <= MAX_TEST_TIMEOUT_S:  # also refuses .nan and .inf
-            self.fail(f"{what} must be more than 0 and at most {MAX_TEST_TIMEOUT_S:g} seconds", node)
+            self.fail(
+                f"{what} must be more than 0 and at most {MAX_TEST_TIMEOUT_S:g} seconds", node
+            )
         return value
 
     def items(self, node: yaml.Node, *, what: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
             self.fail(f"{what} must be a list, not {_kind(node)}", node)
         return list(node.value)
+
+    def records(
+        self, node: yaml.Node | None, *, what: str, keys: Sequence[str], required: Sequence[str]
+    ) -> list[tuple[str, yaml.Node, dict[str, yaml.Node]]]:
+        """A list of mappings (none when `node` is absent): for each, its name for
+        messages (`what[i]`), its node and its fields (checked as `fields` does)."""
+        if node is None:
+            return []
+        found = []
+        for index, item in enumerate(self.items(node, what=what)):
+            name = f"{what}[{index}]"
+            found.append((name, item, self.fields(item, what=name, keys=keys, required=required)))
+        return found
 
     def texts(self, node: yaml.Node, *, what: str) -> tuple[str, ...]:
         return tuple(
@@ -344,7 +358,8 @@ class _Document:
         raise SpecError(f"{what} must be one of {', '.join(choices)}, not {value!r}", self.at(node))
 
     def context_path(self, node: yaml.Node, *, what: str) -> str:
-        """A path inside the build context: relative and without `..`, normalised (`site/` → `site`)."""
+        """A path inside the build context: relative and without `..`, normalised
+        (`site/` → `site`)."""
         value = self.text(node, what=what)
         path = PurePosixPath(value)
         if path.is_absolute() or ".." in path.parts:
@@ -375,8 +390,7 @@ def _kind(node: yaml.Node) -> str:
 
 
 def _unknown_key_message(key: str, *, what: str, keys: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(key, keys)
     return f"unknown key {key!r} in {what}{hint}; valid keys: {', '.join(keys)}"
 
 
@@ -417,30 +431,20 @@ def _engine(doc: _Document, node: yaml.Node | None) -> str | None:
 
 
 def _mirrors(doc: _Document, node: yaml.Node | None) -> tuple[Rewrite, ...]:
-    if node is None:
-        return ()
-    rewrites = []
-    for index, item in enumerate(doc.items(node, what="mirrors")):
-        what = f"mirrors[{index}]"
-        fields = doc.fields(
-            item, what=what, keys=("prefix", "replacement"), required=("prefix", "replacement")
+    keys = ("prefix", "replacement")
+    return tuple(
+        Rewrite(
+            prefix=doc.text(fields["prefix"], what=f"{what}.prefix"),
+            replacement=doc.text(fields["replacement"], what=f"{what}.replacement"),
         )
-        rewrites.append(
-            Rewrite(
-                prefix=doc.text(fields["prefix"], what=f"{what}.prefix"),
-                replacement=doc.text(fields["replacement"], what=f"{what}.replacement"),
-            )
-        )
-    return tuple(rewrites)
+        for what, _, fields in doc.records(node, what="mirrors", keys=keys, required=keys)
+    )
 
 
 def _bases(doc: _Document, node: yaml.Node | None) -> tuple[BasePin, ...]:
-    if node is None:
-        return ()
     pins: dict[str, BasePin] = {}
-    for index, item in enumerate(doc.items(node, what="bases")):
-        what = f"bases[{index}]"
-        fields = doc.fields(item, what=what, keys=("ref", "id"), required=("ref", "id"))
+    keys = ("ref", "id")
+    for what, item, fields in doc.records(node, what="bases", keys=keys, required=keys):
         ref = doc.text(fields["ref"], what=f"{what}.ref")
         image_id = doc.text(fields["id"], what=f"{what}.id")
         if not _IMAGE_ID.match(image_id):
@@ -704,14 +708,9 @@ def _digest(
 
 
 def _packs(doc: _Document, node: yaml.Node | None, *, directory: Path) -> tuple[Pack, ...]:
-    if node is None:
-        return ()
     packs = []
-    for index, item in enumerate(doc.items(node, what="packs")):
-        what = f"packs[{index}]"
-        fields = doc.fields(
-            item, what=what, keys=("into", "from", "format"), required=("into", "from")
-        )
+    keys, required = ("into", "from", "format"), ("into", "from")
+    for what, item, fields in doc.records(node, what="packs", keys=keys, required=required):
         into = doc.context_path(fields["into"], what=f"{what}.into")
         source = doc.context_path(fields["from"], what=f"{what}.from")
         if not (directory / source).is_dir():

@@ -13,19 +13,15 @@ from typing import Literal
 from lowbuild.errors import Location
 
 RecipeKind = Literal["dockerfile", "commit"]
+PackFormat = Literal["tar", "tar.gz"]
+IMAGE_FILE = "image.yaml"
+"""The file that makes a directory an image of the family."""
+
+EngineName = Literal["podman", "docker", "buildx", "buildah"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("podman", "docker", "buildx", "buildah")
+"""The engines a spec may name (lowbuild.yaml `engine:`); lowbuild/engines drives them."""
 # A server streaming without end must not fill the disk before the digest check fails.
 DEFAULT_MAX_DOWNLOAD = 1024**3
-
-
-@dataclass(frozen=True)
-class Digest:
-    """A pinned digest: algorithm ("sha256" or "sha512") and lowercase hex."""
-
-    algorithm: Literal["sha256", "sha512"]
-    hex: str
-
-    def __str__(self) -> str:
-        return f"{self.algorithm}:{self.hex}"
 
 
 @dataclass(frozen=True)
@@ -47,11 +43,12 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Pack:
-    """A deterministic archive `into` (relative to the context) made from `source` (a context dir)."""
+    """A deterministic archive `into` (relative to the context) made from `source` (a
+    directory of the context)."""
 
     into: str
     source: str
-    format: Literal["tar", "tar.gz"] = "tar.gz"
+    format: PackFormat = "tar.gz"
     location: Location | None = field(default=None, compare=False)
 
 
@@ -81,7 +78,8 @@ class HttpTest:
 
 @dataclass(frozen=True)
 class CommandTest:
-    """Run `command` in a fresh container; it must exit 0 and print `expect` (substring) if given."""
+    """Run `command` in a fresh container; it must exit 0 and, if `expect` is given, print
+    it (a substring of the output)."""
 
     command: tuple[str, ...]
     expect: str | None = None
@@ -99,7 +97,8 @@ class CommitStep:
 
 @dataclass(frozen=True)
 class CommitRecipe:
-    """The tutorial's manual method: container from `base`, steps, then commit.
+    """An image made by hand instead of a Dockerfile: a working container from `base`,
+    each step run or copied into it, then `commit -a author -m message -c change`.
 
     `changes` are Dockerfile instructions applied at commit (`CMD [...]`, `EXPOSE 80`, ...).
     """
@@ -136,6 +135,11 @@ class ImageSpec:
     @property
     def dockerfile_path(self) -> Path:
         return self.directory / self.dockerfile
+
+    @property
+    def engine_network(self) -> str | None:
+        """The `--network` to build and test with; None: the engine's default."""
+        return None if self.network == "default" else self.network
 
 
 @dataclass(frozen=True)

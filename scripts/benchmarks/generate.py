@@ -11,11 +11,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _WORDS = (
-    "int", "return", "static", "void", "const", "struct", "include", "define", "if", "else",
-    "for", "while", "break", "case", "switch", "default", "continue", "goto", "sizeof",
-    "typedef", "union", "enum", "extern", "register", "volatile", "char", "short", "long",
-    "float", "double", "signed", "unsigned", "buffer", "length", "index", "value", "result",
-    "error", "status", "config", "server", "client", "request", "response", "handler", "module",
+    "int",
+    "return",
+    "static",
+    "void",
+    "const",
+    "struct",
+    "include",
+    "define",
+    "if",
+    "else",
+    "for",
+    "while",
+    "break",
+    "case",
+    "switch",
+    "default",
+    "continue",
+    "goto",
+    "sizeof",
+    "typedef",
+    "union",
+    "enum",
+    "extern",
+    "register",
+    "volatile",
+    "char",
+    "short",
+    "long",
+    "float",
+    "double",
+    "signed",
+    "unsigned",
+    "buffer",
+    "length",
+    "index",
+    "value",
+    "result",
+    "error",
+    "status",
+    "config",
+    "server",
+    "client",
+    "request",
+    "response",
+    "handler",
+    "module",
     "context",
 )
 
@@ -45,8 +86,9 @@ def tree_plan(shape: TreeShape) -> list[tuple[str, int, bool]]:
     for index, size in enumerate(sizes):
         directory = index // shape.per_dir
         top, sub = divmod(directory, 20)
-        path = f"d{top:03d}/s{sub:02d}/f{index:05d}.{'bin' if index % shape.binary_every == 0 else 'c'}"
-        plan.append((path, size, index % shape.binary_every == 0))
+        binary = index % shape.binary_every == 0
+        path = f"d{top:03d}/s{sub:02d}/f{index:05d}.{'bin' if binary else 'c'}"
+        plan.append((path, size, binary))
     return plan
 
 

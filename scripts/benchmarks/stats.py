@@ -117,7 +117,8 @@ def markdown_table(results: Results) -> str:
         lines += ["", "| section | goal | figure | met |", "|---|---|---|---|"]
         for g in results.goals:
             lines.append(
-                f"| {_cell(g.section)} | {_cell(g.text)} | {_cell(g.figure)} | {'yes' if g.met else 'NO'} |"
+                f"| {_cell(g.section)} | {_cell(g.text)} | {_cell(g.figure)} "
+                f"| {'yes' if g.met else 'NO'} |"
             )
     if results.notes:
         lines += ["", *(f"- {note}" for note in results.notes)]
@@ -128,7 +129,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def figure_of(section: str, name: str, samples: Sequence[float], unit: Unit = "s", note: str = "") -> Figure:
+def figure_of(
+    section: str, name: str, samples: Sequence[float], unit: Unit = "s", note: str = ""
+) -> Figure:
     """A Figure from any sequence of samples (at least one)."""
     if not samples:
         raise ValueError(f"{section}/{name}: no samples")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from containers import containers
 from live_services import BASE_IMAGE, Registry, free_port, make_site_context, wait_for_http
 
 from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, Engine
@@ -50,9 +51,9 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
             pytrace=False,
         )
     chosen = engine_by_name(name)
-    before = set(chosen.list_containers(label=OWNED_LABEL))
+    before = containers(chosen, label=OWNED_LABEL)
     yield chosen
-    left = set(chosen.list_containers(label=OWNED_LABEL)) - before
+    left = containers(chosen, label=OWNED_LABEL) - before
     if left:
         pytest.fail(f"{name} tests left containers behind: {sorted(left)}", pytrace=False)
 

@@ -6,6 +6,7 @@ The first path segment picks the behaviour, the rest names a payload:
   /html/NAME        200 with an HTML error page instead of the file
   /empty/NAME       200 with an empty body
   /flaky/NAME       500 on the first request for NAME, then like /ok
+  /busy/NAME        503 with `Retry-After: 1` on the first request for NAME, then like /ok
   /missing/NAME     404
   /reset/NAME       sends a third of the body then resets the connection (RST), every time
   /resetonce/NAME   like /reset on the first request, then like /ok (so Range resumes)
@@ -33,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Request:
     path: str
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 FLOOD_LIMIT = 512 * 1024 * 1024  # what "streams forever" means here: far past any test limit
@@ -82,6 +84,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(200, b"<html><body>Please log in</body></html>", "text/html")
         elif mode == "empty":
             self._simple(200, b"")
+        elif mode == "busy" and first:
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif mode == "busy":
+            self._serve(body, ranges=True)
         elif mode == "flaky":
             if first:
                 self._simple(500, b"internal error")

@@ -29,7 +29,9 @@ def namespace() -> Iterator[str]:
     yield name
     listed = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     ours = [ref for ref in listed if ref.startswith(f"{name}/")]
     if ours:
@@ -77,7 +79,11 @@ def test_exported_bake_file_builds_the_family_with_buildx_bake(
 
     exported = subprocess.run(
         [sys.executable, "-m", "lowbuild", "export", "bake", "-o", str(bake)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
     assert exported.returncode == 0, exported.stderr
@@ -87,12 +93,17 @@ def test_exported_bake_file_builds_the_family_with_buildx_bake(
     for wave in ("wave-0", "wave-1"):
         built = subprocess.run(
             ["docker", "buildx", "bake", "-f", str(bake), wave],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert built.returncode == 0, built.stderr[-3000:]
     ran = subprocess.run(
         ["docker", "run", "--rm", f"{namespace}/app:latest"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == PAYLOAD.decode() + "packed for bake\n"

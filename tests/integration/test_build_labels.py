@@ -9,7 +9,7 @@ from pathlib import Path
 
 from live_services import BASE_IMAGE
 
-from lowbuild.engines.base import Engine
+from lowbuild.engines.base import BuildRequest, Engine
 
 TRICKY = {
     "lowbuild.inputs": json.dumps({"args": {"A": "1"}, "files": {"a b.txt": "x"}}),
@@ -29,7 +29,7 @@ def test_tricky_labels_land_on_the_image_verbatim(
     )
     ref = image_refs("labels")
 
-    engine.build(context=tmp_path, tags=[ref], labels=TRICKY)
+    engine.build(BuildRequest(context=tmp_path, tags=[ref], labels=TRICKY))
 
     info = engine.inspect_image(ref)
     assert info is not None

@@ -79,7 +79,7 @@ def _write_family(root: Path, namespace: str, served: Path) -> None:
         "parent: base\n"
         "network: none\n"
         "artifacts:\n"
-        f"  - file: payload.txt\n    urls: [\"file://{served}\"]\n    sha256: {PAYLOAD_SHA}\n"
+        f'  - file: payload.txt\n    urls: ["file://{served}"]\n    sha256: {PAYLOAD_SHA}\n'
         "packs:\n"
         "  - into: site.tar\n    from: site/\n    format: tar\n"
         "test:\n"
@@ -124,7 +124,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     root.mkdir()
     _write_family(root, namespace, served)
     env = {**os.environ, "LOWBUILD_CACHE": str(top / "cache"), "COLUMNS": "200"}
-    family = Exported(root=root, namespace=namespace, bundle=top / "family.bundle", env=env, seconds=0)
+    family = Exported(
+        root=root, namespace=namespace, bundle=top / "family.bundle", env=env, seconds=0
+    )
     try:
         fetched = family.lowbuild("fetch")
         assert fetched.returncode == 0, fetched.stderr
@@ -183,7 +185,13 @@ def test_offline_build_without_network_from_an_imported_bundle(
 ) -> None:
     started = time.monotonic()
     imported = exported.lowbuild(
-        "bundle", "import", str(exported.bundle), "--engine", "podman", env=fresh_host.env, no_net=True
+        "bundle",
+        "import",
+        str(exported.bundle),
+        "--engine",
+        "podman",
+        env=fresh_host.env,
+        no_net=True,
     )
     print(f"bundle import: {time.monotonic() - started:.1f}s")
     assert imported.returncode == 0, imported.stderr
@@ -192,7 +200,14 @@ def test_offline_build_without_network_from_an_imported_bundle(
     assert BASE in refs and f"localhost/{exported.namespace}/base:latest" in refs
 
     built = exported.lowbuild(
-        "build", "--offline", "--test", "--engine", "podman", "--json", env=fresh_host.env, no_net=True
+        "build",
+        "--offline",
+        "--test",
+        "--engine",
+        "podman",
+        "--json",
+        env=fresh_host.env,
+        no_net=True,
     )
 
     assert built.returncode == 0, built.stdout + built.stderr
@@ -273,9 +288,10 @@ def test_export_twice_gives_identical_bytes(exported: Exported, tmp_path: Path) 
         "bundle", "export", str(again), "--with-built", "base", "--engine", "podman"
     )
     assert done.returncode == 0, done.stderr
-    assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(
-        exported.bundle.read_bytes()
-    ).hexdigest()
+    assert (
+        hashlib.sha256(again.read_bytes()).hexdigest()
+        == hashlib.sha256(exported.bundle.read_bytes()).hexdigest()
+    )
 
 
 def test_bundle_ls_lists_every_member(exported: Exported) -> None:
@@ -286,9 +302,7 @@ def test_bundle_ls_lists_every_member(exported: Exported) -> None:
     for m in members:
         by_kind.setdefault(m["kind"], []).append(m["name"])
     assert by_kind["artifact"] == ["payload.txt"]
-    assert sorted(by_kind["image"]) == sorted(
-        [BASE, f"{exported.namespace}/base:latest"]
-    )
+    assert sorted(by_kind["image"]) == sorted([BASE, f"{exported.namespace}/base:latest"])
     assert by_kind["manifest"] == ["manifest.json", "manifest.json.sha256"]
     with tarfile.open(exported.bundle) as tar:
         files = {i.name: i.size for i in tar.getmembers() if i.isfile()}

@@ -36,7 +36,8 @@ def test_bundle_cut_short_inside_a_member_is_refused_whole(tmp_path: Path) -> No
     (root / "lowbuild.yaml").write_text("name: cut\nnamespace: lowbuild-cuttest\n")
     (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY payload.bin /\n")
     (context / "image.yaml").write_text(
-        f"name: app\nartifacts:\n  - file: payload.bin\n    urls: [file://{source}]\n    sha256: {SHA}\n"
+        "name: app\nartifacts:\n  - file: payload.bin\n"
+        f"    urls: [file://{source}]\n    sha256: {SHA}\n"
     )
     sent_cache = tmp_path / "connected-cache"
     assert lowbuild("fetch", cwd=root, cache=sent_cache).returncode == 0

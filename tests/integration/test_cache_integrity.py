@@ -54,7 +54,16 @@ class Family:
     def shipped_sha256(self) -> str:
         """The sha256 of the artifact as it is inside the built image."""
         out = subprocess.run(
-            ["podman", "run", "--rm", "--network", "none", self.ref, "sha256sum", "/in/payload.bin"],
+            [
+                "podman",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                self.ref,
+                "sha256sum",
+                "/in/payload.bin",
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -76,7 +85,9 @@ def family(tmp_path: Path) -> Iterator[Family]:
     context = root / "contexts" / "app"
     context.mkdir(parents=True)
     namespace = f"lowbuild-integrity-{secrets.token_hex(4)}"
-    (root / "lowbuild.yaml").write_text(f"name: integrity\nnamespace: {namespace}\nengine: podman\n")
+    (root / "lowbuild.yaml").write_text(
+        f"name: integrity\nnamespace: {namespace}\nengine: podman\n"
+    )
     (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY payload.bin /in/payload.bin\n")
     (context / "image.yaml").write_text(
         "name: app\nnetwork: none\nartifacts:\n"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lowbuild.engines.base import OWNED_LABEL, Engine, ShellStep
+from lowbuild.engines.base import OWNED_LABEL, CommitRequest, Engine, RecipeRequest, ShellStep
 from lowbuild.engines.changes import label_change
 
 pytestmark = pytest.mark.engine
@@ -30,22 +30,25 @@ def test_commit_recipe_changes_round_trip_exactly_on_every_engine(
     engine: Engine, base_image: str, image_refs: Callable[[str], str]
 ) -> None:
     ref = image_refs("exact-changes")
+    changes = [
+        "ENV A=1 B=2",
+        """ENV SPACED="  two  words " EQ=k=v=w SQ='it"s' DQ="say \\"hi\\"" DOLLAR="\\$HOME\"""",
+        """LABEL a=1 b=2 "with space"="x y" quoted='it''s' json='{"k": "v w"}' nö=✓""",
+        label_change("lowbuild.inputs", INPUTS_JSON),
+        'ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "--"]',
+        'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" '
+        '\\"$(pwd)\\" \\"$(id -u)\\""]',
+        "EXPOSE 8080 53/udp",
+        "USER 1000:1000",
+        "WORKDIR /srv",
+    ]
     engine.commit_steps(
-        base=base_image,
-        ref=ref,
-        steps=[ShellStep("mkdir -p /srv && chown 1000:1000 /srv")],
-        changes=[
-            "ENV A=1 B=2",
-            """ENV SPACED="  two  words " EQ=k=v=w SQ='it"s' DQ="say \\"hi\\"" DOLLAR="\\$HOME\"""",
-            """LABEL a=1 b=2 "with space"="x y" quoted='it''s' json='{"k": "v w"}' nö=✓""",
-            label_change("lowbuild.inputs", INPUTS_JSON),
-            'ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "--"]',
-            'CMD ["sh", "-c", "printf \'%s|\' \\"$SPACED\\" \\"$DOLLAR\\" \\"$(pwd)\\" \\"$(id -u)\\""]',
-            "EXPOSE 8080 53/udp",
-            "USER 1000:1000",
-            "WORKDIR /srv",
-        ],
-        network="none",
+        RecipeRequest(
+            base=base_image,
+            steps=[ShellStep("mkdir -p /srv && chown 1000:1000 /srv")],
+            commit=CommitRequest(ref=ref, changes=changes),
+            network="none",
+        )
     )
     base = engine.inspect_image(base_image)
     info = engine.inspect_image(ref)
@@ -92,13 +95,13 @@ def test_commit_recipe_leaves_no_working_container_behind(
     # The working container carries no lowbuild.owned label (it would be committed), so
     # the session's label check cannot see it: find it by the hostname its step printed.
     lines: list[str] = []
-    engine.commit_steps(
+    recipe = RecipeRequest(
         base=base_image,
-        ref=image_refs("no-leftover"),
         steps=[ShellStep("hostname")],
+        commit=CommitRequest(ref=image_refs("no-leftover")),
         network="none",
-        log=lines.append,
     )
+    engine.commit_steps(recipe, log=lines.append)
     short_ids = [line for line in lines if re.fullmatch(r"[0-9a-f]{12}", line.strip())]
     assert len(short_ids) == 1, lines  # the engines name a container's host by its ID
     assert not [cid for cid in _every_container(engine) if cid.startswith(short_ids[0].strip())]

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from containers import containers
 from live_services import SITE_TEXT, Registry, make_site_context, wait_for_http
 
-from lowbuild.engines.base import OWNED_LABEL, CopyStep, Engine, ShellStep
+from lowbuild.engines.base import (
+    OWNED_LABEL,
+    BuildRequest,
+    CommitRequest,
+    CopyStep,
+    Engine,
+    RecipeRequest,
+    ShellStep,
+)
 from lowbuild.engines.detect import select_engine
 from lowbuild.errors import EngineError, EngineUnavailable
 
@@ -37,13 +46,10 @@ def site_image(
     context = make_site_context(tmp_path_factory.mktemp(f"site-{engine.name}"))
     ref = f"localhost/lowbuild-test/{engine.name}-site:1"
     lines: list[str] = []
-    image_id = engine.build(
-        context=context,
-        tags=[ref],
-        labels={"org.lowbuild.test.build": "yes"},
-        network="none",
-        log=lines.append,
+    request = BuildRequest(
+        context=context, tags=[ref], labels={"org.lowbuild.test.build": "yes"}, network="none"
     )
+    image_id = engine.build(request, log=lines.append)
     yield BuiltSite(ref=ref, id=image_id, log=tuple(lines))
     with contextlib.suppress(EngineError):
         engine.remove_image(ref, force=True)
@@ -107,8 +113,8 @@ def test_containers_carry_the_owned_label_and_vanish_after_the_block(
     engine: Engine, site_image: BuiltSite
 ) -> None:
     with engine.run(image=site_image.ref) as container:
-        assert container.id in set(engine.list_containers(label=f"{OWNED_LABEL}=true"))
-    assert container.id not in set(engine.list_containers())
+        assert container.id in containers(engine, label=f"{OWNED_LABEL}=true")
+    assert container.id not in containers(engine)
 
 
 def test_container_is_removed_even_when_the_block_fails(
@@ -116,7 +122,7 @@ def test_container_is_removed_even_when_the_block_fails(
 ) -> None:
     with pytest.raises(RuntimeError), engine.run(image=site_image.ref) as container:
         raise RuntimeError("the smoke test failed")
-    assert container.id not in set(engine.list_containers())
+    assert container.id not in containers(engine)
 
 
 def test_commit_keeps_author_message_and_each_change(
@@ -127,17 +133,19 @@ def test_commit_keeps_author_message_and_each_change(
         engine.exec(container, ["sh", "-c", "mkdir -p /srv && echo committed > /srv/state.txt"])
         image_id = engine.commit(
             container,
-            ref=ref,
-            author="Lowbuild Tests <tests@lowbuild.invalid>",
-            message="committed by the engine tests",
-            changes=[
-                'CMD ["cat", "state.txt"]',
-                "EXPOSE 9090/tcp",
-                "ENV COMMITTED=yes",
-                "USER 1000",
-                "WORKDIR /srv",
-                "LABEL org.lowbuild.test.committed=true",
-            ],
+            CommitRequest(
+                ref=ref,
+                author="Lowbuild Tests <tests@lowbuild.invalid>",
+                message="committed by the engine tests",
+                changes=[
+                    'CMD ["cat", "state.txt"]',
+                    "EXPOSE 9090/tcp",
+                    "ENV COMMITTED=yes",
+                    "USER 1000",
+                    "WORKDIR /srv",
+                    "LABEL org.lowbuild.test.committed=true",
+                ],
+            ),
         )
     assert FULL_ID.fullmatch(image_id), image_id
     info = engine.inspect_image(ref)
@@ -162,13 +170,8 @@ def test_commit_recipe_runs_steps_copies_files_and_commits(
     greeting = tmp_path / "greeting.txt"
     greeting.write_text("copied in\n")
     lines: list[str] = []
-    image_id = engine.commit_steps(
-        base=base_image,
+    commit = CommitRequest(
         ref=ref,
-        steps=[
-            ShellStep("mkdir -p /srv && echo stepped > /srv/state.txt && echo visible-in-log"),
-            CopyStep(greeting, "/srv/greeting.txt"),
-        ],
         author="Recipe Author <recipe@lowbuild.invalid>",
         message="made by a commit recipe",
         changes=[
@@ -179,9 +182,13 @@ def test_commit_recipe_runs_steps_copies_files_and_commits(
             "USER 1000",
             "LABEL org.lowbuild.test.recipe=commit",
         ],
-        network="none",
-        log=lines.append,
     )
+    steps = [
+        ShellStep("mkdir -p /srv && echo stepped > /srv/state.txt && echo visible-in-log"),
+        CopyStep(greeting, "/srv/greeting.txt"),
+    ]
+    recipe = RecipeRequest(base=base_image, steps=steps, commit=commit, network="none")
+    image_id = engine.commit_steps(recipe, log=lines.append)
     info = engine.inspect_image(ref)
     assert info is not None
     assert info.id == image_id
@@ -202,7 +209,8 @@ def test_commit_recipe_keeps_the_base_command_unless_changed(
     engine: Engine, site_image: BuiltSite, image_refs: Callable[[str], str]
 ) -> None:
     ref = image_refs("recipe-keeps-cmd")
-    engine.commit_steps(base=site_image.ref, ref=ref, steps=[ShellStep("touch /www/extra")])
+    steps = [ShellStep("touch /www/extra")]
+    engine.commit_steps(RecipeRequest(site_image.ref, steps, CommitRequest(ref=ref)))
     info = engine.inspect_image(ref)
     assert info is not None
     assert info.cmd == ("busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
@@ -214,9 +222,8 @@ def test_failing_commit_step_raises_with_its_message(
 ) -> None:
     ref = image_refs("recipe-broken")
     with pytest.raises(EngineError) as raised:
-        engine.commit_steps(
-            base=base_image, ref=ref, steps=[ShellStep("echo 'recipe step broke' >&2; exit 4")]
-        )
+        steps = [ShellStep("echo 'recipe step broke' >&2; exit 4")]
+        engine.commit_steps(RecipeRequest(base_image, steps, CommitRequest(ref=ref)))
     assert raised.value.returncode != 0
     assert "recipe step broke" in raised.value.stderr
     assert engine.inspect_image(ref) is None
@@ -230,7 +237,7 @@ def test_failing_run_raises_engine_error_with_the_commands_message(
     )
     lines: list[str] = []
     with pytest.raises(EngineError) as raised:
-        engine.build(context=tmp_path, tags=[image_refs("broken")], log=lines.append)
+        engine.build(BuildRequest(context=tmp_path, tags=[image_refs("broken")]), log=lines.append)
     assert raised.value.returncode != 0
     assert "lowbuild-test: the step broke" in raised.value.stderr
     assert any("lowbuild-test: the step broke" in line for line in lines)
@@ -246,7 +253,7 @@ def test_save_then_load_after_removal_restores_the_same_image(
     ref = image_refs("saved")
     marker = secrets.token_hex(8)  # a config no other image has, so removal really removes
     image_id = engine.build(
-        context=context, tags=[ref], labels={"org.lowbuild.test.marker": marker}
+        BuildRequest(context=context, tags=[ref], labels={"org.lowbuild.test.marker": marker})
     )
     archive = tmp_path / "image.tar"
     engine.save([ref], archive)

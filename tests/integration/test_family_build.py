@@ -109,7 +109,9 @@ def family(tmp_path: Path) -> Iterator[Family]:
     yield Family(root=root, namespace=namespace, calls=calls, env=env)
     listed = subprocess.run(
         [podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     ours = [ref for ref in listed if namespace in ref]
     if ours:
@@ -248,7 +250,9 @@ def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) ->
     def build_containers() -> set[str]:
         out = subprocess.run(
             [podman, "ps", "--all", "--external", "--quiet", "--no-trunc"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         return set(out.split())
 
@@ -258,8 +262,12 @@ def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) ->
     # A terminal delivers Ctrl-C to the whole foreground process group.
     process = subprocess.Popen(
         [sys.executable, "-m", "lowbuild", "build", "--engine", "podman"],
-        cwd=family.root, env=family.env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=family.root,
+        env=family.env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -281,7 +289,9 @@ def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) ->
     assert build_containers() - before == set()
     owned = subprocess.run(
         [podman, "ps", "--all", "--quiet", "--filter", "label=lowbuild.owned"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert owned == []
     stage = family.root / ".lowbuild" / "stage"
@@ -291,15 +301,15 @@ def test_ctrl_c_stops_running_builds_and_leaves_no_containers(family: Family) ->
 
 def _pin_base(family: Family, image_id: str) -> None:
     project = family.root / "lowbuild.yaml"
-    project.write_text(
-        project.read_text() + f'bases:\n  - {{ref: "{BASE}", id: "{image_id}"}}\n'
-    )
+    project.write_text(project.read_text() + f'bases:\n  - {{ref: "{BASE}", id: "{image_id}"}}\n')
 
 
 def test_base_pinned_to_another_id_is_refused_naming_both_ids(family: Family) -> None:
     present = subprocess.run(
         ["podman", "image", "inspect", "--format", "{{.Id}}", BASE],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     expected = "sha256:" + "0" * 64
     _pin_base(family, expected)
@@ -317,7 +327,9 @@ def test_base_pinned_to_another_id_is_refused_naming_both_ids(family: Family) ->
 def test_base_pinned_to_its_own_id_builds(family: Family) -> None:
     present = subprocess.run(
         ["podman", "image", "inspect", "--format", "{{.Id}}", BASE],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     _pin_base(family, f"sha256:{present.removeprefix('sha256:')}")
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,25 @@ def test_server_error_is_retried_then_succeeds(server: FaultServer, cache: Cache
     [outcome] = fetch_artifacts([image_with(url)], cache=cache, policy=FAST)
     assert outcome.path.read_bytes() == PAYLOAD
     assert server.state.count("/flaky/src.tar.gz") == 2
+
+
+def test_retry_after_of_a_busy_server_is_honoured(server: FaultServer, cache: Cache) -> None:
+    # FAST backs off for 0.01 s; the server asked for 1 s, and gets it.
+    [outcome] = fetch_artifacts(
+        [image_with(server.url("busy", "src.tar.gz"))], cache=cache, policy=FAST
+    )
+    assert outcome.path.read_bytes() == PAYLOAD
+    first, second = server.state.requests
+    assert second.at - first.at >= 0.95
+
+
+def test_retry_after_beyond_the_policy_limit_is_cut_to_it(
+    server: FaultServer, cache: Cache
+) -> None:
+    policy = replace(FAST, retry_after_max=0.1)
+    fetch_artifacts([image_with(server.url("busy", "src.tar.gz"))], cache=cache, policy=policy)
+    first, second = server.state.requests
+    assert second.at - first.at < 0.9
 
 
 def test_404_on_first_mirror_falls_back_to_second(server: FaultServer, cache: Cache) -> None:

@@ -33,7 +33,9 @@ def server() -> Iterator[FaultServer]:
         yield srv
 
 
-def image_with(url: str, *, size: int | None = None, sha256: str = SHA, file: str = "src.tar.gz") -> ImageSpec:
+def image_with(
+    url: str, *, size: int | None = None, sha256: str = SHA, file: str = "src.tar.gz"
+) -> ImageSpec:
     return ImageSpec(
         name="app",
         directory=Path("/nonexistent"),
@@ -87,7 +89,9 @@ def test_endless_body_stops_at_the_default_ceiling(server: FaultServer, tmp_path
     cache = Cache(tmp_path / "cache")
     ceiling = FetchPolicy(attempts=1, read_timeout=5, max_download=1024 * 1024)
     with pytest.raises(FetchError) as caught:
-        fetch_artifacts([image_with(server.url("flood", "src.tar.gz"))], cache=cache, policy=ceiling)
+        fetch_artifacts(
+            [image_with(server.url("flood", "src.tar.gz"))], cache=cache, policy=ceiling
+        )
     message = str(caught.value)
     assert "src.tar.gz" in message and "1048576 bytes" in message
     assert "max-download:" in message and "size:" in message

@@ -157,7 +157,8 @@ def test_offline_fetch_and_assembly_work_without_any_network(tmp_path: Path) -> 
         "from lowbuild.sources.cache import Cache\n"
         "from lowbuild.context.assemble import assemble_context\n"
         f"p = load_project(Path({str(project)!r}))\n"
-        f"s = assemble_context(p.image('app'), cache=Cache(Path({str(cache)!r})), stage_root=Path({str(tmp_path / 'stage')!r}))\n"
+        f"s = assemble_context(p.image('app'), cache=Cache(Path({str(cache)!r})), "
+        f"stage_root=Path({str(tmp_path / 'stage')!r}))\n"
         "print(s.digest)\n"
     )
     staged = subprocess.run(

@@ -76,7 +76,11 @@ class Project:
     def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300,
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     def build(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -98,7 +102,9 @@ class Project:
 def _write(root: Path, namespace: str, name: str, parent: str | None, dockerfile_tail: str) -> None:
     context = root / "contexts" / name
     context.mkdir(parents=True)
-    (context / "image.yaml").write_text(f"name: {name}\n" + (f"parent: {parent}\n" if parent else ""))
+    (context / "image.yaml").write_text(
+        f"name: {name}\n" + (f"parent: {parent}\n" if parent else "")
+    )
     base = f"{namespace}/{parent}:latest" if parent else BASE_IMAGE
     (context / "Dockerfile").write_text(f"FROM {base}\n{dockerfile_tail}")
 
@@ -118,7 +124,9 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     client = "docker" if name in {"docker", "buildx"} else "podman"
     listed = subprocess.run(
         [client, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     ours = [ref for ref in listed if namespace in ref]
     if ours:
@@ -133,7 +141,10 @@ def test_interrupt_leaves_no_process_and_no_container_of_the_build(
     project: Project, signum: signal.Signals
 ) -> None:
     _write(
-        project.root, project.namespace, "a", None,
+        project.root,
+        project.namespace,
+        "a",
+        None,
         f"RUN echo first > /first\nRUN sh -c 'sleep 300; echo {project.marker}'\n",
     )
     process = project.start("build", "--engine", project.engine)
@@ -152,9 +163,7 @@ def test_interrupt_leaves_no_process_and_no_container_of_the_build(
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     # dockerd stops a cancelled build's step on its own schedule: allow it a few seconds.
-    wait_until(
-        lambda: not marker_processes(project.marker), timeout=5, what="the RUN step to go"
-    )
+    wait_until(lambda: not marker_processes(project.marker), timeout=5, what="the RUN step to go")
     assert project.leftover_containers(run_ids) == set()
     assert project.leftover_temp_dirs(run_ids) == []
     assert project.run_ids() == [], "the record of a run that stopped cleanly is removed"
@@ -176,21 +185,34 @@ def _timestamp(raw: str) -> float:
     return datetime.fromisoformat(trimmed).timestamp()
 
 
-def _dangling_images_of_killed_runs(project: Project, windows: list[tuple[float, float]]) -> list[str]:
+def _dangling_images_of_killed_runs(
+    project: Project, windows: list[tuple[float, float]]
+) -> list[str]:
     """Untagged images made while a killed run was running whose history holds this test's
     marker (made by its builds). (Rebuilding a tag leaves the image it replaced untagged,
     as every engine does: that is not a leftover of a kill.)"""
     client = _client(project.engine)
     listed = subprocess.run(
         [client, "images", "--filter", "dangling=true", "--quiet", "--no-trunc"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     if not listed:
         return []
     # One inspect for all (the machine's other builds leave many): their creation times.
     inspected = subprocess.run(
-        [client, "image", "inspect", "--format", "{{.Id}} {{json .Created}}", *dict.fromkeys(listed)],
-        capture_output=True, text=True, check=False,
+        [
+            client,
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}} {{json .Created}}",
+            *dict.fromkeys(listed),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     ours = []
     for line in inspected.splitlines():
@@ -200,7 +222,9 @@ def _dangling_images_of_killed_runs(project: Project, windows: list[tuple[float,
             continue
         history = subprocess.run(
             [client, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout
         if project.marker in history:
             ours.append(image)
@@ -213,10 +237,7 @@ def _write_kill_family(project: Project, stamp: str) -> None:
     for name, parent in (("a", None), ("b", "a")):
         context = project.root / "contexts" / name
         if not context.exists():
-            steps = "".join(
-                f"RUN echo {project.marker}-{name}{i} > /{name}{i}\n"
-                for i in range(2)
-            )
+            steps = "".join(f"RUN echo {project.marker}-{name}{i} > /{name}{i}\n" for i in range(2))
             _write(project.root, project.namespace, name, parent, f"COPY stamp /stamp\n{steps}")
         (context / "stamp").write_text(stamp + "\n")
 
@@ -253,7 +274,8 @@ def test_sigkill_at_random_moments_leaves_nothing_the_next_run_does_not_remove(
         windows.append((started, time.time()))
         # The engine commands die with lowbuild (the guard's PDEATHSIG), before any next run.
         wait_until(
-            lambda: not _build_processes(project), timeout=20,
+            lambda: not _build_processes(project),
+            timeout=20,
             what=f"the build processes of the run killed after {delay:.1f} s to go",
         )
         after = project.build()
@@ -277,7 +299,10 @@ def test_sigkill_during_a_run_step_stops_the_step_and_the_next_run_cleans_up(
     project: Project,
 ) -> None:
     _write(
-        project.root, project.namespace, "a", None,
+        project.root,
+        project.namespace,
+        "a",
+        None,
         f"RUN echo first > /first\nRUN sh -c 'sleep 300; echo {project.marker}'\n",
     )
     process = project.start("build", "--engine", project.engine)
@@ -339,7 +364,10 @@ def test_clean_removes_the_containers_of_a_killed_run(project: Project) -> None:
 
 def test_second_build_waits_for_the_first_and_names_its_pid(project: Project) -> None:
     _write(
-        project.root, project.namespace, "a", None,
+        project.root,
+        project.namespace,
+        "a",
+        None,
         f"RUN sh -c 'sleep 4; echo {project.marker}' > /a\n",
     )
     _write(project.root, project.namespace, "b", "a", "RUN echo b > /b\n")

@@ -59,13 +59,20 @@ class SeedRun:
     def lowbuild(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def fetch_sources(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", str(FETCH_SCRIPT), str(self.sources)],
-            env=self.env, capture_output=True, text=True, timeout=600,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
 
 
@@ -104,7 +111,9 @@ def _container(*run_args: str) -> Iterator[str]:
     name = f"lowbuild-seedtest-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [podman, "run", "-d", "--pull=never", "--name", name, *run_args],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     try:
         yield name
@@ -123,7 +132,9 @@ def _process_users(container: str, command: str) -> set[str]:
     """The users that processes whose command line starts with `command` run as."""
     out = subprocess.run(
         [_podman(), "exec", container, "ps", "-eo", "uid=,args="],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return {
         line.split(None, 1)[0]
@@ -172,7 +183,9 @@ def test_whole_seed_family_builds_and_passes_its_smoke_tests(
 def test_versions_are_tagged_next_to_latest(built: dict[str, dict[str, object]]) -> None:
     listed = subprocess.run(
         [_podman(), "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     for ref in ("lowbuild/nginx:1.22.1", "lowbuild/haproxy:2.6.12", "lowbuild/tomcat:latest"):
         assert f"localhost/{ref}" in listed, ref
@@ -215,7 +228,9 @@ def test_hand_made_image_carries_its_author_and_message(
     info = json.loads(
         subprocess.run(
             [_podman(), "image", "inspect", "lowbuild/nginx-commit:latest"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     )[0]
     assert info["Author"] == "seed family <ops@example.com>"

@@ -37,23 +37,38 @@ pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_whole_seed_family_builds_cold_and_passes_on(
-    engine: str, tmp_path: Path
-) -> None:
+def test_whole_seed_family_builds_cold_and_passes_on(engine: str, tmp_path: Path) -> None:
     namespace = f"lowbuild-seed-{engine}-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "project"
     copy_seed_family(REPO, root, namespace=namespace)
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     fetched = subprocess.run(
         ["bash", str(FETCH_SCRIPT), str(tmp_path / "sources")],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert fetched.returncode == 0, fetched.stderr
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "lowbuild", "build", "--engine", engine, "--test",
-             "--json", "--jobs", "2"],
-            cwd=root, env=env, capture_output=True, text=True, timeout=1800,
+            [
+                sys.executable,
+                "-m",
+                "lowbuild",
+                "build",
+                "--engine",
+                engine,
+                "--test",
+                "--json",
+                "--jobs",
+                "2",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         records = {r["image"]: r for r in json.loads(result.stdout or "[]")}
         assert result.returncode == 0, result.stderr[-4000:]

@@ -55,13 +55,20 @@ class Side:
         prefix = NO_NETWORK if self.offline else []
         return subprocess.run(
             [*prefix, sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def images(self) -> set[str]:
         listed = subprocess.run(
             ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-            env=self.env, capture_output=True, text=True, check=True,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return set(listed.stdout.split())
 
@@ -83,15 +90,25 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     connected = Side(root=_project_copy(top / "project"), env=env)
     fetched = subprocess.run(
         ["bash", str(FETCH_SCRIPT), str(top / "sources")],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert fetched.returncode == 0, fetched.stderr
     built = connected.lowbuild("build", "base", "--engine", "podman")
     assert built.returncode == 0, built.stderr[-4000:]
     out = top / "seed.bundle"
     exported = connected.lowbuild(
-        "bundle", "export", str(out), "nginx", "haproxy", "--with-built", "base",
-        "--engine", "podman",
+        "bundle",
+        "export",
+        str(out),
+        "nginx",
+        "haproxy",
+        "--with-built",
+        "base",
+        "--engine",
+        "podman",
     )
     assert exported.returncode == 0, exported.stderr
     return out
@@ -145,8 +162,16 @@ def test_source_built_nginx_and_haproxy_build_and_pass_offline_from_a_bundle(
     )
 
     built = air_gapped.lowbuild(
-        "build", "--offline", "--test", "--json", "--engine", "podman", "--jobs", "2",
-        "nginx", "haproxy",
+        "build",
+        "--offline",
+        "--test",
+        "--json",
+        "--engine",
+        "podman",
+        "--jobs",
+        "2",
+        "nginx",
+        "haproxy",
     )
     print(f"air-gapped import + build + test: {time.monotonic() - started:.0f}s")
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from containers import containers
 from live_services import BASE_IMAGE
 
-from lowbuild.engines.base import Engine
+from lowbuild.engines.base import BuildRequest, Engine
 from lowbuild.errors import SmokeTestFailed
 from lowbuild.run.smoke import run_smoke_test
 from lowbuild.spec.model import CommandTest, HttpTest
@@ -62,13 +63,13 @@ def silent(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         'while :; do sleep 3600 | nc -l -p 8080; done"]\n'
     )
     ref = f"localhost/lowbuild-test/{engine.name}-silent-{value}:1"
-    engine.build(context=context, tags=[ref])
+    engine.build(BuildRequest(context=context, tags=[ref]))
     yield Silent(ref=ref, label=f"{MARKER}={value}")
     engine.remove_image(ref, force=True)
 
 
 def _containers_left(engine: Engine, silent: Silent) -> list[str]:
-    return list(engine.list_containers(label=silent.label))
+    return sorted(containers(engine, label=silent.label))
 
 
 def test_tests_that_finish_in_time_pass_as_before(engine: Engine, silent: Silent) -> None:
@@ -189,16 +190,11 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
     context = root / "contexts" / "sleepy"
     context.mkdir(parents=True)
     (root / "lowbuild.yaml").write_text(
-        f'name: sleepy\nnamespace: lowbuild-test-sleepy-{value}\nengine: podman\n'
+        f"name: sleepy\nnamespace: lowbuild-test-sleepy-{value}\nengine: podman\n"
         'contexts: ["contexts/*"]\n'
     )
     (context / "image.yaml").write_text(
-        "name: sleepy\n"
-        "test:\n"
-        "  command: |\n"
-        "    echo getting ready\n"
-        "    sleep 30\n"
-        "  timeout: 3\n"
+        "name: sleepy\ntest:\n  command: |\n    echo getting ready\n    sleep 30\n  timeout: 3\n"
     )
     (context / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nLABEL {MARKER}={value}\n")
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
@@ -207,7 +203,11 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
         started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "lowbuild", *args],
-            cwd=root, env=env, capture_output=True, text=True, timeout=120,
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         return done, time.monotonic() - started
 
@@ -236,10 +236,13 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
     finally:
         left = subprocess.run(
             ["podman", "ps", "--all", "--quiet", "--filter", f"label={MARKER}={value}"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         subprocess.run(
             ["podman", "rmi", "--force", f"lowbuild-test-sleepy-{value}/sleepy:latest"],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
     assert left == []

@@ -33,7 +33,9 @@ def with_password(server: FaultServer, mode: str, name: str) -> str:
     return server.url(mode, name).replace("http://", f"http://builder:{SECRET}@")
 
 
-def write_project(root: Path, artifacts: list[tuple[str, str, str]], *, digests: bool = True) -> Path:
+def write_project(
+    root: Path, artifacts: list[tuple[str, str, str]], *, digests: bool = True
+) -> Path:
     """One image FROM the busybox base; artifacts as (file, url, sha256)."""
     context = root / "contexts" / "app"
     context.mkdir(parents=True)
@@ -95,7 +97,10 @@ def test_print_digests_hides_the_password(server: FaultServer, tmp_path: Path) -
         digests=False,
     )
     done = lowbuild("fetch", "-f", str(project), "--print-digests", cwd=tmp_path)
-    assert f"{SHA}  src.tar.gz  http://builder:***@127.0.0.1:{server.port}/ok/src.tar.gz" in done.stdout
+    assert (
+        f"{SHA}  src.tar.gz  http://builder:***@127.0.0.1:{server.port}/ok/src.tar.gz"
+        in done.stdout
+    )
     assert "gone.tar.gz  http://builder:***@" in done.stderr
     assert SECRET not in done.stdout + done.stderr
 
@@ -111,7 +116,13 @@ def test_build_logs_hide_the_password(server: FaultServer, tmp_path: Path) -> No
         ],
     )
     done = lowbuild(
-        "build", "-f", str(project), "--engine", "podman", "--cache", str(tmp_path / "cache"),
+        "build",
+        "-f",
+        str(project),
+        "--engine",
+        "podman",
+        "--cache",
+        str(tmp_path / "cache"),
         cwd=tmp_path,
     )
     assert done.returncode == 1, done.stderr

@@ -13,8 +13,7 @@ import pytest
 
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.plan.graph import build_graph
-from lowbuild.sources.bundle import (
+from lowbuild.export.bundle import (
     MANIFEST,
     MANIFEST_SUM,
     BundleMember,
@@ -24,6 +23,7 @@ from lowbuild.sources.bundle import (
     list_bundle,
     verify_bundle,
 )
+from lowbuild.plan.graph import build_graph
 from lowbuild.spec.load import load_project
 
 DATA = b"artifact bytes\n"
@@ -51,7 +51,9 @@ def _good_bundle(tmp_path: Path) -> Path:
     return out
 
 
-def _with_extra(bundle: Path, out: Path, name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> Path:
+def _with_extra(
+    bundle: Path, out: Path, name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE
+) -> Path:
     with tarfile.open(bundle) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
         for info in src.getmembers():
             dst.addfile(info, src.extractfile(info) if info.isfile() else None)
@@ -115,7 +117,10 @@ def test_a_member_the_manifest_lists_but_the_bundle_lacks_is_refused(tmp_path: P
     )
     bundle = tmp_path / "short.bundle"
     pack_deterministic(_stage(tmp_path, manifest=manifest), bundle, "tar")
-    with pytest.raises(VerificationError, match=f"member artifacts/sha256/{other}: listed in the manifest but missing"):
+    with pytest.raises(
+        VerificationError,
+        match=f"member artifacts/sha256/{other}: listed in the manifest but missing",
+    ):
         verify_bundle(bundle)
 
 
@@ -154,7 +159,10 @@ def test_a_file_that_is_not_a_tar_is_refused(tmp_path: Path) -> None:
 
 
 def test_image_archive_names_are_file_safe_and_distinct() -> None:
-    assert archive_name("localhost/lowbuild/busybox:latest") == "images/localhost_lowbuild_busybox_latest.tar"
+    assert (
+        archive_name("localhost/lowbuild/busybox:latest")
+        == "images/localhost_lowbuild_busybox_latest.tar"
+    )
     assert archive_name("lowbuild/base:1") != archive_name("lowbuild/base:2")
 
 
@@ -172,7 +180,7 @@ def _project(root: Path) -> Path:
         (context / "image.yaml").write_text(
             f"name: {name}\n"
             + (f"parent: {parent}\n" if parent else "")
-            + f"artifacts:\n  - file: {artifact}\n    urls: [\"file:///nowhere/{artifact}\"]\n"
+            + f'artifacts:\n  - file: {artifact}\n    urls: ["file:///nowhere/{artifact}"]\n'
             + f"    sha256: {sha}\n"
         )
         (context / "Dockerfile").write_text(f"FROM {base}\nCOPY {artifact} /\n")

@@ -39,7 +39,10 @@ def names(checks: list[Check]) -> list[str]:
     return [c.name for c in checks]
 
 
-CRUN_HYBRID = "Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all controllers from cgroupv2"
+CRUN_HYBRID = (
+    "Error: OCI runtime error: crun: cgroups in hybrid mode not supported, "
+    "drop all controllers from cgroupv2"
+)
 CRUN_RLIMIT = (
     "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted: OCI permission denied"
 )
@@ -56,7 +59,10 @@ DOCKERD_REFUSED = (
 )
 NO_BUILDX = "docker: 'buildx' is not a docker command.\nSee 'docker --help'"
 NO_BUILDX_NEW_CLIENT = "unknown command: docker buildx\n\nRun 'docker --help' for more information"
-NO_SUBUID = 'cannot find mappings for user builder: no subuid ranges found for user "builder" in /etc/subuid'
+NO_SUBUID = (
+    'cannot find mappings for user builder: no subuid ranges found for user "builder" '
+    "in /etc/subuid"
+)
 NO_TUN = 'Error: slirp4netns failed: "open("/dev/net/tun"): Permission denied"'
 # What podman 4.3's build says when slirp4netns dies: no word of /dev/net/tun.
 NO_TUN_BUILD = (
@@ -67,8 +73,8 @@ NO_FUSE = (
     "fuse-overlayfs: cannot mount: Permission denied\n: exit status 1"
 )
 UNMAPPED = (
-    'Error: writing blob: adding layer: ApplyLayer exit status 1 stdout:  stderr: potentially '
-    'insufficient UIDs or GIDs available in user namespace (requested 0:42 for /etc/shadow)'
+    "Error: writing blob: adding layer: ApplyLayer exit status 1 stdout:  stderr: potentially "
+    "insufficient UIDs or GIDs available in user namespace (requested 0:42 for /etc/shadow)"
 )
 OVERLAY = "Error: kernel does not support overlay fs: 'overlay' is not supported over extfs"
 BASE_MISSING_PODMAN = "Error: localhost/lowbuild/busybox:latest: image not known"

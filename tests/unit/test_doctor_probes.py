@@ -3,14 +3,13 @@ run), with a fake engine: where it stops, and which fix a failed step carries.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lowbuild.doctor.facts import ContainersConf, HostFacts
 from lowbuild.doctor.probes import PROBE_MARKER, examine_engine
-from lowbuild.engines.base import Engine, ImageInfo
+from lowbuild.engines.base import BuildRequest, Engine, ImageInfo
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.errors import EngineError
 
@@ -47,9 +46,9 @@ class FakeEngine:
         self._step("inspect")
         return ImageInfo(id="sha256:" + "a" * 64)
 
-    def build(self, *, context: Path, **_: Any) -> str:
+    def build(self, request: BuildRequest, **_: Any) -> str:
         self._step("build")
-        assert "RUN echo" in (context / "Dockerfile").read_text()
+        assert "RUN echo" in (request.context / "Dockerfile").read_text()
         return "sha256:" + "b" * 64
 
     def run_once(self, **_: Any) -> tuple[int, str]:

@@ -8,14 +8,11 @@ import pytest
 from lowbuild.engines.changes import (
     buildah_config_args,
     docker_changes,
-    env_pairs,
     label_change,
-    label_pairs,
-    parse_change,
-    parse_changes,
     podman_changes,
 )
 from lowbuild.errors import SpecError
+from lowbuild.spec.changes import env_pairs, label_pairs, parse_change, parse_changes
 
 
 @pytest.mark.parametrize(

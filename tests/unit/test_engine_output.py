@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lowbuild.engines.whales import (
+from lowbuild.engines.parse import (
     image_info_from_config,
     image_info_from_inspect,
     loaded_refs,

@@ -74,7 +74,9 @@ def test_bake_file_carries_args_labels_network_and_groups(tmp_path: Path) -> Non
 def test_selecting_a_leaf_brings_its_ancestors_only(tmp_path: Path) -> None:
     write_family(tmp_path)
     project = load_project(tmp_path / "lowbuild.yaml")
-    bake = bake_file(project, build_graph(project), names=["worker"], context_for=staged_in(tmp_path))
+    bake = bake_file(
+        project, build_graph(project), names=["worker"], context_for=staged_in(tmp_path)
+    )
 
     assert [t.name for t in bake.targets] == ["base", "api", "worker"]
     assert bake.waves == (("base",), ("api",), ("worker",))
@@ -99,9 +101,22 @@ def test_export_bake_command_stages_contexts_and_writes_the_file(tmp_path: Path)
     write_family(tmp_path)
     (tmp_path / "contexts" / "web" / "index.html").write_text("hello\n")
     result = subprocess.run(
-        [sys.executable, "-m", "lowbuild", "export", "bake", "-o", "bake.json", "--offline",
-         "--cache", str(tmp_path / "cache")],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "lowbuild",
+            "export",
+            "bake",
+            "-o",
+            "bake.json",
+            "--offline",
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "left out (commit recipes, no bake equivalent): manual" in result.stderr

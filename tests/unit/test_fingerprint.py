@@ -54,7 +54,8 @@ def family(tmp_path: Path) -> FamilyGraph:
     tools = tmp_path / "contexts" / "tools"
     tools.mkdir(parents=True)
     (tools / "image.yaml").write_text(
-        "name: tools\nkind: commit\ncommit:\n  base: base\n  steps: [{run: 'apt-get install -y curl'}]\n"
+        "name: tools\nkind: commit\ncommit:\n"
+        "  base: base\n  steps: [{run: 'apt-get install -y curl'}]\n"
     )
     return build_graph(load_project(tmp_path / "lowbuild.yaml"))
 

@@ -28,18 +28,9 @@ ORDER = (
 )
 STAGE_OF_TOP = {"errors": "errors", "redact": "errors", "__main__": "cli", "__init__": "errors"}
 
-# Backward imports that are known and scheduled to go (issue 12, items 1 and 5).
-# Each entry: (importing module, imported module). Remove an entry when it is fixed;
-# the test fails on an entry that no longer occurs, so this list cannot go stale.
-KNOWN: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("lowbuild.spec.load", "lowbuild.engines.base"),
-        ("lowbuild.spec.load", "lowbuild.engines.changes"),
-        ("lowbuild.sources.bundle", "lowbuild.context.pack"),
-        ("lowbuild.sources.bundle", "lowbuild.engines.base"),
-        ("lowbuild.sources.bundle", "lowbuild.plan.graph"),
-    }
-)
+# Backward imports allowed for a reason written beside each: (importing, imported).
+# The test fails on an entry that no longer occurs, so this list cannot go stale.
+KNOWN: frozenset[tuple[str, str]] = frozenset()
 
 
 def stage(module: str) -> str:

@@ -21,7 +21,8 @@ def project(tmp_path: Path) -> Path:
     context = tmp_path / "contexts" / "web"
     (context / "site" / "css").mkdir(parents=True)
     (context / "image.yaml").write_text(
-        "name: web\npacks:\n  - {into: www.tar.gz, from: site/}\n  - {into: css.tar, from: site/css}\n"
+        "name: web\npacks:\n"
+        "  - {into: www.tar.gz, from: site/}\n  - {into: css.tar, from: site/css}\n"
     )
     (context / "Dockerfile").write_text("FROM scratch\nADD www.tar.gz /srv/\n")
     (context / ".dockerignore").write_text("site/\n")

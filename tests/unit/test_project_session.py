@@ -47,5 +47,7 @@ def test_a_record_of_a_finished_process_is_dead_even_if_its_pid_returns() -> Non
     pid = int(child.stdout)
     dead = RunRecord(pid=pid, started=1, run_id="x", engine="podman")
     assert not dead.alive()
-    reused = RunRecord(pid=os.getpid(), started=(process_start(os.getpid()) or 0) + 1, run_id="x", engine="podman")
+    reused = RunRecord(
+        pid=os.getpid(), started=(process_start(os.getpid()) or 0) + 1, run_id="x", engine="podman"
+    )
     assert not reused.alive(), "same pid, another start time: another process"

@@ -162,12 +162,14 @@ BAD_IMAGE_YAML = {
     "missing_required_name": ("parent: base\ntags: []\n", 1, ["missing required key 'name'"]),
     "bad_image_name": ("name: Nginx\n", 1, ["image name 'Nginx' is not valid"]),
     "uppercase_digest": (
-        f"name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A.upper()}\n",
+        "name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n"
+        f"    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A.upper()}\n",
         6,
         ["sha256 must be 64 lowercase hex digits"],
     ),
     "short_sha512": (
-        f"name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n    sha512: abc\n",
+        "name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n"
+        f"    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n    sha512: abc\n",
         7,
         ["sha512 must be 128 lowercase hex digits"],
     ),
@@ -177,17 +179,20 @@ BAD_IMAGE_YAML = {
         ["'a.tgz' has no sha256", "lowbuild fetch --print-digests"],
     ),
     "artifact_outside_context": (
-        f"name: nginx\nparent: base\nartifacts:\n  - file: ../a.tgz\n    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n",
+        "name: nginx\nparent: base\nartifacts:\n  - file: ../a.tgz\n"
+        f"    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n",
         4,
         ["'../a.tgz' would land outside the build context"],
     ),
     "artifact_absolute": (
-        f"name: nginx\nparent: base\nartifacts:\n  - file: /etc/a.tgz\n    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n",
+        "name: nginx\nparent: base\nartifacts:\n  - file: /etc/a.tgz\n"
+        f"    urls: [https://x.example/a.tgz]\n    sha256: {SHA_A}\n",
         4,
         ["'/etc/a.tgz' would land outside the build context"],
     ),
     "artifact_url_scheme": (
-        f"name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n    urls:\n      - ftp://x.example/a.tgz\n    sha256: {SHA_A}\n",
+        "name: nginx\nparent: base\nartifacts:\n  - file: a.tgz\n"
+        f"    urls:\n      - ftp://x.example/a.tgz\n    sha256: {SHA_A}\n",
         6,
         ["must start with http://, https:// or file://"],
     ),
@@ -249,7 +254,8 @@ BAD_IMAGE_YAML = {
         ["Containerfile, which does not exist"],
     ),
     "commit_copy_of_nothing": (
-        "name: nginx\nkind: commit\ncommit:\n  base: base\n  steps:\n    - {copy: nope.conf, dest: /etc/}\n",
+        "name: nginx\nkind: commit\ncommit:\n  base: base\n"
+        "  steps:\n    - {copy: nope.conf, dest: /etc/}\n",
         6,
         ["'nope.conf' is neither in", "nor an artifact or pack"],
     ),

@@ -31,7 +31,9 @@ def write_project(root: Path, *, project_extra: str = "", artifact_extra: str = 
 
 def test_sizes_are_read_in_bytes_or_binary_units(tmp_path: Path) -> None:
     project = load_project(
-        write_project(tmp_path, project_extra="max-download: 4GiB\n", artifact_extra="    size: 1048576\n")
+        write_project(
+            tmp_path, project_extra="max-download: 4GiB\n", artifact_extra="    size: 1048576\n"
+        )
     )
     assert project.max_download == 4 * 1024**3
     assert project.image("app").artifacts[0].size == 1024 * 1024

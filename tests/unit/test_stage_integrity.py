@@ -106,7 +106,9 @@ def test_unchanged_stage_is_reused_without_rewriting(
 
 def _stage_in_child(context: str, cache_root: str, stage_root: str, start: object) -> None:
     start.wait()  # type: ignore[attr-defined]  # a multiprocessing Barrier
-    assemble_context(image_in(Path(context)), cache=Cache(Path(cache_root)), stage_root=Path(stage_root))
+    assemble_context(
+        image_in(Path(context)), cache=Cache(Path(cache_root)), stage_root=Path(stage_root)
+    )
 
 
 def test_two_processes_staging_the_same_image_at_once_both_succeed(

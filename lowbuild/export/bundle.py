@@ -26,7 +26,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,9 +34,10 @@ from lowbuild import __version__
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import Engine
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.sources.cache import CHUNK, Cache, corrupt_entry_message, hash_file
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
+from lowbuild.sources.cache import CHUNK, SHA256_HEX, Cache, corrupt_entry_message, hash_file
 
-if TYPE_CHECKING:  # the graph is only read through its methods; no import of a later stage
+if TYPE_CHECKING:
     from lowbuild.plan.graph import FamilyGraph
     from lowbuild.spec.model import Project
 
@@ -45,10 +46,8 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 ARTIFACT_DIR = "artifacts/sha256"
 IMAGE_DIR = "images"
-FINGERPRINT_LABEL = "lowbuild.fingerprint"  # as written by lowbuild.plan.fingerprint
 # Directory entries the tar writer emits; any other directory is an unexpected member.
 _DIRECTORIES = frozenset({"artifacts", ARTIFACT_DIR, IMAGE_DIR})
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 MemberKind = Literal["artifact", "image", "manifest"]
@@ -65,13 +64,7 @@ class BundleMember:
     size: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "name": self.name,
-            "sha256": self.sha256,
-            "size": self.size,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -87,14 +80,7 @@ class BundledImage:
     fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "id": self.id,
-            "archive": self.archive,
-            "built": self.built,
-            "image": self.image,
-            "fingerprint": self.fingerprint,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -155,7 +141,9 @@ class Manifest:
                 lowbuild=str(document.get("lowbuild", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise VerificationError(f"{origin}: {MANIFEST} is not a lowbuild bundle manifest: {exc}") from None
+            raise VerificationError(
+                f"{origin}: {MANIFEST} is not a lowbuild bundle manifest: {exc}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -173,7 +161,11 @@ class BundleContents:
 
 
 def contents_for(
-    project: Project, graph: FamilyGraph, *, names: Sequence[str] = (), with_built: Sequence[str] = ()
+    project: Project,
+    graph: FamilyGraph,
+    *,
+    names: Sequence[str] = (),
+    with_built: Sequence[str] = (),
 ) -> BundleContents:
     """What a bundle for `names` (all when empty; their ancestors too) must hold: their
     artifacts, every image the family takes from outside (the planner checks all of
@@ -218,7 +210,9 @@ class ExportResult:
     sha256: str
 
 
-def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out: Path) -> ExportResult:
+def export_bundle(
+    contents: BundleContents, *, engine: Engine, cache: Cache, out: Path
+) -> ExportResult:
     """Write the bundle `out` (atomically: a temp file beside it, then renamed).
 
     Every artifact must be in the cache (UsageError naming each and the `fetch` command
@@ -247,7 +241,10 @@ def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out
             if actual != sha:
                 raise VerificationError(
                     corrupt_entry_message(
-                        path=cache.entry_path(sha), name=", ".join(files), expected=sha, actual=actual
+                        path=cache.entry_path(sha),
+                        name=", ".join(files),
+                        expected=sha,
+                        actual=actual,
                     )
                 )
             size = (stage / rel).stat().st_size
@@ -257,10 +254,15 @@ def export_bundle(contents: BundleContents, *, engine: Engine, cache: Cache, out
             engine.save([image.ref], stage / image.archive)
             target = stage / image.archive
             members.append(
-                BundleMember(image.archive, "image", image.ref, hash_file(target), target.stat().st_size)
+                BundleMember(
+                    image.archive, "image", image.ref, hash_file(target), target.stat().st_size
+                )
             )
         manifest = Manifest(
-            project=contents.project, engine=engine.name, members=tuple(members), images=tuple(images)
+            project=contents.project,
+            engine=engine.name,
+            members=tuple(members),
+            images=tuple(images),
         )
         data = manifest.to_bytes()
         (stage / MANIFEST).write_bytes(data)
@@ -291,7 +293,9 @@ def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledIma
             )
         )
     if absent:
-        raise UsageError(f"image(s) to bundle are not in {engine.name}'s storage:\n" + "\n".join(absent))
+        raise UsageError(
+            f"image(s) to bundle are not in {engine.name}'s storage:\n" + "\n".join(absent)
+        )
     archives = [i.archive for i in images]
     clash = sorted({a for a in archives if archives.count(a) > 1})
     if clash:
@@ -348,7 +352,9 @@ def _members(tar: tarfile.TarFile, bundle: Path) -> Iterable[tarfile.TarInfo]:
     fileobj.seek(tar.offset)
     while chunk := fileobj.read(CHUNK):
         if chunk.strip(b"\0"):
-            raise _refusal(bundle, [f"damaged tar header at byte {tar.offset}, after member {last}"])
+            raise _refusal(
+                bundle, [f"damaged tar header at byte {tar.offset}, after member {last}"]
+            )
 
 
 def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
@@ -365,7 +371,7 @@ def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
     if name in {MANIFEST, MANIFEST_SUM}:
         return None
     parent = str(path.parent)
-    if parent == ARTIFACT_DIR and _HEX64.fullmatch(path.name):
+    if parent == ARTIFACT_DIR and SHA256_HEX.fullmatch(path.name):
         return None
     if parent == IMAGE_DIR and path.name.endswith(".tar") and not path.name.startswith("."):
         return None
@@ -384,7 +390,6 @@ class ImportResult:
     manifest: Manifest
     artifacts: tuple[str, ...]  # sha256 admitted (or already present)
     images: tuple[tuple[str, str], ...]  # (ref, ID) now in the engine
-    retagged: tuple[str, ...] = field(default=())  # refs the load did not restore
 
 
 def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult:
@@ -404,19 +409,15 @@ def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult
                 cache.admit_file(staged[member.path].path, sha256=member.sha256)
                 admitted.append(member.sha256)
         loaded: list[tuple[str, str]] = []
-        retagged: list[str] = []
         for image in manifest.images:
             engine.load(staged[image.archive].path)
             info = engine.inspect_image(image.ref)
             if info is None:
                 # A load that keeps only the ID (no RepoTags): name it as the manifest does.
                 engine.tag(image.id, image.ref)
-                retagged.append(image.ref)
                 info = engine.inspect_image(image.ref)
             loaded.append((image.ref, info.id if info else image.id))
-    return ImportResult(
-        manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded), retagged=tuple(retagged)
-    )
+    return ImportResult(manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded))
 
 
 def verify_bundle(bundle: Path) -> Manifest:
@@ -429,10 +430,26 @@ def verify_bundle(bundle: Path) -> Manifest:
 def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Staged]]:
     """Stream every member into `scratch` while hashing it; then hold the result against
     the manifest. Returns the manifest and the staged files by member path."""
+    staged, own, problems = _stream_members(bundle, scratch)
+    try:
+        manifest = _checked_manifest(bundle, own.get(MANIFEST), own.get(MANIFEST_SUM))
+    except VerificationError as exc:
+        problems.append(str(exc).removeprefix(f"{bundle}: refused: "))
+        raise _refusal(bundle, problems) from None
+    problems += _disagreements(manifest, staged)
+    if problems:
+        raise _refusal(bundle, problems)
+    return manifest, staged
+
+
+def _stream_members(
+    bundle: Path, scratch: Path
+) -> tuple[dict[str, _Staged], dict[str, bytes], list[str]]:
+    """Each file member hashed into `scratch` (by member path), the manifest files' bytes
+    (by name), and the members refused on sight (unsafe, or twice)."""
     problems: list[str] = []
     staged: dict[str, _Staged] = {}
-    manifest_data: bytes | None = None
-    sum_data: bytes | None = None
+    own: dict[str, bytes] = {}
     seen: set[str] = set()
     with _open_tar(bundle) as tar:
         for info in _members(tar, bundle):
@@ -446,18 +463,11 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             seen.add(info.name)
             if info.isdir():
                 continue
+            if info.name in {MANIFEST, MANIFEST_SUM}:
+                own[info.name] = _read_member(tar, info, bundle)
+                continue
             source = tar.extractfile(info)
             assert source is not None  # a regular file, checked above
-            if info.name in {MANIFEST, MANIFEST_SUM}:
-                try:
-                    data = source.read()
-                except tarfile.TarError:
-                    raise _cut_short(bundle, info.name) from None
-                if info.name == MANIFEST:
-                    manifest_data = data
-                else:
-                    sum_data = data
-                continue
             # Flat names in scratch: member paths were checked, but nothing is created
             # from them beyond one file name of our own choosing.
             target = scratch / f"{len(staged):06d}"
@@ -470,11 +480,13 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
             except tarfile.TarError:
                 raise _cut_short(bundle, info.name) from None
             staged[info.name] = _Staged(target, digest.hexdigest(), target.stat().st_size)
-    try:
-        manifest = _checked_manifest(bundle, manifest_data, sum_data)
-    except VerificationError as exc:
-        problems.append(str(exc).removeprefix(f"{bundle}: refused: "))
-        raise _refusal(bundle, problems) from None
+    return staged, own, problems
+
+
+def _disagreements(manifest: Manifest, staged: Mapping[str, _Staged]) -> list[str]:
+    """Where the streamed members and the manifest disagree: missing, different, extra,
+    misnamed members, and images whose archive is not a listed image member."""
+    problems: list[str] = []
     listed = {m.path: m for m in manifest.members}
     for path, member in sorted(listed.items()):
         got = staged.get(path)
@@ -492,10 +504,20 @@ def _verify_into(bundle: Path, scratch: Path) -> tuple[Manifest, dict[str, _Stag
     )
     for image in manifest.images:
         if listed.get(image.archive) is None or listed[image.archive].kind != "image":
-            problems.append(f"image {image.ref}: its archive {image.archive} is not a listed member")
-    if problems:
-        raise _refusal(bundle, problems)
-    return manifest, staged
+            problems.append(
+                f"image {image.ref}: its archive {image.archive} is not a listed member"
+            )
+    return problems
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, bundle: Path) -> bytes:
+    """A small member's bytes (the manifest files); a copy cut short inside it is refused."""
+    source = tar.extractfile(info)
+    assert source is not None  # a regular file: the callers checked
+    try:
+        return source.read()
+    except tarfile.TarError:
+        raise _cut_short(bundle, info.name) from None
 
 
 def _cut_short(bundle: Path, member: str) -> VerificationError:
@@ -516,25 +538,14 @@ def _refusal(bundle: Path, problems: Sequence[str]) -> VerificationError:
 def list_bundle(bundle: Path) -> list[BundleMember]:
     """Every member of `bundle` as its manifest lists it, the manifest files first
     (read, not verified: `import` verifies)."""
-    manifest_data: bytes | None = None
-    sum_data: bytes | None = None
+    own: dict[str, bytes] = {}
     with _open_tar(bundle) as tar:
         for info in _members(tar, bundle):
             if info.name in {MANIFEST, MANIFEST_SUM} and info.isfile():
-                f = tar.extractfile(info)
-                assert f is not None
-                try:
-                    data = f.read()
-                except tarfile.TarError:
-                    raise _cut_short(bundle, info.name) from None
-                if info.name == MANIFEST:
-                    manifest_data = data
-                else:
-                    sum_data = data
-    manifest = _checked_manifest(bundle, manifest_data, sum_data)
-    assert manifest_data is not None and sum_data is not None
-    own = [
-        BundleMember(name, "manifest", name, hashlib.sha256(data).hexdigest(), len(data))
-        for name, data in ((MANIFEST, manifest_data), (MANIFEST_SUM, sum_data))
+                own[info.name] = _read_member(tar, info, bundle)
+    manifest = _checked_manifest(bundle, own.get(MANIFEST), own.get(MANIFEST_SUM))
+    files = [
+        BundleMember(name, "manifest", name, hashlib.sha256(own[name]).hexdigest(), len(own[name]))
+        for name in (MANIFEST, MANIFEST_SUM)
     ]
-    return own + sorted(manifest.members, key=lambda m: m.path)
+    return files + sorted(manifest.members, key=lambda m: m.path)
