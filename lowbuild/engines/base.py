@@ -160,8 +160,8 @@ class Engine(Protocol):
     def version(self) -> str: ...
 
     def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
-        """Build `request.context`; return the image ID ("sha256:<hex>"). Never pulls: a
-        missing base is an error, not a download."""
+        """Build `request.context`; return the image ID ("sha256:<hex>"). Asks for no pull
+        (podman and buildah are told never to; the planner has checked every base is local)."""
         ...
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -212,7 +212,7 @@ class Engine(Protocol):
 
     def commit(self, container: RunningContainer, request: CommitRequest) -> str:
         """Commit a container to `request.ref` with its author, message and Dockerfile
-        changes (validated first: lowbuild.engines.changes); return the ID. Note: the
+        changes (validated first: lowbuild.spec.changes); return the ID. Note: the
         container's labels (lowbuild.owned) and command become the image's unless the
         changes say otherwise."""
         ...
