@@ -126,6 +126,10 @@ class PodmanEngine(WhalesEngine):
     ) -> str:
         return push_with_digestfile(self.binary, ref, destination, tls_verify=tls_verify, log=log)
 
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        tls = f"--tls-verify={str(tls_verify).lower()}"
+        return self._pulled(ref, [self.binary, "pull", tls, "--quiet", ref], log)
+
 
 def push_with_digestfile(
     binary: str, ref: str, destination: str, *, tls_verify: bool, log: LogSink | None

@@ -221,8 +221,8 @@ class FamilyBuilder:
             with contextlib.suppress(EngineError):
                 self.engine.remove_image(ref, force=True)
             raise VerificationError(
-                f"{spec.name}: the registry cache's {ref} has fingerprint {found}, "
-                f"expected {expected}; it was removed and nothing was tagged"
+                f"{spec.name}: refused {ref} from the registry cache, nothing tagged: its "
+                f"fingerprint is {found}, expected {expected} (the pulled copy was removed)"
             )
         for local in self.project.refs(spec):
             self.engine.tag(ref, local)

@@ -196,7 +196,8 @@ def test_a_cache_entry_that_is_not_what_its_tag_says_is_refused(
     run = family.lowbuild("build", "app", "--cache-from", cache, "--no-tls-verify")
 
     assert run.returncode == 4, run.stderr
-    assert "nothing was tagged" in run.stdout + run.stderr
+    assert "refused" in run.stderr and "nothing tagged" in run.stderr
+    assert "expected sha256:" in _latest_log(family, "app")
     missing = subprocess.run(
         ["podman", "image", "exists", f"{family.namespace}/app:1"], capture_output=True
     )
@@ -229,4 +230,6 @@ def _podman(*args: str) -> str:
 
 
 def _latest_log(family: Family, name: str) -> str:
-    return (family.root / ".lowbuild" / "logs" / "latest" / f"{name}.log").read_text()
+    latest = family.root / ".lowbuild" / "logs" / "latest"
+    failed = latest / f"{name}.FAILED.log"
+    return (failed if failed.exists() else latest / f"{name}.log").read_text()
