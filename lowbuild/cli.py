@@ -219,6 +219,20 @@ def plan_command(
         bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
     ] = False,
     as_json: AsJson = False,
+    cache_from: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-from",
+            help="Registry cache (name or HOST[:PORT]/PATH) to ask, one manifest request per "
+            "image, what it would provide: those are planned `pull` (default: lowbuild.yaml's "
+            "`cache:`).",
+            show_default=False,
+        ),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Ask no registry cache (open no connection).")
+    ] = False,
+    no_tls_verify: NoTlsVerify = False,
 ) -> None:
     """Show what `build` would build and why (new, which input changed, which parent was
     rebuilt)."""
@@ -227,7 +241,13 @@ def plan_command(
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
     )
-    raise typer.Exit(run_plan(selection, console=_out(as_json=as_json), as_json=as_json))
+    from lowbuild.run.workflow import BuildOptions
+
+    cache = BuildOptions(
+        jobs=1, offline=offline, cache_from=cache_from, cache_tls_verify=not no_tls_verify
+    )
+    code = run_plan(selection, console=_out(as_json=as_json), as_json=as_json, cache=cache)
+    raise typer.Exit(code)
 
 
 @app.command("build")

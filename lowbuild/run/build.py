@@ -49,6 +49,7 @@ from lowbuild.redact import redact
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
 from lowbuild.sources.cache import Cache
+from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
@@ -94,9 +95,6 @@ class FamilyBuilder:
     fingerprint tag (cache_ref) and pulled instead of built when it is found."""
     cache_to: Registry | None = None
     """Each image built is pushed there under its fingerprint tag, for the next runner."""
-    prepare: Callable[[ImageSpec, LogSink], None] = lambda spec, log: None
-    """Called before an image's context is staged, only when it is really built (with a
-    registry cache, its artifacts are fetched here, not for images the cache provides)."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -167,7 +165,6 @@ class FamilyBuilder:
                     self._ids[name] = pulled
                 detail = f"from {cache_ref(self.cache_from, name, fingerprint(inputs))}"
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
-        self.prepare(spec, sink)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(
             spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
@@ -304,12 +301,3 @@ class FamilyBuilder:
         for ref in refs[1:]:
             self.engine.tag(refs[0], ref)
         return image_id
-
-
-CACHE_TAG_PREFIX = "lb-"
-
-
-def cache_ref(registry: Registry, name: str, fingerprint: str) -> str:
-    """Where the registry cache keeps image `name` built from inputs with `fingerprint`
-    ("sha256:<hex>"): `<prefix>/<name>:lb-<first 20 hex digits>`."""
-    return registry.ref(name, CACHE_TAG_PREFIX + fingerprint.removeprefix("sha256:")[:20])

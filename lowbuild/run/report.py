@@ -162,7 +162,7 @@ def plan_table(plan: Plan) -> Table:
     table.add_column("action")
     table.add_column("why", overflow="fold")
     for image in plan.images:
-        style = "yellow" if image.action == "build" else "cyan"
+        style = {"build": "yellow", "pull": "blue"}.get(image.action, "cyan")
         why = "; ".join(image.reasons) if image.reasons else "fingerprint matches the local image"
         table.add_row(image.name, f"[{style}]{image.action}[/]", escape(why))
     return table

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,13 @@ from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import ImageSpec, Project, Registry
+from lowbuild.spec.model import Project, Registry
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-    from lowbuild.engines.base import Engine, LogSink
-    from lowbuild.plan.planner import PlannedImage
+    from lowbuild.engines.base import Engine
+    from lowbuild.plan.planner import CacheLookup, PlannedImage
     from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
@@ -107,18 +107,27 @@ def run_doctor(engine: str | None, *, as_json: bool, out: Console) -> int:
     return 0
 
 
-def run_plan(selection: Selection, *, console: Console, as_json: bool) -> int:
-    """`lowbuild plan`: print what would be built and why; builds nothing."""
+def run_plan(
+    selection: Selection,
+    *,
+    console: Console,
+    as_json: bool,
+    cache: BuildOptions | None = None,
+) -> int:
+    """`lowbuild plan`: print what would be built, or pulled from a registry cache (its
+    `cache_from`, `offline`, `cache_tls_verify`), and why; builds nothing."""
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.report import plan_table
 
     resolved = resolve(selection)
+    cache_from, _ = _registry_cache(resolved.project, cache or BuildOptions(jobs=1))
     plan = make_plan(
         resolved.project,
         resolved.graph,
         resolved.engine,
         names=selection.names,
         with_deps=selection.with_deps,
+        cache_lookup=_lookup(cache_from),
     )
     if as_json:
         # Straight to the console's file: rich's print_json highlights every token, which
@@ -230,13 +239,18 @@ def _build(
     registries = _push_registries(project, options.push)  # a bad --to: before any build
     cache_from, cache_to = _registry_cache(project, options)
     plan = make_plan(
-        project, resolved.graph, engine, names=selection.names, with_deps=selection.with_deps
+        project,
+        resolved.graph,
+        engine,
+        names=selection.names,
+        with_deps=selection.with_deps,
+        cache_lookup=_lookup(cache_from),
     )
     to_build = [image for image in plan.images if image.action == "build"]
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
-        if to_build and cache_from is None:
+        if to_build:
             _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
@@ -257,7 +271,6 @@ def _build(
                 on_build_start=journal.note_build,
                 cache_from=cache_from,
                 cache_to=cache_to,
-                prepare=_fetcher(project, cache) if cache_from is not None else _nothing,
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
@@ -308,29 +321,14 @@ def _registry_cache(
     return one(options.cache_from), one(options.cache_to)
 
 
-def _fetcher(project: Project, cache: Cache) -> Callable[[ImageSpec, LogSink], None]:
-    """With a registry cache the artifacts of an image are fetched only when it is built
-    (a cache hit needs none): this fetches one image's, into its log."""
-    from lowbuild.sources.fetch import FetchPolicy, SilentReporter, fetch_artifacts
+def _lookup(registry: Registry | None) -> CacheLookup | None:
+    """The planner's question to a registry cache: which image does it hold for these
+    inputs (one manifest request each)."""
+    from lowbuild.sources.registry import cached_image_id
 
-    def fetch(spec: ImageSpec, log: LogSink) -> None:
-        if not spec.artifacts:
-            return
-        outcomes = fetch_artifacts(
-            [spec],
-            cache=cache,
-            rewrites=project.rewrites,
-            policy=FetchPolicy(max_download=project.max_download),
-            reporter=SilentReporter(),
-        )
-        for outcome in outcomes:
-            log(f"artifact {outcome.artifact.file}: {redact(outcome.source)}")
-
-    return fetch
-
-
-def _nothing(spec: ImageSpec, log: LogSink) -> None:
-    """Nothing to prepare: the artifacts were fetched before the build."""
+    if registry is None:
+        return None
+    return lambda name, fingerprint: cached_image_id(registry, name, fingerprint)
 
 
 def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:

@@ -159,6 +159,10 @@ def test_a_fresh_runner_pulls_from_the_registry_cache_and_builds_only_what_chang
         assert registry.tags(f"{family.namespace}-cache/{name}") == [tag]
 
     _forget_local_images(family)  # a fresh runner: none of the family's images
+    planned = family.lowbuild("plan", "app", "--cache-from", cache, *flags)
+    assert planned.returncode == 0, planned.stderr
+    actions = {r["image"]: r["action"] for r in json.loads(planned.stdout)["images"]}
+    assert actions == {"base": "pull", "app": "pull"}  # app's parent is not even here yet
     fresh = family.lowbuild("build", "app", "--test", "--cache-from", cache, *flags)
 
     assert fresh.returncode == 0, fresh.stderr

@@ -12,10 +12,13 @@ from test_plan_and_build import BASE, plan, write_chain
 
 from lowbuild.errors import EXIT_VERIFY
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
-from lowbuild.run.build import FamilyBuilder, cache_ref
+from lowbuild.plan.graph import build_graph
+from lowbuild.plan.planner import make_plan
+from lowbuild.run.build import FamilyBuilder
 from lowbuild.run.report import RunLogs, run_exit_code
 from lowbuild.run.scheduler import Outcome
 from lowbuild.sources.cache import Cache
+from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project, Registry
 
@@ -72,6 +75,38 @@ def test_a_fresh_runner_pulls_the_whole_family_and_builds_nothing(
         assert fresh.images[project.ref(name)].id == first.images[project.ref(name)].id
     # And then it is simply up to date.
     assert {o.state for o in build(project, fresh, tmp_path).values()} == {"up-to-date"}
+
+
+def lookup_in(engine: FakeEngine):  # type: ignore[no-untyped-def]
+    """The planner's registry question, answered from the fake registry."""
+
+    def lookup(name: str, fingerprint: str) -> str | None:
+        info = engine.registry.get(cache_ref(CACHE, name, fingerprint))
+        return info.id if info else None
+
+    return lookup
+
+
+def test_the_plan_says_what_the_cache_provides_down_the_whole_chain(
+    project: Project, tmp_path: Path
+) -> None:
+    first = runner()
+    build(project, first, tmp_path, cache_to=CACHE)
+    (project.root / "contexts" / "tool" / "motd").write_text("tool v2\n")
+    fresh = runner(first.registry)  # type: ignore[arg-type]
+
+    planned = make_plan(
+        project,
+        build_graph(project),
+        fresh,
+        cache_lookup=lookup_in(fresh),  # type: ignore[arg-type]
+    )
+
+    actions = {image.name: image.action for image in planned.images}
+    # worker's parent is not there yet, but the cache says which ID it will have.
+    assert actions == {"base": "pull", "app": "pull", "tool": "build", "worker": "pull"}
+    assert "the registry cache has it" in planned.by_name()["worker"].reasons
+    assert fresh.pulls == []  # asking is not pulling
 
 
 def test_a_changed_image_is_built_and_cached_and_the_rest_pulled(
