@@ -7,8 +7,11 @@ happens when the registry is down. Each engine's own push: test_engines.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import uuid
@@ -16,8 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
-from live_services import BASE_IMAGE, Registry, free_port, running_registry
+from live_services import (
+    BASE_IMAGE,
+    Registry,
+    Secured,
+    free_port,
+    running_registry,
+    secure_registry_files,
+)
 
 IMAGES = {
     "base": (None, "true"),
@@ -206,6 +217,95 @@ def test_a_cache_entry_that_is_not_what_its_tag_says_is_refused(
         ["podman", "image", "exists", f"{family.namespace}/app:1"], capture_output=True
     )
     assert missing.returncode == 1
+
+
+PASSWORD = "s3cret-hunter2"
+
+
+@pytest.fixture
+def secure_registry(tmp_path: Path) -> Iterator[tuple[Registry, Secured]]:
+    """A TLS registry with logins, its CA trusted the way podman trusts a registry: in
+    its certs directory for that host:port (removed afterwards)."""
+    files = secure_registry_files(tmp_path / "tls", user="builder", password=PASSWORD)
+    host = f"127.0.0.1:{free_port()}"
+    if os.geteuid() == 0:
+        certs = Path("/etc/containers/certs.d") / host
+    else:
+        certs = Path.home() / ".config" / "containers" / "certs.d" / host
+    certs.mkdir(parents=True)
+    try:
+        shutil.copy(files.ca, certs / "ca.crt")
+        port = int(host.rpartition(":")[2])
+        with running_registry(tmp_path / "registry", port=port, secured=files) as registry:
+            yield registry, files
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+
+
+def _declare(family: Family, registry: Registry) -> str:
+    """Declare the registry in lowbuild.yaml, TLS verified (the default); its prefix."""
+    prefix = f"{registry.host}/{family.namespace}"
+    with (family.root / "lowbuild.yaml").open("a") as out:
+        out.write(f"registries:\n  - name: secure\n    prefix: {prefix}\n")
+    return prefix
+
+
+def _auth_file(path: Path, host: str, user: str, password: str) -> Path:
+    """An auth file as `podman login` writes it (base64 of user:password)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    return path
+
+
+def test_a_tls_registry_with_a_login_gets_the_family_with_verification_on(
+    family: Family, secure_registry: tuple[Registry, Secured], tmp_path: Path
+) -> None:
+    registry, files = secure_registry
+    prefix = _declare(family, registry)
+    auth = tmp_path / "auth.json"
+    login = subprocess.run(
+        ["podman", "login", "--authfile", str(auth), "--username", "builder",
+         "--password-stdin", registry.host],
+        input=PASSWORD, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    family.env["REGISTRY_AUTH_FILE"] = str(auth)
+    assert family.lowbuild("build", "app").returncode == 0
+
+    pushed = family.lowbuild("push", "app", "--to", "secure")
+
+    assert pushed.returncode == 0, pushed.stderr
+    tags = httpx.get(
+        f"https://{registry.host}/v2/{family.namespace}/app/tags/list",
+        auth=("builder", PASSWORD),
+        verify=ssl.create_default_context(cafile=str(files.ca)),
+        timeout=10,
+    ).json()["tags"]
+    assert sorted(tags) == ["1", "1.0"]
+    assert f"{prefix}/app@sha256:" in pushed.stdout
+
+
+def test_a_wrong_password_is_refused_once_and_never_shown(
+    family: Family, secure_registry: tuple[Registry, Secured], tmp_path: Path
+) -> None:
+    registry, _ = secure_registry
+    _declare(family, registry)
+    wrong = "wrong-Pa55-hunter2"
+    auth = _auth_file(tmp_path / "auth.json", registry.host, "builder", wrong)
+    family.env["REGISTRY_AUTH_FILE"] = str(auth)
+    assert family.lowbuild("build", "base").returncode == 0
+
+    pushed = family.lowbuild("push", "base", "--to", "secure")
+
+    assert pushed.returncode == 1
+    assert "not pushed base" in pushed.stderr
+    assert "unauthorized" in pushed.stderr.lower() or "authentication" in pushed.stderr.lower()
+    shown = [pushed.stdout, pushed.stderr]
+    shown += [p.read_text() for p in (family.root / ".lowbuild").rglob("*") if p.is_file()]
+    for text in shown:
+        assert wrong not in text
+        assert base64.b64encode(f"builder:{wrong}".encode()).decode() not in text
+    assert "trying again" not in _latest_log(family, "base")  # a refusal is not retried
 
 
 def _cache_tag(family: Family, name: str) -> str:
