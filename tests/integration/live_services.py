@@ -87,7 +87,11 @@ class Secured:
 def secure_registry_files(directory: Path, *, user: str, password: str) -> Secured:
     """A CA, a server certificate for 127.0.0.1 signed by it, and an htpasswd file with
     one bcrypt login: what a TLS registry with authentication needs."""
-    import crypt  # bcrypt hashes, as the registry's htpasswd wants (deprecated, still there)
+    import warnings
+
+    with warnings.catch_warnings():  # deprecated (gone in 3.13), and the one bcrypt at hand
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt hashes, as the registry's htpasswd wants
 
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
