@@ -216,7 +216,9 @@ class FamilyBuilder:
         found = info.labels.get(FINGERPRINT_LABEL) if info else None
         if found != expected:
             with contextlib.suppress(EngineError):
-                self.engine.remove_image(ref, force=True)
+                # Not forced: when the image also carries other names (a family image
+                # pushed under the wrong tag), only this name goes.
+                self.engine.remove_image(ref)
             raise VerificationError(
                 f"{spec.name}: refused {ref} from the registry cache, nothing tagged: its "
                 f"fingerprint is {found}, expected {expected} (the pulled copy was removed)"
