@@ -293,11 +293,11 @@ def _build(
         )
         if pushes and not options.as_json:
             _print_published(pushes, console)
-    code = run_exit_code(outcomes)
+    code = run_exit_code(outcomes)  # a verification failure's 4 outranks the 1s below
     if any(not result.passed for result in tests.values()):
-        code = EXIT_FAILED
+        code = max(code, EXIT_FAILED)
     if any(not push.pushed for push in pushes):
-        code = EXIT_FAILED
+        code = max(code, EXIT_FAILED)
     return code
 
 
