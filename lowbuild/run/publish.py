@@ -92,16 +92,15 @@ def chosen_registries(
             )
         return project.registries
     chosen: list[Registry] = []
+    declared = {registry.name: registry for registry in project.registries}
     for target in targets:
-        if "/" not in target and ":" not in target and "." not in target:
-            try:
-                chosen.append(project.registry(target))
-            except KeyError:
-                names = [r.name for r in project.registries]
-                hint = did_you_mean(target, names)
-                known = f"; lowbuild.yaml declares: {', '.join(names)}" if names else ""
-                raise UsageError(f"no registry named {target!r}{hint}{known}") from None
+        if target in declared:
+            chosen.append(declared[target])
             continue
+        if "/" not in target and ":" not in target and "." not in target:
+            hint = did_you_mean(target, declared)
+            known = f"; lowbuild.yaml declares: {', '.join(declared)}" if declared else ""
+            raise UsageError(f"no registry named {target!r}{hint}{known}")
         prefix = target.rstrip("/")
         problem = registry_prefix_problem(prefix)
         if problem:
