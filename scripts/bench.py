@@ -529,7 +529,8 @@ class Bench:
             copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
             copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
             self.prepared = True
-        with local_registry(self.ws.root / "registry") as (host, log):
+        # Not ws.root / "registry": fresh_storage("registry") wipes that for podman.
+        with local_registry(self.ws.root / "oci-registry") as (host, log):
             cache, publish = f"{host}/cache", f"{host}/published"
             tls = "--no-tls-verify"
             env = self.fresh_storage("registry")
