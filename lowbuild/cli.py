@@ -81,6 +81,25 @@ Offline = Annotated[
 ]
 
 
+PushTo = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--to",
+        help="A registry named in lowbuild.yaml, or HOST[:PORT]/PATH (repeatable; "
+        "default: every registry lowbuild.yaml declares).",
+        show_default=False,
+    ),
+]
+NoTlsVerify = Annotated[
+    bool,
+    typer.Option(
+        "--no-tls-verify",
+        help="For a registry given as HOST[:PORT]/PATH on this command line: plain http, or "
+        "a certificate not verified (a declared registry says so with `tls-verify: false`).",
+    ),
+]
+
+
 def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
 
@@ -200,6 +219,20 @@ def plan_command(
         bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
     ] = False,
     as_json: AsJson = False,
+    cache_from: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-from",
+            help="Registry cache (name or HOST[:PORT]/PATH) to ask, one manifest request per "
+            "image, what it would provide: those are planned `pull` (default: lowbuild.yaml's "
+            "`cache:`).",
+            show_default=False,
+        ),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Ask no registry cache (open no connection).")
+    ] = False,
+    no_tls_verify: NoTlsVerify = False,
 ) -> None:
     """Show what `build` would build and why (new, which input changed, which parent was
     rebuilt)."""
@@ -208,7 +241,13 @@ def plan_command(
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
     )
-    raise typer.Exit(run_plan(selection, console=_out(as_json=as_json), as_json=as_json))
+    from lowbuild.run.workflow import BuildOptions
+
+    cache = BuildOptions(
+        jobs=1, offline=offline, cache_from=cache_from, cache_tls_verify=not no_tls_verify
+    )
+    code = run_plan(selection, console=_out(as_json=as_json), as_json=as_json, cache=cache)
+    raise typer.Exit(code)
 
 
 @app.command("build")
@@ -248,6 +287,35 @@ def build_command(
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
     no_wait: NoWait = False,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push",
+            help="Then push what was built or is up to date (with --test: only what passed, "
+            "and whose ancestors did) to the registries, parents first.",
+        ),
+    ] = False,
+    to: PushTo = None,
+    cache_from: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-from",
+            help="Registry cache (a registry named in lowbuild.yaml, or HOST[:PORT]/PATH): "
+            "an image to build is pulled from it instead when its fingerprint tag is there "
+            "(default: lowbuild.yaml's `cache:`; none with --offline).",
+            show_default=False,
+        ),
+    ] = None,
+    cache_to: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-to",
+            help="Registry cache to push each built image to under its fingerprint tag "
+            "(default: lowbuild.yaml's `cache:`; none with --offline).",
+            show_default=False,
+        ),
+    ] = None,
+    no_tls_verify: NoTlsVerify = False,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
 
@@ -257,11 +325,15 @@ def build_command(
     """
     from lowbuild.run.workflow import (
         BuildOptions,
+        PushTargets,
         Selection,
         default_jobs,
         default_test_jobs,
         run_build,
     )
+
+    if to and not push:
+        raise typer.BadParameter("--to goes with --push", param_hint="--to")
 
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
@@ -275,8 +347,49 @@ def build_command(
         cache_dir=cache_dir,
         as_json=as_json,
         wait=not no_wait,
+        push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
+        cache_from=cache_from,
+        cache_to=cache_to,
+        cache_tls_verify=not no_tls_verify,
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
+
+
+@app.command("push")
+def push_command(
+    images: Annotated[
+        list[str] | None, _images("Images to push, with their ancestors (default: all).")
+    ] = None,
+    to: PushTo = None,
+    no_tls_verify: NoTlsVerify = False,
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    no_deps: Annotated[
+        bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
+    ] = False,
+    as_json: AsJson = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Push built images, every tag, to registries, parents first; print each by digest.
+
+    Credentials are the engine's own (podman login, REGISTRY_AUTH_FILE, docker login).
+    The pushed digests and fingerprints go to .lowbuild/published.json. Exit 1 when an
+    image was not pushed (each says why; the next run pushes it again)."""
+    from lowbuild.run.workflow import PushTargets, Selection, run_push
+
+    selection = Selection(
+        project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
+    )
+    targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify)
+    code = run_push(
+        selection,
+        targets,
+        as_json=as_json,
+        wait=not no_wait,
+        console=_out(as_json=as_json),
+        err=err,
+    )
+    raise typer.Exit(code)
 
 
 @app.command("test")

@@ -11,6 +11,9 @@ Sections (each runs alone with --only; issue 7):
   fetch  8 x 64 MB from a loopback server (per-connection rate limit) vs sequential curl;
          lowbuild's peak RSS; a warm-cache fetch of the seed family;
   plan   `lowbuild plan` of generated families of 500 and 2,000 images.
+  registry  a fresh runner (empty storage) with a warm registry cache vs the cold build,
+         and a re-push of the unchanged family (blobs uploaded, counted from the
+         registry's log) vs `podman push` of each tag in turn (issue 13).
 
 Nothing here touches the images of the project or of other users: the seed family is
 copied to --work under its own namespaces, and every podman command runs on a storage
@@ -31,7 +34,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,7 @@ from benchmarks.stats import Goal, Results, figure_of, markdown_table, ratio
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
 LOWBUILD = [str(PYTHON), "-m", "lowbuild"]
-SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan")
+SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan", "registry")
 BENCH_NS = "lowbuildbench"  # lowbuild's copy of the seed family
 TUTORIAL_NS = "lowbuildtut"  # the baselines' copy (podman scripts and bake)
 BOOKWORM = "localhost/lowbuild/bookworm:latest"
@@ -175,7 +179,12 @@ def ensure_base_images(env: dict[str, str], refs: Sequence[str]) -> None:
 
 
 def lowbuild_build(
-    ws: Workspace, *, env: dict[str, str], names: Sequence[str] = (), jobs: int = 2
+    ws: Workspace,
+    *,
+    env: dict[str, str],
+    names: Sequence[str] = (),
+    jobs: int = 2,
+    extra: Sequence[str] = (),
 ) -> Timed:
     project = ws.lowbuild_project / "lowbuild.yaml"
     return run_timed(
@@ -189,10 +198,55 @@ def lowbuild_build(
             "--jobs",
             str(jobs),
             "--json",
+            *extra,
             *names,
         ],
         env=env,
     )
+
+
+@contextmanager
+def local_registry(root: Path) -> Iterator[tuple[str, Path]]:
+    """`docker-registry serve` on a free loopback port, plain http, logging every request;
+    (host, log file). Stopped by its PID and its storage removed, whatever happens."""
+    import socket
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise BenchFailed("docker-registry is not installed: run `make provision`")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{sock.getsockname()[1]}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    config, log = root / "config.yml", root / "registry.log"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'storage'}\nhttp:\n  addr: {host}\n"
+    )
+    with log.open("ab") as out:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(
+            ["curl", "-fsS", "-o", "/dev/null", f"http://{host}/v2/"], capture_output=True
+        ).returncode:
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"the registry did not start: {log.read_text()[-500:]}")
+            time.sleep(0.1)
+        yield host, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _uploads(log: Path) -> int:
+    """Blob uploads the registry has finished so far (its access log's PUT …/blobs/uploads)."""
+    return sum(
+        1 for line in log.read_text(errors="replace").splitlines()
+        if '"PUT /v2/' in line and "/blobs/uploads/" in line
+    )  # fmt: skip
 
 
 def built_names(output: str) -> list[str]:
@@ -469,6 +523,87 @@ class Bench:
             Goal(section, "at most 0.75x the sequential scripts", f"{r:.2f}x", r <= 0.75)
         )
 
+    def registry(self) -> None:
+        section = "8 registry"
+        if not self.prepared:
+            copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
+            copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
+            self.prepared = True
+        # Not ws.root / "registry": fresh_storage("registry") wipes that for podman.
+        with local_registry(self.ws.root / "oci-registry") as (host, log):
+            cache, publish = f"{host}/cache", f"{host}/published"
+            tls = "--no-tls-verify"
+            env = self.fresh_storage("registry")
+            cold = lowbuild_build(
+                self.ws, env=env, jobs=self.jobs, extra=("--test", "--cache-to", cache, tls)
+            )
+            say(f"cold build --test --cache-to: {cold.seconds:.1f}s")
+            fresh, pulled_only = [], []
+            for run in range(max(1, min(self.runs, 3))):
+                env = self.fresh_storage("registry")  # a fresh runner: nothing built here
+                timed = lowbuild_build(
+                    self.ws, env=env, jobs=self.jobs, extra=("--test", "--cache-from", cache, tls)
+                )
+                fresh.append(timed.seconds)
+                pulled_only.append(float(len(built_names(timed.output))))
+                say(
+                    f"fresh runner run {run + 1}: {timed.seconds:.1f}s, built {pulled_only[-1]:.0f}"
+                )
+            f_cold = self.results.add(
+                figure_of(section, "cold build --test (cache-to)", [cold.seconds])
+            )
+            f_fresh = self.results.add(
+                figure_of(section, "fresh runner, warm cache: build --test --cache-from", fresh)
+            )
+            self.results.add(
+                figure_of(section, "images built by the fresh runner", pulled_only, "count")
+            )
+            r = ratio(f_fresh, f_cold)
+            self.results.add(figure_of(section, "fresh runner / cold build", [r], "x"))
+            self.results.goals.append(
+                Goal(
+                    section,
+                    "fresh runner at most 0.15x the cold build, 0 images built",
+                    f"{r:.2f}x, {max(pulled_only):.0f} built",
+                    r <= 0.15 and max(pulled_only) == 0,
+                )
+            )
+            project = str(self.ws.lowbuild_project / "lowbuild.yaml")
+            push = [*LOWBUILD, "push", "-f", project, "-e", "podman", "--to", publish, tls]
+            run_timed(push, env=env)  # the first push uploads; the ones timed find it all there
+            lb, blobs, tut = [], [], []
+            refs = lowbuild_refs(self.ws)
+            for run in range(max(1, min(self.runs, 3))):
+                before = _uploads(log)
+                lb.append(run_timed(push, env=env).seconds)
+                blobs.append(float(_uploads(log) - before))
+                started = time.perf_counter()
+                for ref in refs:
+                    destination = f"docker://{publish}/{ref.split('/', 1)[1]}"
+                    subprocess.run(
+                        ["podman", "push", "--quiet", "--tls-verify=false", ref, destination],
+                        env=env,
+                        check=True,
+                        capture_output=True,
+                    )
+                tut.append(time.perf_counter() - started)
+                say(
+                    f"re-push run {run + 1}: lowbuild {lb[-1]:.2f}s ({blobs[-1]:.0f} blobs), "
+                    f"podman {tut[-1]:.2f}s"
+                )
+            f_lb = self.results.add(figure_of(section, "lowbuild push, unchanged family", lb))
+            self.results.add(figure_of(section, "blobs uploaded by that push", blobs, "count"))
+            self.results.add(figure_of(section, "podman push of each image in turn", tut))
+            self.results.goals.append(
+                Goal(
+                    section,
+                    "re-push of the unchanged family under 1.5 s, 0 blobs uploaded",
+                    f"{f_lb.median:.2f}s, {max(blobs):.0f} blobs",
+                    f_lb.median < 1.5 and max(blobs) == 0,
+                )
+            )
+        self.fresh_storage("registry", keep=False)
+
     def fresh_storage(self, name: str, *, keep: bool = True) -> dict[str, str]:
         """An empty podman storage (removing the previous one), with the base images."""
         env = self.ws.storage_env(name)
@@ -738,6 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pack": bench.pack,
         "fetch": bench.fetch,
         "plan": bench.plan,
+        "registry": bench.registry,
     }
     code = 0
     for section in SECTIONS:

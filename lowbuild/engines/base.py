@@ -236,7 +236,21 @@ class Engine(Protocol):
         """Load an image archive; return the references or IDs it held."""
         ...
 
-    def push(self, ref: str, *, tls_verify: bool = True) -> None: ...
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
+        """Push local image `ref` to the registry as `destination` (`host/path:tag`), with
+        the engine's own credentials; return the manifest digest the registry stored
+        ("sha256:<hex>"). Blobs the registry has are not uploaded again. `tls_verify`:
+        False for a registry the user declared plain-http or self-signed (dockerd decides
+        that itself, from its `insecure-registries`)."""
+        ...
+
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        """Pull `ref` (`host/path:tag`) from its registry with the engine's own credentials;
+        return the local image ID, or None when the registry has no such manifest. The only
+        pull lowbuild ever asks for: a registry cache hit (run/build.py)."""
+        ...
 
     def remove_image(self, ref: str, *, force: bool = False) -> None: ...
 

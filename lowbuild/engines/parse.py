@@ -134,3 +134,31 @@ def build_secrets(container_dir: Path) -> list[str]:
         return []
     secrets = (document.get("CommonBuildOpts") or {}).get("Secrets") or []
     return [str(s) for s in secrets]
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_DOCKER_PUSHED = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+
+
+def pushed_digest(output: str, destination: str) -> str:
+    """The manifest digest a push reported: podman/buildah's --digestfile holds just the
+    digest; `docker push` ends with "<tag>: digest: sha256:… size: N". EngineError when
+    there is none (the push cannot be recorded by digest)."""
+    text = output.strip()
+    if _DIGEST.fullmatch(text):
+        return text
+    found = _DOCKER_PUSHED.findall(text)
+    if found:
+        return str(found[-1])
+    raise EngineError(
+        ["push", destination], 0, f"no manifest digest in the push output: {text[-500:]!r}"
+    )
+
+
+_NO_MANIFEST = re.compile(r"manifest unknown|name unknown|not found", re.IGNORECASE)
+
+
+def says_manifest_missing(error: EngineError) -> bool:
+    """Whether a failed pull failed because the registry has no such manifest (podman,
+    buildah "manifest unknown", docker "manifest for … not found"): not an error, a miss."""
+    return bool(_NO_MANIFEST.search(error.stderr)) and "connection refused" not in error.stderr

@@ -13,6 +13,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,8 +27,9 @@ from lowbuild.engines.commands import (
     labels_as_one_step,
     run_command,
     run_iidfile_build,
+    run_scratch,
 )
-from lowbuild.engines.parse import build_secrets
+from lowbuild.engines.parse import build_secrets, pushed_digest
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
 from lowbuild.errors import EngineError
 from lowbuild.spec.changes import Change
@@ -119,9 +121,36 @@ class PodmanEngine(WhalesEngine):
             argv.append("--multi-image-archive")
         run_command([*argv, "--output", path, *refs])
 
-    def push(self, ref: str, *, tls_verify: bool = True) -> None:
-        argv = [self.binary, "push", "--quiet", f"--tls-verify={str(tls_verify).lower()}", ref]
-        run_command(argv)
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
+        return push_with_digestfile(self.binary, ref, destination, tls_verify=tls_verify, log=log)
+
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        tls = f"--tls-verify={str(tls_verify).lower()}"
+        return self._pulled(ref, [self.binary, "pull", tls, "--quiet", ref], log)
+
+
+def push_with_digestfile(
+    binary: str, ref: str, destination: str, *, tls_verify: bool, log: LogSink | None
+) -> str:
+    """`podman push` or `buildah push` (the same flags) of `ref` to `docker://destination`,
+    in the docker format the images were built in; the digest from `--digestfile`."""
+    with tempfile.TemporaryDirectory(prefix="push-", dir=run_scratch()) as scratch:
+        digestfile = Path(scratch) / "digest"
+        argv: list[str | Path] = [
+            binary,
+            "push",
+            f"--tls-verify={str(tls_verify).lower()}",
+            "--format",
+            "docker",
+            "--digestfile",
+            digestfile,
+            ref,
+            f"docker://{destination}",
+        ]
+        run_command(argv, log=log, merge_output=True)
+        return pushed_digest(digestfile.read_text(), destination)
 
 
 def buildah_style_build(

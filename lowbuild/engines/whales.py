@@ -47,7 +47,9 @@ from lowbuild.engines.parse import (
     inspected_batch,
     loaded_refs,
     published_ports,
+    pushed_digest,
     says_image_missing,
+    says_manifest_missing,
 )
 from lowbuild.errors import EngineError, EngineTimedOut
 from lowbuild.spec.changes import Change, parse_changes
@@ -142,11 +144,33 @@ class WhalesEngine:
         # which drops all but one of podman's comma-separated "Loaded image(s): a,b".
         return loaded_refs(run_command([self.binary, "load", "--input", path]).stdout)
 
-    def push(self, ref: str, *, tls_verify: bool = True) -> None:
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
         # dockerd decides TLS itself: 127.0.0.0/8 registries are insecure by default, others
         # must be listed in its daemon.json `insecure-registries`; the CLI has no flag.
-        with whales_errors():
-            self.client.image.push(ref, quiet=True)
+        # `docker push` takes no destination: the image is tagged with it for the push.
+        run_command([self.binary, "tag", ref, destination])
+        try:
+            out = run_command([self.binary, "push", destination], log=log, merge_output=True)
+        finally:
+            # The source keeps its own tag, so this only drops the destination name.
+            run_command([self.binary, "rmi", destination], check=False)
+        return pushed_digest(out.stdout, destination)
+
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        # dockerd decides TLS itself (see push); podman overrides this with its flag.
+        return self._pulled(ref, [self.binary, "pull", ref], log)
+
+    def _pulled(self, ref: str, argv: Sequence[str], log: LogSink | None) -> str | None:
+        """Run the pull command `argv`; the ID of `ref` after it, None on a registry miss."""
+        try:
+            run_command(argv, log=log, merge_output=True)
+        except EngineError as exc:
+            if says_manifest_missing(exc):
+                return None
+            raise
+        return self.resolve_image_id(ref)
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         with whales_errors():

@@ -9,7 +9,7 @@ builder recomputes it then (`current_inputs`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +20,12 @@ from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebu
 from lowbuild.plan.graph import FamilyGraph, Node, select
 from lowbuild.spec.model import Project
 
-Action = Literal["build", "up-to-date"]
+Action = Literal["build", "pull", "up-to-date"]
+"""build: out of date; pull: out of date, but the registry cache has the image built from
+exactly these inputs; up-to-date: the local image has them."""
+
+CacheLookup = Callable[[str, str], str | None]
+"""(image name, fingerprint) → the ID of the image the registry cache holds, or None."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +134,15 @@ def make_plan(
     *,
     names: Iterable[str] = (),
     with_deps: bool = True,
+    cache_lookup: CacheLookup | None = None,
 ) -> Plan:
     """Decide, for the selected images (all when `names` is empty), what to build and why.
 
     With `with_deps`, ancestors are part of the plan (built only if out of date);
     without, an ancestor outside the selection must already exist locally.
+    `cache_lookup`: a registry cache; an out-of-date image it holds (under the
+    fingerprint its inputs give) is planned "pull", and its children's inputs follow
+    from the ID it will have.
     """
     selected = select(graph, names, with_deps=with_deps)
     # Every image the plan may ask about, external bases and family images, inspected
@@ -165,6 +174,11 @@ def make_plan(
         action: Action = "build" if reasons else "up-to-date"
         if action == "up-to-date" and existing is not None:
             known_ids[name] = existing.id
+        elif inputs is not None and cache_lookup is not None:
+            cached = cache_lookup(name, fingerprint(inputs))
+            if cached is not None:
+                action, reasons = "pull", (*reasons, "the registry cache has it")
+                known_ids[name] = cached
         planned[name] = PlannedImage(
             name=name,
             ref=project.ref(node.spec),
@@ -173,7 +187,7 @@ def make_plan(
             needs=tuple(need for need in node.needs if need in selected),
             existing_id=existing.id if existing else None,
             inputs=inputs,
-            inventory=inventory if action == "build" else None,
+            inventory=inventory if action != "up-to-date" else None,
         )
     return Plan(
         project=project,

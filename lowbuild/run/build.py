@@ -7,6 +7,7 @@ was rebuilt to the very same ID is still recognised as up to date.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -34,19 +35,22 @@ from lowbuild.engines.base import (
 )
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
-from lowbuild.errors import Interrupted
+from lowbuild.errors import EngineError, Interrupted, VerificationError
 from lowbuild.plan.fingerprint import (
     FINGERPRINT_LABEL,
     BuildInputs,
+    fingerprint,
     fingerprint_labels,
     rebuild_reasons,
 )
 from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
+from lowbuild.redact import redact
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
 from lowbuild.sources.cache import Cache
-from lowbuild.spec.model import ImageSpec, Project
+from lowbuild.sources.registry import cache_ref
+from lowbuild.spec.model import ImageSpec, Project, Registry
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
 
@@ -86,6 +90,11 @@ class FamilyBuilder:
     on_build_start: Callable[[str], None] = lambda fingerprint: None
     """Told each image's fingerprint before its build starts (the run's record: a killed
     run's untagged images are found by it)."""
+    cache_from: Registry | None = None
+    """A registry cache: an image to build is first looked for there under its
+    fingerprint tag (cache_ref) and pulled instead of built when it is found."""
+    cache_to: Registry | None = None
+    """Each image built is pushed there under its fingerprint tag, for the next runner."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -149,6 +158,13 @@ class FamilyBuilder:
                 with self._lock:
                     self._ids[name] = existing.id
                 return WorkResult(state="up-to-date", image_id=existing.id)
+        if self.cache_from is not None:
+            pulled = self._pull_from_cache(spec, fingerprint(inputs), self.cache_from, sink)
+            if pulled is not None:
+                with self._lock:
+                    self._ids[name] = pulled
+                detail = f"from {cache_ref(self.cache_from, name, fingerprint(inputs))}"
+                return WorkResult(state="pulled", image_id=pulled, detail=detail)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(
             spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
@@ -175,7 +191,54 @@ class FamilyBuilder:
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
+        if self.cache_to is not None:
+            self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink)
         return WorkResult(state="built", image_id=image_id, detail="; ".join(reasons))
+
+    def _pull_from_cache(
+        self, spec: ImageSpec, expected: str, registry: Registry, sink: LogSink
+    ) -> str | None:
+        """The image pulled from the registry cache and tagged as if built, or None when
+        the cache does not have it (or cannot be reached: then it is built). A pulled
+        image whose fingerprint label is not `expected` is a VerificationError, and it
+        gets none of the family's tags."""
+        ref = cache_ref(registry, spec.name, expected)
+        sink(f"looking for {ref} in the registry cache")
+        try:
+            image_id = self.engine.pull(ref, tls_verify=registry.tls_verify, log=sink)
+        except EngineError as exc:
+            sink(f"registry cache not usable, building instead: {redact(str(exc))}")
+            return None
+        if image_id is None:
+            sink("not in the registry cache: building")
+            return None
+        info = self.engine.inspect_image(ref)
+        found = info.labels.get(FINGERPRINT_LABEL) if info else None
+        if found != expected:
+            with contextlib.suppress(EngineError):
+                # Not forced: when the image also carries other names (a family image
+                # pushed under the wrong tag), only this name goes.
+                self.engine.remove_image(ref)
+            raise VerificationError(
+                f"{spec.name}: refused {ref} from the registry cache, nothing tagged: its "
+                f"fingerprint is {found}, expected {expected} (the pulled copy was removed)"
+            )
+        for local in self.project.refs(spec):
+            self.engine.tag(ref, local)
+        sink(f"pulled {ref} ({image_id}) instead of building")
+        return image_id
+
+    def _push_to_cache(self, name: str, built_from: str, registry: Registry, sink: LogSink) -> None:
+        """Push a built image under its fingerprint tag; a failure is said, not fatal."""
+        ref = cache_ref(registry, name, built_from)
+        try:
+            digest = self.engine.push(
+                self.project.ref(name), ref, tls_verify=registry.tls_verify, log=sink
+            )
+        except EngineError as exc:
+            sink(f"warning: not pushed to the registry cache: {redact(str(exc))}")
+            return
+        sink(f"pushed to the registry cache as {ref} ({digest})")
 
     def _inputs_now(
         self, plan: Plan, node: Node, inventory: ContextInventory, *, ref: str

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from lowbuild.engines.base import LogSink
 from lowbuild.errors import EXIT_FAILED
-from lowbuild.run.scheduler import Event, Outcome
+from lowbuild.run.scheduler import FINISHED_OK, Event, Outcome
 
 if TYPE_CHECKING:  # the tables only read these; a build run need not import doctor
     from lowbuild.doctor import EngineReport
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the tables only read these; a build run need not import doc
 
 _STATE_STYLE = {
     "built": "green",
+    "pulled": "blue",
     "up-to-date": "cyan",
     "failed": "bold red",
     "blocked": "yellow",
@@ -146,10 +147,12 @@ def _summary_detail(outcome: Outcome) -> str:
 
 
 def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
-    """0 when every image is built or up to date; EXIT_FAILED when anything failed or was
-    blocked."""
-    ok = all(outcome.state in {"built", "up-to-date"} for outcome in outcomes.values())
-    return 0 if ok else EXIT_FAILED
+    """0 when every image is built, pulled or up to date; else EXIT_FAILED, or a failure's
+    own code when it is higher (EXIT_VERIFY: a registry cache entry that was not what
+    its tag says)."""
+    if all(outcome.state in FINISHED_OK for outcome in outcomes.values()):
+        return 0
+    return max([EXIT_FAILED, *(o.exit_code for o in outcomes.values() if o.state == "failed")])
 
 
 def plan_table(plan: Plan) -> Table:
@@ -159,7 +162,7 @@ def plan_table(plan: Plan) -> Table:
     table.add_column("action")
     table.add_column("why", overflow="fold")
     for image in plan.images:
-        style = "yellow" if image.action == "build" else "cyan"
+        style = {"build": "yellow", "pull": "blue"}.get(image.action, "cyan")
         why = "; ".join(image.reasons) if image.reasons else "fingerprint matches the local image"
         table.add_row(image.name, f"[{style}]{image.action}[/]", escape(why))
     return table
@@ -247,7 +250,7 @@ class LiveBoard:
                 took = f" in {outcome.duration:.1f}s" if outcome.duration is not None else ""
                 summary = _summary_detail(outcome)
                 why = f" ({summary[:160]})" if summary else ""
-                mark = "✓" if outcome.state in {"built", "up-to-date"} else "✗"
+                mark = "✓" if outcome.state in FINISHED_OK else "✗"
                 line = f"{mark} {event.name}: {outcome.state}{took}{why}"
         if self._live is None:
             self.console.print(line, highlight=False, markup=False)

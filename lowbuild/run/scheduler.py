@@ -24,17 +24,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lowbuild.errors import LowbuildError
+from lowbuild.errors import EXIT_FAILED, LowbuildError
 
-State = Literal["built", "up-to-date", "failed", "blocked", "skipped"]
-FINISHED_OK: frozenset[State] = frozenset({"built", "up-to-date"})
+State = Literal["built", "pulled", "up-to-date", "failed", "blocked", "skipped"]
+FINISHED_OK: frozenset[State] = frozenset({"built", "pulled", "up-to-date"})
+"""The states of an image that exists as planned: its children may start."""
 
 
 @dataclass(frozen=True)
 class WorkResult:
     """What a successful piece of work returns."""
 
-    state: Literal["built", "up-to-date"]
+    state: Literal["built", "pulled", "up-to-date"]
     image_id: str = ""
     detail: str = ""
 
@@ -50,6 +51,7 @@ class Outcome:
     blocked_by: str | None = None
     started: float | None = None  # time.time() stamps, for reports and for proving concurrency
     ended: float | None = None
+    exit_code: int = 0  # a failure's: that of the LowbuildError it raised (1 otherwise)
 
     @property
     def duration(self) -> float | None:
@@ -117,7 +119,9 @@ def _outcome_of(future: Future[WorkResult], name: str, started: float) -> Outcom
     ended = time.time()
     exc = future.exception()
     if exc is not None:
-        return Outcome(name, "failed", detail=_describe_failure(exc), started=started, ended=ended)
+        code = exc.exit_code if isinstance(exc, LowbuildError) else EXIT_FAILED
+        detail = _describe_failure(exc)
+        return Outcome(name, "failed", detail=detail, started=started, ended=ended, exit_code=code)
     result = future.result()
     return Outcome(
         name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,14 @@ from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import Project
+from lowbuild.spec.model import Project, Registry
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
     from lowbuild.engines.base import Engine
-    from lowbuild.plan.planner import PlannedImage
+    from lowbuild.plan.planner import CacheLookup, PlannedImage
+    from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
@@ -106,18 +107,27 @@ def run_doctor(engine: str | None, *, as_json: bool, out: Console) -> int:
     return 0
 
 
-def run_plan(selection: Selection, *, console: Console, as_json: bool) -> int:
-    """`lowbuild plan`: print what would be built and why; builds nothing."""
+def run_plan(
+    selection: Selection,
+    *,
+    console: Console,
+    as_json: bool,
+    cache: BuildOptions | None = None,
+) -> int:
+    """`lowbuild plan`: print what would be built, or pulled from a registry cache (its
+    `cache_from`, `offline`, `cache_tls_verify`), and why; builds nothing."""
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.report import plan_table
 
     resolved = resolve(selection)
+    cache_from, _ = _registry_cache(resolved.project, cache or BuildOptions(jobs=1))
     plan = make_plan(
         resolved.project,
         resolved.graph,
         resolved.engine,
         names=selection.names,
         with_deps=selection.with_deps,
+        cache_lookup=_lookup(cache_from),
     )
     if as_json:
         # Straight to the console's file: rich's print_json highlights every token, which
@@ -140,6 +150,19 @@ class BuildOptions:
     cache_dir: Path | None = None
     as_json: bool = False
     wait: bool = True  # for the project lock; False: refuse at once when it is held
+    push: PushTargets | None = None  # --push: where to (None: no push)
+    cache_from: str | None = None  # registry cache to pull from (name or prefix)
+    cache_to: str | None = None  # registry cache to push to
+    cache_tls_verify: bool = True  # for a cache given as a prefix
+
+
+@dataclass(frozen=True)
+class PushTargets:
+    """`--to` as given (registry names or prefixes; none: lowbuild.yaml's registries),
+    and whether a prefix given there is verified with TLS."""
+
+    to: tuple[str, ...] = ()
+    tls_verify: bool = True
 
 
 @contextmanager
@@ -210,10 +233,18 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
+    from lowbuild.run.scheduler import FINISHED_OK
 
     project, engine = resolved.project, resolved.engine
+    registries = _push_registries(project, options.push)  # a bad --to: before any build
+    cache_from, cache_to = _registry_cache(project, options)
     plan = make_plan(
-        project, resolved.graph, engine, names=selection.names, with_deps=selection.with_deps
+        project,
+        resolved.graph,
+        engine,
+        names=selection.names,
+        with_deps=selection.with_deps,
+        cache_lookup=_lookup(cache_from),
     )
     to_build = [image for image in plan.images if image.action == "build"]
     cache = Cache(default_cache_root(options.cache_dir))
@@ -238,17 +269,147 @@ def _build(
                 on_event=board.event,
                 wrap_sink=board.sink_for,
                 on_build_start=journal.note_build,
+                cache_from=cache_from,
+                cache_to=cache_to,
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
         if options.test:
-            ready = [name for name, o in outcomes.items() if o.state in {"built", "up-to-date"}]
+            ready = [name for name, o in outcomes.items() if o.state in FINISHED_OK]
             tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
-        _report(project, outcomes, tests, logs, console=console, as_json=options.as_json)
-    code = run_exit_code(outcomes)
+        pushes: list[PushOutcome] = []
+        if registries:
+            refused = {
+                name: f"it was not built ({o.state})"
+                for name, o in outcomes.items()
+                if o.state not in FINISHED_OK
+            }
+            refused.update(
+                {name: "its smoke test failed" for name, t in tests.items() if not t.passed}
+            )
+            pushes = _push(resolved, list(outcomes), registries, refused, logs=logs, err=err)
+        _report(
+            project, outcomes, tests, logs, pushes=pushes, console=console, as_json=options.as_json
+        )
+        if pushes and not options.as_json:
+            _print_published(pushes, console)
+    code = run_exit_code(outcomes)  # a verification failure's 4 outranks the 1s below
     if any(not result.passed for result in tests.values()):
-        code = EXIT_FAILED
+        code = max(code, EXIT_FAILED)
+    if any(not push.pushed for push in pushes):
+        code = max(code, EXIT_FAILED)
     return code
+
+
+def _registry_cache(
+    project: Project, options: BuildOptions
+) -> tuple[Registry | None, Registry | None]:
+    """The registry cache to pull from and to push to: --cache-from/--cache-to, else
+    lowbuild.yaml's `cache:`; none offline (a cache is a network)."""
+    from lowbuild.run.publish import chosen_registries
+
+    if options.offline:
+        return None, None
+
+    def one(given: str | None) -> Registry | None:
+        target = given or project.cache_registry
+        if target is None:
+            return None
+        [registry] = chosen_registries(project, [target], tls_verify=options.cache_tls_verify)
+        return registry
+
+    return one(options.cache_from), one(options.cache_to)
+
+
+def _lookup(registry: Registry | None) -> CacheLookup | None:
+    """The planner's question to a registry cache: which image does it hold for these
+    inputs (one manifest request each)."""
+    from lowbuild.sources.registry import cached_image_id
+
+    if registry is None:
+        return None
+    return lambda name, fingerprint: cached_image_id(registry, name, fingerprint)
+
+
+def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:
+    from lowbuild.run.publish import chosen_registries
+
+    if push is None:
+        return ()
+    return chosen_registries(project, push.to, tls_verify=push.tls_verify)
+
+
+def _push(
+    resolved: Resolved,
+    names: Sequence[str],
+    registries: Sequence[Registry],
+    refused: Mapping[str, str],
+    *,
+    logs: RunLogs,
+    err: Console,
+) -> list[PushOutcome]:
+    """Push `names` (build order) to `registries`, say each result on `err` as it comes,
+    and record the pushed ones in PUBLISHED_FILE."""
+    from lowbuild.run.publish import PUBLISHED_FILE, PublishedRecord, push_family
+
+    def show(outcome: PushOutcome) -> None:
+        if outcome.pushed:
+            line = f"↑ pushed {outcome.image} to {outcome.registry}: {outcome.by_digest}"
+        else:
+            line = f"✗ not pushed {outcome.image} to {outcome.registry}: {outcome.error}"
+        err.print(line, highlight=False, markup=False, emoji=False)
+
+    project = resolved.project
+    outcomes = push_family(
+        project,
+        resolved.graph,
+        resolved.engine,
+        names,
+        registries,
+        refused=refused,
+        log_for=logs.sink,
+        on_result=show,
+    )
+    record = PublishedRecord.read(project.root / STATE_DIR / PUBLISHED_FILE)
+    record.add(outcomes)
+    record.write()
+    return outcomes
+
+
+def _print_published(pushes: Sequence[PushOutcome], console: Console) -> None:
+    """The pullable by-digest references, one per line (what a deployment pins)."""
+    for push in pushes:
+        if push.by_digest:
+            console.file.write(f"{push.by_digest}\n")
+
+
+def run_push(
+    selection: Selection,
+    targets: PushTargets,
+    *,
+    as_json: bool,
+    wait: bool,
+    console: Console,
+    err: Console,
+) -> int:
+    """`lowbuild push`: push the selected images (with their ancestors unless
+    --no-deps), parents first, every tag, to each registry; exit 1 if any was not."""
+    from lowbuild.run.report import RunLogs
+
+    resolved = resolve(selection)
+    project = resolved.project
+    registries = _push_registries(project, targets)
+    names = select(resolved.graph, selection.names, with_deps=selection.with_deps)
+    with (
+        project_session(project, engine=resolved.engine, wait=wait, err=err),
+        RunLogs(project.root / STATE_DIR / "logs") as logs,
+    ):
+        pushes = _push(resolved, names, registries, {}, logs=logs, err=err)
+    if as_json:
+        console.file.write(json.dumps([p.to_json() for p in pushes], indent=2) + "\n")
+    else:
+        _print_published(pushes, console)
+    return 0 if all(push.pushed for push in pushes) else EXIT_FAILED
 
 
 def _fetch_inputs(
@@ -344,6 +505,7 @@ def _report(
     tests: dict[str, TestOutcome],
     logs: RunLogs,
     *,
+    pushes: Sequence[PushOutcome] = (),
     console: Console,
     as_json: bool,
 ) -> None:
@@ -359,6 +521,8 @@ def _report(
             record["log"] = str(logs.path(name))
             if name in tests:
                 record["test"] = test_record(tests[name])
+            if pushes:
+                record["push"] = [p.to_json() for p in pushes if p.image == name]
             records.append(record)
         console.print_json(json.dumps(records))
         return

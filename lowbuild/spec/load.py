@@ -39,6 +39,7 @@ from lowbuild.spec.model import (
     PackFormat,
     Project,
     RecipeKind,
+    Registry,
     Rewrite,
 )
 
@@ -55,6 +56,11 @@ _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA512 = re.compile(r"^[0-9a-f]{128}$")
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+# host (with a dot or a port, or localhost), then repository path parts
+_REGISTRY_PREFIX = re.compile(
+    r"^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+|[a-z0-9.-]+:[0-9]{1,5})(:[0-9]{1,5})?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+)
 _URL_SCHEMES = ("http", "https", "file")
 
 _PROJECT_KEYS = (
@@ -66,6 +72,8 @@ _PROJECT_KEYS = (
     "mirrors",
     "bases",
     "max-download",
+    "registries",
+    "cache",
 )
 _BYTE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 _BYTE_SIZE = re.compile(r"^([0-9]+) ?(KiB|MiB|GiB|TiB)?$")
@@ -88,6 +96,7 @@ _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
 
 _Choice = TypeVar("_Choice", bound=str)
 
@@ -114,6 +123,8 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
     max_download = DEFAULT_MAX_DOWNLOAD
     if "max-download" in fields:
         max_download = _byte_size(doc, fields["max-download"], what="max-download")
+    registries = _registries(doc, fields.get("registries"))
+    cache_registry = _cache(doc, fields.get("cache"), registries)
     images = tuple(
         _image(directory, allow_missing_digests=allow_missing_digests)
         for directory in _context_directories(doc, fields.get("contexts"))
@@ -130,6 +141,8 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
         images=images,
         location=doc.at(root),
         max_download=max_download,
+        registries=registries,
+        cache_registry=cache_registry,
     )
 
 
@@ -308,6 +321,16 @@ class _Document:
             )
         return value
 
+    def boolean(self, node: yaml.Node, *, what: str) -> bool:
+        """`true` or `false`, nothing else (YAML's yes/no/on/off are refused as unclear)."""
+        if (
+            not isinstance(node, yaml.ScalarNode)
+            or node.tag != _BOOL
+            or node.value not in ("true", "false")
+        ):
+            self.fail(f"{what} must be true or false, not {node.value!r}", node)
+        return str(node.value) == "true"
+
     def items(self, node: yaml.Node, *, what: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
             self.fail(f"{what} must be a list, not {_kind(node)}", node)
@@ -439,6 +462,54 @@ def _mirrors(doc: _Document, node: yaml.Node | None) -> tuple[Rewrite, ...]:
         )
         for what, _, fields in doc.records(node, what="mirrors", keys=keys, required=keys)
     )
+
+
+def registry_prefix_problem(prefix: str) -> str | None:
+    """What is wrong with a registry prefix (`host[:port][/path]`), or None."""
+    if "://" in prefix:
+        return "has a scheme: write host[:port][/path], and `tls-verify: false` for plain http"
+    if not _REGISTRY_PREFIX.match(prefix):
+        return (
+            "is not host[:port][/path] in lowercase (a host with a dot or a port, or "
+            "localhost, then path parts of letters, digits, '.', '_', '-')"
+        )
+    return None
+
+
+def _registries(doc: _Document, node: yaml.Node | None) -> tuple[Registry, ...]:
+    found: dict[str, Registry] = {}
+    keys = ("name", "prefix", "tls-verify")
+    for what, item, fields in doc.records(
+        node, what="registries", keys=keys, required=("name", "prefix")
+    ):
+        name = _name(doc, fields["name"], what=f"{what}.name")
+        prefix = doc.text(fields["prefix"], what=f"{what}.prefix").rstrip("/")
+        problem = registry_prefix_problem(prefix)
+        if problem:
+            doc.fail(f"{what}.prefix {prefix!r} {problem}", fields["prefix"])
+        tls = fields.get("tls-verify")
+        verify = True if tls is None else doc.boolean(tls, what=f"{what}.tls-verify")
+        if name in found:
+            doc.fail(f"registry {name!r} is declared twice (first at {found[name].location})", item)
+        found[name] = Registry(name=name, prefix=prefix, tls_verify=verify, location=doc.at(item))
+    return tuple(found.values())
+
+
+def _cache(doc: _Document, node: yaml.Node | None, registries: Sequence[Registry]) -> str | None:
+    """`cache: {registry: NAME}`, NAME one of `registries:`."""
+    if node is None:
+        return None
+    fields = doc.fields(node, what="cache", keys=("registry",), required=("registry",))
+    name = doc.text(fields["registry"], what="cache.registry")
+    names = [registry.name for registry in registries]
+    if name not in names:
+        known = f"; declared: {', '.join(names)}" if names else "; none is declared"
+        doc.fail(
+            f"cache.registry {name!r} is not a registry of `registries:`"
+            f"{did_you_mean(name, names)}{known}",
+            fields["registry"],
+        )
+    return name
 
 
 def _bases(doc: _Document, node: yaml.Node | None) -> tuple[BasePin, ...]:

@@ -160,6 +160,24 @@ class BasePin:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """A registry the family is published to (`registries:` in lowbuild.yaml).
+
+    `prefix` is where the images go, `host[:port][/path]` (an image `web` tagged `1`
+    becomes `<prefix>/web:1`). `tls_verify: false` only for a registry the user declares
+    plain-http or self-signed; credentials are the engine's own (`podman login`, docker's
+    config.json), never lowbuild's."""
+
+    name: str
+    prefix: str
+    tls_verify: bool = True
+    location: Location | None = field(default=None, compare=False)
+
+    def ref(self, image: str, tag: str) -> str:
+        return f"{self.prefix}/{image}:{tag}"
+
+
+@dataclass(frozen=True)
 class Project:
     """The whole family, from `lowbuild.yaml` plus every context's `image.yaml`."""
 
@@ -174,6 +192,16 @@ class Project:
     location: Location | None = field(default=None, compare=False)
     # Largest download of an artifact without `size:` (`max-download:`, in bytes).
     max_download: int = DEFAULT_MAX_DOWNLOAD
+    registries: tuple[Registry, ...] = ()
+    # `cache: {registry: NAME}`: the registry whose fingerprint tags a build pulls from
+    # instead of building, and pushes to after building.
+    cache_registry: str | None = None
+
+    def registry(self, name: str) -> Registry:
+        for registry in self.registries:
+            if registry.name == name:
+                return registry
+        raise KeyError(name)
 
     def image_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.images)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from containers import containers
-from live_services import BASE_IMAGE, Registry, free_port, make_site_context, wait_for_http
+from live_services import BASE_IMAGE, Registry, make_site_context, running_registry
 
 from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, Engine
 from lowbuild.engines.detect import engine_by_name, probe
@@ -91,28 +89,12 @@ def image_refs(engine: Engine) -> Iterator[Callable[[str], str]]:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """`docker-registry serve` (the Debian registry) on a free loopback port, plain http."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed: run `bash scripts/provision.sh`")
-    root = tmp_path_factory.mktemp("registry")
-    host = f"127.0.0.1:{free_port()}"
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
-        f"http:\n  addr: {host}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    """A registry for the whole session (live_services.running_registry), plain http."""
     try:
-        wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
-        yield Registry(host=host)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        with running_registry(tmp_path_factory.mktemp("registry")) as running:
+            yield running
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

@@ -3,9 +3,14 @@ handle, the site build context. Plain functions, imported by conftest and tests 
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,22 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest the registry serves `repository:tag`'s manifest under, or None."""
+        accept = ", ".join(
+            [
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.oci.image.manifest.v1+json",
+            ]
+        )
+        answer = httpx.head(
+            f"{self.url}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=5.0
+        )
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        return answer.headers["Docker-Content-Digest"]
+
     def tags(self, repository: str) -> list[str]:
         """Tags the registry holds for `repository` (empty when it has none)."""
         answer = httpx.get(f"{self.url}/v2/{repository}/tags/list", timeout=5.0)
@@ -50,6 +71,99 @@ class Registry:
             return []
         answer.raise_for_status()
         return list(answer.json().get("tags") or [])
+
+
+@dataclass(frozen=True)
+class Secured:
+    """TLS with a certificate signed by a CA of the test's own (`ca`, trusted through the
+    engines' certs directories, never by turning verification off), and htpasswd logins."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+    htpasswd: Path
+
+
+def secure_registry_files(directory: Path, *, user: str, password: str) -> Secured:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and an htpasswd file with
+    one bcrypt login: what a TLS registry with authentication needs."""
+    import warnings
+
+    with warnings.catch_warnings():  # deprecated (gone in 3.13), and the one bcrypt at hand
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt hashes, as the registry's htpasswd wants
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key),
+            "-out", str(ca), "-days", "2", "-subj", "/CN=lowbuild test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    htpasswd = directory / "htpasswd"
+    htpasswd.write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    return Secured(ca=ca, certificate=cert, key=key, htpasswd=htpasswd)
+
+
+@contextmanager
+def running_registry(
+    root: Path, *, port: int | None = None, secured: Secured | None = None
+) -> Iterator[Registry]:
+    """`docker-registry serve` (the Debian registry) on loopback, storing in `root`: plain
+    http, or TLS with logins when `secured`; stopped by its PID when the block ends,
+    whatever happens. The same `root` and `port` give a restarted registry with the same
+    contents."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise RuntimeError("docker-registry is not installed: run `bash scripts/provision.sh`")
+    host = f"127.0.0.1:{port or free_port()}"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    tls = auth = ""
+    if secured is not None:
+        tls = f"  tls:\n    certificate: {secured.certificate}\n    key: {secured.key}\n"
+        auth = f"auth:\n  htpasswd:\n    realm: lowbuild-test\n    path: {secured.htpasswd}\n"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        f"http:\n  addr: {host}\n{tls}{auth}"
+    )
+    with (root / "registry.log").open("ab") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+        try:
+            if secured is None:
+                wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
+            else:  # 401 without a login: it is up
+                _wait_for_tls(f"https://{host}/v2/", ca=secured.ca)
+            yield Registry(host=host)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_tls(url: str, *, ca: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=2.0, verify=ssl.create_default_context(cafile=str(ca)))
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def make_site_context(directory: Path) -> Path:

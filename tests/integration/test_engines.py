@@ -270,17 +270,22 @@ def test_save_then_load_after_removal_restores_the_same_image(
     assert info.labels["org.lowbuild.test.marker"] == marker
 
 
-def test_pushed_image_is_listed_by_the_registry(
+def test_push_names_the_digest_the_registry_stores(
     engine: Engine, site_image: BuiltSite, registry: Registry
 ) -> None:
     repository = f"lowbuild-test/{engine.name}-site"
-    remote = f"{registry.host}/{repository}:pushed"
-    engine.tag(site_image.ref, remote)
-    try:
-        engine.push(remote, tls_verify=False)
-    finally:
-        engine.remove_image(remote)
+    lines: list[str] = []
+    destination = f"{registry.host}/{repository}:pushed"
+
+    digest = engine.push(site_image.ref, destination, tls_verify=False, log=lines.append)
+
     assert "pushed" in registry.tags(repository)
+    assert digest == registry.manifest_digest(repository, "pushed")
+    # Pushed under its own name only: no destination tag is left in the local store.
+    assert engine.inspect_image(destination) is None
+    assert engine.inspect_image(site_image.ref) is not None
+    # Again: the registry has every blob, and the manifest is the same.
+    assert engine.push(site_image.ref, destination, tls_verify=False) == digest
 
 
 def test_select_engine_by_name_and_by_environment(

@@ -266,6 +266,12 @@ def test_sigkill_at_random_moments_leaves_nothing_the_next_run_does_not_remove(
         started = time.time()
         process = project.start("build", "--engine", project.engine)
         delay = rng.uniform(0.3, duration)
+        if trial == KILL_TRIALS - 1 and not killed_runs:
+            # Every kill so far came before the run recorded itself (a fast engine's
+            # builds leave little time after that): this one waits for the record, so
+            # the test always kills at least one run the next one must clean up after.
+            wait_until(lambda: project.run_ids(), timeout=60, what="the run to record itself")
+            delay = rng.uniform(0.0, duration / 2)
         time.sleep(delay)
         run_ids = project.run_ids()
         process.kill()  # SIGKILL lowbuild alone, as the OOM killer or `kill -9` would

@@ -25,6 +25,11 @@ class FakeEngine:
     failing: set[str] = field(default_factory=set)  # refs whose build fails
     built: list[str] = field(default_factory=list)  # first tag of each build, in order
     inspections: int = 0  # engine calls made to inspect images
+    pushed: dict[str, str] = field(default_factory=dict)  # destination → manifest digest
+    push_failures: list[str] = field(default_factory=list)  # stderr of the next failed pushes
+    registry: dict[str, ImageInfo] = field(default_factory=dict)  # what pushes put there
+    pull_failures: list[str] = field(default_factory=list)  # stderr of the next failed pulls
+    pulls: list[str] = field(default_factory=list)  # refs asked for, found or not
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_image(self, ref: str, *, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -57,6 +62,29 @@ class FakeEngine:
         with self._lock:
             self.inspections += 1
             return {ref: self.images.get(ref) for ref in refs}
+
+    def push(
+        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+    ) -> str:
+        if self.push_failures:
+            raise EngineError(["fake", "push", destination], 125, self.push_failures.pop(0))
+        digest = _id_of("manifest of " + self.images[ref].id)
+        self.pushed[destination] = digest
+        self.registry[destination] = self.images[ref]
+        return digest
+
+    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
+        self.pulls.append(ref)
+        if self.pull_failures:
+            raise EngineError(["fake", "pull", ref], 125, self.pull_failures.pop(0))
+        info = self.registry.get(ref)
+        if info is None:
+            return None
+        self.images[ref] = info
+        return info.id
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.images.pop(ref, None)
 
     def tag(self, ref: str, new_ref: str) -> None:
         self.images[new_ref] = self.images[ref]

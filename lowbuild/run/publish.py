@@ -1,0 +1,264 @@
+"""Publishing: push built images to registries, parents first, and record each by digest.
+
+Every tag of an image goes to every chosen registry as `<prefix>/<name>:<tag>`; the
+registry's manifest digest is what the run reports, prints as a pullable
+`<prefix>/<name>@sha256:…` reference, and records in `.lowbuild/published.json` with the
+fingerprint the image was built from. An image whose parent was not pushed is not pushed
+either, so a registry never holds a child without the parent it was built on.
+
+Credentials are the engine's own (`podman login`, REGISTRY_AUTH_FILE, docker's
+config.json and credential helpers): lowbuild passes none and reads none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowbuild.engines.base import Engine, LogSink
+from lowbuild.errors import EngineError, UsageError, did_you_mean
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
+from lowbuild.plan.graph import FamilyGraph
+from lowbuild.redact import redact
+from lowbuild.sources.cache import write_atomically
+from lowbuild.spec.load import registry_prefix_problem
+from lowbuild.spec.model import Project, Registry
+
+PUBLISHED_FILE = "published.json"
+"""In the project's state directory: image → what was pushed where, by digest."""
+
+PUSH_ATTEMPTS = 3
+PUSH_BACKOFF_S = 1.0  # before the second attempt; doubled before the third
+
+# What a push that may work when tried again says: the registry restarting, a proxy's
+# 5xx, a connection cut mid-upload. Refusals (auth, a missing repository) are not here.
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|broken pipe|\bEOF\b|i/o timeout|timed out|"
+    r"TLS handshake timeout|no such host|server misbehaving|"
+    r"\b(500|502|503|504)\b|Internal Server Error|Bad Gateway|Service Unavailable|"
+    r"Gateway Timeout|TOOMANYREQUESTS|429",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """One image to one registry: pushed (with its manifest digest) or not (and why)."""
+
+    image: str
+    registry: str
+    prefix: str
+    tags: tuple[str, ...]
+    digest: str | None = None
+    fingerprint: str | None = None
+    error: str = ""
+
+    @property
+    def pushed(self) -> bool:
+        return self.digest is not None
+
+    @property
+    def by_digest(self) -> str | None:
+        """The pullable reference that names exactly what was pushed."""
+        return f"{self.prefix}/{self.image}@{self.digest}" if self.digest else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "registry": self.registry,
+            "pushed": self.pushed,
+            "ref": self.by_digest,
+            "tags": [f"{self.prefix}/{self.image}:{tag}" for tag in self.tags],
+            "digest": self.digest,
+            "fingerprint": self.fingerprint,
+            "error": self.error or None,
+        }
+
+
+def chosen_registries(
+    project: Project, targets: Sequence[str], *, tls_verify: bool = True
+) -> tuple[Registry, ...]:
+    """The registries to push to: each of `targets` is a registry named in lowbuild.yaml
+    or a prefix (`host[:port][/path]`, with `tls_verify`); none: every declared one."""
+    if not targets:
+        if not project.registries:
+            raise UsageError(
+                "no registry to push to: declare `registries:` in lowbuild.yaml "
+                "(name, prefix, tls-verify) or pass --to HOST[:PORT]/PATH"
+            )
+        return project.registries
+    chosen: list[Registry] = []
+    declared = {registry.name: registry for registry in project.registries}
+    for target in targets:
+        if target in declared:
+            chosen.append(declared[target])
+            continue
+        if "/" not in target and ":" not in target and "." not in target:
+            hint = did_you_mean(target, declared)
+            known = f"; lowbuild.yaml declares: {', '.join(declared)}" if declared else ""
+            raise UsageError(f"no registry named {target!r}{hint}{known}")
+        prefix = target.rstrip("/")
+        problem = registry_prefix_problem(prefix)
+        if problem:
+            raise UsageError(f"--to {target!r} {problem}")
+        chosen.append(Registry(name=prefix, prefix=prefix, tls_verify=tls_verify))
+    return tuple(dict.fromkeys(chosen))
+
+
+def push_family(
+    project: Project,
+    graph: FamilyGraph,
+    engine: Engine,
+    names: Sequence[str],
+    registries: Sequence[Registry],
+    *,
+    refused: Mapping[str, str] | None = None,
+    log_for: Callable[[str], LogSink] = lambda name: lambda line: None,
+    on_result: Callable[[PushOutcome], None] = lambda outcome: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[PushOutcome]:
+    """Push `names` (in build order) to every registry, parents before children.
+
+    `refused` names images that must not be pushed and why (failed, blocked, a smoke
+    test failed); their descendants are not pushed either, nor those of an image whose
+    push failed. Every push is tried PUSH_ATTEMPTS times when the failure looks
+    transient. Returns one PushOutcome per image and registry."""
+    refused = dict(refused or {})
+    outcomes: list[PushOutcome] = []
+    for registry in registries:
+        held_back = dict(refused)  # image → why it is not pushed to this registry
+        for name in names:
+            node = graph.nodes[name]
+            spec = project.image(name)
+            tags = tuple(ref.rpartition(":")[2] for ref in project.refs(spec))
+            why = held_back.get(name) or next(
+                (f"its parent {need} was not pushed" for need in node.needs if need in held_back),
+                None,
+            )
+            if why is not None:
+                held_back.setdefault(name, why)
+                outcome = PushOutcome(name, registry.name, registry.prefix, tags, error=why)
+            else:
+                outcome = _push_image(
+                    project, engine, name, tags, registry, log=log_for(name), sleep=sleep
+                )
+                if not outcome.pushed:
+                    held_back[name] = outcome.error
+            outcomes.append(outcome)
+            on_result(outcome)
+    return outcomes
+
+
+def _push_image(
+    project: Project,
+    engine: Engine,
+    name: str,
+    tags: tuple[str, ...],
+    registry: Registry,
+    *,
+    log: LogSink,
+    sleep: Callable[[float], None],
+) -> PushOutcome:
+    """Every tag of one image to one registry; the digest is the same for all tags."""
+    local = project.ref(name)
+    info = engine.inspect_image(local)
+    if info is None:
+        why = f"no local image {local}: build it first (lowbuild build {name})"
+        return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
+    fingerprint = info.labels.get(FINGERPRINT_LABEL)
+    digests: set[str] = set()
+    for tag in tags:
+        destination = registry.ref(name, tag)
+        log(f"push {local} → {destination}")
+        try:
+            digest = _push_with_retries(engine, local, destination, registry, log, sleep)
+        except EngineError as exc:
+            why = f"push to {destination} failed: {_last_line(exc)}"
+            log(f"not pushed: {redact(str(exc))}")
+            return PushOutcome(
+                name, registry.name, registry.prefix, tags, fingerprint=fingerprint, error=why
+            )
+        log(f"pushed {destination} as {digest}")
+        digests.add(digest)
+    if len(digests) != 1:  # the same local image under every tag: one manifest
+        why = f"the tags were pushed as different manifests: {', '.join(sorted(digests))}"
+        return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
+    return PushOutcome(
+        name, registry.name, registry.prefix, tags, digest=digests.pop(), fingerprint=fingerprint
+    )
+
+
+def _push_with_retries(
+    engine: Engine,
+    local: str,
+    destination: str,
+    registry: Registry,
+    log: LogSink,
+    sleep: Callable[[float], None],
+) -> str:
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            return engine.push(local, destination, tls_verify=registry.tls_verify, log=log)
+        except EngineError as exc:
+            if attempt == PUSH_ATTEMPTS or not is_transient(exc):
+                raise
+            delay = PUSH_BACKOFF_S * 2 ** (attempt - 1)
+            log(f"push failed ({_last_line(exc)}); trying again in {delay:g} s")
+            sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def is_transient(error: EngineError) -> bool:
+    """Whether a failed push is worth trying again (the registry down or restarting, a
+    connection cut); a refusal (authentication, permission, a bad name) is not."""
+    text = error.stderr
+    if re.search(r"unauthorized|authentication required|denied|forbidden", text, re.I):
+        return False
+    return bool(_TRANSIENT.search(text))
+
+
+def _last_line(error: EngineError) -> str:
+    """The engine's own last words on a failure, redacted: the reason, without the log."""
+    lines = [line.strip() for line in error.stderr.strip().splitlines() if line.strip()]
+    return redact(lines[-1] if lines else f"exit {error.returncode}")
+
+
+@dataclass
+class PublishedRecord:
+    """`.lowbuild/published.json`: for each image, where it was last pushed, by digest,
+    and the fingerprint it was built from. Rewritten whole and atomically."""
+
+    path: Path
+    images: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> PublishedRecord:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        images = data.get("images") if isinstance(data, dict) else None
+        return cls(path=path, images=dict(images) if isinstance(images, dict) else {})
+
+    def add(self, outcomes: Sequence[PushOutcome]) -> None:
+        for outcome in outcomes:
+            if not outcome.pushed:
+                continue
+            entry = self.images.setdefault(outcome.image, {})
+            registries = entry.get("registries")
+            if not isinstance(registries, dict) or entry.get("fingerprint") != outcome.fingerprint:
+                registries = {}  # a new build: what was pushed of the old one is history
+            registries[outcome.registry] = {
+                "ref": outcome.by_digest,
+                "tags": [f"{outcome.prefix}/{outcome.image}:{t}" for t in outcome.tags],
+            }
+            entry.update(fingerprint=outcome.fingerprint, registries=registries)
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"images": dict(sorted(self.images.items()))}
+        write_atomically(self.path, json.dumps(document, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,341 @@
+"""`lowbuild build --test --push` and `lowbuild push` against a real registry, on podman.
+
+A four-image family: base → app (its smoke test passes) and base → bad (its smoke test
+fails) → badchild. What reaches the registry, what the run prints and records, and what
+happens when the registry is down. Each engine's own push: test_engines.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from live_services import (
+    BASE_IMAGE,
+    Registry,
+    Secured,
+    free_port,
+    running_registry,
+    secure_registry_files,
+)
+
+IMAGES = {
+    "base": (None, "true"),
+    "app": ("base", "cat /etc/app"),
+    "bad": ("base", "false"),
+    "badchild": ("bad", "true"),
+}
+
+
+@dataclass
+class Family:
+    root: Path
+    namespace: str
+    env: dict[str, str]
+
+    def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lowbuild", *args, "--engine", "podman"],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def published(self) -> dict[str, dict[str, object]]:
+        document = json.loads((self.root / ".lowbuild" / "published.json").read_text())
+        return document["images"]
+
+
+@pytest.fixture
+def family(tmp_path: Path) -> Iterator[Family]:
+    namespace = f"lbpush{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "family"
+    root.mkdir()
+    (root / "lowbuild.yaml").write_text(f"name: pushed\nnamespace: {namespace}\ntag: '1'\n")
+    for name, (parent, command) in IMAGES.items():
+        context = root / "contexts" / name
+        context.mkdir(parents=True)
+        base = f"{namespace}/{parent}:1" if parent else BASE_IMAGE
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo {name} > /etc/{name}\n")
+        words = json.dumps(["sh", "-c", command])
+        (context / "image.yaml").write_text(
+            f"name: {name}\n"
+            + (f"parent: {parent}\n" if parent else "")
+            + f"tags: ['1.0']\ntest:\n  command: {words}\n"
+        )
+    env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
+    made = Family(root=root, namespace=namespace, env=env)
+    yield made
+    _forget_local_images(made)
+
+
+def test_build_test_push_publishes_what_passed_by_digest_and_nothing_else(
+    family: Family, registry: Registry
+) -> None:
+    prefix = f"{registry.host}/{family.namespace}"
+
+    run = family.lowbuild("build", "--test", "--push", "--to", prefix, "--no-tls-verify")
+
+    assert run.returncode == 1, run.stderr  # a smoke test failed, so not all was pushed
+    for name in ("base", "app"):
+        assert sorted(registry.tags(f"{family.namespace}/{name}")) == ["1", "1.0"]
+    for name in ("bad", "badchild"):
+        assert registry.tags(f"{family.namespace}/{name}") == []
+    assert "not pushed bad" in run.stderr and "its smoke test failed" in run.stderr
+    assert "its parent bad was not pushed" in run.stderr
+    # stdout ends with the pullable by-digest references, one per pushed image.
+    printed = [line for line in run.stdout.splitlines() if "@sha256:" in line]
+    digests = {
+        name: registry.manifest_digest(f"{family.namespace}/{name}", "1")
+        for name in ("base", "app")
+    }
+    assert printed == [f"{prefix}/{name}@{digests[name]}" for name in ("base", "app")]
+    published = family.published()
+    assert set(published) == {"base", "app"}
+    local = subprocess.run(
+        ["podman", "image", "inspect", f"{family.namespace}/app:1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    label = json.loads(local.stdout)[0]["Labels"]["lowbuild.fingerprint"]
+    assert published["app"]["fingerprint"] == label
+    assert published["app"]["registries"] == {
+        prefix: {
+            "ref": f"{prefix}/app@{digests['app']}",
+            "tags": [f"{prefix}/app:1", f"{prefix}/app:1.0"],
+        }
+    }
+
+
+def test_pulled_by_digest_the_image_is_the_one_built(family: Family, registry: Registry) -> None:
+    prefix = f"{registry.host}/{family.namespace}"
+    assert family.lowbuild("build", "base").returncode == 0
+    pushed = family.lowbuild("push", "base", "--to", prefix, "--no-tls-verify", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    [record] = json.loads(pushed.stdout)
+    assert record["pushed"] and record["ref"].startswith(f"{prefix}/base@sha256:")
+    local_id = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/base:1")
+    _podman("rmi", f"{family.namespace}/base:1", f"{family.namespace}/base:1.0")
+    try:
+        _podman("pull", "--tls-verify=false", "--quiet", record["ref"])
+        pulled = _podman("image", "inspect", "--format", "{{.Id}}", record["ref"])
+        assert pulled == local_id  # same config: the same image
+    finally:
+        subprocess.run(["podman", "rmi", "--force", "--ignore", record["ref"]], capture_output=True)
+
+
+def test_a_registry_that_is_down_is_one_line_per_image_and_the_next_run_pushes(
+    family: Family, tmp_path: Path
+) -> None:
+    assert family.lowbuild("build", "base", "app").returncode == 0
+    port = free_port()
+    prefix = f"127.0.0.1:{port}/{family.namespace}"
+
+    down = family.lowbuild("push", "app", "--to", prefix, "--no-tls-verify")
+
+    assert down.returncode == 1
+    assert "Traceback" not in down.stderr
+    assert f"not pushed base to {prefix}: push to {prefix}/base:1 failed" in down.stderr
+    assert "its parent base was not pushed" in down.stderr
+    assert "trying again" in _latest_log(family, "base")  # retried before giving up
+    with running_registry(tmp_path / "late-registry", port=port) as registry:
+        again = family.lowbuild("push", "app", "--to", prefix, "--no-tls-verify")
+        assert again.returncode == 0, again.stderr
+        assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0"]
+
+
+def test_a_fresh_runner_pulls_from_the_registry_cache_and_builds_only_what_changed(
+    family: Family, registry: Registry
+) -> None:
+    cache = f"{registry.host}/{family.namespace}-cache"
+    flags = ("--no-tls-verify", "--json")
+    first = family.lowbuild("build", "app", "--test", "--cache-to", cache, *flags)
+    assert first.returncode == 0, first.stderr
+    tags = {name: _cache_tag(family, name) for name in ("base", "app")}
+    for name, tag in tags.items():
+        assert registry.tags(f"{family.namespace}-cache/{name}") == [tag]
+
+    _forget_local_images(family)  # a fresh runner: none of the family's images
+    planned = family.lowbuild("plan", "app", "--cache-from", cache, *flags)
+    assert planned.returncode == 0, planned.stderr
+    actions = {r["image"]: r["action"] for r in json.loads(planned.stdout)["images"]}
+    assert actions == {"base": "pull", "app": "pull"}  # app's parent is not even here yet
+    fresh = family.lowbuild("build", "app", "--test", "--cache-from", cache, *flags)
+
+    assert fresh.returncode == 0, fresh.stderr
+    records = {r["image"]: r for r in json.loads(fresh.stdout)}
+    assert {name: r["state"] for name, r in records.items()} == {"base": "pulled", "app": "pulled"}
+    assert all(r["test"]["passed"] for r in records.values())
+    assert _cache_tag(family, "app") == tags["app"]  # the same inputs, the same image
+
+    _forget_local_images(family)
+    (family.root / "contexts" / "app" / "Dockerfile").write_text(
+        f"FROM {family.namespace}/base:1\nRUN echo app v2 > /etc/app\n"
+    )
+    changed = family.lowbuild("build", "app", "--cache-from", cache, "--cache-to", cache, *flags)
+    assert changed.returncode == 0, changed.stderr
+    states = {r["image"]: r["state"] for r in json.loads(changed.stdout)}
+    assert states == {"base": "pulled", "app": "built"}
+    assert sorted(registry.tags(f"{family.namespace}-cache/app")) == sorted(
+        [tags["app"], _cache_tag(family, "app")]
+    )
+
+
+def test_a_cache_entry_that_is_not_what_its_tag_says_is_refused(
+    family: Family, registry: Registry
+) -> None:
+    cache = f"{registry.host}/{family.namespace}-cache"
+    assert family.lowbuild("build", "app", "--cache-to", cache, "--no-tls-verify").returncode == 0
+    tag = _cache_tag(family, "app")
+    # Someone overwrites app's cache entry with the base image.
+    _podman(
+        "push", "--tls-verify=false", f"{family.namespace}/base:1",
+        f"docker://{cache}/app:{tag}",
+    )  # fmt: skip
+    _forget_local_images(family)
+
+    run = family.lowbuild("build", "app", "--cache-from", cache, "--no-tls-verify")
+
+    assert run.returncode == 4, run.stderr
+    assert "refused" in run.stderr and "nothing tagged" in run.stderr
+    assert "expected sha256:" in _latest_log(family, "app")
+    missing = subprocess.run(
+        ["podman", "image", "exists", f"{family.namespace}/app:1"], capture_output=True
+    )
+    assert missing.returncode == 1
+    # base, pulled by the same run, is the image the bad entry held: it keeps its tags.
+    _podman("image", "exists", f"{family.namespace}/base:1")
+
+
+PASSWORD = "s3cret-hunter2"
+
+
+@pytest.fixture
+def secure_registry(tmp_path: Path) -> Iterator[tuple[Registry, Secured]]:
+    """A TLS registry with logins, its CA trusted the way podman trusts a registry: in
+    its certs directory for that host:port (removed afterwards)."""
+    files = secure_registry_files(tmp_path / "tls", user="builder", password=PASSWORD)
+    host = f"127.0.0.1:{free_port()}"
+    if os.geteuid() == 0:
+        certs = Path("/etc/containers/certs.d") / host
+    else:
+        certs = Path.home() / ".config" / "containers" / "certs.d" / host
+    certs.mkdir(parents=True)
+    try:
+        shutil.copy(files.ca, certs / "ca.crt")
+        port = int(host.rpartition(":")[2])
+        with running_registry(tmp_path / "registry", port=port, secured=files) as registry:
+            yield registry, files
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+
+
+def _declare(family: Family, registry: Registry) -> str:
+    """Declare the registry in lowbuild.yaml, TLS verified (the default); its prefix."""
+    prefix = f"{registry.host}/{family.namespace}"
+    with (family.root / "lowbuild.yaml").open("a") as out:
+        out.write(f"registries:\n  - name: secure\n    prefix: {prefix}\n")
+    return prefix
+
+
+def _auth_file(path: Path, host: str, user: str, password: str) -> Path:
+    """An auth file as `podman login` writes it (base64 of user:password)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    return path
+
+
+def test_a_tls_registry_with_a_login_gets_the_family_with_verification_on(
+    family: Family, secure_registry: tuple[Registry, Secured], tmp_path: Path
+) -> None:
+    registry, files = secure_registry
+    prefix = _declare(family, registry)
+    auth = tmp_path / "auth.json"
+    login = subprocess.run(
+        ["podman", "login", "--authfile", str(auth), "--username", "builder",
+         "--password-stdin", registry.host],
+        input=PASSWORD, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    family.env["REGISTRY_AUTH_FILE"] = str(auth)
+    assert family.lowbuild("build", "app").returncode == 0
+
+    pushed = family.lowbuild("push", "app", "--to", "secure")
+
+    assert pushed.returncode == 0, pushed.stderr
+    tags = httpx.get(
+        f"https://{registry.host}/v2/{family.namespace}/app/tags/list",
+        auth=("builder", PASSWORD),
+        verify=ssl.create_default_context(cafile=str(files.ca)),
+        timeout=10,
+    ).json()["tags"]
+    assert sorted(tags) == ["1", "1.0"]
+    assert f"{prefix}/app@sha256:" in pushed.stdout
+
+
+def test_a_wrong_password_is_refused_once_and_never_shown(
+    family: Family, secure_registry: tuple[Registry, Secured], tmp_path: Path
+) -> None:
+    registry, _ = secure_registry
+    _declare(family, registry)
+    wrong = "wrong-Pa55-hunter2"
+    auth = _auth_file(tmp_path / "auth.json", registry.host, "builder", wrong)
+    family.env["REGISTRY_AUTH_FILE"] = str(auth)
+    assert family.lowbuild("build", "base").returncode == 0
+
+    pushed = family.lowbuild("push", "base", "--to", "secure")
+
+    assert pushed.returncode == 1
+    assert "not pushed base" in pushed.stderr
+    assert "unauthorized" in pushed.stderr.lower() or "authentication" in pushed.stderr.lower()
+    shown = [pushed.stdout, pushed.stderr]
+    shown += [p.read_text() for p in (family.root / ".lowbuild").rglob("*") if p.is_file()]
+    for text in shown:
+        assert wrong not in text
+        assert base64.b64encode(f"builder:{wrong}".encode()).decode() not in text
+    assert "trying again" not in _latest_log(family, "base")  # a refusal is not retried
+
+
+def _cache_tag(family: Family, name: str) -> str:
+    labels = _podman(
+        "image", "inspect", "--format", "{{json .Labels}}", f"{family.namespace}/{name}:1"
+    )
+    return "lb-" + json.loads(labels)["lowbuild.fingerprint"].removeprefix("sha256:")[:20]
+
+
+def _forget_local_images(family: Family) -> None:
+    """Remove the family's images, under every name (registry cache tags included)."""
+    listed = _podman("images", "--format", "{{.ID}} {{.Repository}}")
+    ids = {
+        words[0]
+        for words in (line.split() for line in listed.splitlines())
+        if len(words) == 2 and family.namespace in words[1]
+    }
+    if ids:
+        _podman("rmi", "--force", *sorted(ids))
+
+
+def _podman(*args: str) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _latest_log(family: Family, name: str) -> str:
+    latest = family.root / ".lowbuild" / "logs" / "latest"
+    failed = latest / f"{name}.FAILED.log"
+    return (failed if failed.exists() else latest / f"{name}.log").read_text()
