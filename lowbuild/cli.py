@@ -100,6 +100,19 @@ NoTlsVerify = Annotated[
 ]
 
 
+CacheFrom = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-from",
+        help="Registry cache (a registry named in lowbuild.yaml, or HOST[:PORT]/PATH): an "
+        "image it holds under its fingerprint tag is pulled instead of built; plan shows "
+        "it as `pull`, asked with one manifest request per image (default: lowbuild.yaml's "
+        "`cache:`; none with --offline).",
+        show_default=False,
+    ),
+]
+
+
 def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
 
@@ -219,16 +232,7 @@ def plan_command(
         bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
     ] = False,
     as_json: AsJson = False,
-    cache_from: Annotated[
-        str | None,
-        typer.Option(
-            "--cache-from",
-            help="Registry cache (name or HOST[:PORT]/PATH) to ask, one manifest request per "
-            "image, what it would provide: those are planned `pull` (default: lowbuild.yaml's "
-            "`cache:`).",
-            show_default=False,
-        ),
-    ] = None,
+    cache_from: CacheFrom = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Ask no registry cache (open no connection).")
     ] = False,
@@ -296,16 +300,7 @@ def build_command(
         ),
     ] = False,
     to: PushTo = None,
-    cache_from: Annotated[
-        str | None,
-        typer.Option(
-            "--cache-from",
-            help="Registry cache (a registry named in lowbuild.yaml, or HOST[:PORT]/PATH): "
-            "an image to build is pulled from it instead when its fingerprint tag is there "
-            "(default: lowbuild.yaml's `cache:`; none with --offline).",
-            show_default=False,
-        ),
-    ] = None,
+    cache_from: CacheFrom = None,
     cache_to: Annotated[
         str | None,
         typer.Option(

@@ -26,7 +26,7 @@ from lowbuild.engines.base import (
 from lowbuild.engines.changes import buildah_config_args
 from lowbuild.engines.commands import run_command
 from lowbuild.engines.parse import image_info_from_config, says_image_missing
-from lowbuild.engines.podman import PodmanEngine, buildah_style_build, push_with_digestfile
+from lowbuild.engines.podman import PodmanEngine, buildah_style_build
 from lowbuild.engines.whales import QUICK_TIMEOUT_S, new_container_name
 from lowbuild.errors import EngineError
 from lowbuild.spec.changes import parse_changes
@@ -94,14 +94,9 @@ class BuildahEngine(PodmanEngine):
         out = run_command([self.buildah, "pull", "--quiet", f"docker-archive:{path}"]).stdout
         return out.split()[-1:]
 
-    def push(
-        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
-    ) -> str:
-        return push_with_digestfile(self.buildah, ref, destination, tls_verify=tls_verify, log=log)
-
-    def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
-        tls = f"--tls-verify={str(tls_verify).lower()}"
-        return self._pulled(ref, [self.buildah, "pull", tls, "--quiet", ref], log)
+    @property
+    def image_binary(self) -> str:
+        return self.buildah  # push and pull: PodmanEngine's, run with buildah
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         run_command([self.buildah, "rmi", *(["--force"] if force else []), ref])

@@ -121,14 +121,22 @@ class PodmanEngine(WhalesEngine):
             argv.append("--multi-image-archive")
         run_command([*argv, "--output", path, *refs])
 
+    @property
+    def image_binary(self) -> str:
+        """The CLI that pushes and pulls (podman; buildah's engine says buildah)."""
+        return self.binary
+
     def push(
         self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
     ) -> str:
-        return push_with_digestfile(self.binary, ref, destination, tls_verify=tls_verify, log=log)
+        # `podman push` and `buildah push` take the same flags.
+        return push_with_digestfile(
+            self.image_binary, ref, destination, tls_verify=tls_verify, log=log
+        )
 
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
         tls = f"--tls-verify={str(tls_verify).lower()}"
-        return self._pulled(ref, [self.binary, "pull", tls, "--quiet", ref], log)
+        return self._pulled(ref, [self.image_binary, "pull", tls, "--quiet", ref], log)
 
 
 def push_with_digestfile(

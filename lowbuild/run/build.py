@@ -159,11 +159,12 @@ class FamilyBuilder:
                     self._ids[name] = existing.id
                 return WorkResult(state="up-to-date", image_id=existing.id)
         if self.cache_from is not None:
-            pulled = self._pull_from_cache(spec, fingerprint(inputs), self.cache_from, sink)
+            expected = fingerprint(inputs)
+            pulled = self._pull_from_cache(spec, expected, self.cache_from, sink)
             if pulled is not None:
                 with self._lock:
                     self._ids[name] = pulled
-                detail = f"from {cache_ref(self.cache_from, name, fingerprint(inputs))}"
+                detail = f"from {cache_ref(self.cache_from, name, expected)}"
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 from fake_engine import FakeEngine
-from test_plan_and_build import BASE, plan, write_chain
+from test_plan_and_build import BASE, write_chain
+from test_plan_and_build import build as build_family
 
 from lowbuild.errors import EXIT_VERIFY
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import build_graph
 from lowbuild.plan.planner import make_plan
-from lowbuild.run.build import FamilyBuilder
 from lowbuild.run.report import RunLogs, run_exit_code
 from lowbuild.run.scheduler import Outcome
-from lowbuild.sources.cache import Cache
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project, Registry
@@ -43,24 +42,22 @@ def runner(registry: dict[str, object] | None = None) -> FakeEngine:
 def build(
     project: Project, engine: FakeEngine, tmp_path: Path, **cache: Registry
 ) -> dict[str, Outcome]:
+    """test_plan_and_build's build, in a run of its own, with a registry cache."""
     with RunLogs(tmp_path / "logs") as logs:
-        builder = FamilyBuilder(
-            project=project,
-            engine=engine,  # type: ignore[arg-type]
-            cache=Cache(tmp_path / "cache"),
-            stage_root=tmp_path / "stage",
-            logs=logs,
-            jobs=2,
-            **cache,  # type: ignore[arg-type]
-        )
-        return builder.build(plan(project, engine))
+        return build_family(project, engine, logs, tmp_path, **cache)
+
+
+def warm_cache(project: Project, tmp_path: Path) -> FakeEngine:
+    """A runner that built the family and filled the registry cache with it."""
+    first = runner()
+    build(project, first, tmp_path, cache_to=CACHE)
+    return first
 
 
 def test_a_fresh_runner_pulls_the_whole_family_and_builds_nothing(
     project: Project, tmp_path: Path
 ) -> None:
-    first = runner()
-    build(project, first, tmp_path, cache_to=CACHE)
+    first = warm_cache(project, tmp_path)
     assert sorted(first.registry) == sorted(
         cache_ref(CACHE, name, first.images[project.ref(name)].labels[FINGERPRINT_LABEL])
         for name in ORDER
@@ -90,8 +87,7 @@ def lookup_in(engine: FakeEngine):  # type: ignore[no-untyped-def]
 def test_the_plan_says_what_the_cache_provides_down_the_whole_chain(
     project: Project, tmp_path: Path
 ) -> None:
-    first = runner()
-    build(project, first, tmp_path, cache_to=CACHE)
+    first = warm_cache(project, tmp_path)
     (project.root / "contexts" / "tool" / "motd").write_text("tool v2\n")
     fresh = runner(first.registry)  # type: ignore[arg-type]
 
@@ -112,8 +108,7 @@ def test_the_plan_says_what_the_cache_provides_down_the_whole_chain(
 def test_a_changed_image_is_built_and_cached_and_the_rest_pulled(
     project: Project, tmp_path: Path
 ) -> None:
-    first = runner()
-    build(project, first, tmp_path, cache_to=CACHE)
+    first = warm_cache(project, tmp_path)
     (project.root / "contexts" / "worker" / "motd").write_text("worker v2\n")
 
     fresh = runner(first.registry)  # type: ignore[arg-type]
@@ -133,8 +128,7 @@ def test_a_changed_image_is_built_and_cached_and_the_rest_pulled(
 def test_a_cache_entry_with_another_fingerprint_is_refused_and_tags_nothing(
     project: Project, tmp_path: Path
 ) -> None:
-    first = runner()
-    build(project, first, tmp_path, cache_to=CACHE)
+    first = warm_cache(project, tmp_path)
     app_ref = cache_ref(CACHE, "app", first.images["shop/app:1"].labels[FINGERPRINT_LABEL])
     first.registry[app_ref] = first.images["shop/tool:1"]  # someone pushed tool as app
 
