@@ -240,17 +240,19 @@ def plan_command(
 ) -> None:
     """Show what `build` would build and why (new, which input changed, which parent was
     rebuilt)."""
-    from lowbuild.run.workflow import Selection, run_plan
+    from lowbuild.run.workflow import RegistryCache, Selection, run_plan
 
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
     )
-    from lowbuild.run.workflow import BuildOptions
-
-    cache = BuildOptions(
-        jobs=1, offline=offline, cache_from=cache_from, cache_tls_verify=not no_tls_verify
+    code = run_plan(
+        selection,
+        console=_out(as_json=as_json),
+        as_json=as_json,
+        err=err,
+        cache=RegistryCache(pull_from=cache_from, tls_verify=not no_tls_verify),
+        offline=offline,
     )
-    code = run_plan(selection, console=_out(as_json=as_json), as_json=as_json, cache=cache)
     raise typer.Exit(code)
 
 
@@ -321,6 +323,7 @@ def build_command(
     from lowbuild.run.workflow import (
         BuildOptions,
         PushTargets,
+        RegistryCache,
         Selection,
         default_jobs,
         default_test_jobs,
@@ -343,9 +346,7 @@ def build_command(
         as_json=as_json,
         wait=not no_wait,
         push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
-        cache_from=cache_from,
-        cache_to=cache_to,
-        cache_tls_verify=not no_tls_verify,
+        cache=RegistryCache(pull_from=cache_from, push_to=cache_to, tls_verify=not no_tls_verify),
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
 
@@ -364,18 +365,28 @@ def push_command(
     ] = False,
     as_json: AsJson = False,
     no_wait: NoWait = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Push every tag even when the registry already serves this very image "
+            "at the digest .lowbuild/published.json recorded (skipped by default).",
+        ),
+    ] = False,
 ) -> None:
     """Push built images, every tag, to registries, parents first; print each by digest.
 
     Credentials are the engine's own (podman login, REGISTRY_AUTH_FILE, docker login).
-    The pushed digests and fingerprints go to .lowbuild/published.json. Exit 1 when an
-    image was not pushed (each says why; the next run pushes it again)."""
+    The pushed digests and fingerprints go to .lowbuild/published.json; an image the
+    registry still serves under every tag at the recorded digest is not pushed again
+    (one manifest request per tag). Exit 1 when an image was not pushed (each says why;
+    the next run pushes it again)."""
     from lowbuild.run.workflow import PushTargets, Selection, run_push
 
     selection = Selection(
         project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
     )
-    targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify)
+    targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify, force=force)
     code = run_push(
         selection,
         targets,

@@ -62,6 +62,9 @@ class Plan:
     def by_name(self) -> dict[str, PlannedImage]:
         return {image.name: image for image in self.images}
 
+    def actions(self) -> set[Action]:
+        return {image.action for image in self.images}
+
     def to_records(self) -> list[dict[str, Any]]:
         return [
             {

@@ -95,6 +95,10 @@ class FamilyBuilder:
     fingerprint tag (cache_ref) and pulled instead of built when it is found."""
     cache_to: Registry | None = None
     """Each image built is pushed there under its fingerprint tag, for the next runner."""
+    fetch_inputs: Callable[[ImageSpec, LogSink], None] = lambda spec, log: None
+    """Gets an image's artifacts into `cache`. Called only for an image planned "pull"
+    that must be built after all (the cache lost it, or went away, since the plan):
+    the run fetched artifacts up front only for the images planned "build"."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -166,6 +170,9 @@ class FamilyBuilder:
                     self._ids[name] = pulled
                 detail = f"from {cache_ref(self.cache_from, name, expected)}"
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
+        if planned.action == "pull":
+            sink("the registry cache did not give it after all: fetching its inputs to build it")
+            self.fetch_inputs(spec, sink)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(
             spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory

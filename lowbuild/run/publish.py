@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbuild.engines.base import Engine, LogSink
+from lowbuild.engines.base import Engine, ImageInfo, LogSink
 from lowbuild.errors import EngineError, UsageError, did_you_mean
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import FamilyGraph
 from lowbuild.redact import redact
 from lowbuild.sources.cache import write_atomically
+from lowbuild.sources.registry import RegistryClient
 from lowbuild.spec.load import registry_prefix_problem
 from lowbuild.spec.model import Project, Registry
 
@@ -56,6 +57,8 @@ class PushOutcome:
     digest: str | None = None
     fingerprint: str | None = None
     error: str = ""
+    image_id: str | None = None  # the local image that was pushed
+    unchanged: bool = False  # the registry already served it at `digest`: nothing sent
 
     @property
     def pushed(self) -> bool:
@@ -75,6 +78,7 @@ class PushOutcome:
             "tags": [f"{self.prefix}/{self.image}:{tag}" for tag in self.tags],
             "digest": self.digest,
             "fingerprint": self.fingerprint,
+            "unchanged": self.unchanged,
             "error": self.error or None,
         }
 
@@ -117,6 +121,7 @@ def push_family(
     registries: Sequence[Registry],
     *,
     refused: Mapping[str, str] | None = None,
+    published: PublishedRecord | None = None,
     log_for: Callable[[str], LogSink] = lambda name: lambda line: None,
     on_result: Callable[[PushOutcome], None] = lambda outcome: None,
     sleep: Callable[[float], None] = time.sleep,
@@ -126,50 +131,78 @@ def push_family(
     `refused` names images that must not be pushed and why (failed, blocked, a smoke
     test failed); their descendants are not pushed either, nor those of an image whose
     push failed. Every push is tried PUSH_ATTEMPTS times when the failure looks
-    transient. Returns one PushOutcome per image and registry."""
+    transient. With `published` (what earlier runs pushed), an image the registry still
+    serves under every tag at the digest recorded for this very local image is not
+    pushed again: one manifest request per tag instead of one engine push. Returns one
+    PushOutcome per image and registry."""
     refused = dict(refused or {})
     outcomes: list[PushOutcome] = []
+    # Every local image at once: one engine call, not one per image.
+    local = engine.inspect_images([project.ref(name) for name in names if name not in refused])
     for registry in registries:
         held_back = dict(refused)  # image → why it is not pushed to this registry
-        for name in names:
-            node = graph.nodes[name]
-            spec = project.image(name)
-            tags = tuple(ref.rpartition(":")[2] for ref in project.refs(spec))
-            why = held_back.get(name) or next(
-                (f"its parent {need} was not pushed" for need in node.needs if need in held_back),
-                None,
-            )
-            if why is not None:
-                held_back.setdefault(name, why)
-                outcome = PushOutcome(name, registry.name, registry.prefix, tags, error=why)
-            else:
-                outcome = _push_image(
-                    project, engine, name, tags, registry, log=log_for(name), sleep=sleep
-                )
-                if not outcome.pushed:
-                    held_back[name] = outcome.error
-            outcomes.append(outcome)
-            on_result(outcome)
+        with _RegistryView(registry, published) as view:
+            for name in names:
+                node = graph.nodes[name]
+                tags = tuple(ref.rpartition(":")[2] for ref in project.refs(project.image(name)))
+                why = held_back.get(name) or _parent_held_back(node.needs, held_back)
+                if why is not None:
+                    held_back.setdefault(name, why)
+                    outcome = PushOutcome(name, registry.name, registry.prefix, tags, error=why)
+                else:
+                    outcome = _push_image(
+                        engine,
+                        name,
+                        tags,
+                        project.ref(name),
+                        local[project.ref(name)],
+                        registry,
+                        view,
+                        log=log_for(name),
+                        sleep=sleep,
+                    )
+                    if not outcome.pushed:
+                        held_back[name] = outcome.error
+                outcomes.append(outcome)
+                on_result(outcome)
     return outcomes
 
 
+def _parent_held_back(needs: Sequence[str], held_back: Mapping[str, str]) -> str | None:
+    return next((f"its parent {n} was not pushed" for n in needs if n in held_back), None)
+
+
 def _push_image(
-    project: Project,
     engine: Engine,
     name: str,
     tags: tuple[str, ...],
+    local: str,
+    info: ImageInfo | None,
     registry: Registry,
+    view: _RegistryView,
     *,
     log: LogSink,
     sleep: Callable[[float], None],
 ) -> PushOutcome:
-    """Every tag of one image to one registry; the digest is the same for all tags."""
-    local = project.ref(name)
-    info = engine.inspect_image(local)
+    """Every tag of the local image `local` (`info`: the engine's view of it) to one
+    registry as `name`; the digest is the same for all tags."""
     if info is None:
         why = f"no local image {local}: build it first (lowbuild build {name})"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     fingerprint = info.labels.get(FINGERPRINT_LABEL)
+    served = view.serves(name, info.id, tags)
+    if served is not None:
+        log(f"{registry.prefix}/{name} already serves {local} as {served} under every tag")
+        return PushOutcome(
+            name,
+            registry.name,
+            registry.prefix,
+            tags,
+            digest=served,
+            fingerprint=fingerprint,
+            image_id=info.id,
+            unchanged=True,
+        )
     digests: set[str] = set()
     for tag in tags:
         destination = registry.ref(name, tag)
@@ -188,8 +221,48 @@ def _push_image(
         why = f"the tags were pushed as different manifests: {', '.join(sorted(digests))}"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     return PushOutcome(
-        name, registry.name, registry.prefix, tags, digest=digests.pop(), fingerprint=fingerprint
+        name,
+        registry.name,
+        registry.prefix,
+        tags,
+        digest=digests.pop(),
+        fingerprint=fingerprint,
+        image_id=info.id,
     )
+
+
+class _RegistryView:
+    """What one registry is known to serve: published.json's record of earlier pushes,
+    checked against the registry itself (a manifest HEAD per tag, anonymous) before a
+    push is skipped. Without a record, or when the registry cannot be asked (a login,
+    down), it knows nothing and every image is pushed."""
+
+    def __init__(self, registry: Registry, published: PublishedRecord | None) -> None:
+        self.registry = registry
+        self.published = published
+        self._client: RegistryClient | None = None
+
+    def __enter__(self) -> _RegistryView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def serves(self, name: str, image_id: str, tags: Sequence[str]) -> str | None:
+        """The digest the registry serves `name` at under every one of `tags`, when that
+        is what an earlier push of the local image `image_id` recorded; else None."""
+        if self.published is None:
+            return None
+        digest = self.published.recorded_digest(self.registry, name, image_id, tags)
+        if digest is None:
+            return None
+        if self._client is None:
+            self._client = RegistryClient(self.registry)
+        client = self._client
+        if all(client.manifest_digest(name, tag) == digest for tag in tags):
+            return digest
+        return None
 
 
 def _push_with_retries(
@@ -255,8 +328,27 @@ class PublishedRecord:
             registries[outcome.registry] = {
                 "ref": outcome.by_digest,
                 "tags": [f"{outcome.prefix}/{outcome.image}:{t}" for t in outcome.tags],
+                "image_id": outcome.image_id,
             }
             entry.update(fingerprint=outcome.fingerprint, registries=registries)
+
+    def recorded_digest(
+        self, registry: Registry, name: str, image_id: str, tags: Sequence[str]
+    ) -> str | None:
+        """The digest recorded for the local image `image_id` pushed as `name` to
+        `registry` under (at least) `tags`; None when the record says otherwise."""
+        entry = self.images.get(name)
+        registries = entry.get("registries") if isinstance(entry, dict) else None
+        pushed = registries.get(registry.name) if isinstance(registries, dict) else None
+        if not isinstance(pushed, dict) or pushed.get("image_id") != image_id:
+            return None
+        ref, recorded_tags = pushed.get("ref"), pushed.get("tags")
+        repository, _, digest = ref.partition("@") if isinstance(ref, str) else ("", "", "")
+        if repository != f"{registry.prefix}/{name}" or not isinstance(recorded_tags, list):
+            return None
+        if not {registry.ref(name, tag) for tag in tags} <= set(recorded_tags):
+            return None
+        return digest or None
 
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,18 +21,19 @@ from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import Project, Registry
+from lowbuild.spec.model import ImageSpec, Project, Registry
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-    from lowbuild.engines.base import Engine
+    from lowbuild.engines.base import Engine, LogSink
     from lowbuild.plan.planner import CacheLookup, PlannedImage
     from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
     from lowbuild.run.smoke import TestOutcome
+    from lowbuild.sources.registry import RegistryClient
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
 # The run log of a build's downloads: a name no image can have (image names start
@@ -112,23 +113,26 @@ def run_plan(
     *,
     console: Console,
     as_json: bool,
-    cache: BuildOptions | None = None,
+    err: Console,
+    cache: RegistryCache | None = None,
+    offline: bool = False,
 ) -> int:
-    """`lowbuild plan`: print what would be built, or pulled from a registry cache (its
-    `cache_from`, `offline`, `cache_tls_verify`), and why; builds nothing."""
+    """`lowbuild plan`: print what would be built, or pulled from a registry cache
+    (`cache.pull_from`; none `offline`), and why; builds nothing."""
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.report import plan_table
 
     resolved = resolve(selection)
-    cache_from, _ = _registry_cache(resolved.project, cache or BuildOptions(jobs=1))
-    plan = make_plan(
-        resolved.project,
-        resolved.graph,
-        resolved.engine,
-        names=selection.names,
-        with_deps=selection.with_deps,
-        cache_lookup=_lookup(cache_from),
-    )
+    cache_from, _ = _registry_cache(resolved.project, cache or RegistryCache(), offline=offline)
+    with _cache_client(cache_from, err=err) as client:
+        plan = make_plan(
+            resolved.project,
+            resolved.graph,
+            resolved.engine,
+            names=selection.names,
+            with_deps=selection.with_deps,
+            cache_lookup=_lookup(client),
+        )
     if as_json:
         # Straight to the console's file: rich's print_json highlights every token, which
         # took longer than the planning itself for a family of hundreds of images.
@@ -138,6 +142,16 @@ def run_plan(
     else:
         console.print(plan_table(plan))
     return 0
+
+
+@dataclass(frozen=True)
+class RegistryCache:
+    """--cache-from / --cache-to as given (a registry name or prefix; None: lowbuild.yaml's
+    `cache:`), and whether a prefix given there is verified with TLS."""
+
+    pull_from: str | None = None
+    push_to: str | None = None
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -151,9 +165,7 @@ class BuildOptions:
     as_json: bool = False
     wait: bool = True  # for the project lock; False: refuse at once when it is held
     push: PushTargets | None = None  # --push: where to (None: no push)
-    cache_from: str | None = None  # registry cache to pull from (name or prefix)
-    cache_to: str | None = None  # registry cache to push to
-    cache_tls_verify: bool = True  # for a cache given as a prefix
+    cache: RegistryCache = field(default_factory=RegistryCache)  # --cache-from/--cache-to
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class PushTargets:
 
     to: tuple[str, ...] = ()
     tls_verify: bool = True
+    force: bool = False  # push even what the registry serves as published.json recorded
 
 
 @contextmanager
@@ -237,15 +250,18 @@ def _build(
 
     project, engine = resolved.project, resolved.engine
     registries = _push_registries(project, options.push)  # a bad --to: before any build
-    cache_from, cache_to = _registry_cache(project, options)
-    plan = make_plan(
-        project,
-        resolved.graph,
-        engine,
-        names=selection.names,
-        with_deps=selection.with_deps,
-        cache_lookup=_lookup(cache_from),
-    )
+    cache_from, cache_to = _registry_cache(project, options.cache, offline=options.offline)
+    with _cache_client(cache_from, err=err) as client:
+        plan = make_plan(
+            project,
+            resolved.graph,
+            engine,
+            names=selection.names,
+            with_deps=selection.with_deps,
+            cache_lookup=_lookup(client),
+        )
+    if client is not None and client.failure and "pull" not in plan.actions():
+        cache_from = None  # unreachable: the builds do not ask it again, one by one
     to_build = [image for image in plan.images if image.action == "build"]
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
@@ -271,6 +287,7 @@ def _build(
                 on_build_start=journal.note_build,
                 cache_from=cache_from,
                 cache_to=cache_to,
+                fetch_inputs=lambda spec, log: _fetch_late(project, spec, cache, log),
             )
             outcomes = builder.build(plan)
         tests: dict[str, TestOutcome] = {}
@@ -287,7 +304,16 @@ def _build(
             refused.update(
                 {name: "its smoke test failed" for name, t in tests.items() if not t.passed}
             )
-            pushes = _push(resolved, list(outcomes), registries, refused, logs=logs, err=err)
+            assert options.push is not None  # registries are chosen only with --push
+            pushes = _push(
+                resolved,
+                list(outcomes),
+                registries,
+                refused,
+                force=options.push.force,
+                logs=logs,
+                err=err,
+            )
         _report(
             project, outcomes, tests, logs, pushes=pushes, console=console, as_json=options.as_json
         )
@@ -302,33 +328,54 @@ def _build(
 
 
 def _registry_cache(
-    project: Project, options: BuildOptions
+    project: Project, given: RegistryCache, *, offline: bool
 ) -> tuple[Registry | None, Registry | None]:
     """The registry cache to pull from and to push to: --cache-from/--cache-to, else
     lowbuild.yaml's `cache:`; none offline (a cache is a network)."""
     from lowbuild.run.publish import chosen_registries
 
-    if options.offline:
+    if offline:
         return None, None
 
-    def one(given: str | None) -> Registry | None:
-        target = given or project.cache_registry
+    def one(option: str | None) -> Registry | None:
+        target = option or project.cache_registry
         if target is None:
             return None
-        [registry] = chosen_registries(project, [target], tls_verify=options.cache_tls_verify)
+        [registry] = chosen_registries(project, [target], tls_verify=given.tls_verify)
         return registry
 
-    return one(options.cache_from), one(options.cache_to)
+    return one(given.pull_from), one(given.push_to)
 
 
-def _lookup(registry: Registry | None) -> CacheLookup | None:
-    """The planner's question to a registry cache: which image does it hold for these
-    inputs (one manifest request each)."""
-    from lowbuild.sources.registry import cached_image_id
+@contextmanager
+def _cache_client(registry: Registry | None, *, err: Console) -> Iterator[RegistryClient | None]:
+    """A client for the plan's questions to a registry cache (one manifest request per
+    image, over one connection); says so on `err` when the cache could not be reached,
+    and the plan then builds."""
+    from lowbuild.sources.registry import RegistryClient
 
     if registry is None:
+        yield None
+        return
+    with RegistryClient(registry) as client:
+        yield client
+    if client.failure:
+        err.print(
+            f"registry cache {registry.prefix} not reachable ({client.failure}): "
+            "what it would have given is built",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _lookup(client: RegistryClient | None) -> CacheLookup | None:
+    """The planner's question to a registry cache: which image does it hold for these
+    inputs."""
+    from lowbuild.sources.registry import cache_tag
+
+    if client is None:
         return None
-    return lambda name, fingerprint: cached_image_id(registry, name, fingerprint)
+    return lambda name, fingerprint: client.image_id(name, cache_tag(fingerprint))
 
 
 def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:
@@ -345,21 +392,26 @@ def _push(
     registries: Sequence[Registry],
     refused: Mapping[str, str],
     *,
+    force: bool,
     logs: RunLogs,
     err: Console,
 ) -> list[PushOutcome]:
     """Push `names` (build order) to `registries`, say each result on `err` as it comes,
-    and record the pushed ones in PUBLISHED_FILE."""
+    and record the pushed ones in PUBLISHED_FILE. What the registry already serves as
+    PUBLISHED_FILE recorded is not pushed again, unless `force`."""
     from lowbuild.run.publish import PUBLISHED_FILE, PublishedRecord, push_family
 
     def show(outcome: PushOutcome) -> None:
-        if outcome.pushed:
+        if outcome.unchanged:
+            line = f"= already in {outcome.registry}: {outcome.image} {outcome.by_digest}"
+        elif outcome.pushed:
             line = f"↑ pushed {outcome.image} to {outcome.registry}: {outcome.by_digest}"
         else:
             line = f"✗ not pushed {outcome.image} to {outcome.registry}: {outcome.error}"
         err.print(line, highlight=False, markup=False, emoji=False)
 
     project = resolved.project
+    record = PublishedRecord.read(project.root / STATE_DIR / PUBLISHED_FILE)
     outcomes = push_family(
         project,
         resolved.graph,
@@ -367,10 +419,10 @@ def _push(
         names,
         registries,
         refused=refused,
+        published=None if force else record,
         log_for=logs.sink,
         on_result=show,
     )
-    record = PublishedRecord.read(project.root / STATE_DIR / PUBLISHED_FILE)
     record.add(outcomes)
     record.write()
     return outcomes
@@ -404,7 +456,7 @@ def run_push(
         project_session(project, engine=resolved.engine, wait=wait, err=err),
         RunLogs(project.root / STATE_DIR / "logs") as logs,
     ):
-        pushes = _push(resolved, names, registries, {}, logs=logs, err=err)
+        pushes = _push(resolved, names, registries, {}, force=targets.force, logs=logs, err=err)
     if as_json:
         console.file.write(json.dumps([p.to_json() for p in pushes], indent=2) + "\n")
     else:
@@ -442,6 +494,24 @@ def _fetch_inputs(
     except LowbuildError as exc:
         fetch_log(f"error: {redact(str(exc))}")
         raise
+
+
+def _fetch_late(project: Project, spec: ImageSpec, cache: Cache, log: LogSink) -> None:
+    """The artifacts of one image the plan meant to pull, and must build after all; what
+    happens goes to its log only (the board is showing). Not offline: a plan offline
+    pulls nothing."""
+    from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, SilentReporter, fetch_artifacts
+    from lowbuild.sources.progress import LoggingReporter
+
+    fetch_artifacts(
+        [spec],
+        cache=cache,
+        rewrites=project.rewrites,
+        offline=False,
+        jobs=DEFAULT_JOBS,
+        policy=FetchPolicy(max_download=project.max_download),
+        reporter=LoggingReporter(SilentReporter(), log),
+    )
 
 
 def run_tests(

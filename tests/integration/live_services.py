@@ -3,6 +3,7 @@ handle, the site build context. Plain functions, imported by conftest and tests 
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import ssl
@@ -43,10 +44,17 @@ class Registry:
     """A running registry: `host` ("127.0.0.1:port") for image references, `url` for its API."""
 
     host: str
+    log: Path  # its access log: every request, one line each
 
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+    def writes(self) -> int:
+        """Requests so far that upload or change something (PUT, PATCH, POST: blob
+        uploads, manifests): a push that sends nothing adds none."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return len(re.findall(r'"(?:PUT|PATCH|POST) /v2/', text))
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """The digest the registry serves `repository:tag`'s manifest under, or None."""
@@ -76,17 +84,20 @@ class Registry:
 @dataclass(frozen=True)
 class Secured:
     """TLS with a certificate signed by a CA of the test's own (`ca`, trusted through the
-    engines' certs directories, never by turning verification off), and htpasswd logins."""
+    engines' certs directories, never by turning verification off), and htpasswd logins
+    (None: anyone may pull and push)."""
 
     ca: Path
     certificate: Path
     key: Path
-    htpasswd: Path
+    htpasswd: Path | None
 
 
-def secure_registry_files(directory: Path, *, user: str, password: str) -> Secured:
-    """A CA, a server certificate for 127.0.0.1 signed by it, and an htpasswd file with
-    one bcrypt login: what a TLS registry with authentication needs."""
+def secure_registry_files(
+    directory: Path, *, user: str | None = None, password: str = ""
+) -> Secured:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and (with `user`) an
+    htpasswd file with one bcrypt login: what a TLS registry with authentication needs."""
     import warnings
 
     with warnings.catch_warnings():  # deprecated (gone in 3.13), and the one bcrypt at hand
@@ -108,6 +119,8 @@ def secure_registry_files(directory: Path, *, user: str, password: str) -> Secur
             "-subj", "/CN=127.0.0.1")  # fmt: skip
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
             "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    if user is None:
+        return Secured(ca=ca, certificate=cert, key=key, htpasswd=None)
     htpasswd = directory / "htpasswd"
     htpasswd.write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
     return Secured(ca=ca, certificate=cert, key=key, htpasswd=htpasswd)
@@ -130,21 +143,23 @@ def running_registry(
     tls = auth = ""
     if secured is not None:
         tls = f"  tls:\n    certificate: {secured.certificate}\n    key: {secured.key}\n"
-        auth = f"auth:\n  htpasswd:\n    realm: lowbuild-test\n    path: {secured.htpasswd}\n"
+        if secured.htpasswd is not None:
+            auth = f"auth:\n  htpasswd:\n    realm: lowbuild-test\n    path: {secured.htpasswd}\n"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: info\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
         f"http:\n  addr: {host}\n{tls}{auth}"
     )
-    with (root / "registry.log").open("ab") as log:
+    log_path = root / "registry.log"
+    with log_path.open("ab") as log:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
         try:
             if secured is None:
                 wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
-            else:  # 401 without a login: it is up
+            else:  # any answer over TLS (401 without a login): it is up
                 _wait_for_tls(f"https://{host}/v2/", ca=secured.ca)
-            yield Registry(host=host)
+            yield Registry(host=host, log=log_path)
         finally:
             process.terminate()
             try:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,12 +114,68 @@ def test_build_test_push_publishes_what_passed_by_digest_and_nothing_else(
     )
     label = json.loads(local.stdout)[0]["Labels"]["lowbuild.fingerprint"]
     assert published["app"]["fingerprint"] == label
+    app_id = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/app:1")
     assert published["app"]["registries"] == {
         prefix: {
             "ref": f"{prefix}/app@{digests['app']}",
             "tags": [f"{prefix}/app:1", f"{prefix}/app:1.0"],
+            "image_id": f"sha256:{app_id}",
         }
     }
+
+
+def test_an_unchanged_image_is_not_pushed_again_until_the_registry_stops_serving_it(
+    family: Family, registry: Registry
+) -> None:
+    prefix = f"{registry.host}/{family.namespace}"
+    push = ("push", "app", "--to", prefix, "--no-tls-verify")
+    assert family.lowbuild("build", "app").returncode == 0
+    first = family.lowbuild(*push)
+    assert first.returncode == 0, first.stderr
+    writes = registry.writes()
+    assert writes > 0
+
+    again = family.lowbuild(*push)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout  # the same by-digest references
+    assert f"= already in {prefix}: base" in again.stderr
+    assert f"= already in {prefix}: app" in again.stderr
+    assert registry.writes() == writes  # not a blob, not a manifest
+
+    # The registry loses app (its repository removed behind lowbuild's back): the record
+    # alone must not stop the push, which the registry's own answer decides.
+    storage = registry.log.parent / "storage" / "docker" / "registry" / "v2"
+    shutil.rmtree(storage / "repositories" / family.namespace / "app")
+    lost = family.lowbuild(*push)
+    assert lost.returncode == 0, lost.stderr
+    assert f"= already in {prefix}: base" in lost.stderr
+    assert f"↑ pushed app to {prefix}" in lost.stderr
+    assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0"]
+
+    # A tag app was never pushed under: pushed. --force: everything pushed.
+    spec = family.root / "contexts" / "app" / "image.yaml"
+    spec.write_text(spec.read_text().replace("tags: ['1.0']", "tags: ['1.0', '1.1']"))
+    tagged = family.lowbuild(*push)
+    assert tagged.returncode == 0, tagged.stderr
+    assert f"↑ pushed app to {prefix}" in tagged.stderr
+    assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0", "1.1"]
+    forced = family.lowbuild(*push, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "already in" not in forced.stderr
+    assert f"↑ pushed base to {prefix}" in forced.stderr
+
+    # A rebuilt app (another image, the same tags) is pushed again.
+    (family.root / "contexts" / "app" / "Dockerfile").write_text(
+        f"FROM {family.namespace}/base:1\nRUN echo app v2 > /etc/app\n"
+    )
+    assert family.lowbuild("build", "app").returncode == 0
+    rebuilt = family.lowbuild(*push, "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    unchanged = {r["image"]: r["unchanged"] for r in json.loads(rebuilt.stdout)}
+    assert unchanged == {"base": True, "app": False}
+    new_id = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/app:1")
+    assert family.published()["app"]["registries"][prefix]["image_id"] == f"sha256:{new_id}"
 
 
 def test_pulled_by_digest_the_image_is_the_one_built(family: Family, registry: Registry) -> None:
@@ -226,9 +283,23 @@ PASSWORD = "s3cret-hunter2"
 
 @pytest.fixture
 def secure_registry(tmp_path: Path) -> Iterator[tuple[Registry, Secured]]:
-    """A TLS registry with logins, its CA trusted the way podman trusts a registry: in
-    its certs directory for that host:port (removed afterwards)."""
+    """A TLS registry with logins, its CA trusted the way podman trusts a registry."""
     files = secure_registry_files(tmp_path / "tls", user="builder", password=PASSWORD)
+    with _trusted_registry(tmp_path, files) as registry:
+        yield registry, files
+
+
+@pytest.fixture
+def tls_registry(tmp_path: Path) -> Iterator[Registry]:
+    """A TLS registry anyone may use, its CA trusted the way podman trusts a registry."""
+    with _trusted_registry(tmp_path, secure_registry_files(tmp_path / "tls")) as registry:
+        yield registry
+
+
+@contextmanager
+def _trusted_registry(tmp_path: Path, files: Secured) -> Iterator[Registry]:
+    """A TLS registry whose CA is in the engines' certs directory for its host:port
+    (removed afterwards): trusted without turning verification off."""
     host = f"127.0.0.1:{free_port()}"
     if os.geteuid() == 0:
         certs = Path("/etc/containers/certs.d") / host
@@ -239,7 +310,7 @@ def secure_registry(tmp_path: Path) -> Iterator[tuple[Registry, Secured]]:
         shutil.copy(files.ca, certs / "ca.crt")
         port = int(host.rpartition(":")[2])
         with running_registry(tmp_path / "registry", port=port, secured=files) as registry:
-            yield registry, files
+            yield registry
     finally:
         shutil.rmtree(certs, ignore_errors=True)
 
@@ -250,6 +321,42 @@ def _declare(family: Family, registry: Registry) -> str:
     with (family.root / "lowbuild.yaml").open("a") as out:
         out.write(f"registries:\n  - name: secure\n    prefix: {prefix}\n")
     return prefix
+
+
+def test_a_tls_registry_is_asked_with_the_ca_the_engines_trust_for_it(
+    family: Family, tls_registry: Registry
+) -> None:
+    """The cache lookup and the check before a re-push are lowbuild's own requests: they
+    trust the registry's CA through the same certs directory as the engine, with
+    verification on (no --no-tls-verify anywhere)."""
+    prefix = _declare(family, tls_registry)
+    with (family.root / "lowbuild.yaml").open("a") as out:
+        out.write("cache: {registry: secure}\n")
+    built = family.lowbuild("build", "app", "--push")
+    assert built.returncode == 0, built.stderr
+    assert f"↑ pushed app to secure: {prefix}/app@sha256:" in built.stderr
+
+    again = family.lowbuild("push", "app")
+    assert again.returncode == 0, again.stderr
+    assert "= already in secure: app" in again.stderr
+
+    _forget_local_images(family)
+    planned = family.lowbuild("plan", "app", "--json")
+    assert planned.returncode == 0, planned.stderr
+    actions = {r["image"]: r["action"] for r in json.loads(planned.stdout)["images"]}
+    assert actions == {"base": "pull", "app": "pull"}
+    assert "not reachable" not in planned.stderr
+
+
+def test_an_unreachable_cache_is_said_once_and_the_family_is_built(family: Family) -> None:
+    cache = f"127.0.0.1:{free_port()}/{family.namespace}-cache"  # nothing listens there
+
+    run = family.lowbuild("build", "app", "--cache-from", cache, "--no-tls-verify", "--json")
+
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count(f"registry cache {cache} not reachable") == 1
+    states = {r["image"]: r["state"] for r in json.loads(run.stdout)}
+    assert states == {"base": "built", "app": "built"}
 
 
 def _auth_file(path: Path, host: str, user: str, password: str) -> Path:

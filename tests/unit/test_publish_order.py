@@ -26,6 +26,7 @@ from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project, Registry
 
 DIGEST = "sha256:" + "d" * 64
+IMAGE = "sha256:" + "1" * 64  # a local image ID
 ORDER = ["base", "app", "tool", "worker"]
 
 
@@ -208,7 +209,9 @@ def test_the_record_keeps_other_images_and_forgets_an_old_build(tmp_path: Path) 
     first.write()
     second = PublishedRecord.read(path)
     other = "sha256:" + "e" * 64
-    second.add([PushOutcome("app", "main", "r.example.com/t", ("1", "2"), other, "fp-2")])
+    second.add(
+        [PushOutcome("app", "main", "r.example.com/t", ("1", "2"), other, "fp-2", image_id=IMAGE)]
+    )
     second.write()
 
     images = json.loads(path.read_text())["images"]
@@ -219,7 +222,31 @@ def test_the_record_keeps_other_images_and_forgets_an_old_build(tmp_path: Path) 
             "main": {
                 "ref": f"r.example.com/t/app@{other}",
                 "tags": ["r.example.com/t/app:1", "r.example.com/t/app:2"],
+                "image_id": IMAGE,
             }
         },
     }
     assert images["db"]["registries"]["main"]["ref"] == f"r.example.com/t/db@{DIGEST}"
+
+
+def test_the_record_names_a_digest_only_for_the_same_local_image_and_tags(
+    tmp_path: Path,
+) -> None:
+    """A push is skipped only for what the record says this very image was pushed as."""
+    main = Registry("main", "r.example.com/t")
+    record = PublishedRecord.read(tmp_path / "published.json")
+    record.add(
+        [PushOutcome("app", "main", main.prefix, ("1", "latest"), DIGEST, "fp", image_id=IMAGE)]
+    )
+    record.write()
+    record = PublishedRecord.read(tmp_path / "published.json")
+
+    assert record.recorded_digest(main, "app", IMAGE, ("1", "latest")) == DIGEST
+    assert record.recorded_digest(main, "app", IMAGE, ("1",)) == DIGEST
+    assert record.recorded_digest(main, "app", IMAGE, ("1", "2")) is None  # a new tag
+    assert record.recorded_digest(main, "app", "sha256:" + "9" * 64, ("1",)) is None  # rebuilt
+    assert record.recorded_digest(main, "db", IMAGE, ("1",)) is None  # never pushed
+    moved = Registry("main", "r.example.com/elsewhere")  # the same name, another prefix
+    assert record.recorded_digest(moved, "app", IMAGE, ("1",)) is None
+    other = Registry("other", "r.example.com/t")
+    assert record.recorded_digest(other, "app", IMAGE, ("1",)) is None

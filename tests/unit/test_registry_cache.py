@@ -15,8 +15,10 @@ from lowbuild.errors import EXIT_VERIFY
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import build_graph
 from lowbuild.plan.planner import make_plan
+from lowbuild.run.build import FamilyBuilder
 from lowbuild.run.report import RunLogs, run_exit_code
 from lowbuild.run.scheduler import Outcome
+from lowbuild.sources.cache import Cache
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import Project, Registry
@@ -151,3 +153,43 @@ def test_an_unreachable_cache_means_building(project: Project, tmp_path: Path) -
 
     assert {o.state for o in outcomes.values()} == {"built"}
     assert len(fresh.pulls) == 4  # looked once per image, then built
+
+
+def test_an_image_planned_pull_that_the_cache_lost_is_built_with_its_inputs_fetched(
+    project: Project, tmp_path: Path
+) -> None:
+    """The run fetches artifacts up front only for what it plans to build; an image the
+    cache no longer gives at build time gets its inputs fetched then, and is built."""
+    first = warm_cache(project, tmp_path)
+    fresh = runner(first.registry)  # type: ignore[arg-type]
+    planned = make_plan(
+        project,
+        build_graph(project),
+        fresh,
+        cache_lookup=lookup_in(fresh),  # type: ignore[arg-type]
+    )
+    assert planned.actions() == {"pull"}
+    app = first.images[project.ref("app")].labels[FINGERPRINT_LABEL]
+    del fresh.registry[cache_ref(CACHE, "app", app)]  # lost between the plan and the build
+    fetched: list[str] = []
+
+    with RunLogs(tmp_path / "logs") as logs:
+        outcomes = FamilyBuilder(
+            project=project,
+            engine=fresh,  # type: ignore[arg-type]
+            cache=Cache(tmp_path / "cache"),
+            stage_root=tmp_path / "stage",
+            logs=logs,
+            jobs=2,
+            cache_from=CACHE,
+            fetch_inputs=lambda spec, log: fetched.append(spec.name),
+        ).build(planned)
+
+    assert {n: o.state for n, o in outcomes.items()} == {
+        "base": "pulled",
+        "app": "built",
+        "tool": "pulled",
+        "worker": "pulled",  # the same inputs: app was built as it was before
+    }
+    assert fetched == ["app"]
+    assert fresh.built == ["shop/app:1"]
