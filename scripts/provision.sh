@@ -126,21 +126,28 @@ $(tail -n 25 "$DOCKERD_LOG")"
 # ---- 5. base images ----------------------------------------------------------------
 # Import the tarball $2 (a rootfs) as image $1 wherever it is missing.
 import_everywhere() {
-    local name=$1 tarball=$2 cmd=$3
+    local name=$1 tarball=$2 cmd=$3 tmp
     if ! podman image exists "$name"; then
         podman import --quiet --change "$IMAGE_PATH_ENV" --change "CMD [\"$cmd\"]" \
             "$tarball" "$name" >/dev/null
         log "images: imported $name into podman/buildah storage"
     fi
-    if ! docker image inspect "$name" >/dev/null 2>&1; then
-        docker import --change "$IMAGE_PATH_ENV" --change "CMD [\"$cmd\"]" \
-            "$tarball" "$name" >/dev/null
-        log "images: imported $name into dockerd"
+    if [[ $(docker_image_id "$name") != "$(podman_image_id "$name")" ]]; then
+        # podman's very image, saved and loaded (an import of its own would get another
+        # ID): one image ID on every engine, so the fingerprints of what is built on it
+        # agree across engines, and so does a registry cache shared between them.
+        new_scratch
+        podman save --quiet --format docker-archive --output "$tmp/image.tar" "$name"
+        docker load --quiet --input "$tmp/image.tar" >/dev/null
+        log "images: loaded podman's $name into dockerd"
     fi
 }
 
-image_missing_somewhere() {
-    ! podman image exists "$1" || ! docker image inspect "$1" >/dev/null 2>&1
+podman_image_id() { echo "sha256:$(podman image inspect --format '{{.Id}}' "$1" 2>/dev/null)"; }
+docker_image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+
+image_missing_somewhere() { # or not the same image in podman and dockerd
+    ! podman image exists "$1" || [[ $(docker_image_id "$1") != "$(podman_image_id "$1")" ]]
 }
 
 busybox_image() {
@@ -163,7 +170,7 @@ busybox_image() {
 bookworm_image() {
     image_missing_somewhere "$BOOKWORM_IMAGE" || return 0
     local tarball=$CACHE_DIR/bookworm-minbase.tar
-    if [[ ! -f $tarball ]]; then
+    if ! podman image exists "$BOOKWORM_IMAGE" && [[ ! -f $tarball ]]; then
         local mirror tmp t0
         mirror=$(debian_mirror bookworm)
         new_scratch
@@ -273,6 +280,8 @@ verify_base_images() {
     for image in "$BUSYBOX_IMAGE" "$BOOKWORM_IMAGE"; do
         podman image exists "$image" || die "$image missing from podman storage"
         docker image inspect "$image" >/dev/null 2>&1 || die "$image missing from dockerd"
+        [[ $(docker_image_id "$image") == "$(podman_image_id "$image")" ]] ||
+            die "$image is not the same image in dockerd as in podman storage"
     done
 }
 

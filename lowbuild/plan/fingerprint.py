@@ -1,9 +1,17 @@
 """Fingerprints: one digest over everything that decides what a build produces.
 
 An image's fingerprint covers its assembled context, its recipe (Dockerfile
-bytes or the commit recipe), build args, labels, the engine and its build
-options, and the image IDs of what it builds on. It is stored on the image as
-the label `lowbuild.fingerprint`; same fingerprint → nothing to build.
+bytes or the commit recipe), build args, labels, build options, and the image
+IDs of what it builds on. It is stored on the image as the label
+`lowbuild.fingerprint`; same fingerprint → nothing to build.
+
+The engine is not in it: every engine lowbuild drives writes the same (docker)
+image format from the same inputs, so an image podman built is what buildah,
+docker or buildx would build from them. That is what lets podman and buildah
+share one storage without rebuilding, and a docker runner take a podman
+runner's image from a registry cache (both engines give it the same ID, its
+config digest, so its children's fingerprints agree too). The engine that
+built an image is still recorded in `lowbuild.inputs`.
 
 Next to it, `lowbuild.inputs` records the inputs themselves in a compact form,
 so that when the fingerprint differs lowbuild can say *why*: "context changed:
@@ -24,7 +32,7 @@ from typing import Any
 from lowbuild.plan.graph import Node
 from lowbuild.spec.model import CommitRecipe, ImageSpec, RecipeKind
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the engine left the fingerprint
 FINGERPRINT_LABEL = "lowbuild.fingerprint"
 INPUTS_LABEL = "lowbuild.inputs"
 MAX_RECORDED_FILES = 128
@@ -136,7 +144,6 @@ def fingerprint(inputs: BuildInputs) -> str:
         "recipe": [inputs.recipe_kind, inputs.recipe_file, inputs.recipe],
         "args": dict(inputs.args),
         "labels": dict(inputs.labels),
-        "engine": inputs.engine,
         "options": dict(inputs.options),
         "parent": inputs.parent,
         "family": dict(inputs.family),
@@ -174,7 +181,6 @@ def rebuild_reasons(labels: Mapping[str, str] | None, inputs: BuildInputs) -> tu
         *_recipe_reasons(before, now),
         *_changed_keys("build args changed", before, now, "args"),
         *_changed_keys("labels changed", before, now, "labels"),
-        *_engine_reasons(before, now),
         *_changed_keys("build options changed", before, now, "options"),
         *_image_reasons(before, now),
     ]
@@ -193,7 +199,7 @@ def _record(inputs: BuildInputs) -> dict[str, Any]:
         # Values are recorded as short digests: build args may hold things not meant for labels.
         "args": {key: _short(value.encode()) for key, value in inputs.args},
         "labels": {key: _short(value.encode()) for key, value in inputs.labels},
-        "engine": inputs.engine,
+        "engine": inputs.engine,  # who built it: a record, not an input of the fingerprint
         "options": dict(inputs.options),
         "parent": inputs.parent,
         "family": dict(inputs.family),
@@ -325,12 +331,6 @@ def _changed_keys(
     old, new = before.get(field) or {}, now[field]
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     return [f"{title}: {', '.join(changed)}"] if changed else []
-
-
-def _engine_reasons(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    if before.get("engine") == now["engine"]:
-        return []
-    return [f"engine changed: {before.get('engine')} → {now['engine']}"]
 
 
 def _image_reasons(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

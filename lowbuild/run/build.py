@@ -96,9 +96,10 @@ class FamilyBuilder:
     cache_to: Registry | None = None
     """Each image built is pushed there under its fingerprint tag, for the next runner."""
     fetch_inputs: Callable[[ImageSpec, LogSink], None] = lambda spec, log: None
-    """Gets an image's artifacts into `cache`. Called only for an image planned "pull"
-    that must be built after all (the cache lost it, or went away, since the plan):
-    the run fetched artifacts up front only for the images planned "build"."""
+    """Gets an image's artifacts into `cache`, for an image to build whose artifacts are
+    not all there: the run fetches up front only what it plans to build, so this is an
+    image planned "pull" that the cache no longer gives, or one a registry cache could
+    not say it has (a login only the engine has: it tried to pull first)."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -170,8 +171,8 @@ class FamilyBuilder:
                     self._ids[name] = pulled
                 detail = f"from {cache_ref(self.cache_from, name, expected)}"
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
-        if planned.action == "pull":
-            sink("the registry cache did not give it after all: fetching its inputs to build it")
+        if any(not self.cache.contains(artifact.sha256) for artifact in spec.artifacts):
+            sink("not from the registry cache: fetching its inputs to build it")
             self.fetch_inputs(spec, sink)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
         staged = assemble_context(

@@ -263,10 +263,13 @@ def _build(
     if client is not None and client.failure and "pull" not in plan.actions():
         cache_from = None  # unreachable: the builds do not ask it again, one by one
     to_build = [image for image in plan.images if image.action == "build"]
+    # A cache that could not answer every question (a login it wants from the engine):
+    # each build asks the engine to pull first, and fetches inputs only on a miss.
+    fetch_late = cache_from is not None and client is not None and client.unsure
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
     with RunLogs(state_dir / "logs") as logs:
-        if to_build:
+        if to_build and not fetch_late:
             _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         err.print(
             f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "

@@ -98,6 +98,9 @@ class RegistryClient:
             follow_redirects=True,
         )
         self.failure: str | None = None  # why the registry could not be asked, once it could not
+        # Whether some answer was neither yes nor no (a login wanted, an error): then a
+        # miss here does not mean the engine, with its credentials, would miss too.
+        self.unsure = False
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -149,7 +152,12 @@ class RegistryClient:
                         f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     )
                 continue
-            return answer if answer.status_code == 200 else None
+            if answer.status_code == 200:
+                return answer
+            if answer.status_code != 404:
+                self.unsure = True
+            return None
+        self.unsure = True
         return None
 
 

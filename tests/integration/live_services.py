@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,12 +129,17 @@ def secure_registry_files(
 
 @contextmanager
 def running_registry(
-    root: Path, *, port: int | None = None, secured: Secured | None = None
+    root: Path,
+    *,
+    port: int | None = None,
+    secured: Secured | None = None,
+    netns: str | None = None,
 ) -> Iterator[Registry]:
     """`docker-registry serve` (the Debian registry) on loopback, storing in `root`: plain
     http, or TLS with logins when `secured`; stopped by its PID when the block ends,
     whatever happens. The same `root` and `port` give a restarted registry with the same
-    contents."""
+    contents. With `netns`, it serves on that network namespace's loopback (`ip netns
+    exec`), out of this one's reach: it is up once its log says it listens."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed: run `bash scripts/provision.sh`")
@@ -152,10 +158,13 @@ def running_registry(
         f"http:\n  addr: {host}\n{tls}{auth}"
     )
     log_path = root / "registry.log"
+    inside = in_network_namespace(netns) if netns else []
     with log_path.open("ab") as log:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+        process = subprocess.Popen([*inside, binary, "serve", str(config)], stdout=log, stderr=log)
         try:
-            if secured is None:
+            if netns is not None:
+                _wait_for_line(log_path, f"listening on {host}", process)
+            elif secured is None:
                 wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
             else:  # any answer over TLS (401 without a login): it is up
                 _wait_for_tls(f"https://{host}/v2/", ca=secured.ca)
@@ -167,6 +176,40 @@ def running_registry(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _wait_for_line(
+    log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 15.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the registry did not start: {log.read_text()[-800:]}")
+        time.sleep(0.1)
+
+
+def in_network_namespace(name: str) -> list[str]:
+    """The prefix that runs a command in network namespace `name` and in nothing else of
+    it: `nsenter --net`, not `ip netns exec`, whose fresh /sys hides the cgroup mounts
+    the engines' runtimes need."""
+    return ["nsenter", f"--net=/var/run/netns/{name}"]
+
+
+@contextmanager
+def network_namespace() -> Iterator[str]:
+    """A network namespace of its own with only its loopback up (no route anywhere),
+    removed afterwards: run a command in it with in_network_namespace(NAME). Needs root."""
+    name = f"lowbuild-{uuid.uuid4().hex[:10]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [*in_network_namespace(name), "ip", "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+        )
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
 
 
 def _wait_for_tls(url: str, *, ca: Path, timeout: float = 15.0) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_services import in_network_namespace, network_namespace, running_registry
 
 BASE = "localhost/lowbuild/busybox:latest"
 PAYLOAD = b"payload carried across the air gap\n" * 100
@@ -44,9 +45,15 @@ class Exported:
     seconds: float
 
     def lowbuild(
-        self, *args: str, env: dict[str, str] | None = None, no_net: bool = False
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        no_net: bool = False,
+        netns: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         prefix = ["unshare", "--net"] if no_net else []
+        if netns is not None:
+            prefix = in_network_namespace(netns)
         return subprocess.run(
             [*prefix, sys.executable, "-m", "lowbuild", *args],
             cwd=self.root,
@@ -245,6 +252,53 @@ def test_offline_build_without_the_bundle_names_bundle_import(
     message = " ".join(built.stderr.split())
     assert "payload.txt" in message and PAYLOAD_SHA in message
     assert "lowbuild bundle import FILE" in message
+
+
+@pytest.mark.root
+@needs_root_and_unshare
+def test_an_air_gapped_farm_imports_builds_and_publishes_to_its_own_registry(
+    exported: Exported, fresh_host: FreshHost, tmp_path: Path
+) -> None:
+    """The farm's side of the gap: a network namespace whose only interface is its
+    loopback, with the farm's registry on it. Import, build offline, test, push."""
+    with (
+        network_namespace() as farm,
+        running_registry(tmp_path / "farm-registry", port=5000, netns=farm) as registry,
+    ):
+
+        def lowbuild(*args: str) -> subprocess.CompletedProcess[str]:
+            return exported.lowbuild(*args, "--engine", "podman", env=fresh_host.env, netns=farm)
+
+        prefix = f"{registry.host}/farm"
+        assert lowbuild("bundle", "import", str(exported.bundle)).returncode == 0
+        built = lowbuild(
+            "build", "--offline", "--test", "--push", "--to", prefix, "--no-tls-verify"
+        )
+        assert built.returncode == 0, built.stdout + built.stderr
+        pushed = lowbuild("push", "--to", prefix, "--no-tls-verify", "--json")
+
+        assert pushed.returncode == 0, pushed.stderr
+        records = {r["image"]: r for r in json.loads(pushed.stdout)}
+        assert set(records) == {"base", "app"}
+        assert all(r["pushed"] and r["unchanged"] for r in records.values())  # --push did it
+        # Pulled back by digest inside the gap (the local copy removed first): the same image.
+        ref = records["app"]["ref"]
+        local = f"{exported.namespace}/app:latest"
+        image_id = _in(farm, fresh_host.env, "podman", "image", "inspect", "-f", "{{.Id}}", local)
+        _in(farm, fresh_host.env, "podman", "rmi", local)
+        _in(farm, fresh_host.env, "podman", "pull", "--tls-verify=false", "-q", ref)
+        assert _in(farm, fresh_host.env, "podman", "image", "inspect", "-f", "{{.Id}}", ref) == (
+            image_id
+        )
+
+
+def _in(netns: str, env: dict[str, str], *argv: str) -> str:
+    """`argv` run in network namespace `netns`; its stdout, stripped."""
+    done = subprocess.run(
+        [*in_network_namespace(netns), *argv], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def _flip_member_byte(bundle: Path, copy: Path, member: str) -> None:

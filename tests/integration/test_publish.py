@@ -45,9 +45,9 @@ class Family:
     namespace: str
     env: dict[str, str]
 
-    def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def lowbuild(self, *args: str, engine: str = "podman") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args, "--engine", "podman"],
+            [sys.executable, "-m", "lowbuild", *args, "--engine", engine],
             cwd=self.root,
             env=self.env,
             capture_output=True,
@@ -252,6 +252,46 @@ def test_a_fresh_runner_pulls_from_the_registry_cache_and_builds_only_what_chang
     )
 
 
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [("podman", "docker"), ("docker", "podman"), ("buildah", "buildx"), ("buildx", "buildah")],
+)
+def test_a_registry_cache_filled_on_one_engine_serves_a_runner_on_another(
+    family: Family, registry: Registry, first: str, then: str
+) -> None:
+    """Every engine writes the docker image format and gives a pulled image its config
+    digest as ID, and the engine is not an input of the fingerprint: what one engine
+    built and pushed is, for another, the same image under the same fingerprint."""
+    cache = f"{registry.host}/{family.namespace}-cache"
+    flags = ("--no-tls-verify", "--json")
+    built = family.lowbuild("build", "app", "--test", "--cache-to", cache, *flags, engine=first)
+    assert built.returncode == 0, built.stderr
+    ids = {name: _image_id(first, f"{family.namespace}/{name}:1") for name in ("base", "app")}
+    # podman and buildah share one storage, docker and buildx another: the other engine's
+    # storage has none of the family.
+    assert _image_id(then, f"{family.namespace}/base:1") is None
+
+    pulled = family.lowbuild("build", "app", "--test", "--cache-from", cache, *flags, engine=then)
+
+    assert pulled.returncode == 0, pulled.stderr
+    records = {r["image"]: r for r in json.loads(pulled.stdout)}
+    assert {name: r["state"] for name, r in records.items()} == {"base": "pulled", "app": "pulled"}
+    assert all(r["test"]["passed"] for r in records.values())
+    for name, image_id in ids.items():
+        assert _image_id(then, f"{family.namespace}/{name}:1") == image_id
+
+
+def _image_id(engine: str, ref: str) -> str | None:
+    """The image ID (`sha256:…`) `engine`'s storage gives `ref`, or None."""
+    cli = "docker" if engine in ("docker", "buildx") else "podman"
+    done = subprocess.run(
+        [cli, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        return None
+    return "sha256:" + done.stdout.strip().removeprefix("sha256:")
+
+
 def test_a_cache_entry_that_is_not_what_its_tag_says_is_refused(
     family: Family, registry: Registry
 ) -> None:
@@ -425,15 +465,25 @@ def _cache_tag(family: Family, name: str) -> str:
 
 
 def _forget_local_images(family: Family) -> None:
-    """Remove the family's images, under every name (registry cache tags included)."""
-    listed = _podman("images", "--format", "{{.ID}} {{.Repository}}")
-    ids = {
-        words[0]
-        for words in (line.split() for line in listed.splitlines())
-        if len(words) == 2 and family.namespace in words[1]
-    }
-    if ids:
-        _podman("rmi", "--force", *sorted(ids))
+    """Remove the family's images, under every name (registry cache tags included), from
+    podman's storage and from dockerd's."""
+    for cli in ("podman", "docker"):
+        listed = subprocess.run(
+            [cli, "images", "--format", "{{.ID}} {{.Repository}}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        ids = {
+            words[0]
+            for words in (line.split() for line in listed.stdout.splitlines())
+            if len(words) == 2 and family.namespace in words[1]
+        }
+        if ids:
+            removed = subprocess.run(
+                [cli, "rmi", "--force", *sorted(ids)], capture_output=True, text=True, timeout=300
+            )
+            assert removed.returncode == 0, removed.stderr
 
 
 def _podman(*args: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 import platformdirs
 import pytest
-from live_services import BASE_IMAGE, free_port
+from live_services import BASE_IMAGE, free_port, running_registry, secure_registry_files
 from packaging.requirements import Requirement
 
 import lowbuild
@@ -157,7 +157,12 @@ class RunnerUser:
         }
 
     def run(
-        self, argv: list[str], *, cwd: Path | None = None, timeout: float = 600
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        timeout: float = 600,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         # `env -i`: runuser keeps root's environment otherwise.
         env_args = [f"{k}={v}" for k, v in self.env().items()]
@@ -168,6 +173,7 @@ class RunnerUser:
             text=True,
             timeout=timeout,
             check=False,
+            input=input,
         )
 
     def lowbuild(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -507,6 +513,62 @@ def test_unprivileged_user_builds_and_tests_a_family_with_its_own_cache(
     again = runner.lowbuild("build", "--engine", engine, "--json", cwd=family.project)
     assert again.returncode == 0, again.stderr
     assert {r["state"] for r in json.loads(again.stdout)} == {"up-to-date"}
+
+
+# ---- publishing and the registry cache as an unprivileged user ----------------------------
+
+PASSWORD = "rootless-s3cret"
+
+
+def test_rootless_runners_publish_with_their_own_login_and_a_fresh_one_pulls_the_family(
+    runner: RunnerUser, make_user: Callable[..., RunnerUser], tmp_path: Path
+) -> None:
+    """A TLS registry with logins, its CA trusted in each user's own certs.d; each user
+    logs in with podman into its own auth file. The first runner builds, tests, pushes
+    and fills the registry cache; a second runner (empty storage, empty cache) builds
+    nothing and passes every smoke test."""
+    files = secure_registry_files(tmp_path / "tls", user="ci", password=PASSWORD)
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    fresh = make_user(containers_conf=NETNS_HOST)
+    for user in (runner, fresh):
+        user.write(f".config/containers/certs.d/{host}/ca.crt", files.ca.read_text())
+    with running_registry(tmp_path / "registry", port=port, secured=files) as registry:
+        for user in (runner, fresh):
+            login = user.run(
+                ["podman", "login", "--username", "ci", "--password-stdin", host],
+                input=PASSWORD,
+            )
+            assert login.returncode == 0, login.stderr
+        family = write_family(runner, namespace=f"rootless-push-{secrets.token_hex(3)}")
+        prefix, cache = f"{host}/{family.namespace}", f"{host}/{family.namespace}-cache"
+
+        first = runner.lowbuild(
+            "build", "--test", "--push", "--to", prefix, "--cache-to", cache, "--json",
+            cwd=family.project,
+        )  # fmt: skip
+
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"{prefix}/web@sha256:" in first.stderr
+        shown = [first.stdout, first.stderr]
+        shown += [p.read_text(errors="replace") for p in family.project.rglob(".lowbuild/**/*")
+                  if p.is_file()]  # fmt: skip
+        assert not any(PASSWORD in text for text in shown)
+        assert registry.writes() > 0
+
+        # The second runner: its own checkout of the project, nothing in its storage or cache.
+        project = fresh.home / "projects" / family.project.name
+        shutil.copytree(family.project, project, ignore=shutil.ignore_patterns(".lowbuild"))
+        subprocess.run(["chown", "-R", f"{fresh.uid}:{fresh.uid}", str(fresh.home)], check=True)
+        pulled = fresh.lowbuild("build", "--test", "--cache-from", cache, "--json", cwd=project)
+
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    records = {r["image"]: r for r in json.loads(pulled.stdout)}
+    assert {n: r["state"] for n, r in records.items()} == dict.fromkeys(
+        ("base", "app", "web"), "pulled"
+    )
+    assert all(r["test"]["passed"] for r in records.values())
+    assert not (fresh.home / ".cache/lowbuild/sha256" / family.artifact_sha256).exists()
 
 
 # ---- doctor as an unprivileged user --------------------------------------------------------

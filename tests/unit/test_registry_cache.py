@@ -4,6 +4,7 @@ only what changed. Against a real registry on podman: tests/integration/test_pub
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from fake_engine import FakeEngine
 from test_plan_and_build import BASE, write_chain
 from test_plan_and_build import build as build_family
 
+from lowbuild.engines.base import LogSink
 from lowbuild.errors import EXIT_VERIFY
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import build_graph
@@ -19,9 +21,10 @@ from lowbuild.run.build import FamilyBuilder
 from lowbuild.run.report import RunLogs, run_exit_code
 from lowbuild.run.scheduler import Outcome
 from lowbuild.sources.cache import Cache
+from lowbuild.sources.fetch import fetch_artifacts
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.load import load_project
-from lowbuild.spec.model import Project, Registry
+from lowbuild.spec.model import ImageSpec, Project, Registry
 
 CACHE = Registry("cache", "127.0.0.1:5000/cache", tls_verify=False)
 ORDER = ["base", "app", "tool", "worker"]
@@ -160,6 +163,17 @@ def test_an_image_planned_pull_that_the_cache_lost_is_built_with_its_inputs_fetc
 ) -> None:
     """The run fetches artifacts up front only for what it plans to build; an image the
     cache no longer gives at build time gets its inputs fetched then, and is built."""
+    tool = tmp_path / "served" / "tool.txt"
+    tool.parent.mkdir()
+    tool.write_bytes(b"a tool\n")
+    digest = hashlib.sha256(tool.read_bytes()).hexdigest()
+    spec = project.root / "contexts" / "app" / "image.yaml"
+    spec.write_text(
+        spec.read_text() + "artifacts:\n  - file: tool.txt\n"
+        f"    urls: ['{tool.as_uri()}']\n    sha256: {digest}\n"
+    )
+    project = load_project(project.root / "lowbuild.yaml")
+    fetch_artifacts([project.image("app")], cache=Cache(tmp_path / "cache"))  # build's cache
     first = warm_cache(project, tmp_path)
     fresh = runner(first.registry)  # type: ignore[arg-type]
     planned = make_plan(
@@ -172,17 +186,22 @@ def test_an_image_planned_pull_that_the_cache_lost_is_built_with_its_inputs_fetc
     app = first.images[project.ref("app")].labels[FINGERPRINT_LABEL]
     del fresh.registry[cache_ref(CACHE, "app", app)]  # lost between the plan and the build
     fetched: list[str] = []
+    empty = Cache(tmp_path / "fresh-cache")
+
+    def fetch(spec: ImageSpec, log: LogSink) -> None:
+        fetched.append(spec.name)
+        fetch_artifacts([spec], cache=empty)
 
     with RunLogs(tmp_path / "logs") as logs:
         outcomes = FamilyBuilder(
             project=project,
             engine=fresh,  # type: ignore[arg-type]
-            cache=Cache(tmp_path / "cache"),
+            cache=empty,
             stage_root=tmp_path / "stage",
             logs=logs,
             jobs=2,
             cache_from=CACHE,
-            fetch_inputs=lambda spec, log: fetched.append(spec.name),
+            fetch_inputs=fetch,
         ).build(planned)
 
     assert {n: o.state for n, o in outcomes.items()} == {
