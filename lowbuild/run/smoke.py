@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 _SHOWN_COMMAND_CHARS = 120
 _PROBE_TIMEOUT_S = 5.0  # one HTTP request, at most (and never past the test's deadline)
+_POLL_S = 0.1  # between probes: a refused connection on loopback costs next to nothing
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _http_test(engine: Engine, *, image: str, test: HttpTest, log: LogSink | Non
                                 f", body has {test.expect!r}" if test.expect else ""
                             )
                         last = f"status {response.status_code}, body starts {body[:200]!r}"
-                    time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
+                    time.sleep(max(0.0, min(_POLL_S, deadline - time.monotonic())))
             logs = _safe_logs(engine, container)
             raise SmokeTestFailed(
                 f"{image}: GET {test.path} on port {test.port} timed out after "
@@ -182,17 +183,58 @@ def smoke_test_family(
 ) -> dict[str, TestOutcome]:
     """Run the declared smoke test of each named image (those without one are left out),
     `jobs` at once; each result goes to `on_result` as it comes, and to its image's log."""
-    specs = [project.image(name) for name in names]
-    specs = [spec for spec in specs if spec.test is not None]
+    with SmokeTester(project, engine, jobs=jobs, logs=logs, on_result=on_result) as tester:
+        for name in names:
+            tester.submit(name)
+        return tester.results()
 
-    def one(spec: ImageSpec) -> TestOutcome:
+
+class SmokeTester:
+    """Smoke tests started as images become ready (`submit`), `jobs` at once, while the
+    rest of the family is still building or pulling: a test waits for its image only,
+    not for the whole family. Use as a context manager: leaving it waits for the tests
+    started, and on an error (an interrupt) cancels those not started yet."""
+
+    def __init__(
+        self,
+        project: Project,
+        engine: Engine,
+        *,
+        jobs: int,
+        logs: RunLogs | None = None,
+        on_result: Callable[[TestOutcome], None] = lambda result: None,
+    ) -> None:
+        self.project, self.engine, self.logs, self.on_result = project, engine, logs, on_result
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="smoke")
+        self._futures: dict[str, Future[TestOutcome]] = {}
+
+    def __enter__(self) -> SmokeTester:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def submit(self, name: str) -> None:
+        """Start `name`'s smoke test (when it declares one, and only once)."""
+        spec = self.project.image(name)
+        if spec.test is not None and name not in self._futures:
+            self._futures[name] = self._pool.submit(self._one, spec)
+
+    def results(self) -> dict[str, TestOutcome]:
+        """Every submitted test's outcome, once all have ended, in the order submitted."""
+        return {name: future.result() for name, future in self._futures.items()}
+
+    def _one(self, spec: ImageSpec) -> TestOutcome:
         assert spec.test is not None
         started = time.monotonic()
-        sink = logs.sink(spec.name) if logs else None
-        network = spec.engine_network
+        sink = self.logs.sink(spec.name) if self.logs else None
         try:
             result = run_smoke_test(
-                engine, image=project.ref(spec), test=spec.test, network=network, log=sink
+                self.engine,
+                image=self.project.ref(spec),
+                test=spec.test,
+                network=spec.engine_network,
+                log=sink,
             )
         except LowbuildError as exc:
             outcome = TestOutcome(spec.name, False, str(exc), time.monotonic() - started)
@@ -202,9 +244,5 @@ def smoke_test_family(
             outcome = TestOutcome(spec.name, True, result.summary, result.seconds)
             if sink:
                 sink(f"smoke test passed: {result.summary}")
-        on_result(outcome)
+        self.on_result(outcome)
         return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="smoke") as pool:
-        results = list(pool.map(one, specs))
-    return {result.name: result for result in results}

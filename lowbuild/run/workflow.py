@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +246,8 @@ def _build(
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
-    from lowbuild.run.scheduler import FINISHED_OK
+    from lowbuild.run.scheduler import FINISHED_OK, Event
+    from lowbuild.run.smoke import SmokeTester
 
     project, engine = resolved.project, resolved.engine
     registries = _push_registries(project, options.push)  # a bad --to: before any build
@@ -276,7 +277,19 @@ def _build(
             f"logs in {logs.directory}",
             highlight=False,
         )
-        with LiveBoard(err, total=len(plan.images)) as board:
+        # With --test, each image's smoke test starts as soon as it is built, pulled or
+        # found up to date, while the rest of the family is still on its way.
+        tester = SmokeTester(
+            project, engine, jobs=options.test_jobs, logs=logs, on_result=_test_shower(err)
+        )
+        with tester, LiveBoard(err, total=len(plan.images)) as board:
+
+            def on_event(event: Event) -> None:
+                board.event(event)
+                finished = event.outcome.state if event.outcome is not None else None
+                if options.test and finished in FINISHED_OK:
+                    tester.submit(event.name)
+
             builder = FamilyBuilder(
                 project=project,
                 engine=engine,
@@ -285,7 +298,7 @@ def _build(
                 logs=logs,
                 jobs=options.jobs,
                 fail_fast=options.fail_fast,
-                on_event=board.event,
+                on_event=on_event,
                 wrap_sink=board.sink_for,
                 on_build_start=journal.note_build,
                 cache_from=cache_from,
@@ -293,10 +306,8 @@ def _build(
                 fetch_inputs=lambda spec, log: _fetch_late(project, spec, cache, log),
             )
             outcomes = builder.build(plan)
-        tests: dict[str, TestOutcome] = {}
-        if options.test:
-            ready = [name for name, o in outcomes.items() if o.state in FINISHED_OK]
-            tests = _run_tests(project, engine, ready, jobs=options.test_jobs, logs=logs, err=err)
+            finished = tester.results()
+            tests = {name: finished[name] for name in outcomes if name in finished}  # plan order
         pushes: list[PushOutcome] = []
         if registries:
             refused = {
@@ -559,6 +570,14 @@ def _run_tests(
 ) -> dict[str, TestOutcome]:
     from lowbuild.run.smoke import smoke_test_family
 
+    return smoke_test_family(
+        project, engine, names, jobs=jobs, logs=logs, on_result=_test_shower(err)
+    )
+
+
+def _test_shower(err: Console) -> Callable[[TestOutcome], None]:
+    """Says each smoke test's result on `err` as it comes (the failure's detail too)."""
+
     def show(result: TestOutcome) -> None:
         mark = "✓" if result.passed else "✗"
         err.print(
@@ -569,7 +588,7 @@ def _run_tests(
         if not result.passed:
             err.print(result.detail, highlight=False, markup=False)
 
-    return smoke_test_family(project, engine, names, jobs=jobs, logs=logs, on_result=show)
+    return show
 
 
 def _report(

@@ -46,6 +46,7 @@ class Registry:
 
     host: str
     log: Path  # its access log: every request, one line each
+    pid: int  # its process (running_registry stops it; a test may kill it sooner)
 
     @property
     def url(self) -> str:
@@ -168,7 +169,7 @@ def running_registry(
                 wait_for_http(f"http://{host}/v2/", timeout=15.0).raise_for_status()
             else:  # any answer over TLS (401 without a login): it is up
                 _wait_for_tls(f"https://{host}/v2/", ca=secured.ca)
-            yield Registry(host=host, log=log_path)
+            yield Registry(host=host, log=log_path, pid=process.pid)
         finally:
             process.terminate()
             try:

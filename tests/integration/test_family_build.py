@@ -135,6 +135,19 @@ def test_family_builds_in_dependency_order_with_branches_in_parallel(family: Fam
     assert len(_builds(family.engine_calls())) == 5
 
 
+def test_each_smoke_test_runs_as_soon_as_its_image_is_ready(family: Family) -> None:
+    """--test does not wait for the whole family: a's test has passed while the images
+    built after it are still building (one at a time here, two seconds each at least)."""
+    code, records, stderr = family.build_json("--test", "--jobs", "1")
+
+    assert code == 0, stderr
+    assert all(r["test"]["passed"] for r in records.values())
+    lines = stderr.splitlines()
+    tested_a = next(i for i, line in enumerate(lines) if line.startswith("✓ test a:"))
+    last_built = max(i for i, line in enumerate(lines) if ": built in" in line)
+    assert tested_a < last_built, stderr
+
+
 def test_second_build_builds_nothing_and_sends_nothing_to_the_engine(family: Family) -> None:
     assert family.build_json()[0] == 0
     family.forget_calls()

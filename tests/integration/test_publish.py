@@ -11,9 +11,12 @@ import base64
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,6 +216,56 @@ def test_a_registry_that_is_down_is_one_line_per_image_and_the_next_run_pushes(
         again = family.lowbuild("push", "app", "--to", prefix, "--no-tls-verify")
         assert again.returncode == 0, again.stderr
         assert sorted(registry.tags(f"{family.namespace}/app")) == ["1", "1.0"]
+
+
+def test_a_registry_killed_mid_push_leaves_each_image_said_and_the_next_run_completes(
+    family: Family, tmp_path: Path
+) -> None:
+    """The registry dies while a big layer is being uploaded: the push is retried, then
+    said not pushed (and its child held back), exit 1; with the registry back, the next
+    run pushes what is missing and the registry serves exactly the local image."""
+    big = family.root / "contexts" / "big"
+    big.mkdir()
+    (big / "image.yaml").write_text("name: big\nparent: base\n")
+    (big / "Dockerfile").write_text(
+        f"FROM {family.namespace}/base:1\nRUN head -c 48000000 /dev/urandom > /big\n"
+    )
+    assert family.lowbuild("build", "big").returncode == 0
+    port = free_port()
+    prefix = f"127.0.0.1:{port}/{family.namespace}"
+    storage = tmp_path / "killed-registry"
+    with running_registry(storage, port=port) as registry:
+
+        def kill_when_big_uploads() -> None:
+            deadline = time.monotonic() + 120
+            upload = f"/v2/{family.namespace}/big/blobs/uploads/"
+            while time.monotonic() < deadline:
+                if upload in registry.log.read_text(errors="replace"):
+                    os.kill(registry.pid, signal.SIGKILL)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_big_uploads)
+        killer.start()
+        cut = family.lowbuild("push", "big", "--to", prefix, "--no-tls-verify", "--json")
+        killer.join()
+
+    assert cut.returncode == 1, cut.stderr
+    records = {r["image"]: r for r in json.loads(cut.stdout)}
+    assert records["base"]["pushed"] and not records["big"]["pushed"]
+    assert "push to" in records["big"]["error"]
+    assert "trying again" in _latest_log(family, "big")
+    assert "Traceback" not in cut.stderr
+    with running_registry(storage, port=port) as registry:
+        again = family.lowbuild("push", "big", "--to", prefix, "--no-tls-verify", "--json")
+        assert again.returncode == 0, again.stderr
+        states = {r["image"]: r["unchanged"] for r in json.loads(again.stdout)}
+        assert states == {"base": True, "big": False}  # only what was missing is pushed
+        local = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/big:1")
+        ref = next(r["ref"] for r in json.loads(again.stdout) if r["image"] == "big")
+        _podman("rmi", f"{family.namespace}/big:1")
+        _podman("pull", "--tls-verify=false", "--quiet", ref)
+        assert _podman("image", "inspect", "--format", "{{.Id}}", ref) == local
 
 
 def test_a_fresh_runner_pulls_from_the_registry_cache_and_builds_only_what_changed(

@@ -16,7 +16,7 @@ from lowbuild.engines.base import LogSink
 from lowbuild.errors import EXIT_VERIFY
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import build_graph
-from lowbuild.plan.planner import make_plan
+from lowbuild.plan.planner import Plan, make_plan
 from lowbuild.run.build import FamilyBuilder
 from lowbuild.run.report import RunLogs, run_exit_code
 from lowbuild.run.scheduler import Outcome
@@ -89,6 +89,15 @@ def lookup_in(engine: FakeEngine):  # type: ignore[no-untyped-def]
     return lookup
 
 
+def plan_with_cache(project: Project, engine: FakeEngine) -> Plan:
+    return make_plan(
+        project,
+        build_graph(project),
+        engine,  # type: ignore[arg-type]
+        cache_lookup=lookup_in(engine),
+    )
+
+
 def test_the_plan_says_what_the_cache_provides_down_the_whole_chain(
     project: Project, tmp_path: Path
 ) -> None:
@@ -96,12 +105,7 @@ def test_the_plan_says_what_the_cache_provides_down_the_whole_chain(
     (project.root / "contexts" / "tool" / "motd").write_text("tool v2\n")
     fresh = runner(first.registry)  # type: ignore[arg-type]
 
-    planned = make_plan(
-        project,
-        build_graph(project),
-        fresh,
-        cache_lookup=lookup_in(fresh),  # type: ignore[arg-type]
-    )
+    planned = plan_with_cache(project, fresh)
 
     actions = {image.name: image.action for image in planned.images}
     # worker's parent is not there yet, but the cache says which ID it will have.
@@ -176,12 +180,7 @@ def test_an_image_planned_pull_that_the_cache_lost_is_built_with_its_inputs_fetc
     fetch_artifacts([project.image("app")], cache=Cache(tmp_path / "cache"))  # build's cache
     first = warm_cache(project, tmp_path)
     fresh = runner(first.registry)  # type: ignore[arg-type]
-    planned = make_plan(
-        project,
-        build_graph(project),
-        fresh,
-        cache_lookup=lookup_in(fresh),  # type: ignore[arg-type]
-    )
+    planned = plan_with_cache(project, fresh)
     assert planned.actions() == {"pull"}
     app = first.images[project.ref("app")].labels[FINGERPRINT_LABEL]
     del fresh.registry[cache_ref(CACHE, "app", app)]  # lost between the plan and the build
