@@ -17,7 +17,13 @@ from lowbuild.engines.buildah import BuildahEngine
 from lowbuild.engines.buildx import BuildxEngine
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.engines.podman import PodmanEngine
-from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
+from lowbuild.errors import (
+    EngineError,
+    EngineUnavailable,
+    LowbuildError,
+    UsageError,
+    did_you_mean,
+)
 
 ENGINE_ENV = "LOWBUILD_ENGINE"
 
@@ -73,12 +79,16 @@ def check_version(name: EngineName, text: str) -> str:
     return ""
 
 
-def known_name(name: str) -> EngineName:
-    """`name` as an EngineName; EngineUnavailable naming the known ones otherwise."""
+def known_name(name: str, *, source: str = "") -> EngineName:
+    """`name` as an EngineName; a UsageError (bad input, exit 2: a typo is not a broken
+    engine) naming the known ones otherwise. `source` says where the name came from."""
     for known in ENGINE_NAMES:
         if name == known:
             return known
-    raise EngineUnavailable(f"unknown engine {name!r}: lowbuild knows {', '.join(ENGINE_NAMES)}")
+    raise UsageError(
+        f"unknown engine {name!r}{source}{did_you_mean(name, ENGINE_NAMES)}: "
+        f"lowbuild knows {', '.join(ENGINE_NAMES)}"
+    )
 
 
 def engine_by_name(name: str) -> Engine:
@@ -99,7 +109,7 @@ def probe(name: str) -> Probe:
     query within a few seconds (dockerd: the daemon answers), and it is new enough."""
     try:
         engine_name = known_name(name)
-    except EngineUnavailable as exc:
+    except UsageError as exc:
         return Probe(False, "", str(exc))
     missing = [b for b in REQUIRED_BINARIES[engine_name] if shutil.which(b) is None]
     if missing:
@@ -122,9 +132,10 @@ def select_engine(name: str | None = None) -> Engine:
     engine cannot work or none can, naming what was tried and why."""
     asked = name or os.environ.get(ENGINE_ENV) or None
     if asked:
+        source = "" if name else f" (from ${ENGINE_ENV})"
+        known_name(asked, source=source)  # a typo is bad input, before any probe
         found = probe(asked)
         if not found.ok:
-            source = "" if name else f" (from ${ENGINE_ENV})"
             raise EngineUnavailable(
                 f"engine {asked!r}{source} is not usable: {found.reason}. "
                 "Run `lowbuild doctor` for details."

@@ -9,7 +9,9 @@ builder recomputes it then (`current_inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -130,6 +132,10 @@ def current_inputs(
     )
 
 
+LOOKUP_JOBS = 8
+"""Registry cache questions in flight at once while planning."""
+
+
 def make_plan(
     project: Project,
     graph: FamilyGraph,
@@ -145,7 +151,9 @@ def make_plan(
     without, an ancestor outside the selection must already exist locally.
     `cache_lookup`: a registry cache; an out-of-date image it holds (under the
     fingerprint its inputs give) is planned "pull", and its children's inputs follow
-    from the ID it will have.
+    from the ID it will have. The questions run concurrently (LOOKUP_JOBS): an image
+    waits only for its own parents' answers, so a family costs about one round trip
+    per generation, not one per image.
     """
     selected = select(graph, names, with_deps=with_deps)
     # Every image the plan may ask about, external bases and family images, inspected
@@ -156,42 +164,57 @@ def make_plan(
     external_ids = external_image_ids(project, graph, local, engine.name)
     planned: dict[str, PlannedImage] = {}
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
-    for name in selected:
-        node = graph.nodes[name]
-        known_ids.update(_unselected_needs(project, node, planned, known_ids, local))
-        existing = local[project.ref(node.spec)]
-        inventory = take_inventory(node.spec)
-        rebuilt = [n for n in node.needs if n in planned and planned[n].action == "build"]
-        inputs: BuildInputs | None = None
-        if rebuilt:  # the inputs are final only once the parent has its new ID
-            reasons = tuple(f"parent rebuilt ({need})" for need in rebuilt)
-        else:
-            inputs = current_inputs(
-                node,
-                engine=engine,
-                family_ids=known_ids,
-                external_ids=external_ids,
-                inventory=inventory,
-            )
-            reasons = rebuild_reasons(existing.labels if existing else None, inputs)
-        action: Action = "build" if reasons else "up-to-date"
-        if action == "up-to-date" and existing is not None:
-            known_ids[name] = existing.id
-        elif inputs is not None and cache_lookup is not None:
-            cached = cache_lookup(name, fingerprint(inputs))
+    asked: dict[str, Future[str | None]] = {}  # out of date: what the cache holds, on its way
+    with ThreadPoolExecutor(max_workers=LOOKUP_JOBS, thread_name_prefix="lookup") as pool:
+
+        def settle(name: str) -> PlannedImage:
+            """`name`'s final plan: "pull" when the cache answered with an ID."""
+            image = planned[name]
+            future = asked.pop(name, None)
+            cached = future.result() if future is not None else None
             if cached is not None:
-                action, reasons = "pull", (*reasons, "the registry cache has it")
                 known_ids[name] = cached
-        planned[name] = PlannedImage(
-            name=name,
-            ref=project.ref(node.spec),
-            action=action,
-            reasons=reasons,
-            needs=tuple(need for need in node.needs if need in selected),
-            existing_id=existing.id if existing else None,
-            inputs=inputs,
-            inventory=inventory if action != "up-to-date" else None,
-        )
+                reasons = (*image.reasons, "the registry cache has it")
+                planned[name] = dataclasses.replace(image, action="pull", reasons=reasons)
+            return planned[name]
+
+        for name in selected:
+            node = graph.nodes[name]
+            known_ids.update(_unselected_needs(project, node, planned, known_ids, local))
+            existing = local[project.ref(node.spec)]
+            inventory = take_inventory(node.spec)
+            rebuilt = [
+                need for need in node.needs if need in planned and settle(need).action == "build"
+            ]
+            inputs: BuildInputs | None = None
+            if rebuilt:  # the inputs are final only once the parent has its new ID
+                reasons = tuple(f"parent rebuilt ({need})" for need in rebuilt)
+            else:
+                inputs = current_inputs(
+                    node,
+                    engine=engine,
+                    family_ids=known_ids,
+                    external_ids=external_ids,
+                    inventory=inventory,
+                )
+                reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+            action: Action = "build" if reasons else "up-to-date"
+            if action == "up-to-date" and existing is not None:
+                known_ids[name] = existing.id
+            elif inputs is not None and cache_lookup is not None:
+                asked[name] = pool.submit(cache_lookup, name, fingerprint(inputs))
+            planned[name] = PlannedImage(
+                name=name,
+                ref=project.ref(node.spec),
+                action=action,
+                reasons=reasons,
+                needs=tuple(need for need in node.needs if need in selected),
+                existing_id=existing.id if existing else None,
+                inputs=inputs,
+                inventory=inventory if action != "up-to-date" else None,
+            )
+        for name in list(asked):
+            settle(name)
     return Plan(
         project=project,
         graph=graph,

@@ -50,6 +50,24 @@ def process_start(pid: int) -> int | None:
     return int(text[text.rindex(")") + 2 :].split()[19])
 
 
+GITIGNORE = (
+    "# Written by lowbuild: its working state (logs, staged contexts, run records) stays\n"
+    "# out of git; published.json (what was pushed where, by digest) may be committed.\n"
+    "*\n"
+    "!published.json\n"
+)
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """Create the project's state directory, with a .gitignore the first time (one a
+    user edited is left alone)."""
+    from lowbuild.sources.cache import write_atomically
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not (state_dir / ".gitignore").exists():
+        write_atomically(state_dir / ".gitignore", GITIGNORE)
+
+
 @contextmanager
 def project_lock(
     state_dir: Path, *, wait: bool = True, notify: Callable[[str], None] = lambda line: None
@@ -58,7 +76,7 @@ def project_lock(
     holder and wait (Ctrl-C still interrupts), or raise ProjectBusy when not `wait`."""
     from filelock import FileLock, Timeout
 
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     lock = FileLock(state_dir / LOCK_FILE, thread_local=False)
     owner = state_dir / OWNER_FILE
     try:
@@ -149,7 +167,8 @@ def recorded_run(
         fingerprints=fingerprints,
     )
     path = state_dir / RUNS_DIR / f"{pid}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
+    path.parent.mkdir(exist_ok=True)
     try:
         yield RunJournal(path, record)
     finally:

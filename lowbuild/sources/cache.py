@@ -42,7 +42,7 @@ from typing import BinaryIO
 import platformdirs
 from filelock import FileLock, Timeout
 
-from lowbuild.errors import CacheWriteError, LowbuildError, VerificationError
+from lowbuild.errors import CacheWriteError, LowbuildError, UsageError, VerificationError
 from lowbuild.spec.model import Artifact
 
 ENTRY_MODE = 0o644
@@ -480,12 +480,15 @@ def admit_declared(
     by_name: dict[str, list[Artifact]] = {}
     for declared in artifacts:
         by_name.setdefault(PurePosixPath(declared.file).name, []).append(declared)
+    absent = [path for path in files if not path.is_file()]
+    if absent:  # bad input (exit 2), not a verification failure: nothing was checked
+        raise UsageError(
+            "nothing was admitted to the cache: "
+            + ", ".join(f"{path}: no such file" for path in absent)
+        )
     matched: list[tuple[Path, Artifact]] = []
     problems: list[str] = []
     for path in files:
-        if not path.is_file():
-            problems.append(f"{path}: no such file")
-            continue
         actual = hash_file(path)
         found = by_sha256.get(actual)
         if found is None:

@@ -520,10 +520,11 @@ class _Digest:
 
 
 class _Missing(Exception):
-    def __init__(self, wanted: _Digest, tried: list[str]) -> None:
+    def __init__(self, wanted: _Digest, tried: list[str], *, mismatched: bool = False) -> None:
         super().__init__(wanted.artifact.file)
         self.wanted = wanted
         self.tried = tried
+        self.mismatched = mismatched  # a source served bytes that are not the pinned ones
 
 
 def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
@@ -553,6 +554,7 @@ def _obtain(
     if (cached := _verified_in_cache(cache, artifact)) is not None:
         return FetchOutcome(wanted.image, artifact, cached, "cache")
     tried: list[str] = []
+    mismatched = False
     bound = _Bound.of(artifact, policy)
     with cache.entry_lock(artifact.sha256):
         # Another process may have finished it while we waited for the lock.
@@ -583,6 +585,7 @@ def _obtain(
                     path = writer.commit()
                 except (_Permanent, _Transient, VerificationError) as exc:
                     tried.append(redact(f"{url}: {exc}"))
+                    mismatched = mismatched or isinstance(exc, VerificationError)
                     continue
                 except CacheWriteError as exc:
                     # No other URL would help: the cache itself cannot take the bytes.
@@ -591,7 +594,7 @@ def _obtain(
                 artifact.file, redact(f"{artifact.file}  {writer.size} bytes  from {url}")
             )
             return FetchOutcome(wanted.image, artifact, path, url)
-    raise _Missing(wanted, tried)
+    raise _Missing(wanted, tried, mismatched=mismatched)
 
 
 def _distinct_digests(images: Iterable[ImageSpec], rewrites: Sequence[Rewrite]) -> list[_Digest]:
@@ -695,6 +698,10 @@ def fetch_artifacts(
     if failed:
         if offline:
             raise OfflineMissing(_offline_message(failed))
+        if any(missing.mismatched for missing in failed):
+            # Bytes that are not the pinned ones: a verification failure (exit 4), not
+            # a source that merely could not be reached.
+            raise VerificationError(_fetch_message(failed))
         raise FetchError(_fetch_message(failed))
     return outcomes
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +98,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             follow_redirects=True,
         )
+        self._lock = threading.Lock()  # the planner asks from several threads at once
         self.failure: str | None = None  # why the registry could not be asked, once it could not
         # Whether some answer was neither yes nor no (a login wanted, an error): then a
         # miss here does not mean the engine, with its credentials, would miss too.
@@ -146,11 +148,11 @@ class RegistryClient:
             except httpx.HTTPError as exc:
                 # A plain-http registry: ask it plainly from now on. An unreachable one:
                 # ask it nothing more (one timeout per run, not one per image).
-                self.schemes.remove(scheme)
-                if not self.schemes:
-                    self.failure = (
-                        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    )
+                with self._lock:
+                    if scheme in self.schemes:
+                        self.schemes.remove(scheme)
+                    if not self.schemes:
+                        self.failure = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 continue
             if answer.status_code == 200:
                 return answer

@@ -105,7 +105,8 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
     """Read and validate the project file and every image.yaml it names.
 
     `path` is the project file, or a directory holding lowbuild.yaml; default: the
-    current directory. Raises SpecError naming FILE:LINE for anything wrong.
+    nearest lowbuild.yaml in the current directory or above it. Raises SpecError
+    naming FILE:LINE for anything wrong.
     `allow_missing_digests` lets an artifact omit `sha256` (it is then "") — only
     for `lowbuild fetch --print-digests`, which computes the digests to pin.
     """
@@ -147,14 +148,22 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
 
 
 def _project_file(path: Path | None) -> Path:
-    candidate = (path if path is not None else Path.cwd()).resolve()
+    """`path` (a file, or a directory holding PROJECT_FILE); without one, the nearest
+    PROJECT_FILE in the current directory or above it, the way git finds its repository."""
+    if path is None:
+        here = Path.cwd().resolve()
+        for directory in (here, *here.parents):
+            if (directory / PROJECT_FILE).is_file():
+                return directory / PROJECT_FILE
+        raise SpecError(
+            f"no project file: no {PROJECT_FILE} in {here} or any directory above it "
+            "(run lowbuild inside a project, or pass -f FILE)"
+        )
+    candidate = path.resolve()
     if candidate.is_dir():
         candidate = candidate / PROJECT_FILE
     if not candidate.is_file():
-        hint = (
-            "" if path is not None else " (run lowbuild in the project directory or pass -f FILE)"
-        )
-        raise SpecError(f"no project file: {candidate} does not exist{hint}")
+        raise SpecError(f"no project file: {candidate} does not exist")
     return candidate
 
 

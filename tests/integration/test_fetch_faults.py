@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServer
 
-from lowbuild.errors import FetchError, OfflineMissing
+from lowbuild.errors import FetchError, OfflineMissing, VerificationError
 from lowbuild.sources.cache import Cache
 from lowbuild.sources.fetch import FetchPolicy, compute_digests, fetch_artifacts
 from lowbuild.spec.model import Artifact, ImageSpec, Rewrite
@@ -86,7 +86,7 @@ def test_html_page_served_as_200_is_rejected_and_next_mirror_used(
     server: FaultServer, cache: Cache
 ) -> None:
     html = server.url("html", "src.tar.gz")
-    with pytest.raises(FetchError) as info:
+    with pytest.raises(VerificationError) as info:  # not the pinned bytes: exit 4
         fetch_artifacts([image_with(html)], cache=cache, policy=FAST)
     assert "sha256 mismatch" in str(info.value) and html in str(info.value)
     assert cache_files(cache) == []
@@ -208,7 +208,7 @@ def test_empty_body_is_rejected(server: FaultServer, cache: Cache) -> None:
 
 def test_sha512_is_checked_when_pinned(server: FaultServer, cache: Cache) -> None:
     url = server.url("ok", "src.tar.gz")
-    with pytest.raises(FetchError, match="sha512 mismatch"):
+    with pytest.raises(VerificationError, match="sha512 mismatch"):
         fetch_artifacts([image_with(url, sha512="0" * 128)], cache=cache, policy=FAST)
     assert cache_files(cache) == []
     good = hashlib.sha512(PAYLOAD).hexdigest()

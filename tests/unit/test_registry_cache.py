@@ -5,6 +5,8 @@ only what changed. Against a real registry on podman: tests/integration/test_pub
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,34 @@ def test_an_image_planned_pull_that_the_cache_lost_is_built_with_its_inputs_fetc
     }
     assert fetched == ["app"]
     assert fresh.built == ["shop/app:1"]
+
+
+def test_the_plan_asks_the_cache_about_siblings_at_once(project: Project, tmp_path: Path) -> None:
+    """One round trip per generation: app and tool (both children of base) are asked
+    about together; worker waits for app's answer only."""
+    first = warm_cache(project, tmp_path)
+    fresh = runner(first.registry)  # type: ignore[arg-type]
+    answer = lookup_in(fresh)
+    lock = threading.Lock()
+    in_flight, most = 0, 0
+
+    def slow_lookup(name: str, fingerprint: str) -> str | None:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.3)
+        with lock:
+            in_flight -= 1
+        found: str | None = answer(name, fingerprint)
+        return found
+
+    planned = make_plan(
+        project,
+        build_graph(project),
+        fresh,  # type: ignore[arg-type]
+        cache_lookup=slow_lookup,
+    )
+
+    assert planned.actions() == {"pull"}
+    assert most == 2  # app and tool

@@ -1,0 +1,66 @@
+"""Terminal conventions a user brings from git and podman: the project is found from any
+directory inside it, and `-h` is `--help` on every command."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from test_graph_cli import run_lowbuild, write_family
+
+
+def test_the_project_is_found_from_a_directory_inside_it(tmp_path: Path) -> None:
+    write_family(tmp_path / "project")
+    inside = tmp_path / "project" / "contexts" / "web"
+
+    result = run_lowbuild("graph", "--format", "mermaid", cwd=inside)
+
+    assert result.returncode == 0, result.stderr
+    assert 'img1["web"]' in result.stdout
+
+
+def test_the_nearest_project_wins_and_none_at_all_is_one_clear_line(tmp_path: Path) -> None:
+    write_family(tmp_path / "outer")
+    solo = tmp_path / "outer" / "nested" / "contexts" / "solo"
+    solo.mkdir(parents=True)
+    (solo.parents[1] / "lowbuild.yaml").write_text("name: nested\n")
+    (solo / "image.yaml").write_text("name: solo\n")
+    (solo / "Dockerfile").write_text("FROM localhost/lowbuild/busybox:latest\n")
+    nested = run_lowbuild("graph", "--format", "mermaid", cwd=solo)
+    assert nested.returncode == 0, nested.stderr
+    assert "solo" in nested.stdout and "web" not in nested.stdout
+
+    nowhere = tmp_path / "empty"
+    nowhere.mkdir()
+    missing = run_lowbuild("graph", cwd=nowhere)
+    assert missing.returncode == 2
+    assert f"no lowbuild.yaml in {nowhere.resolve()} or any directory above it" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_dash_h_is_help_on_every_level(tmp_path: Path) -> None:
+    for args in (["-h"], ["build", "-h"], ["cache", "ls", "-h"], ["bundle", "-h"]):
+        result = run_lowbuild(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Usage:" in result.stdout and "--help" in result.stdout, args
+
+
+def test_the_state_directory_keeps_itself_out_of_git_but_published_json(tmp_path: Path) -> None:
+    write_family(tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+
+    result = run_lowbuild("clean", cwd=tmp_path)  # takes the project lock: makes .lowbuild/
+
+    assert result.returncode == 0, result.stderr
+    (tmp_path / ".lowbuild" / "logs").mkdir()
+    (tmp_path / ".lowbuild" / "logs" / "x.log").write_text("a log\n")
+    (tmp_path / ".lowbuild" / "published.json").write_text("{}\n")
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    state = sorted(line[3:] for line in untracked if ".lowbuild" in line)
+    assert state == [".lowbuild/published.json"]
