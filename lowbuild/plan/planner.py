@@ -82,24 +82,36 @@ class Plan:
         ]
 
 
+MISSING_BASE_HINT = (
+    "lowbuild never pulls; bring it in first: `podman pull`/`docker pull` it, "
+    "`podman load`/`docker load` an archive of it, or `lowbuild bundle import` a bundle"
+)
+
+
 def external_image_ids(
-    project: Project, graph: FamilyGraph, infos: Mapping[str, ImageInfo | None], engine: str
+    project: Project,
+    graph: FamilyGraph,
+    infos: Mapping[str, ImageInfo | None],
+    engine: str,
+    *,
+    missing_ok: bool = False,
 ) -> dict[str, str]:
     """The local ID of every image from outside the family (`infos`: what `engine`
     has for each), checked against `bases:` pins.
 
-    Nothing is pulled: a missing base is an error saying how to get it.
+    Nothing is pulled: a missing base is an error saying how to get it (with
+    `missing_ok`, it is left out of the answer instead).
     """
     pins = {pin.ref: pin for pin in project.bases}
     ids: dict[str, str] = {}
     for ref, users in graph.external_images().items():
         info = infos[ref]
         if info is None:
+            if missing_ok:
+                continue
             raise UsageError(
                 f"base image {ref} (used by {', '.join(users)}) is not in {engine}'s "
-                "local storage, and lowbuild never pulls. Load it first: `lowbuild bundle "
-                "import`, `podman load`/`docker load`, or `make provision` for lowbuild's "
-                "own base images."
+                f"local storage, and {MISSING_BASE_HINT}."
             )
         pin = pins.get(ref)
         if pin is not None and pin.id != info.id:
@@ -144,8 +156,13 @@ def make_plan(
     names: Iterable[str] = (),
     with_deps: bool = True,
     cache_lookup: CacheLookup | None = None,
+    missing_bases_ok: bool = False,
 ) -> Plan:
     """Decide, for the selected images (all when `names` is empty), what to build and why.
+
+    `missing_bases_ok` (for `plan`, which only shows): an image whose external base is
+    not in local storage is planned "build" with that as its reason, instead of an
+    error before any plan (what `build` wants: it could not build it).
 
     With `with_deps`, ancestors are part of the plan (built only if out of date);
     without, an ancestor outside the selection must already exist locally.
@@ -161,7 +178,9 @@ def make_plan(
     wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
     external = list(graph.external_images())
     local = engine.inspect_images([*external, *(project.ref(name) for name in sorted(wanted))])
-    external_ids = external_image_ids(project, graph, local, engine.name)
+    external_ids = external_image_ids(
+        project, graph, local, engine.name, missing_ok=missing_bases_ok
+    )
     planned: dict[str, PlannedImage] = {}
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
     asked: dict[str, Future[str | None]] = {}  # out of date: what the cache holds, on its way
@@ -187,7 +206,12 @@ def make_plan(
                 need for need in node.needs if need in planned and settle(need).action == "build"
             ]
             inputs: BuildInputs | None = None
-            if rebuilt:  # the inputs are final only once the parent has its new ID
+            absent = [ref for ref in node.external if ref not in external_ids]
+            if absent:  # only with missing_bases_ok
+                reasons = tuple(f"base image {ref} missing: {MISSING_BASE_HINT}" for ref in absent)
+            elif rebuilt and existing is None:
+                reasons = ("new image",)
+            elif rebuilt:  # the inputs are final only once the parent has its new ID
                 reasons = tuple(f"parent rebuilt ({need})" for need in rebuilt)
             else:
                 inputs = current_inputs(

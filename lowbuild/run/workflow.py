@@ -132,6 +132,7 @@ def run_plan(
             names=selection.names,
             with_deps=selection.with_deps,
             cache_lookup=_lookup(client),
+            missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
         )
     if as_json:
         # Straight to the console's file: rich's print_json highlights every token, which
