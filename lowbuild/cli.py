@@ -56,7 +56,10 @@ _ENGINE_HELP = (
 ProjectFile = Annotated[
     Path | None,
     typer.Option(
-        "-f", "--file", help="Project file (default: ./lowbuild.yaml).", show_default=False
+        "-f",
+        "--file",
+        help="Project file (default: the nearest lowbuild.yaml here or above).",
+        show_default=False,
     ),
 ]
 CacheDir = Annotated[
@@ -68,17 +71,24 @@ CacheDir = Annotated[
     ),
 ]
 EngineName = Annotated[str | None, typer.Option("--engine", "-e", help=_ENGINE_HELP)]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", envvar="LOWBUILD_JSON", help="Print JSON instead of a table.")
+]
 NoWait = Annotated[
     bool,
     typer.Option(
         "--no-wait",
+        envvar="LOWBUILD_NO_WAIT",
         help="When another lowbuild run holds the project, exit 1 at once instead of waiting.",
     ),
 ]
 Offline = Annotated[
     bool,
-    typer.Option("--offline", help="Open no network connection; only the cache and file:// URLs."),
+    typer.Option(
+        "--offline",
+        envvar="LOWBUILD_OFFLINE",
+        help="Open no network connection; only the cache and file:// URLs.",
+    ),
 ]
 
 
@@ -235,7 +245,12 @@ def plan_command(
     as_json: AsJson = False,
     cache_from: CacheFrom = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Ask no registry cache (open no connection).")
+        bool,
+        typer.Option(
+            "--offline",
+            envvar="LOWBUILD_OFFLINE",
+            help="Ask no registry cache (open no connection).",
+        ),
     ] = False,
     no_tls_verify: NoTlsVerify = False,
 ) -> None:
@@ -270,6 +285,7 @@ def build_command(
         typer.Option(
             "--jobs",
             "-j",
+            envvar="LOWBUILD_JOBS",
             min=1,
             help="Images built (and smoke tests run) at once "
             "(default: CPU count, at least 2; tests: twice that, at least 4).",
@@ -288,6 +304,7 @@ def build_command(
         bool,
         typer.Option(
             "--offline",
+            envvar="LOWBUILD_OFFLINE",
             help="Open no network connection; missing inputs are an error up front.",
         ),
     ] = False,
@@ -409,6 +426,7 @@ def test_command(
         typer.Option(
             "--jobs",
             "-j",
+            envvar="LOWBUILD_JOBS",
             min=1,
             help="Tests run at once (default: twice the CPU count, at least 4).",
         ),
@@ -519,7 +537,12 @@ def export_bake_command(
         ),
     ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Open no network connection; only the cache.")
+        bool,
+        typer.Option(
+            "--offline",
+            envvar="LOWBUILD_OFFLINE",
+            help="Open no network connection; only the cache.",
+        ),
     ] = False,
     cache_dir: CacheDir = None,
     no_wait: NoWait = False,

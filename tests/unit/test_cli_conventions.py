@@ -3,7 +3,9 @@ directory inside it, and `-h` is `--help` on every command."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from test_graph_cli import run_lowbuild, write_family
@@ -64,3 +66,40 @@ def test_the_state_directory_keeps_itself_out_of_git_but_published_json(tmp_path
     ).stdout.split("\n")
     state = sorted(line[3:] for line in untracked if ".lowbuild" in line)
     assert state == [".lowbuild/published.json"]
+
+
+def test_ci_sets_options_through_lowbuild_variables(tmp_path: Path) -> None:
+    """What a CI sets once for every step: LOWBUILD_OFFLINE, LOWBUILD_JOBS (read as if
+    given on the command line, so a bad value is refused the same way)."""
+    write_family(tmp_path)
+    image = tmp_path / "contexts" / "base" / "image.yaml"
+    unreachable = "http://127.0.0.1:9/tool.txt"  # the discard port: nothing answers
+    image.write_text(
+        image.read_text() + f"artifacts:\n  - file: tool.txt\n    urls: ['{unreachable}']\n"
+        f"    sha256: {'0' * 64}\n"
+    )
+    env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lowbuild", "fetch"],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert run().returncode == 1  # tried the network
+    offline = run(LOWBUILD_OFFLINE="1")
+    assert offline.returncode == 2, offline.stderr  # missing offline: bad input, no socket
+    assert "offline" in offline.stderr
+    jobs = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "build"],
+        cwd=tmp_path,
+        env={**env, "LOWBUILD_JOBS": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert jobs.returncode == 2 and "--jobs" in jobs.stderr
