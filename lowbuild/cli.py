@@ -25,7 +25,7 @@ app = typer.Typer(
         "docker, docker buildx or buildah, without a daemon SDK."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -41,7 +41,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+        metavar="",
     ),
 ) -> None:
     """lowbuild: declarative image families, verified inputs, any engine."""
@@ -72,7 +77,10 @@ CacheDir = Annotated[
 ]
 EngineName = Annotated[str | None, typer.Option("--engine", "-e", help=_ENGINE_HELP)]
 AsJson = Annotated[
-    bool, typer.Option("--json", envvar="LOWBUILD_JSON", help="Print JSON instead of a table.")
+    bool,
+    typer.Option(
+        "--json", envvar="LOWBUILD_JSON", help="Print JSON instead of a table.", metavar=""
+    ),
 ]
 NoWait = Annotated[
     bool,
@@ -80,6 +88,7 @@ NoWait = Annotated[
         "--no-wait",
         envvar="LOWBUILD_NO_WAIT",
         help="When another lowbuild run holds the project, exit 1 at once instead of waiting.",
+        metavar="",
     ),
 ]
 Offline = Annotated[
@@ -88,6 +97,7 @@ Offline = Annotated[
         "--offline",
         envvar="LOWBUILD_OFFLINE",
         help="Open no network connection; only the cache and file:// URLs.",
+        metavar="",
     ),
 ]
 
@@ -107,6 +117,7 @@ NoTlsVerify = Annotated[
         "--no-tls-verify",
         help="For a registry given as HOST[:PORT]/PATH on this command line: plain http, or "
         "a certificate not verified (a declared registry says so with `tls-verify: false`).",
+        metavar="",
     ),
 ]
 
@@ -181,6 +192,7 @@ def fetch_command(
             "--print-digests",
             help="Download every URL and print `sha256  file  url` to pin; "
             "nothing enters the cache.",
+            metavar="",
         ),
     ] = False,
 ) -> None:
@@ -240,7 +252,8 @@ def plan_command(
     file: ProjectFile = None,
     engine: EngineName = None,
     no_deps: Annotated[
-        bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
+        bool,
+        typer.Option("--no-deps", help="Only the named images, not their ancestors.", metavar=""),
     ] = False,
     as_json: AsJson = False,
     cache_from: CacheFrom = None,
@@ -250,6 +263,7 @@ def plan_command(
             "--offline",
             envvar="LOWBUILD_OFFLINE",
             help="Ask no registry cache (open no connection).",
+            metavar="",
         ),
     ] = False,
     no_tls_verify: NoTlsVerify = False,
@@ -292,13 +306,18 @@ def build_command(
         ),
     ] = None,
     no_deps: Annotated[
-        bool, typer.Option("--no-deps", help="Only the named images; ancestors must exist.")
+        bool,
+        typer.Option("--no-deps", help="Only the named images; ancestors must exist.", metavar=""),
     ] = False,
     fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Start nothing new after the first failure.")
+        bool,
+        typer.Option("--fail-fast", help="Start nothing new after the first failure.", metavar=""),
     ] = False,
     test: Annotated[
-        bool, typer.Option("--test", help="Run each image's smoke test after the build.")
+        bool,
+        typer.Option(
+            "--test", help="Run each image's smoke test as soon as the image is ready.", metavar=""
+        ),
     ] = False,
     offline: Annotated[
         bool,
@@ -306,6 +325,7 @@ def build_command(
             "--offline",
             envvar="LOWBUILD_OFFLINE",
             help="Open no network connection; missing inputs are an error up front.",
+            metavar="",
         ),
     ] = False,
     cache_dir: CacheDir = None,
@@ -317,6 +337,7 @@ def build_command(
             "--push",
             help="Then push what was built or is up to date (with --test: only what passed, "
             "and whose ancestors did) to the registries, parents first.",
+            metavar="",
         ),
     ] = False,
     to: PushTo = None,
@@ -379,7 +400,8 @@ def push_command(
     file: ProjectFile = None,
     engine: EngineName = None,
     no_deps: Annotated[
-        bool, typer.Option("--no-deps", help="Only the named images, not their ancestors.")
+        bool,
+        typer.Option("--no-deps", help="Only the named images, not their ancestors.", metavar=""),
     ] = False,
     as_json: AsJson = False,
     no_wait: NoWait = False,
@@ -389,6 +411,7 @@ def push_command(
             "--force",
             help="Push every tag even when the registry already serves this very image "
             "at the digest .lowbuild/published.json recorded (skipped by default).",
+            metavar="",
         ),
     ] = False,
 ) -> None:
@@ -542,6 +565,7 @@ def export_bake_command(
             "--offline",
             envvar="LOWBUILD_OFFLINE",
             help="Open no network connection; only the cache.",
+            metavar="",
         ),
     ] = False,
     cache_dir: CacheDir = None,

@@ -4,6 +4,7 @@ directory inside it, and `-h` is `--help` on every command."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,23 @@ def test_the_nearest_project_wins_and_none_at_all_is_one_clear_line(tmp_path: Pa
     assert missing.returncode == 2
     assert f"no lowbuild.yaml in {nowhere.resolve()} or any directory above it" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_flags_show_as_flags_and_completion_is_offered(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "160"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "build", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    flags = [line for line in shown.splitlines() if re.search(r"--(test|push|offline) ", line)]
+    assert len(flags) == 3, shown
+    assert not any("<bool>" in line for line in flags), flags
+    top = run_lowbuild("--help", cwd=tmp_path).stdout
+    assert "--install-completion" in top
 
 
 def test_dash_h_is_help_on_every_level(tmp_path: Path) -> None:
