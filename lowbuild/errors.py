@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EXIT_FAILED = 1
@@ -35,13 +35,16 @@ class LowbuildError(Exception):
 
 @dataclass(frozen=True)
 class Location:
-    """A place in a file, for messages: `path:line`."""
+    """A place in a file, for messages: `path:line`, or `path:line:column` (both from 1)."""
 
     path: Path
     line: int | None = None
+    column: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        if self.line is None:
+            return str(self.path)
+        return f"{self.path}:{self.line}" + (f":{self.column}" if self.column else "")
 
 
 class SpecError(LowbuildError):

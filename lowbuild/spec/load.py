@@ -126,9 +126,9 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
         max_download = _byte_size(doc, fields["max-download"], what="max-download")
     registries = _registries(doc, fields.get("registries"))
     cache_registry = _cache(doc, fields.get("cache"), registries)
-    images = tuple(
-        _image(directory, allow_missing_digests=allow_missing_digests)
-        for directory in _context_directories(doc, fields.get("contexts"))
+    images = _read_images(
+        _context_directories(doc, fields.get("contexts")),
+        allow_missing_digests=allow_missing_digests,
     )
     _check_unique_names(images)
     return Project(
@@ -145,6 +145,34 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
         registries=registries,
         cache_registry=cache_registry,
     )
+
+
+MAX_REPORTED_ERRORS = 20
+
+
+def _read_images(
+    directories: Sequence[Path], *, allow_missing_digests: bool
+) -> tuple[ImageSpec, ...]:
+    """Every context's image.yaml. Each file is checked even after another was wrong, so
+    one run names the mistakes of every file (the first of each), not only the first."""
+    images: list[ImageSpec] = []
+    errors: list[SpecError] = []
+    for directory in directories:
+        try:
+            images.append(_image(directory, allow_missing_digests=allow_missing_digests))
+        except SpecError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        shown = [str(error) for error in errors[:MAX_REPORTED_ERRORS]]
+        more = len(errors) - len(shown)
+        raise SpecError(
+            "\n".join(shown)
+            + (f"\n... and {more} more image.yaml file(s) with a mistake" if more else "")
+            + f"\n{len(errors)} image.yaml files have mistakes"
+        )
+    return tuple(images)
 
 
 def _project_file(path: Path | None) -> Path:
@@ -206,6 +234,65 @@ def _read_spec_bytes(path: Path) -> bytes:
     return raw
 
 
+# PyYAML's words for the common mistakes, in plain words (matched on its `problem`).
+_SYNTAX_HELP = (
+    (
+        "mapping values are not allowed",
+        "a second `: ` where a value was expected: quote a value that contains ': ', "
+        "or indent this line like the keys above it",
+    ),
+    (
+        "did not find expected key",
+        "this line is not indented like the keys of its block: line it up with its "
+        "siblings (or add the `- ` of a list item)",
+    ),
+    ("could not find expected ':'", "a line in a mapping without `key: value` (a missing colon?)"),
+    ("found unexpected end of stream", "the file ends inside a quoted string: close the quote"),
+    (
+        "found unknown escape character",
+        "an unknown `\\` escape in a double-quoted string: use single quotes, or write `\\\\`",
+    ),
+)
+_UNCLOSED = {"flow sequence": ("[", "]"), "flow mapping": ("{", "}")}
+
+
+def _syntax_error(path: Path, text: str, exc: yaml.MarkedYAMLError) -> SpecError:
+    """A YAML syntax error the way a compiler gives one: FILE:LINE:COLUMN, plain words
+    for what is wrong, then the line itself with a caret under the place."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or ""
+    context = exc.context or ""
+    explanation = next((words for key, words in _SYNTAX_HELP if key in problem), "")
+    lines = text.splitlines()
+    found = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    opened = next((pair for name, pair in _UNCLOSED.items() if name in context), None)
+    if opened is not None and exc.context_mark is not None:
+        # The place to look is where the bracket opened, not where YAML gave up.
+        mark = exc.context_mark
+        explanation = (
+            f"this `{opened[0]}` is not closed by a `{opened[1]}` (or an item lacks its comma)"
+        )
+    elif "cannot start any token" in problem and mark is not None:
+        char = found[mark.column : mark.column + 1]
+        explanation = (
+            "a tab: YAML indents with spaces only; replace the tab with spaces"
+            if char == "\t"
+            else f"`{char}` cannot start a value: quote the value"
+        )
+    if not explanation:
+        explanation = problem + (f" ({context})" if context else "")
+    if mark is None:
+        return SpecError(f"YAML syntax error: {explanation}", Location(path))
+    shown = lines[mark.line] if mark.line < len(lines) else ""
+    before = shown[: mark.column].expandtabs(4)
+    excerpt = redact(shown.expandtabs(4))[:200]
+    caret = " " * min(len(before), 200) + "^"
+    return SpecError(
+        f"YAML syntax error: {explanation}\n    {excerpt}\n    {caret}",
+        Location(path, mark.line + 1, mark.column + 1),
+    )
+
+
 @dataclass
 class _Document:
     """One YAML file composed into nodes; every node knows its start line."""
@@ -239,12 +326,7 @@ class _Document:
                 Location(path, before + 1),
             ) from None
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = (exc.problem or "") + (f" ({exc.context})" if exc.context else "")
-            raise SpecError(
-                f"YAML syntax error: {problem}",
-                Location(path, mark.line + 1 if mark is not None else None),
-            ) from None
+            raise _syntax_error(path, text, exc) from None
         except yaml.YAMLError as exc:
             raise SpecError(f"YAML syntax error: {exc}", Location(path)) from None
         except RecursionError:
