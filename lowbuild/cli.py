@@ -135,6 +135,18 @@ CacheFrom = Annotated[
 ]
 
 
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override for this run, like bake's --set (repeatable): IMAGE.args.NAME=VALUE, "
+        "'*.args.NAME=VALUE' for every image, IMAGE.tags=a,b. Changes the inputs (and so the "
+        "fingerprint) as an edit of image.yaml would.",
+        show_default=False,
+    ),
+]
+
+
 def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
 
@@ -251,6 +263,7 @@ def plan_command(
     images: Annotated[list[str] | None, _images("Images to plan (default: all).")] = None,
     file: ProjectFile = None,
     engine: EngineName = None,
+    overrides: SetOption = None,
     no_deps: Annotated[
         bool,
         typer.Option("--no-deps", help="Only the named images, not their ancestors.", metavar=""),
@@ -273,7 +286,11 @@ def plan_command(
     from lowbuild.run.workflow import RegistryCache, Selection, run_plan
 
     selection = Selection(
-        project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
+        project_file=file,
+        names=tuple(images or ()),
+        with_deps=not no_deps,
+        engine=engine,
+        overrides=tuple(overrides or ()),
     )
     code = run_plan(
         selection,
@@ -294,6 +311,7 @@ def build_command(
     ] = None,
     file: ProjectFile = None,
     engine: EngineName = None,
+    overrides: SetOption = None,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -373,7 +391,11 @@ def build_command(
         raise typer.BadParameter("--to goes with --push", param_hint="--to")
 
     selection = Selection(
-        project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
+        project_file=file,
+        names=tuple(images or ()),
+        with_deps=not no_deps,
+        engine=engine,
+        overrides=tuple(overrides or ()),
     )
     options = BuildOptions(
         jobs=jobs or default_jobs(),
@@ -399,6 +421,7 @@ def push_command(
     no_tls_verify: NoTlsVerify = False,
     file: ProjectFile = None,
     engine: EngineName = None,
+    overrides: SetOption = None,
     no_deps: Annotated[
         bool,
         typer.Option("--no-deps", help="Only the named images, not their ancestors.", metavar=""),
@@ -425,7 +448,11 @@ def push_command(
     from lowbuild.run.workflow import PushTargets, Selection, run_push
 
     selection = Selection(
-        project_file=file, names=tuple(images or ()), with_deps=not no_deps, engine=engine
+        project_file=file,
+        names=tuple(images or ()),
+        with_deps=not no_deps,
+        engine=engine,
+        overrides=tuple(overrides or ()),
     )
     targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify, force=force)
     code = run_push(
@@ -444,6 +471,7 @@ def test_command(
     images: Annotated[list[str] | None, _images("Images to test (default: all).")] = None,
     file: ProjectFile = None,
     engine: EngineName = None,
+    overrides: SetOption = None,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -459,7 +487,12 @@ def test_command(
     """Run the smoke tests of already built images (HTTP probe or command). Exit 1 if any fails."""
     from lowbuild.run.workflow import Selection, default_test_jobs, run_tests
 
-    selection = Selection(project_file=file, names=tuple(images or ()), engine=engine)
+    selection = Selection(
+        project_file=file,
+        names=tuple(images or ()),
+        engine=engine,
+        overrides=tuple(overrides or ()),
+    )
     code = run_tests(
         selection,
         jobs=jobs or default_test_jobs(),

@@ -59,6 +59,7 @@ class Selection:
     names: tuple[str, ...] = ()
     with_deps: bool = True
     engine: str | None = None
+    overrides: tuple[str, ...] = ()  # --set IMAGE.FIELD[.KEY]=VALUE (spec/overrides.py)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ def resolve(selection: Selection) -> Resolved:
     from lowbuild.engines.detect import ENGINE_ENV, select_engine
 
     project = load_project(selection.project_file)
+    if selection.overrides:
+        from lowbuild.spec.overrides import apply_overrides
+
+        project = apply_overrides(project, selection.overrides)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
     engine_name = selection.engine or os.environ.get(ENGINE_ENV) or project.engine

@@ -53,6 +53,7 @@ _NAMESPACE = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
 )
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ARG_NAME_PATTERN, TAG_PATTERN = _ARG_NAME, _TAG  # also for --set (spec/overrides.py)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA512 = re.compile(r"^[0-9a-f]{128}$")
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
