@@ -5,6 +5,9 @@ Logic lives in the pipeline packages; a command here only wires options to it.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -646,7 +649,36 @@ def main() -> None:
     except LowbuildError as exc:
         # Messages redact URLs where they are made; this is the last line of defence.
         err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
+        if _json_asked():
+            sys.stdout.write(json.dumps(error_record(exc), indent=2) + "\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
+        if _json_asked():
+            sys.stdout.write(
+                json.dumps({"error": {"kind": "interrupted", "exit_code": 130}}) + "\n"
+            )
         sys.exit(130)
+
+
+def _json_asked() -> bool:
+    """Whether this run was asked for JSON (--json, or LOWBUILD_JSON): then a failure
+    still gives stdout a JSON object a script can parse."""
+    value = os.environ.get("LOWBUILD_JSON", "").strip().lower()
+    return "--json" in sys.argv[1:] or value in ("1", "true", "yes", "on")
+
+
+def error_record(exc: LowbuildError) -> dict[str, object]:
+    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run."""
+    location = getattr(exc, "location", None)
+    kind = type(exc).__name__.removesuffix("Error") or type(exc).__name__
+    return {
+        "error": {
+            "kind": re.sub(r"(?<!^)(?=[A-Z])", "-", kind).lower(),  # SpecError → "spec"
+            "message": redact(str(exc)),
+            "file": str(location.path) if location is not None else None,
+            "line": location.line if location is not None else None,
+            "column": location.column if location is not None else None,
+            "exit_code": exc.exit_code,
+        }
+    }

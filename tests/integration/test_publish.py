@@ -522,19 +522,22 @@ def _forget_local_images(family: Family) -> None:
     podman's storage and from dockerd's."""
     for cli in ("podman", "docker"):
         listed = subprocess.run(
-            [cli, "images", "--format", "{{.ID}} {{.Repository}}"],
+            [cli, "images", "--format", "{{.ID}} {{.Repository}} {{.Tag}}"],
             capture_output=True,
             text=True,
             timeout=300,
         )
-        ids = {
-            words[0]
+        # By name where there is one: dockerd refuses to remove, by ID, an image its
+        # classic builder made the parent of another (removing a name leaves it to go
+        # with its child), so the order would matter.
+        names = {
+            words[0] if words[2] == "<none>" else f"{words[1]}:{words[2]}"
             for words in (line.split() for line in listed.stdout.splitlines())
-            if len(words) == 2 and family.namespace in words[1]
+            if len(words) == 3 and family.namespace in words[1]
         }
-        if ids:
+        if names:
             removed = subprocess.run(
-                [cli, "rmi", "--force", *sorted(ids)], capture_output=True, text=True, timeout=300
+                [cli, "rmi", "--force", *sorted(names)], capture_output=True, text=True, timeout=300
             )
             assert removed.returncode == 0, removed.stderr
 

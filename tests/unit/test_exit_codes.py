@@ -5,6 +5,7 @@ integration/test_interrupts.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -96,3 +97,37 @@ def test_4_verification(tmp_path: Path) -> None:
     root = family(tmp_path / "p", artifact_url=tool.as_uri(), sha256=declared)
     assert lowbuild("fetch", cwd=root) == 4  # the download is not what was pinned
     assert lowbuild("cache", "add", str(tool), cwd=root) == 4  # nor is the file brought
+
+
+def test_a_failure_with_json_asked_still_gives_stdout_a_json_error(tmp_path: Path) -> None:
+    root = family(tmp_path)
+    (root / "contexts" / "base" / "image.yaml").write_text("name: base\ntags:\n\t- x\n")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "plan", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    error = json.loads(done.stdout)["error"]
+    assert error["kind"] == "spec" and error["exit_code"] == 2
+    assert (error["file"], error["line"], error["column"]) == (
+        str(root / "contexts" / "base" / "image.yaml"),
+        3,
+        1,
+    )
+    assert "a tab" in error["message"]
+    # The same through LOWBUILD_JSON, for a command without --json of its own.
+    missing = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "cache", "add", str(tmp_path / "absent.tgz")],
+        cwd=family(tmp_path / "sound"),
+        env={**os.environ, "LOWBUILD_JSON": "1", "LOWBUILD_CACHE": str(tmp_path / "c")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout)["error"]["kind"] == "usage"
