@@ -29,7 +29,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
-from lowbuild.errors import CacheWriteError, FetchError, OfflineMissing, VerificationError
+from lowbuild.errors import (
+    CacheWriteError,
+    FetchError,
+    Interrupted,
+    OfflineMissing,
+    VerificationError,
+)
 from lowbuild.redact import redact
 from lowbuild.sources.cache import CHUNK, Cache
 from lowbuild.spec.model import DEFAULT_MAX_DOWNLOAD, Artifact, ImageSpec, Rewrite
@@ -473,6 +479,7 @@ def _download(
     policy: FetchPolicy,
     bound: _Bound,
     progress: Callable[[int | None, int], None],
+    cancel: threading.Event | None = None,
 ) -> None:
     """`url` into `receiver`: a file URL copied, an HTTP one tried `policy.attempts` times
     (resumed at once when a body broke off, else after a backoff or the server's
@@ -487,6 +494,8 @@ def _download(
     failures = 0
     resumes = 0
     while True:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
         before = receiver.size
         try:
             _http_attempt(client_source.get(), url, transfer, policy)
@@ -502,7 +511,10 @@ def _download(
             delay = min(policy.backoff * 2 ** (failures - 1), policy.backoff_max)
             if exc.retry_after is not None:  # the server said when: no sooner, within reason
                 delay = max(delay, min(exc.retry_after, policy.retry_after_max))
-            time.sleep(delay)
+            if cancel is not None and cancel.wait(delay):  # an interrupt ends the wait
+                raise _Cancelled from None
+            if cancel is None:
+                time.sleep(delay)
 
 
 # ---------------------------------------------------------------------------
@@ -536,9 +548,15 @@ def _verified_in_cache(cache: Cache, artifact: Artifact) -> Path | None:
         return None
 
 
+class _Cancelled(BaseException):
+    """Raised in a download thread once the run was interrupted: not an Exception, so no
+    handler of failed sources takes it for one; the cache writer removes the partial."""
+
+
 def _obtain(
     wanted: _Digest,
     *,
+    cancel: threading.Event,
     cache: Cache,
     client_source: _ClientSource,
     offline: bool,
@@ -567,6 +585,8 @@ def _obtain(
 
             def progress(total: int | None, done: int) -> None:
                 nonlocal shown
+                if cancel.is_set():  # after every chunk: an interrupt stops at once
+                    raise _Cancelled
                 if not shown:
                     reporter.started(artifact.file, total)
                     shown = True
@@ -581,6 +601,7 @@ def _obtain(
                         policy=policy,
                         bound=bound,
                         progress=progress,
+                        cancel=cancel,
                     )
                     path = writer.commit()
                 except (_Permanent, _Transient, VerificationError) as exc:
@@ -670,28 +691,47 @@ def fetch_artifacts(
     outcomes: list[FetchOutcome] = []
     failed: list[_Missing] = []
     corrupt: list[str] = []
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fetch")
+    futures: list[Future[FetchOutcome]] = []
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [
-                pool.submit(
-                    _obtain,
-                    wanted,
-                    cache=cache,
-                    client_source=client_source,
-                    offline=offline,
-                    policy=policy,
-                    reporter=reporter,
-                )
-                for wanted in plan
-            ]
-            for future in futures:
-                try:
-                    outcomes.append(future.result())
-                except _Missing as exc:
-                    failed.append(exc)
-                except VerificationError as exc:
-                    corrupt.append(str(exc))
+        futures += [
+            pool.submit(
+                _obtain,
+                wanted,
+                cancel=cancel,
+                cache=cache,
+                client_source=client_source,
+                offline=offline,
+                policy=policy,
+                reporter=reporter,
+            )
+            for wanted in plan
+        ]
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except _Missing as exc:
+                failed.append(exc)
+            except VerificationError as exc:
+                corrupt.append(str(exc))
+    except BaseException as exc:
+        # Ctrl-C or SIGTERM: stop every download now (each stops at its next chunk, and
+        # closing the client breaks a read that waits for one), start no other, and wait
+        # only for the threads to remove their partial files.
+        cancel.set()
+        stopped = sum(1 for future in futures if not future.done())
+        pool.shutdown(wait=False, cancel_futures=True)
+        client_source.close()
+        pool.shutdown(wait=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(
+                f"interrupted: stopped {stopped} download(s); no partial file is left, and "
+                "what was complete stays in the cache"
+            ) from None
+        raise
     finally:
+        pool.shutdown(wait=True)
         client_source.close()
     if corrupt:
         raise VerificationError("\n".join(corrupt))

@@ -121,6 +121,39 @@ def test_fetch_killed_mid_download_leaves_no_entry_and_next_fetch_succeeds(
     assert (cache / "sha256" / SHA).read_bytes() == PAYLOAD
 
 
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_fetch_stops_at_once_and_leaves_no_partial(
+    server: FaultServer, tmp_path: Path, sent: signal.Signals
+) -> None:
+    """Ctrl-C (or a CI cancelling the job) does not wait for the downloads to finish:
+    they stop at their next chunk, their partial files are removed, exit 130."""
+    server.state.slow_delay = 0.2  # 4 KiB every 0.2 s: the whole file would take 20 s
+    project = write_project(tmp_path / "p", [server.url("slow", "src.tar.gz")])
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        lowbuild("fetch", "-f", str(project), "--cache", str(cache)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    partial = cache / "sha256" / f".{SHA}.partial"
+    deadline = time.monotonic() + 30
+    while not (partial.exists() and partial.stat().st_size > 8_000):
+        assert time.monotonic() < deadline, "download never started"
+        time.sleep(0.05)
+
+    sent_at = time.monotonic()
+    proc.send_signal(sent)
+    _, stderr = proc.communicate(timeout=15)
+    took = time.monotonic() - sent_at
+
+    assert proc.returncode == 130, stderr
+    assert took < 3.0, f"took {took:.1f} s to stop"
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not partial.exists()
+    assert entry_dir_listing(cache) == []
+
+
 needs_root_and_unshare = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
 )
