@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lowbuild import __version__
-from lowbuild.errors import LowbuildError
+from lowbuild.errors import EXIT_INTERRUPTED, LowbuildError
 from lowbuild.redact import redact
 
 app = typer.Typer(
@@ -652,13 +652,21 @@ def main() -> None:
         if _json_asked():
             sys.stdout.write(json.dumps(error_record(exc), indent=2) + "\n")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        if _json_asked():
-            sys.stdout.write(
-                json.dumps({"error": {"kind": "interrupted", "exit_code": 130}}) + "\n"
-            )
-        sys.exit(130)
+    except SystemExit as exc:
+        # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM through _terminate) that
+        # no command turned into an Interrupted error into a silent exit 130: say it.
+        if exc.code == EXIT_INTERRUPTED:
+            _say_interrupted()
+        raise
+    except KeyboardInterrupt:  # (older typer lets it through)
+        _say_interrupted()
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _say_interrupted() -> None:
+    err.print("interrupted")
+    if _json_asked():
+        sys.stdout.write(json.dumps({"error": {"kind": "interrupted", "exit_code": 130}}) + "\n")
 
 
 def _json_asked() -> bool:

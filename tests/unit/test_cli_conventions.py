@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from filelock import FileLock
 from test_graph_cli import run_lowbuild, write_family
 
 
@@ -121,3 +124,23 @@ def test_ci_sets_options_through_lowbuild_variables(tmp_path: Path) -> None:
         check=False,
     )
     assert jobs.returncode == 2 and "--jobs" in jobs.stderr
+
+
+def test_an_interrupted_command_says_so_and_exits_130(tmp_path: Path) -> None:
+    """Any command, interrupted where it has no cleanup of its own to report (here: waiting
+    for the project lock another run holds), says "interrupted" and exits 130."""
+    write_family(tmp_path)
+    (tmp_path / ".lowbuild").mkdir()
+    with FileLock(tmp_path / ".lowbuild" / "lock"):
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "lowbuild", "clean"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # it is waiting for the lock by now
+        waiting.send_signal(signal.SIGTERM)
+        _, stderr = waiting.communicate(timeout=15)
+    assert waiting.returncode == 130, stderr
+    assert stderr.rstrip().endswith("interrupted"), stderr
