@@ -33,6 +33,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True, soft_wrap=True)
+if not err.is_terminal and "COLUMNS" not in os.environ:
+    err.width = 200  # as _wide does for stdout
 
 
 def _version(value: bool) -> None:
@@ -154,9 +156,21 @@ def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
 
 
+PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
+WIDE = 200  # columns for tables when the output is not a terminal
+
+
 def _out(*, as_json: bool = False) -> Console:
-    """Standard output: never wrapped (lines are copied and grepped); JSON unhighlighted."""
-    return Console(soft_wrap=True, highlight=not as_json)
+    """Standard output: never wrapped (lines are copied and grepped); JSON unhighlighted.
+    Not a terminal (a CI log, a pipe): tables get WIDE columns instead of 80, so that they
+    do not wrap into unreadable narrow columns (COLUMNS still wins)."""
+    return _wide(Console(soft_wrap=True, highlight=not as_json))
+
+
+def _wide(console: Console) -> Console:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = WIDE
+    return console
 
 
 # ---- one thin function per command ----
@@ -373,6 +387,16 @@ def build_command(
         ),
     ] = None,
     no_tls_verify: NoTlsVerify = False,
+    progress: Annotated[
+        str,
+        typer.Option(
+            "--progress",
+            envvar="LOWBUILD_PROGRESS",
+            help="auto (a live table on a terminal, else a line per image start and end), "
+            "tty (the live table), plain (lines, plus every log line of every image as it "
+            "comes, prefixed [image]: for CI logs) or quiet (only the summary).",
+        ),
+    ] = "auto",
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
 
@@ -392,6 +416,10 @@ def build_command(
 
     if to and not push:
         raise typer.BadParameter("--to goes with --push", param_hint="--to")
+    if progress not in PROGRESS_MODES:
+        raise typer.BadParameter(
+            f"{progress!r} is not one of {', '.join(PROGRESS_MODES)}", param_hint="--progress"
+        )
 
     selection = Selection(
         project_file=file,
@@ -411,6 +439,7 @@ def build_command(
         wait=not no_wait,
         push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
         cache=RegistryCache(pull_from=cache_from, push_to=cache_to, tls_verify=not no_tls_verify),
+        progress=progress,
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
 

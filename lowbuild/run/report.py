@@ -214,9 +214,13 @@ class LiveBoard:
     board shows its latest line.
     """
 
-    def __init__(self, console: Console, *, total: int) -> None:
+    def __init__(self, console: Console, *, total: int, progress: str = "auto") -> None:
+        """`progress`: "auto" (a live table on a terminal, else a line per start and end),
+        "tty" (the live table anyway), "plain" (lines, and every log line of every image
+        as it comes, prefixed `[image]`: what a CI log wants) or "quiet" (nothing)."""
         self.console = console
         self.total = total
+        self.progress = progress
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
         self._started: dict[str, float] = {}
@@ -224,7 +228,7 @@ class LiveBoard:
         self._live: Live | None = None
 
     def __enter__(self) -> LiveBoard:
-        if self.console.is_terminal:
+        if self.progress == "tty" or (self.progress == "auto" and self.console.is_terminal):
             # Rendered at each refresh tick only, never per log line (a compile prints
             # thousands of lines).
             self._live = Live(
@@ -252,16 +256,22 @@ class LiveBoard:
                 why = f" ({summary[:160]})" if summary else ""
                 mark = "✓" if outcome.state in FINISHED_OK else "✗"
                 line = f"{mark} {event.name}: {outcome.state}{took}{why}"
-        if self._live is None:
+        if self._live is None and self.progress != "quiet":
             self.console.print(line, highlight=False, markup=False)
 
     def sink_for(self, name: str, sink: LogSink) -> LogSink:
+        plain = self.progress == "plain"
+
         def write(line: str) -> None:
             sink(line)
             stripped = line.strip()
             if stripped:
                 with self._lock:
                     self._last[name] = stripped[:100]
+            if plain:
+                self.console.print(
+                    f"[{name}] {line.rstrip()}", highlight=False, markup=False, soft_wrap=True
+                )
 
         return write
 

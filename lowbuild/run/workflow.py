@@ -6,6 +6,7 @@ command does lives here so that it can be tested and reused without the CLI.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -172,6 +173,7 @@ class BuildOptions:
     wait: bool = True  # for the project lock; False: refuse at once when it is held
     push: PushTargets | None = None  # --push: where to (None: no push)
     cache: RegistryCache = field(default_factory=RegistryCache)  # --cache-from/--cache-to
+    progress: str = "auto"  # --progress: auto, tty, plain or quiet (report.LiveBoard)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,8 @@ def run_build(
     """`lowbuild build`: under the project lock, plan, fetch what is missing, build in
     order, optionally test, report."""
     resolved = resolve(selection)
+    if options.progress == "quiet":  # only the summary: the chatter goes nowhere
+        err = Console(file=io.StringIO())
     with project_session(
         resolved.project, engine=resolved.engine, wait=options.wait, err=err
     ) as journal:
@@ -288,7 +292,7 @@ def _build(
         tester = SmokeTester(
             project, engine, jobs=options.test_jobs, logs=logs, on_result=_test_shower(err)
         )
-        with tester, LiveBoard(err, total=len(plan.images)) as board:
+        with tester, LiveBoard(err, total=len(plan.images), progress=options.progress) as board:
 
             def on_event(event: Event) -> None:
                 board.event(event)

@@ -148,6 +148,26 @@ def test_each_smoke_test_runs_as_soon_as_its_image_is_ready(family: Family) -> N
     assert tested_a < last_built, stderr
 
 
+def test_progress_plain_streams_each_log_line_and_quiet_prints_only_the_summary(
+    family: Family,
+) -> None:
+    plain = family.lowbuild("build", "--engine", "podman", "--progress", "plain", "a")
+    assert plain.returncode == 0, plain.stderr
+    # Each line of a's build log as it came, prefixed: the engine's own STEP lines too.
+    assert any(line.startswith("[a] ") and "STEP" in line for line in plain.stderr.splitlines())
+    assert "→ a: started" in plain.stderr
+
+    (family.root / "contexts" / "b" / "b.txt").write_text("b v2\n")
+    del family.env["COLUMNS"]  # what a CI log gives: no terminal, no width
+    quiet = family.lowbuild("build", "--engine", "podman", "--progress", "quiet", "b")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    summary = [line for line in quiet.stdout.splitlines() if line.startswith("│")]
+    assert [line.split("│")[1].strip() for line in summary] == ["a", "b"]
+    # Not a terminal: the summary table is not squeezed into 80 columns.
+    assert all(len(line) > 80 for line in summary[:1]), quiet.stdout
+
+
 def test_second_build_builds_nothing_and_sends_nothing_to_the_engine(family: Family) -> None:
     assert family.build_json()[0] == 0
     family.forget_calls()
