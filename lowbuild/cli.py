@@ -180,13 +180,15 @@ def _wide(console: Console) -> Console:
 def graph_command(
     file: ProjectFile = None,
     graph_format: Annotated[
-        str, typer.Option("--format", help="Output format: dot or mermaid.")
+        str, typer.Option("--format", help="Output format: dot, mermaid or json.")
     ] = "dot",
+    as_json: AsJson = False,
 ) -> None:
     """Print the family: images, what each builds on, and the images from outside it."""
     from lowbuild.run.workflow import run_graph
 
-    raise typer.Exit(run_graph(file, graph_format=graph_format, out=_out()))
+    chosen = "json" if as_json else graph_format
+    raise typer.Exit(run_graph(file, graph_format=chosen, out=_out(as_json=as_json)))
 
 
 @app.command("doctor")
@@ -224,6 +226,7 @@ def fetch_command(
             metavar="",
         ),
     ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Download, verify and cache the declared artifacts.
 
@@ -237,7 +240,8 @@ def fetch_command(
         offline=offline,
         jobs=jobs,
         print_digests=print_digests,
-        out=_out(),
+        as_json=as_json,
+        out=_out(as_json=as_json),
         err=err,
     )
     raise typer.Exit(code)
@@ -248,19 +252,23 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("ls")
-def cache_ls_command(file: ProjectFile = None, cache_dir: CacheDir = None) -> None:
+def cache_ls_command(
+    file: ProjectFile = None, cache_dir: CacheDir = None, as_json: AsJson = False
+) -> None:
     """List entries: sha256, size in bytes, and the artifact names the project gives them."""
     from lowbuild.run.workflow import run_cache_ls
 
-    raise typer.Exit(run_cache_ls(project_file=file, cache_dir=cache_dir, out=_out()))
+    out = _out(as_json=as_json)
+    raise typer.Exit(run_cache_ls(project_file=file, cache_dir=cache_dir, as_json=as_json, out=out))
 
 
 @cache_app.command("verify")
-def cache_verify_command(cache_dir: CacheDir = None) -> None:
+def cache_verify_command(cache_dir: CacheDir = None, as_json: AsJson = False) -> None:
     """Rehash every entry; move bad ones to quarantine/. Exit 4 if any was bad."""
     from lowbuild.run.workflow import run_cache_verify
 
-    raise typer.Exit(run_cache_verify(cache_dir=cache_dir, out=_out()))
+    out = _out(as_json=as_json)
+    raise typer.Exit(run_cache_verify(cache_dir=cache_dir, as_json=as_json, out=out))
 
 
 @cache_app.command("add")
@@ -268,11 +276,19 @@ def cache_add_command(
     files: Annotated[list[Path], _images("Files to admit (each must match a declared digest).")],
     file: ProjectFile = None,
     cache_dir: CacheDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Admit files brought by other means, only when the project declares their digest."""
     from lowbuild.run.workflow import run_cache_add
 
-    raise typer.Exit(run_cache_add(project_file=file, files=files, cache_dir=cache_dir, out=_out()))
+    code = run_cache_add(
+        project_file=file,
+        files=files,
+        cache_dir=cache_dir,
+        as_json=as_json,
+        out=_out(as_json=as_json),
+    )
+    raise typer.Exit(code)
 
 
 @app.command("plan")

@@ -12,6 +12,7 @@ stages, `COPY --from=<image>`) are dependencies too, found without declaring.
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -21,8 +22,8 @@ from lowbuild.context.dockerfile import parse_dockerfile
 from lowbuild.errors import Location, SpecError, UsageError, did_you_mean
 from lowbuild.spec.model import ImageSpec, Project
 
-GraphFormat = Literal["dot", "mermaid"]
-GRAPH_FORMATS: tuple[GraphFormat, ...] = ("dot", "mermaid")
+GraphFormat = Literal["dot", "mermaid", "json"]
+GRAPH_FORMATS: tuple[GraphFormat, ...] = ("dot", "mermaid", "json")
 
 _Edges = Callable[[str], Iterable[str]]  # a name → the names it points at
 
@@ -299,7 +300,33 @@ def render_graph(graph: FamilyGraph, *, graph_format: str = "dot") -> str:
         return _render_dot(graph)
     if graph_format == "mermaid":
         return _render_mermaid(graph)
+    if graph_format == "json":
+        return json.dumps(_graph_record(graph), indent=2)
     raise UsageError(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {graph_format!r}")
+
+
+def _graph_record(graph: FamilyGraph) -> dict[str, object]:
+    """The family as data: each image (parent, every need, external bases, references),
+    the external images and every edge (`parent`: the edge FROM builds on)."""
+    project = graph.project
+    return {
+        "project": project.name,
+        "images": [
+            {
+                "name": name,
+                "parent": node.parent,
+                "needs": list(node.needs),
+                "external": list(node.external),
+                "refs": list(project.refs(node.spec)),
+            }
+            for name, node in graph.nodes.items()
+        ],
+        "external": sorted(graph.external_images()),
+        "edges": [
+            {"from": needed, "to": needing, "parent": primary}
+            for needed, needing, primary in _edges(graph)
+        ],
+    }
 
 
 def _edges(graph: FamilyGraph) -> list[tuple[str, str, bool]]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lowbuild.run.scheduler import Outcome
     from lowbuild.run.session import RunJournal
     from lowbuild.run.smoke import TestOutcome
+    from lowbuild.sources.fetch import FetchOutcome
     from lowbuild.sources.registry import RegistryClient
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
@@ -650,6 +651,7 @@ def run_fetch(
     print_digests: bool,
     out: Console,
     err: Console,
+    as_json: bool = False,
 ) -> int:
     """`lowbuild fetch`: make the named images' artifacts (all when none are named) present
     and verified in the cache; or, with `print_digests`, print what each URL hashes to."""
@@ -661,7 +663,20 @@ def run_fetch(
     policy = FetchPolicy(max_download=project.max_download)
     if print_digests:
         results = compute_digests(images, rewrites=project.rewrites, offline=offline, policy=policy)
-        for result in results:
+        if as_json:
+            _write_json(
+                out,
+                [
+                    {
+                        "file": r.file,
+                        "url": redact(r.url),
+                        "sha256": r.sha256 or None,
+                        "error": r.error or None,
+                    }
+                    for r in results
+                ],
+            )
+        for result in results if not as_json else ():
             url = redact(result.url)
             if result.sha256:
                 out.print(f"{result.sha256}  {result.file}  {url}", highlight=False, markup=False)
@@ -675,13 +690,15 @@ def run_fetch(
     if all(cache.contains(sha256) for sha256 in wanted_digests):
         # All present: no progress display to set up, but each entry is verified again
         # (hashed, or its stat unchanged since it last hashed right) before saying so.
-        fetch_artifacts(
+        outcomes = fetch_artifacts(
             images, cache=cache, offline=offline, policy=policy, reporter=SilentReporter()
         )
         err.print(
             f"{len(wanted_digests)} artifact(s) verified in {cache.root} (0 downloaded)",
             highlight=False,
         )
+        if as_json:
+            _write_json(out, [_fetched_record(outcome) for outcome in outcomes])
         return 0
     from lowbuild.sources.progress import reporter_for
 
@@ -700,10 +717,29 @@ def run_fetch(
         f"{len(outcomes)} artifact(s) verified in {cache.root} ({fetched} downloaded)",
         highlight=False,
     )
+    if as_json:
+        _write_json(out, [_fetched_record(outcome) for outcome in outcomes])
     return 0
 
 
-def run_cache_ls(*, project_file: Path | None, cache_dir: Path | None, out: Console) -> int:
+def _fetched_record(outcome: FetchOutcome) -> dict[str, object]:
+    return {
+        "image": outcome.image,
+        "file": outcome.artifact.file,
+        "sha256": outcome.artifact.sha256,
+        "source": redact(outcome.source),  # a URL, or "cache"
+        "path": str(outcome.path),
+    }
+
+
+def _write_json(out: Console, document: object) -> None:
+    """Straight to the file: rich would highlight (and wrap) every token."""
+    out.file.write(json.dumps(document, indent=2) + "\n")
+
+
+def run_cache_ls(
+    *, project_file: Path | None, cache_dir: Path | None, out: Console, as_json: bool = False
+) -> int:
     """`lowbuild cache ls`: every entry with its size and the artifact names the project
     gives it."""
     names: dict[str, set[str]] = {}
@@ -716,13 +752,21 @@ def run_cache_ls(*, project_file: Path | None, cache_dir: Path | None, out: Cons
         for image in project.images:
             for artifact in image.artifacts:
                 names.setdefault(artifact.sha256, set()).add(artifact.file)
-    for entry in Cache(default_cache_root(cache_dir)).entries():
+    entries = list(Cache(default_cache_root(cache_dir)).entries())
+    if as_json:
+        records = [
+            {"sha256": e.sha256, "size": e.size, "names": sorted(names.get(e.sha256, ()))}
+            for e in entries
+        ]
+        _write_json(out, records)
+        return 0
+    for entry in entries:
         label = ", ".join(sorted(names.get(entry.sha256, ()))) or "-"
         out.print(f"{entry.sha256}  {entry.size:>12}  {label}", highlight=False, markup=False)
     return 0
 
 
-def run_cache_verify(*, cache_dir: Path | None, out: Console) -> int:
+def run_cache_verify(*, cache_dir: Path | None, out: Console, as_json: bool = False) -> int:
     """`lowbuild cache verify`: rehash every entry, quarantine bad ones (VerificationError)."""
     cache = Cache(default_cache_root(cache_dir))
     bad = cache.verify()
@@ -734,19 +778,34 @@ def run_cache_verify(*, cache_dir: Path | None, out: Console) -> int:
         raise VerificationError(
             f"{len(bad)} of {total} cache entries were corrupt:\n  " + "\n  ".join(lines)
         )
-    out.print(f"{total} cache entries verified in {cache.root}", highlight=False)
+    if as_json:
+        _write_json(out, {"verified": total, "cache": str(cache.root)})
+    else:
+        out.print(f"{total} cache entries verified in {cache.root}", highlight=False)
     return 0
 
 
 def run_cache_add(
-    *, project_file: Path | None, files: Sequence[Path], cache_dir: Path | None, out: Console
+    *,
+    project_file: Path | None,
+    files: Sequence[Path],
+    cache_dir: Path | None,
+    out: Console,
+    as_json: bool = False,
 ) -> int:
     """`lowbuild cache add`: admit files only when the project declares their digest."""
     project = load_project(project_file)
     cache = Cache(default_cache_root(cache_dir))
     artifacts = [artifact for image in project.images for artifact in image.artifacts]
     spec_file = project.location.path if project.location else project.root / "lowbuild.yaml"
-    for path, artifact in admit_declared(cache, files, artifacts=artifacts, project=str(spec_file)):
+    admitted = admit_declared(cache, files, artifacts=artifacts, project=str(spec_file))
+    if as_json:
+        _write_json(
+            out,
+            [{"path": str(p), "file": a.file, "sha256": a.sha256} for p, a in admitted],
+        )
+        return 0
+    for path, artifact in admitted:
         out.print(
             f"admitted {path} as {artifact.file} (sha256:{artifact.sha256})",
             highlight=False,
