@@ -297,8 +297,8 @@ def _build(
 
             def on_event(event: Event) -> None:
                 board.event(event)
-                finished = event.outcome.state if event.outcome is not None else None
-                if options.test and finished in FINISHED_OK:
+                state = event.outcome.state if event.outcome is not None else None
+                if options.test and state in FINISHED_OK:
                     tester.submit(event.name)
 
             builder = FamilyBuilder(
@@ -314,7 +314,9 @@ def _build(
                 on_build_start=journal.note_build,
                 cache_from=cache_from,
                 cache_to=cache_to,
-                fetch_inputs=lambda spec, log: _fetch_late(project, spec, cache, log),
+                fetch_inputs=lambda spec, log: _fetch_late(
+                    project, spec, cache, log, offline=options.offline
+                ),
             )
             outcomes = builder.build(plan)
             finished = tester.results()
@@ -521,10 +523,12 @@ def _fetch_inputs(
         raise
 
 
-def _fetch_late(project: Project, spec: ImageSpec, cache: Cache, log: LogSink) -> None:
-    """The artifacts of one image the plan meant to pull, and must build after all; what
-    happens goes to its log only (the board is showing). Not offline: a plan offline
-    pulls nothing."""
+def _fetch_late(
+    project: Project, spec: ImageSpec, cache: Cache, log: LogSink, *, offline: bool
+) -> None:
+    """The artifacts of one image to build that were not fetched up front (it was to be
+    pulled from a registry cache, which did not give it); what happens goes to its log
+    only (the board is showing). Offline, a missing one is OfflineMissing, as up front."""
     from lowbuild.sources.fetch import DEFAULT_JOBS, FetchPolicy, SilentReporter, fetch_artifacts
     from lowbuild.sources.progress import LoggingReporter
 
@@ -532,7 +536,7 @@ def _fetch_late(project: Project, spec: ImageSpec, cache: Cache, log: LogSink) -
         [spec],
         cache=cache,
         rewrites=project.rewrites,
-        offline=False,
+        offline=offline,
         jobs=DEFAULT_JOBS,
         policy=FetchPolicy(max_download=project.max_download),
         reporter=LoggingReporter(SilentReporter(), log),
