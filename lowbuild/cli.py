@@ -191,6 +191,24 @@ def graph_command(
     raise typer.Exit(run_graph(file, graph_format=chosen, out=_out(as_json=as_json)))
 
 
+@app.command("schema")
+def schema_command(
+    which: Annotated[
+        str, typer.Argument(help="project (lowbuild.yaml) or image (image.yaml).")
+    ] = "project",
+) -> None:
+    """Print the JSON Schema of lowbuild.yaml or image.yaml, for editors and scripts.
+
+    Save it and name it on a spec's first line for yaml-language-server (VS Code's YAML
+    extension, neovim, helix): `# yaml-language-server: $schema=PATH`."""
+    from lowbuild.spec.schema import image_schema, project_schema
+
+    schemas = {"project": project_schema, "image": image_schema}
+    if which not in schemas:
+        raise typer.BadParameter(f"{which!r} is not project or image", param_hint="WHICH")
+    sys.stdout.write(json.dumps(schemas[which](), indent=2) + "\n")
+
+
 @app.command("doctor")
 def doctor_command(
     engine: Annotated[

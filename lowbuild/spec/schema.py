@@ -1,0 +1,183 @@
+"""JSON Schemas of `lowbuild.yaml` and `image.yaml`, for editors (yaml-language-server
+completes keys and flags mistakes as you type) and for scripts that write specs.
+
+The loader (spec/load.py) stays the judge: it also checks what a schema cannot (a
+parent that exists, a context path inside the context, a registry named by `cache:`).
+The key sets here are the loader's own (a test holds them equal), and the seed family
+and the bad-spec fixtures are checked against both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lowbuild.engines.base import ENGINE_NAMES
+from lowbuild.spec import load
+from lowbuild.spec.model import MAX_TEST_TIMEOUT_S
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# A scalar the loader reads as text: YAML numbers keep their spelling (`1.10`).
+_TEXT: dict[str, Any] = {"type": ["string", "number"]}
+
+
+def _text(description: str, **extra: Any) -> dict[str, Any]:
+    return {**_TEXT, "description": description, **extra}
+
+
+def _record(
+    properties: dict[str, Any], *, required: tuple[str, ...] = (), description: str = ""
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if required:
+        record["required"] = list(required)
+    if description:
+        record["description"] = description
+    return record
+
+
+def _list(item: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"type": "array", "items": item, "description": description}
+
+
+def _text_map(description: str) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": _TEXT, "description": description}
+
+
+_SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TEST_TIMEOUT_S}
+_NAME = _text("Lowercase letters, digits, '.', '_', '-'.", pattern=load._NAME.pattern)
+
+
+def project_schema() -> dict[str, Any]:
+    """The schema of lowbuild.yaml."""
+    return {
+        "$schema": DIALECT,
+        "title": "lowbuild project (lowbuild.yaml)",
+        **_record(
+            {
+                "name": _NAME,
+                "namespace": _text("Image namespace: web becomes NAMESPACE/web."),
+                "tag": _text("The tag every image gets.", pattern=load._TAG.pattern),
+                "engine": {"enum": list(ENGINE_NAMES), "description": "The default engine."},
+                "contexts": _list(_TEXT, "Context directories or globs (default contexts/*)."),
+                "mirrors": _list(
+                    _record(
+                        {"prefix": _text("URL prefix"), "replacement": _text("tried first")},
+                        required=("prefix", "replacement"),
+                    ),
+                    "URL prefix rewrites tried before an artifact's own URLs.",
+                ),
+                "bases": _list(
+                    _record(
+                        {
+                            "ref": _text("An external base image."),
+                            "id": _text("Its image ID.", pattern=load._IMAGE_ID.pattern),
+                        },
+                        required=("ref", "id"),
+                    ),
+                    "External base images pinned to an image ID.",
+                ),
+                "max-download": {
+                    "oneOf": [
+                        {"type": "integer", "minimum": 1},
+                        {"type": "string", "pattern": load._BYTE_SIZE.pattern},
+                    ],
+                    "description": "Largest artifact download, e.g. 2 GiB.",
+                },
+                "registries": _list(
+                    _record(
+                        {
+                            "name": _NAME,
+                            "prefix": _text(
+                                "host[:port][/path]", pattern=load._REGISTRY_PREFIX.pattern
+                            ),
+                            "tls-verify": {"type": "boolean"},
+                        },
+                        required=("name", "prefix"),
+                    ),
+                    "Where the family is published.",
+                ),
+                "cache": _record(
+                    {"registry": _text("A registry of `registries:`.")},
+                    required=("registry",),
+                    description="The registry cache.",
+                ),
+            },
+            required=("name",),
+        ),
+    }
+
+
+def image_schema() -> dict[str, Any]:
+    """The schema of a context's image.yaml."""
+    http = _record(
+        {
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "path": _text("Starts with /."),
+            "status": {"type": "integer", "minimum": 100, "maximum": 599},
+            "expect": _TEXT,
+            "timeout": _SECONDS,
+        },
+        required=("port",),
+    )
+    command = {"oneOf": [_TEXT, {"type": "array", "items": _TEXT, "minItems": 1}]}
+    step = _record(
+        {"run": _text("A shell command."), "copy": _TEXT, "dest": _TEXT},
+        description="Exactly one of run: or copy:.",
+    )
+    return {
+        "$schema": DIALECT,
+        "title": "lowbuild image (image.yaml)",
+        **_record(
+            {
+                "name": _NAME,
+                "parent": _NAME,
+                "kind": {"enum": ["dockerfile", "commit"]},
+                "dockerfile": _TEXT,
+                "tags": _list(_text("A tag.", pattern=load._TAG.pattern), "Extra tags."),
+                "args": _text_map("Build args."),
+                "labels": _text_map("Image labels."),
+                "network": {"enum": ["default", "none", "host"]},
+                "artifacts": _list(
+                    _record(
+                        {
+                            "file": _TEXT,
+                            "urls": _list(_TEXT, "Tried in order."),
+                            "sha256": _text("64 hex digits.", pattern=load._SHA256.pattern),
+                            "sha512": _text("128 hex digits.", pattern=load._SHA512.pattern),
+                            "size": {"type": "integer", "minimum": 0},
+                        },
+                        required=("file", "urls", "sha256"),
+                    ),
+                    "Files fetched by URL and pinned by digest.",
+                ),
+                "packs": _list(
+                    _record(
+                        {"into": _TEXT, "from": _TEXT, "format": {"enum": ["tar", "tar.gz"]}},
+                        required=("into", "from"),
+                    ),
+                    "Directories packed reproducibly into the context.",
+                ),
+                "test": _record(
+                    {"http": http, "command": command, "expect": _TEXT, "timeout": _SECONDS},
+                    description="The smoke test: exactly one of http: or command:.",
+                ),
+                "commit": _record(
+                    {
+                        "base": _TEXT,
+                        "author": _TEXT,
+                        "message": _TEXT,
+                        "steps": _list(step, "Run in a container, in order."),
+                        "changes": _list(_TEXT, "docker commit --change instructions."),
+                    },
+                    required=("base",),
+                    description="kind: commit only.",
+                ),
+            },
+            required=("name",),
+        ),
+    }
