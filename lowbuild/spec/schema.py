@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lowbuild.engines.base import ENGINE_NAMES
 from lowbuild.spec import load
-from lowbuild.spec.model import MAX_TEST_TIMEOUT_S
+from lowbuild.spec.model import ENGINE_NAMES, MAX_TEST_TIMEOUT_S
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
