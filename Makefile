@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: all venv provision lint test test-unit test-integration demo clean
+.PHONY: all venv provision lint test test-unit test-integration test-min-deps demo clean
 
 all: test
 
@@ -35,7 +35,11 @@ test-unit: venv
 test-integration: provision venv
 	$(BIN)/pytest tests/integration
 
-test: provision venv lint
+# Every runtime dependency at its declared minimum: the unit tests and a few commands.
+test-min-deps:
+	bash scripts/min_deps.sh
+
+test: provision venv lint test-min-deps
 	$(BIN)/pytest tests
 
 # The main job: the whole seed family (contexts/), built and smoke-tested on the
@@ -45,7 +49,7 @@ demo: provision venv
 	$(BIN)/lowbuild build --test
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (issue 7): lowbuild against per-image `podman build` and `docker buildx bake`,
 # packing, fetching, planning at scale. Tables in bench-results/ (BENCH_ARGS=--quick to try).
