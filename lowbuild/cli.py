@@ -223,7 +223,7 @@ def doctor_command(
     Exits 3 when no engine (or not the asked one) works."""
     from lowbuild.run.workflow import run_doctor
 
-    raise typer.Exit(run_doctor(engine, as_json=as_json, out=_out(as_json=as_json)))
+    raise typer.Exit(run_doctor(engine, as_json=as_json, out=_out(as_json=as_json), err=err))
 
 
 @app.command("fetch")

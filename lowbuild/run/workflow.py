@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from lowbuild.errors import EXIT_FAILED, LowbuildError, SpecError, UsageError, VerificationError
+from lowbuild.errors import (
+    EXIT_FAILED,
+    EngineUnavailable,
+    LowbuildError,
+    SpecError,
+    UsageError,
+    VerificationError,
+)
 from lowbuild.plan.graph import FamilyGraph, build_graph, select
 from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
@@ -99,19 +106,28 @@ def run_graph(project_file: Path | None, *, graph_format: str, out: Console) -> 
     return 0
 
 
-def run_doctor(engine: str | None, *, as_json: bool, out: Console) -> int:
+def run_doctor(
+    engine: str | None, *, as_json: bool, out: Console, err: Console | None = None
+) -> int:
     """`lowbuild doctor`: examine every engine (or the named one) and print the reports;
-    EngineUnavailable (exit 3) when none works, or not the named one."""
+    EngineUnavailable (exit 3) when none works, or not the named one. With `as_json`,
+    the reports are stdout's one JSON document: the failure is said on `err` and
+    returned as the exit code instead (no second JSON document, the error's, after it)."""
     from lowbuild.doctor import examine_engines, require_working
     from lowbuild.engines.detect import known_name
     from lowbuild.run.report import doctor_table
 
     reports = examine_engines([known_name(engine)]) if engine else examine_engines()
-    if as_json:
-        out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
-    else:
+    if not as_json:
         out.print(doctor_table(reports))
-    require_working(reports, asked=engine)
+        require_working(reports, asked=engine)
+        return 0
+    out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
+    try:
+        require_working(reports, asked=engine)
+    except EngineUnavailable as exc:
+        (err or Console(stderr=True)).print(f"error: {exc}", highlight=False, markup=False)
+        return exc.exit_code
     return 0
 
 
