@@ -20,6 +20,7 @@ from lowbuild.doctor.facts import cgroup_layout
 from lowbuild.engines.base import ENGINE_NAMES
 
 EXIT_ENVIRONMENT = 3
+EXIT_BAD_INPUT = 2
 
 
 def run_doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -129,8 +130,8 @@ def test_doctor_says_how_to_get_a_missing_base_image(tmp_path: Path) -> None:
 
 def test_unknown_engine_is_refused() -> None:
     done = run_doctor("--engine", "kaniko")
-    assert done.returncode == EXIT_ENVIRONMENT
-    assert "kaniko" in done.stderr
+    assert done.returncode == EXIT_BAD_INPUT  # a name lowbuild does not know: bad input
+    assert "kaniko" in done.stderr and "lowbuild knows podman" in done.stderr
 
 
 def test_doctor_explains_rlimits_above_the_host_limit(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from lowbuild.engines.base import (
     ShellStep,
 )
 from lowbuild.engines.detect import select_engine
-from lowbuild.errors import EngineError, EngineUnavailable
+from lowbuild.errors import EngineError, UsageError
 
 pytestmark = pytest.mark.engine
 
@@ -296,8 +296,8 @@ def test_select_engine_by_name_and_by_environment(
     assert select_engine().name == engine.name
 
 
-def test_unknown_engine_is_refused_with_a_pointer_to_doctor() -> None:
-    with pytest.raises(EngineUnavailable) as raised:
-        select_engine("kaniko")
-    assert "kaniko" in str(raised.value)
-    assert "lowbuild doctor" in str(raised.value)
+def test_unknown_engine_is_bad_input_naming_the_known_ones() -> None:
+    with pytest.raises(UsageError) as raised:  # a typo is not a broken engine: exit 2
+        select_engine("podmn")
+    assert "unknown engine 'podmn' (did you mean 'podman'?)" in str(raised.value)
+    assert "podman, docker, buildx, buildah" in str(raised.value)

@@ -46,6 +46,9 @@ class Family:
     def build_json(self, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
         result = self.lowbuild("build", "--engine", "podman", "--json", "--jobs", "2", *args)
         records = json.loads(result.stdout) if result.stdout.strip() else []
+        if isinstance(records, dict):  # {"error": …}: the run failed before any image
+            assert set(records) == {"error"}, records
+            records = []
         return result.returncode, {r["image"]: r for r in records}, result.stderr
 
     def engine_calls(self) -> list[list[str]]:
