@@ -32,9 +32,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, soft_wrap=True)
-if not err.is_terminal and "COLUMNS" not in os.environ:
-    err.width = 200  # as _wide does for stdout
+WIDE = 200  # columns for tables when the output is not a terminal
+
+
+def _wide(console: Console) -> Console:
+    """Not a terminal (a CI log, a pipe): WIDE columns instead of rich's 80, so that tables
+    do not wrap into unreadable narrow columns (COLUMNS still wins)."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = WIDE
+    return console
+
+
+err = _wide(Console(stderr=True, soft_wrap=True))
 
 
 def _version(value: bool) -> None:
@@ -157,20 +166,11 @@ def _images(help: str) -> Any:
 
 
 PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
-WIDE = 200  # columns for tables when the output is not a terminal
 
 
 def _out(*, as_json: bool = False) -> Console:
-    """Standard output: never wrapped (lines are copied and grepped); JSON unhighlighted.
-    Not a terminal (a CI log, a pipe): tables get WIDE columns instead of 80, so that they
-    do not wrap into unreadable narrow columns (COLUMNS still wins)."""
+    """Standard output: never wrapped (lines are copied and grepped); JSON unhighlighted."""
     return _wide(Console(soft_wrap=True, highlight=not as_json))
-
-
-def _wide(console: Console) -> Console:
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = WIDE
-    return console
 
 
 # ---- one thin function per command ----
