@@ -161,10 +161,3 @@ class RegistryClient:
             return None
         self.unsure = True
         return None
-
-
-def cached_image_id(registry: Registry, name: str, fingerprint: str) -> str | None:
-    """The ID of the image the cache holds for `name` and `fingerprint`, or None when it
-    has none or cannot say (unreachable, a login needed, a manifest list)."""
-    with RegistryClient(registry) as client:
-        return client.image_id(name, cache_tag(fingerprint))
