@@ -3,7 +3,6 @@ directory inside it, and `-h` is `--help` on every command."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -45,15 +44,7 @@ def test_the_nearest_project_wins_and_none_at_all_is_one_clear_line(tmp_path: Pa
 
 
 def test_flags_show_as_flags_and_completion_is_offered(tmp_path: Path) -> None:
-    env = {**os.environ, "COLUMNS": "160"}
-    shown = subprocess.run(
-        [sys.executable, "-m", "lowbuild", "build", "--help"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = run_lowbuild("build", "--help", cwd=tmp_path, env={"COLUMNS": "160"}).stdout
     flags = [line for line in shown.splitlines() if re.search(r"--(test|push|offline) ", line)]
     assert len(flags) == 3, shown
     assert not any("<bool>" in line for line in flags), flags
@@ -99,30 +90,16 @@ def test_ci_sets_options_through_lowbuild_variables(tmp_path: Path) -> None:
         image.read_text() + f"artifacts:\n  - file: tool.txt\n    urls: ['{unreachable}']\n"
         f"    sha256: {'0' * 64}\n"
     )
-    env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
+    cache = {"LOWBUILD_CACHE": str(tmp_path / "cache")}
 
     def run(**extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lowbuild", "fetch"],
-            cwd=tmp_path,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_lowbuild("fetch", cwd=tmp_path, env={**cache, **extra})
 
     assert run().returncode == 1  # tried the network
     offline = run(LOWBUILD_OFFLINE="1")
     assert offline.returncode == 2, offline.stderr  # missing offline: bad input, no socket
     assert "offline" in offline.stderr
-    jobs = subprocess.run(
-        [sys.executable, "-m", "lowbuild", "build"],
-        cwd=tmp_path,
-        env={**env, "LOWBUILD_JOBS": "0"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    jobs = run_lowbuild("build", cwd=tmp_path, env={**cache, "LOWBUILD_JOBS": "0"})
     assert jobs.returncode == 2 and "--jobs" in jobs.stderr
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_graph_cli import run_lowbuild
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -103,13 +104,7 @@ def test_a_failure_with_json_asked_still_gives_stdout_a_json_error(tmp_path: Pat
     root = family(tmp_path)
     (root / "contexts" / "base" / "image.yaml").write_text("name: base\ntags:\n\t- x\n")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "lowbuild", "plan", "--json"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_lowbuild("plan", "--json", cwd=root)
 
     assert done.returncode == 2
     error = json.loads(done.stdout)["error"]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def run_lowbuild(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_lowbuild(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`lowbuild ARGS` in `cwd`, with `env` added to this environment."""
     return subprocess.run(
         [sys.executable, "-m", "lowbuild", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         check=False,
