@@ -45,7 +45,7 @@ test: provision venv lint test-min-deps
 # The main job: the whole seed family (contexts/), built and smoke-tested on the
 # engine lowbuild finds (LOWBUILD_ENGINE=docker|buildx|buildah to choose).
 demo: provision venv
-	bash scripts/fetch_seed_sources.sh >/dev/null
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/fetch_seed_sources.sh >/dev/null
 	$(BIN)/lowbuild build --test
 
 clean:
@@ -55,5 +55,5 @@ clean:
 # packing, fetching, planning at scale. Tables in bench-results/ (BENCH_ARGS=--quick to try).
 .PHONY: bench
 bench: provision venv
-	bash scripts/fetch_seed_sources.sh >/dev/null
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/fetch_seed_sources.sh >/dev/null
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

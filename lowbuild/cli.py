@@ -218,12 +218,27 @@ def doctor_command(
         ),
     ] = None,
     as_json: AsJson = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "-f",
+            "--file",
+            help="Project whose base images to look for (default: the nearest lowbuild.yaml "
+            "here or above, if any).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check each engine with a trivial build and run; say why one fails and how to fix it.
-    Exits 3 when no engine (or not the asked one) works."""
+
+    The probe image is FROM scratch with a tiny static program doctor writes itself: no
+    base image, no network needed. Inside a project, each working engine is also asked
+    for the family's base images; a missing one is listed with how to bring it in, and
+    does not make the engine fail. Exits 3 when no engine (or not the asked one) works."""
     from lowbuild.run.workflow import run_doctor
 
-    raise typer.Exit(run_doctor(engine, as_json=as_json, out=_out(as_json=as_json), err=err))
+    out = _out(as_json=as_json)
+    raise typer.Exit(run_doctor(engine, as_json=as_json, out=out, err=err, project_file=file))
 
 
 @app.command("fetch")

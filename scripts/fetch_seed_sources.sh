@@ -7,8 +7,9 @@
 # so nothing unverified leaves this script.
 #
 # Usage: fetch_seed_sources.sh [DEST]  (default: $LOWBUILD_SEED_SOURCES, else /var/cache/lowbuild/seed-sources)
-# Prints DEST on stdout. When `lowbuild cache add` exists, the files are also added
-# to lowbuild's cache. Idempotent: files already in DEST with the right digest are
+# Prints DEST on stdout. The files are then admitted to lowbuild's cache by the
+# `lowbuild` on PATH ($LOWBUILD to name another); without one, or when it cannot admit
+# them, the script fails. Idempotent: files already in DEST with the right digest are
 # kept and nothing is downloaded.
 #
 # The mirror is the one this host's own apt sources name (scripts/provision_apt_source.py);
@@ -94,15 +95,17 @@ if ((${#missing[@]})); then
     done
 fi
 
-# Hand the files to lowbuild's cache when that command exists in this checkout.
-lowbuild_bin="$ROOT/.venv/bin/lowbuild"
-if [[ -x $lowbuild_bin ]] && "$lowbuild_bin" cache add --help >/dev/null 2>&1; then
-    files=()
-    for pin in "${PINS[@]}"; do
-        IFS='|' read -r file _ _ _ <<<"$pin"
-        files+=("$DEST/$file")
-    done
-    "$lowbuild_bin" cache add -f "$ROOT/lowbuild.yaml" "${files[@]}" >&2
-fi
+# Hand the files to lowbuild's cache: the `lowbuild` on PATH (a wheel, a venv's bin/;
+# $LOWBUILD names another). It admits only files whose digest the project pins.
+lowbuild_bin=${LOWBUILD:-lowbuild}
+command -v "$lowbuild_bin" >/dev/null ||
+    die "no \`$lowbuild_bin\` on PATH to admit the files to its cache (they are in $DEST): install lowbuild, or put its venv's bin/ on PATH"
+files=()
+for pin in "${PINS[@]}"; do
+    IFS='|' read -r file _ _ _ <<<"$pin"
+    files+=("$DEST/$file")
+done
+"$lowbuild_bin" cache add -f "$ROOT/lowbuild.yaml" "${files[@]}" >&2 ||
+    die "\`$lowbuild_bin cache add\` could not admit ${files[*]} (its message is above)"
 
 echo "$DEST"

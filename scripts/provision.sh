@@ -23,6 +23,8 @@ IMAGE_PATH_ENV='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 PACKAGES=(
     podman buildah skopeo runc crun docker.io docker-registry debootstrap busybox-static
     uidmap slirp4netns fuse-overlayfs iproute2 curl
+    # runs doctor's probe program of the other architecture in the unit tests
+    qemu-user-static
     # the Makefile's venv needs these; listed so `make provision` alone also fixes them
     python3 python3-venv
 )

@@ -17,11 +17,6 @@ from lowbuild.doctor.facts import (
     has_subid_range,
     kernel_version,
 )
-from lowbuild.engines.base import EngineName
-
-PROVISION_FIX = "as root: `make provision` (or `bash scripts/provision.sh`)"
-# The image doctor's probe build starts FROM: imported by provisioning, never pulled.
-PROBE_BASE_IMAGE = "localhost/lowbuild/busybox:latest"
 
 # podman asks the runtime for these when containers.conf sets no default_ulimits (root);
 # above the host's hard limit the runtime's setrlimit fails
@@ -42,16 +37,6 @@ class Check:
     ok: bool
     detail: str = ""
     fix: str = ""
-
-
-def base_image_missing_check(engine: EngineName) -> Check:
-    """The probe's base image is not in `engine`'s store: provisioning imports it."""
-    return Check(
-        "base image",
-        False,
-        f"{PROBE_BASE_IMAGE} is not in {engine}'s image store (lowbuild never pulls it)",
-        f"{PROVISION_FIX} imports it into podman/buildah storage and dockerd",
-    )
 
 
 # ---- rootless podman/buildah ---------------------------------------------------------------

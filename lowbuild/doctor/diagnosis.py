@@ -3,7 +3,7 @@
 `RULES` is a table of the causes known to break engines on Debian hosts (crun on hybrid
 cgroups, podman's default rlimits above the host's hard limits, a missing buildx plugin,
 dockerd not answering, rootless without subuid/subgid or /dev/net/tun, storage driver
-trouble, the probe's base image missing): each rule names the engines it concerns, tells
+trouble): each rule names the engines it concerns, tells
 from the message (and the host facts) whether a failure shows its cause, and explains that
 cause as a failed Check carrying the fix. `diagnose` applies the table in order.
 """
@@ -15,10 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lowbuild.doctor.checks import (
-    PROBE_BASE_IMAGE,
-    PROVISION_FIX,
     Check,
-    base_image_missing_check,
     network_fix,
     rlimit_allowed,
     rlimit_requested,
@@ -27,7 +24,7 @@ from lowbuild.doctor.checks import (
     suggested_ulimits,
 )
 from lowbuild.doctor.facts import HostFacts, effective_runtime
-from lowbuild.engines.base import ENGINE_NAMES, EngineName
+from lowbuild.engines.base import EngineName
 
 # Numbers runc prints in "error setting rlimit type N" (Linux RLIMIT_* on x86/arm).
 RLIMIT_TYPES = {6: "NPROC", 7: "NOFILE"}
@@ -42,12 +39,6 @@ _DAEMON_DOWN = re.compile(
 _SOCKET_DENIED = re.compile(r"permission denied while trying to connect to the docker daemon")
 _BUILDX_MISSING = re.compile(
     r"'buildx' is not a docker command|unknown command: docker buildx|unknown flag: --load",
-    re.IGNORECASE,
-)
-_IMAGE_MISSING = re.compile(
-    r"image not known|no such image|pull access denied|repository does not exist|"
-    r"failed to resolve source metadata|manifest unknown|"
-    r"initializing source docker://localhost/",
     re.IGNORECASE,
 )
 _SUBID_MISSING = re.compile(
@@ -127,9 +118,7 @@ def _crun_cause(failure: Failure) -> Check:
         f"the OCI runtime is crun and this host's cgroups are {facts.cgroup_layout} "
         "(v1 controllers mounted); crun supports only a unified cgroup v2 tree",
         f'set `runtime = "runc"` under `[engine]` in {facts.containers_conf.fix_path} '
-        "(install runc), or boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1); "
-        + PROVISION_FIX
-        + " does the former",
+        "(install runc), or boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1)",
     )
 
 
@@ -160,9 +149,7 @@ def _rlimit_cause(failure: Failure) -> Check:
         "rlimits above the host's hard limit",
         False,
         f"the runtime was refused {described}, asked for by {where}",
-        f"put `{suggested_ulimits(facts)}` under `[containers]` in {conf.fix_path}; "
-        + PROVISION_FIX
-        + " writes it",
+        f"put `{suggested_ulimits(facts)}` under `[containers]` in {conf.fix_path}",
     )
 
 
@@ -210,8 +197,7 @@ def _dockerd_cause(failure: Failure) -> Check:
         f"dockerd is not answering at {where} (the socket {state})",
         "start it: `systemctl start docker`, or without systemd "
         "`setsid dockerd >/var/log/dockerd.log 2>&1 &`; "
-        + PROVISION_FIX
-        + " starts it; check DOCKER_HOST if it points elsewhere",
+        "check DOCKER_HOST if it points elsewhere",
     )
 
 
@@ -231,15 +217,7 @@ def _buildx_cause(failure: Failure) -> Check:
         False,
         "the docker CLI has no buildx plugin",
         "install `docker-buildx` (Debian 13+) or put the buildx binary at "
-        "/usr/libexec/docker/cli-plugins/docker-buildx; " + PROVISION_FIX + " does",
-    )
-
-
-def _base_image_missing(failure: Failure) -> bool:
-    """An image-missing error that names the probe's base image (not some other image)."""
-    return (
-        _IMAGE_MISSING.search(failure.message) is not None
-        and PROBE_BASE_IMAGE.split(":")[0] in failure.message
+        "/usr/libexec/docker/cli-plugins/docker-buildx",
     )
 
 
@@ -257,11 +235,6 @@ RULES: tuple[Rule, ...] = (
     Rule(DOCKERD_ENGINES, _mentions(_DAEMON_DOWN), _dockerd_cause),
     Rule(DOCKERD_ENGINES, _mentions(_SOCKET_DENIED), _socket_cause),
     Rule(frozenset({"buildx"}), _mentions(_BUILDX_MISSING), _buildx_cause),
-    Rule(
-        frozenset(ENGINE_NAMES),
-        _base_image_missing,
-        lambda f: base_image_missing_check(f.engine),
-    ),
 )
 
 

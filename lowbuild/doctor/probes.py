@@ -1,7 +1,12 @@
 """Running each engine the way a build would: is it installed, what version, does dockerd
-answer (buildx), is the base image there, does a trivial build (`FROM` the local busybox
-base image, one `RUN`) and a run of the result work? A failed step's message goes through
-`diagnose`, so its check carries the fix of the first known cause.
+answer (buildx), does a trivial build and a run of the result work? The probe image is
+`FROM scratch` with a static program doctor writes itself (doctor/probe_binary.py) and one
+exec-form `RUN` of it: no base image, no shell, no network, so an engine is judged on its
+own, on a host with an empty image store. A failed step's message goes through `diagnose`,
+so its check carries the fix of the first known cause.
+
+A project's external base images are a separate question (`family_base_checks`): one
+missing is not the engine's fault, and says how to bring it in.
 
 Every engine command goes through the engine classes (`version`, `inspect_image`, `build`,
 `run_once`, `remove_image`); none is built here.
@@ -10,59 +15,73 @@ Every engine command goes through the engine classes (`version`, `inspect_image`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import platform
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lowbuild.doctor.checks import (
-    PROBE_BASE_IMAGE,
-    PROVISION_FIX,
-    Check,
-    base_image_missing_check,
-    rootless_checks,
-    rootless_network_works,
-)
+from lowbuild.doctor.checks import Check, rootless_checks, rootless_network_works
 from lowbuild.doctor.diagnosis import diagnose
 from lowbuild.doctor.facts import HostFacts, read_host_facts
-from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, BuildRequest, Engine, EngineName
+from lowbuild.doctor.probe_binary import PROBE_MARKER, probe_executable
+from lowbuild.engines.base import (
+    ENGINE_NAMES,
+    MISSING_BASE_HINT,
+    OWNED_LABEL,
+    BuildRequest,
+    Engine,
+    EngineName,
+)
 from lowbuild.engines.detect import REQUIRED_BINARIES, check_version, engine_by_name
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
 
-PROBE_MARKER = "lowbuild-doctor-ok"
-PROBE_FILE = "/lowbuild-doctor"
-PROBE_DOCKERFILE = f"FROM {PROBE_BASE_IMAGE}\nRUN echo {PROBE_MARKER} > {PROBE_FILE}\n"
+PROBE_PROGRAM = "lowbuild-probe"
+# Exec form: scratch has no shell. The RUN proves build containers start; the run, that
+# the committed image (with the program COPY put in it) runs.
+PROBE_DOCKERFILE = (
+    f'FROM scratch\nCOPY {PROBE_PROGRAM} /{PROBE_PROGRAM}\nRUN ["/{PROBE_PROGRAM}"]\n'
+)
 
 INSTALL_HINTS: dict[EngineName, str] = {
-    "podman": "`apt-get install podman runc`",
-    "docker": "`apt-get install docker.io`",
-    "buildx": "`apt-get install docker.io` and the buildx plugin",
-    "buildah": "`apt-get install buildah podman` (lowbuild runs buildah's images with podman)",
+    "podman": "install podman and runc (Debian/Ubuntu: `apt-get install podman runc`)",
+    "docker": "install the docker engine (Debian/Ubuntu: `apt-get install docker.io`)",
+    "buildx": "install the docker engine and its buildx plugin (Debian 13+/Ubuntu: "
+    "`apt-get install docker.io docker-buildx`)",
+    "buildah": "install buildah and podman (Debian/Ubuntu: `apt-get install buildah podman "
+    "runc`; lowbuild runs buildah's images with podman)",
 }
 
 
 @dataclass(frozen=True)
 class EngineReport:
-    """Everything doctor found for one engine; `ok` means a build and a run both worked."""
+    """Everything doctor found for one engine; `ok` means a build and a run both worked.
+    `family_bases`: for a working engine and a project, one check per external base image
+    (its name is the image's), which does not change `ok`."""
 
     engine: EngineName
     ok: bool
     version: str | None
     checks: tuple[Check, ...]
+    family_bases: tuple[Check, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
             "ok": self.ok,
             "version": self.version,
-            "checks": [
-                {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks
-            ],
+            "checks": [_check_json(c) for c in self.checks],
+            "family_bases": [_check_json(c) for c in self.family_bases],
         }
+
+
+def _check_json(check: Check) -> dict[str, Any]:
+    return {"name": check.name, "ok": check.ok, "detail": check.detail, "fix": check.fix}
 
 
 def _tail(text: str, lines: int = 3) -> str:
@@ -110,9 +129,10 @@ def examine_engine(
     *,
     facts: HostFacts,
     make_engine: Callable[[str], Engine] = engine_by_name,
+    bases: Mapping[str, Sequence[str]] | None = None,
 ) -> EngineReport:
-    """Check `name` step by step (installed, version, base image, build, run); stop at the
-    first failing step, since every later one depends on it."""
+    """Check `name` step by step (installed, version, build, run); stop at the first
+    failing step, since every later one depends on it."""
     findings = _Findings(name, facts)
     missing = [b for b in REQUIRED_BINARIES[name] if shutil.which(b) is None]
     if missing:
@@ -121,7 +141,7 @@ def examine_engine(
                 "installed",
                 False,
                 f"{' and '.join(missing)} not found on PATH",
-                f"{INSTALL_HINTS[name]}; {PROVISION_FIX} installs every engine",
+                INSTALL_HINTS[name],
             )
         )
         return findings.report(ok=False, version=None)
@@ -133,7 +153,7 @@ def examine_engine(
     try:
         version = engine.version()
     except LowbuildError as exc:
-        findings.failed("version", exc, fallback_fix=PROVISION_FIX)
+        findings.failed("version", exc, fallback_fix=_generic_fix(name))
         return findings.report(ok=False, version=None)
     too_old = check_version(name, version)
     findings.checks.append(
@@ -144,18 +164,39 @@ def examine_engine(
     if name == "buildx" and not _daemon_answers(findings):
         return findings.report(ok=False, version=version)
 
-    try:
-        base = engine.inspect_image(PROBE_BASE_IMAGE)
-    except LowbuildError as exc:
-        findings.failed("base image", exc, fallback_fix=PROVISION_FIX)
+    program = probe_executable()
+    if program is None:
+        findings.checks.append(
+            Check(
+                "probe",
+                False,
+                f"doctor has no probe program for this architecture ({platform.machine()})",
+                "build one image by hand (`lowbuild build IMAGE`) to see whether the engine works",
+            )
+        )
         return findings.report(ok=False, version=version)
-    if base is None:
-        findings.checks.append(base_image_missing_check(name))
-        return findings.report(ok=False, version=version)
-    findings.passed("base image", f"{PROBE_BASE_IMAGE} ({base.id[:19]})")
+    ok = _build_and_run(engine, findings, program=program, network=probe_network(name, facts))
+    report = findings.report(ok=ok, version=version)
+    if ok and bases:
+        report = dataclasses.replace(report, family_bases=family_base_checks(engine, bases))
+    return report
 
-    ok = _build_and_run(engine, findings, network=probe_network(name, facts))
-    return findings.report(ok=ok, version=version)
+
+def family_base_checks(engine: Engine, bases: Mapping[str, Sequence[str]]) -> tuple[Check, ...]:
+    """Whether `engine`'s store has each of a project's external base images (`bases`: the
+    image → the family images that build on it), asked in one inspect. A missing one fails
+    its own check with how to bring it in: the engine works, the family cannot build yet."""
+    found = engine.inspect_images(sorted(bases))
+    checks = []
+    for ref in sorted(bases):
+        users = ", ".join(bases[ref])
+        info = found.get(ref)
+        if info is None:
+            detail = f"not in {engine.name}'s image store; {users} cannot build until it is"
+            checks.append(Check(ref, False, detail, MISSING_BASE_HINT))
+        else:
+            checks.append(Check(ref, True, f"{info.id[:19]}, used by {users}"))
+    return tuple(checks)
 
 
 def probe_network(name: EngineName, facts: HostFacts) -> str | None:
@@ -174,19 +215,23 @@ def _daemon_answers(findings: _Findings) -> bool:
     try:
         server = DockerEngine().version()
     except LowbuildError as exc:
-        findings.failed("dockerd", exc, fallback_fix=PROVISION_FIX)
+        findings.failed("dockerd", exc, fallback_fix=_generic_fix("docker"))
         return False
     findings.passed("dockerd", f"dockerd {server}")
     return True
 
 
-def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) -> bool:
+def _build_and_run(
+    engine: Engine, findings: _Findings, *, program: bytes, network: str | None
+) -> bool:
     """Build the probe image and run it, then remove it; False at the first failure."""
     tag = f"localhost/lowbuild/doctor-probe:{findings.engine}-{secrets.token_hex(4)}"
     on = f" (with --network {network})" if network else ""
     with tempfile.TemporaryDirectory(prefix="lowbuild-doctor-") as scratch:
         context = Path(scratch)
         (context / "Dockerfile").write_text(PROBE_DOCKERFILE)
+        (context / PROBE_PROGRAM).write_bytes(program)
+        (context / PROBE_PROGRAM).chmod(0o755)
         try:
             request = BuildRequest(
                 context=context, tags=[tag], labels={OWNED_LABEL: "true"}, network=network
@@ -196,9 +241,11 @@ def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) 
             findings.failed("build", exc, fallback_fix=_generic_fix(findings.engine))
             return False
     try:
-        findings.passed("build", f"a RUN on {PROBE_BASE_IMAGE} built {image_id[:19]}{on}")
+        findings.passed("build", f"FROM scratch, a COPY and a RUN built {image_id[:19]}{on}")
         try:
-            code, output = engine.run_once(image=tag, command=["cat", PROBE_FILE], network=network)
+            code, output = engine.run_once(
+                image=tag, command=[f"/{PROBE_PROGRAM}"], network=network
+            )
         except LowbuildError as exc:
             findings.failed("run", exc, fallback_fix=_generic_fix(findings.engine))
             return False
@@ -207,13 +254,13 @@ def _build_and_run(engine: Engine, findings: _Findings, *, network: str | None) 
                 Check(
                     "run",
                     False,
-                    f"`cat {PROBE_FILE}` exited {code} and printed {_tail(output)!r}, "
+                    f"the probe program exited {code} and printed {_tail(output)!r}, "
                     f"expected {PROBE_MARKER!r}",
                     _generic_fix(findings.engine),
                 )
             )
             return False
-        findings.passed("run", f"`cat {PROBE_FILE}` printed what the RUN step wrote{on}")
+        findings.passed("run", f"the probe program ran and printed {PROBE_MARKER!r}{on}")
         return True
     finally:
         # A leftover probe tag is harmless; the report matters more than its removal.
@@ -226,10 +273,14 @@ def examine_engines(
     *,
     facts: HostFacts | None = None,
     make_engine: Callable[[str], Engine] = engine_by_name,
+    bases: Mapping[str, Sequence[str]] | None = None,
 ) -> list[EngineReport]:
-    """One report per engine, in the order asked."""
+    """One report per engine, in the order asked; `bases` (a project's external base
+    images) are looked for on each engine that works."""
     host = facts or read_host_facts()
-    return [examine_engine(name, facts=host, make_engine=make_engine) for name in engines]
+    return [
+        examine_engine(name, facts=host, make_engine=make_engine, bases=bases) for name in engines
+    ]
 
 
 def require_working(reports: Sequence[EngineReport], *, asked: str | None) -> None:

@@ -24,6 +24,12 @@ OWNED_LABEL = "lowbuild.owned"
 (`podman ps --all --filter label=lowbuild.owned`). Except a commit recipe's working container:
 commit would copy the label into the image, so it is known by its name (`lowbuild-…`)."""
 
+# What to do about a base image from outside the family that an engine's store lacks.
+MISSING_BASE_HINT = (
+    "lowbuild never pulls; bring it in first: `podman pull`/`docker pull` it, "
+    "`podman load`/`docker load` an archive of it, or `lowbuild bundle import` a bundle"
+)
+
 REMOVE_TIMEOUT_S = 10.0
 """How long removing a container may take (the engine kills it first) before lowbuild
 gives up on an engine that hangs: normally well under a second."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lowbuild.context.assemble import ContextInventory, take_inventory
-from lowbuild.engines.base import Engine, ImageInfo
+from lowbuild.engines.base import MISSING_BASE_HINT, Engine, ImageInfo
 from lowbuild.errors import UsageError, VerificationError
 from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebuild_reasons
 from lowbuild.plan.graph import FamilyGraph, Node, select
@@ -80,12 +80,6 @@ class Plan:
             }
             for image in self.images
         ]
-
-
-MISSING_BASE_HINT = (
-    "lowbuild never pulls; bring it in first: `podman pull`/`docker pull` it, "
-    "`podman load`/`docker load` an archive of it, or `lowbuild bundle import` a bundle"
-)
 
 
 def external_image_ids(

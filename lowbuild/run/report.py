@@ -207,6 +207,28 @@ def doctor_table(reports: Sequence[EngineReport]) -> Table:
     return table
 
 
+def doctor_bases_table(
+    reports: Sequence[EngineReport], bases: Mapping[str, Sequence[str]]
+) -> Table | Text:
+    """The family's external base images on each engine that works: a missing one is the
+    family's problem, not the engine's, so it has its own table."""
+    working = [r for r in reports if r.ok]
+    if not working:
+        return Text("family bases: not checked, no engine works", style="yellow")
+    table = Table(title=f"family base images ({len(bases)})")
+    table.add_column("engine", style="bold")
+    table.add_column("base image")
+    table.add_column("present")
+    table.add_column("detail", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for report in working:
+        table.add_section()
+        for check in report.family_bases:
+            mark = Text("yes", style="green") if check.ok else Text("MISSING", style="yellow")
+            table.add_row(report.engine, check.name, mark, Text(check.detail), Text(check.fix))
+    return table
+
+
 class LiveBoard:
     """Progress while the family builds: a live table on a terminal, plain lines otherwise.
 

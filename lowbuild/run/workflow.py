@@ -107,19 +107,35 @@ def run_graph(project_file: Path | None, *, graph_format: str, out: Console) -> 
 
 
 def run_doctor(
-    engine: str | None, *, as_json: bool, out: Console, err: Console | None = None
+    engine: str | None,
+    *,
+    as_json: bool,
+    out: Console,
+    err: Console | None = None,
+    project_file: Path | None = None,
 ) -> int:
     """`lowbuild doctor`: examine every engine (or the named one) and print the reports;
     EngineUnavailable (exit 3) when none works, or not the named one. With `as_json`,
     the reports are stdout's one JSON document: the failure is said on `err` and
-    returned as the exit code instead (no second JSON document, the error's, after it)."""
-    from lowbuild.doctor import examine_engines, require_working
-    from lowbuild.engines.detect import known_name
-    from lowbuild.run.report import doctor_table
+    returned as the exit code instead (no second JSON document, the error's, after it).
 
-    reports = examine_engines([known_name(engine)]) if engine else examine_engines()
+    Inside a project (or with `project_file`), each working engine is also asked for the
+    family's external base images: one missing is reported on its own, not as the
+    engine's failure, and does not change the exit code."""
+    from lowbuild.doctor import examine_engines, require_working
+    from lowbuild.engines.base import ENGINE_NAMES
+    from lowbuild.engines.detect import known_name
+    from lowbuild.run.report import doctor_bases_table, doctor_table
+    from lowbuild.spec.load import nearest_project_file
+
+    bases = None
+    if project_file is not None or nearest_project_file() is not None:
+        bases = build_graph(load_project(project_file)).external_images()
+    reports = examine_engines([known_name(engine)] if engine else ENGINE_NAMES, bases=bases)
     if not as_json:
         out.print(doctor_table(reports))
+        if bases:
+            out.print(doctor_bases_table(reports, bases))
         require_working(reports, asked=engine)
         return 0
     out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")

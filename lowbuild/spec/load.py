@@ -176,18 +176,26 @@ def _read_images(
     return tuple(images)
 
 
+def nearest_project_file() -> Path | None:
+    """The nearest PROJECT_FILE in the current directory or above it, if any."""
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        if (directory / PROJECT_FILE).is_file():
+            return directory / PROJECT_FILE
+    return None
+
+
 def _project_file(path: Path | None) -> Path:
     """`path` (a file, or a directory holding PROJECT_FILE); without one, the nearest
     PROJECT_FILE in the current directory or above it, the way git finds its repository."""
     if path is None:
-        here = Path.cwd().resolve()
-        for directory in (here, *here.parents):
-            if (directory / PROJECT_FILE).is_file():
-                return directory / PROJECT_FILE
-        raise SpecError(
-            f"no project file: no {PROJECT_FILE} in {here} or any directory above it "
-            "(run lowbuild inside a project, or pass -f FILE)"
-        )
+        found = nearest_project_file()
+        if found is None:
+            raise SpecError(
+                f"no project file: no {PROJECT_FILE} in {Path.cwd().resolve()} or any "
+                "directory above it (run lowbuild inside a project, or pass -f FILE)"
+            )
+        return found
     candidate = path.resolve()
     if candidate.is_dir():
         candidate = candidate / PROJECT_FILE

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from live_services import BASE_IMAGE, Registry, make_site_context, running_regis
 from lowbuild.engines.base import ENGINE_NAMES, OWNED_LABEL, Engine
 from lowbuild.engines.detect import engine_by_name, probe
 from lowbuild.errors import EngineError
+
+# The scripts under test (scripts/fetch_seed_sources.sh) run the `lowbuild` on PATH, as
+# from a user's shell: put this interpreter's, the lowbuild under test, first.
+os.environ["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))
 
 
 def requested_engines() -> list[str]:

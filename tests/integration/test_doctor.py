@@ -2,7 +2,8 @@
 
 Each breakage is made for the doctor process only, through the variables the engines
 themselves honour: CONTAINERS_CONF (podman reads only that file), CONTAINERS_STORAGE_CONF
-(an empty image store) and DOCKER_HOST (a socket nobody listens on).
+(an empty image store) and DOCKER_HOST (a socket nobody listens on). doctor needs no base
+image (its probe is FROM scratch); a project's missing base is reported on its own.
 """
 
 from __future__ import annotations
@@ -111,21 +112,72 @@ def test_buildx_needs_a_running_dockerd_too(tmp_path: Path) -> None:
     assert not checks_of(buildx)["dockerd"]["ok"]
 
 
-def test_doctor_says_how_to_get_a_missing_base_image(tmp_path: Path) -> None:
+def test_doctor_needs_no_base_image_an_empty_store_works(tmp_path: Path) -> None:
     storage_conf = tmp_path / "storage.conf"
     storage_conf.write_text(
         f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path}/graph"\nrunroot = "{tmp_path}/run"\n'
     )
+    env = {"CONTAINERS_STORAGE_CONF": str(storage_conf)}
+    listed = subprocess.run(
+        ["podman", "images", "--quiet"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and listed.stdout == ""  # really empty: no base to build on
 
-    done = run_doctor(
-        "--engine", "podman", "--json", env={"CONTAINERS_STORAGE_CONF": str(storage_conf)}
+    done = run_doctor("--engine", "podman", "--json", env=env)
+
+    assert done.returncode == 0, done.stderr
+    podman = reports_of(done)["podman"]
+    assert podman["ok"], podman["checks"]
+    assert checks_of(podman)["build"]["detail"].startswith("FROM scratch")
+
+
+def write_two_base_project(root: Path, missing: str) -> Path:
+    """One image on the provisioned busybox, one on an image no engine here has."""
+    root.mkdir()
+    (root / "lowbuild.yaml").write_text('name: doctored\ncontexts: ["contexts/*"]\n')
+    for name, base in (("present", "localhost/lowbuild/busybox:latest"), ("absent", missing)):
+        context = root / "contexts" / name
+        context.mkdir(parents=True)
+        (context / "Dockerfile").write_text(f"FROM {base}\n")
+        (context / "image.yaml").write_text(f"name: {name}\n")
+    return root / "lowbuild.yaml"
+
+
+def test_a_missing_family_base_is_its_own_finding_on_every_engine(tmp_path: Path) -> None:
+    missing = f"localhost/lowbuild/never-imported:{tmp_path.name.lower()}"
+    project = write_two_base_project(tmp_path / "family", missing)
+
+    done = run_doctor("--json", "-f", str(project))
+
+    assert done.returncode == 0, done.stderr  # every engine works: not exit 3
+    reports = reports_of(done)
+    for name in requested_engines():
+        report = reports[name]
+        assert report["ok"], f"{name}: {report['checks']}"
+        bases = {check["name"]: check for check in report["family_bases"]}
+        assert bases["localhost/lowbuild/busybox:latest"]["ok"]
+        absent = bases[missing]
+        assert not absent["ok"] and "absent cannot build" in absent["detail"], name
+        assert "lowbuild bundle import" in absent["fix"] and "make" not in absent["fix"]
+
+
+def test_doctor_table_lists_missing_bases_apart_from_the_engines(tmp_path: Path) -> None:
+    missing = "localhost/lowbuild/never-imported:table"
+    project = write_two_base_project(tmp_path / "family", missing)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "doctor", "--engine", "podman"],
+        cwd=project.parent / "contexts" / "absent",  # found by walking up, like git
+        env={**os.environ, "COLUMNS": "250"},  # one table row per line, whatever pytest set
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
-    assert done.returncode == EXIT_ENVIRONMENT
-    base = checks_of(reports_of(done)["podman"])["base image"]
-    assert not base["ok"]
-    assert "localhost/lowbuild/busybox:latest" in base["detail"]
-    assert "scripts/provision.sh" in base["fix"]
+    assert done.returncode == 0, done.stderr
+    engines, _, bases = done.stdout.partition("family base images")
+    assert "works" in engines and "BROKEN" not in engines and missing not in engines
+    assert missing in bases and "MISSING" in bases
 
 
 def test_unknown_engine_is_refused() -> None:

@@ -66,10 +66,10 @@ class SeedRun:
             timeout=timeout,
         )
 
-    def fetch_sources(self) -> subprocess.CompletedProcess[str]:
+    def fetch_sources(self, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", str(FETCH_SCRIPT), str(self.sources)],
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=600,
@@ -169,6 +169,22 @@ def test_fetch_script_rerun_downloads_nothing(
     assert "reading source indexes" not in again.stderr
     assert again.stderr.count("already in") == 2
     assert time.monotonic() - started < 30
+
+
+def test_fetch_script_fails_loudly_without_a_lowbuild_to_admit_the_files(
+    seed: SeedRun, fetched: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    # Only bash's own directories: no venv, so no `lowbuild` on PATH.
+    bare = os.pathsep.join(d for d in ("/usr/bin", "/bin") if not Path(d, "lowbuild").exists())
+    missing = seed.fetch_sources(PATH=bare)
+    assert missing.returncode != 0
+    assert "no `lowbuild` on PATH" in missing.stderr and str(seed.sources) in missing.stderr
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache should be")
+    refused = seed.fetch_sources(LOWBUILD_CACHE=str(blocked / "cache"))
+    assert refused.returncode != 0 and refused.stdout == ""  # no DEST printed as if all went well
+    assert "could not admit" in refused.stderr
 
 
 def test_whole_seed_family_builds_and_passes_its_smoke_tests(

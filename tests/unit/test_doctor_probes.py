@@ -1,5 +1,7 @@
-"""How `lowbuild doctor` walks an engine step by step (version, dockerd, base image, build,
-run), with a fake engine: where it stops, and which fix a failed step carries."""
+"""How `lowbuild doctor` walks an engine step by step (version, dockerd, build, run), with a
+fake engine: where it stops, which fix a failed step carries, and how a project's missing
+base image is reported apart from the engine's health. (tests/integration/test_doctor.py
+runs the same walk on the real engines.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 import pytest
 
 from lowbuild.doctor.facts import ContainersConf, HostFacts
-from lowbuild.doctor.probes import PROBE_MARKER, examine_engine
+from lowbuild.doctor.probes import PROBE_MARKER, PROBE_PROGRAM, examine_engine
 from lowbuild.engines.base import BuildRequest, Engine, ImageInfo
 from lowbuild.engines.docker import DockerEngine
 from lowbuild.errors import EngineError
@@ -29,10 +31,16 @@ CRUN_RLIMIT = "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted"
 class FakeEngine:
     """Answers like a working engine, except that the step named `fails` raises."""
 
-    def __init__(self, *, fails: str = "", message: str = "Error: broken") -> None:
+    name = "podman"
+
+    def __init__(
+        self, *, fails: str = "", message: str = "Error: broken", images: tuple[str, ...] = ()
+    ) -> None:
         self.fails = fails
         self.message = message
+        self.images = images
         self.removed: list[str] = []
+        self.contexts: list[dict[str, tuple[str, int]]] = []
 
     def _step(self, name: str) -> None:
         if self.fails == name:
@@ -42,13 +50,19 @@ class FakeEngine:
         self._step("version")
         return "99.0.0"
 
-    def inspect_image(self, ref: str) -> ImageInfo | None:
-        self._step("inspect")
-        return ImageInfo(id="sha256:" + "a" * 64)
+    def inspect_images(self, refs: list[str]) -> dict[str, ImageInfo | None]:
+        return {
+            ref: ImageInfo(id="sha256:" + "a" * 64) if ref in self.images else None for ref in refs
+        }
 
     def build(self, request: BuildRequest, **_: Any) -> str:
         self._step("build")
-        assert "RUN echo" in (request.context / "Dockerfile").read_text()
+        self.contexts.append(
+            {
+                f.name: (f.read_bytes()[:4].decode("latin-1"), f.stat().st_mode & 0o777)
+                for f in request.context.iterdir()
+            }
+        )
         return "sha256:" + "b" * 64
 
     def run_once(self, **_: Any) -> tuple[int, str]:
@@ -80,6 +94,35 @@ def test_a_working_engine_builds_runs_and_removes_its_probe_image() -> None:
     assert checks["ok"] == (True, "99.0.0", "")
     assert checks["build"][0] and checks["run"][0]
     assert len(fake.removed) == 1 and fake.removed[0].startswith("localhost/lowbuild/doctor-probe:")
+
+
+def test_the_probe_context_needs_no_base_image() -> None:
+    fake = FakeEngine()
+    examine("docker", fake)
+    [context] = fake.contexts
+    dockerfile = context.pop("Dockerfile")
+    assert dockerfile[0] == "FROM"  # FROM scratch: nothing to find in the store
+    assert context == {PROBE_PROGRAM: ("\x7fELF", 0o755)}
+
+
+def test_a_missing_family_base_is_its_own_finding_not_the_engines_failure() -> None:
+    fake = FakeEngine(images=("localhost/team/debian:12",))
+    bases = {"localhost/team/debian:12": ("app",), "localhost/team/alpine:3": ("tool", "cli")}
+    report = examine_engine("podman", facts=HEALTHY, make_engine=lambda _: fake, bases=bases)  # type: ignore[arg-type,return-value]
+    assert report.ok
+    assert [c.name for c in report.checks] == ["installed", "version", "build", "run"]
+    found = {c.name: c for c in report.family_bases}
+    assert found["localhost/team/debian:12"].ok
+    missing = found["localhost/team/alpine:3"]
+    assert not missing.ok and "tool, cli cannot build" in missing.detail
+    assert "lowbuild bundle import" in missing.fix and "make provision" not in missing.fix
+
+
+def test_no_fix_sends_a_wheel_user_to_the_repository() -> None:
+    fake = FakeEngine(fails="version", message="Error: something odd")
+    checks = examine("buildah", fake)
+    assert not checks["version"][0]
+    assert all("make" not in fix and "scripts/" not in fix for _, _, fix in checks.values())
 
 
 def test_a_failed_build_carries_the_fix_of_the_first_known_cause() -> None:
