@@ -584,6 +584,53 @@ def test_command(
     raise typer.Exit(code)
 
 
+@app.command("images")
+def images_command(
+    images: Annotated[list[str] | None, _images("Images to show (default: all).")] = None,
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the family's images as the engine stores them: tags, ID, size, what each adds
+    over its parent, and what changed since its previous build (size, and which inputs,
+    read from the labels of the earlier build still in the store)."""
+    from lowbuild.run.workflow import Selection, run_images
+
+    selection = Selection(project_file=file, names=tuple(images or ()), engine=engine)
+    raise typer.Exit(run_images(selection, as_json=as_json, out=_out(as_json=as_json)))
+
+
+@app.command("prune")
+def prune_command(
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", "-n", help="Only list what would be removed.", metavar=""),
+    ] = False,
+    as_json: AsJson = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Remove the images this family built earlier that no image of it is now.
+
+    Only images lowbuild labelled with this project's name and a ref in its namespace;
+    never a current one, never one somebody tagged outside the family, never another
+    project's or a person's. Nothing is forced: an image a container uses, or that a kept
+    image builds on, stays and is listed with the engine's reason (exit 1). Says the space
+    freed, as the engine's image storage total went down."""
+    from lowbuild.run.workflow import Selection, run_prune
+
+    code = run_prune(
+        Selection(project_file=file, engine=engine),
+        dry_run=dry_run,
+        as_json=as_json,
+        wait=not no_wait,
+        out=_out(as_json=as_json),
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 

@@ -73,6 +73,9 @@ class ImageInfo:
     exposed_ports: tuple[str, ...] = ()  # e.g. ("80/tcp",)
     user: str = ""
     workdir: str = ""
+    size: int | None = None  # bytes, as the engine's inspect says (None: not asked)
+    created: str = ""  # RFC 3339, as the engine's inspect says
+    layers: tuple[str, ...] = ()  # RootFS diff IDs, base first (only with the size)
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,20 @@ class Engine(Protocol):
 
     def untagged_images(self, *, label: str) -> frozenset[str]:
         """IDs of the untagged (dangling) images carrying `label` (key or key=value)."""
+        ...
+
+    def labelled_images(self, label: str) -> list[ImageInfo]:
+        """Every local image carrying `label` (key or key=value), tagged or not, with its
+        tags, labels, size and creation time (as `inspect_sized` gives them)."""
+        ...
+
+    def inspect_sized(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
+        """`inspect_images`, with each image's size and creation time filled in."""
+        ...
+
+    def image_store_bytes(self) -> int:
+        """What the engine's image storage takes in all, in bytes, as its `system df`
+        says (docker rounds it to 3-4 significant digits)."""
         ...
 
     def remove_containers(self, ids: Iterable[str]) -> None:

@@ -5,6 +5,7 @@ No engine command runs here: each parser is unit-tested on captured output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -47,13 +48,43 @@ def image_info_from_config(
 
 def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
     """ImageInfo from one element of `docker/podman image inspect` output."""
-    return image_info_from_config(
+    info = image_info_from_config(
         image_id=document["Id"],
         tags=document.get("RepoTags") or (),
         author=document.get("Author") or "",
         comment=document.get("Comment") or "",
         config=document.get("Config") or {},
     )
+    size = document.get("Size")
+    return dataclasses.replace(
+        info,
+        size=size if isinstance(size, int) else None,
+        created=str(document.get("Created") or ""),
+        layers=tuple((document.get("RootFS") or {}).get("Layers") or ()),
+    )
+
+
+# docker's HumanSize: decimal units, "%.4g" ("169MB", "31.14kB", "1.234GB", "0B")
+_HUMAN_SIZE = re.compile(r"^\s*([0-9.]+)\s*(?:([kMGTP]?)B)?\s*$")
+_DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def human_size_bytes(text: str) -> int:
+    """Bytes from docker's rounded human size ("169MB" → 169000000) or a plain count of
+    bytes (podman's RawSize); ValueError otherwise."""
+    match = _HUMAN_SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return round(float(match.group(1)) * _DECIMAL[match.group(2) or ""])
+
+
+def store_bytes(output: str) -> int:
+    """The Images line of `system df --format '{{.Type}}|{{.Size}}'`, in bytes."""
+    for line in output.splitlines():
+        kind, _, size = line.partition("|")
+        if kind.strip() == "Images":
+            return human_size_bytes(size)
+    raise ValueError(f"no Images line in {output!r}")
 
 
 # refs per `image inspect`: keeps argv short whatever the family's size

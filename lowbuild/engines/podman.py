@@ -13,6 +13,7 @@ Where podman needs flags python-on-whales does not know, the command is built he
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,12 @@ class PodmanEngine(WhalesEngine):
     name: EngineName = "podman"
     default_binary = "podman"
     commit_flags = ("--format", "docker", "--quiet")
+
+    def image_store_bytes(self) -> int:
+        # podman's `system df` adds up every image's full size, so layers two images share
+        # count twice; the storage directory on disk is the honest total.
+        argv = [self.binary, "info", "--format", "{{.Store.GraphRoot}}"]
+        return disk_usage(Path(run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()))
 
     def version(self) -> str:
         argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
@@ -191,3 +198,30 @@ def buildah_style_build(
         return run_iidfile_build(
             argv, context=request.context, log=log, resolve=resolve, patient_stop=True
         )
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes the files under `root` take on disk (blocks, each inode once), staying on
+    root's filesystem (a running container's overlay mount is not counted again).
+    Directories this user may not read are skipped."""
+    device = root.stat().st_dev
+    seen: set[int] = set()
+    total = 0
+    for directory, subdirs, files in os.walk(root, onerror=lambda _: None):
+        kept = []
+        for name in subdirs:
+            try:
+                if Path(directory, name).lstat().st_dev == device:
+                    kept.append(name)
+            except OSError:
+                continue
+        subdirs[:] = kept
+        for name in (*files, *kept):
+            try:
+                info = Path(directory, name).lstat()
+            except OSError:
+                continue
+            if info.st_ino not in seen:
+                seen.add(info.st_ino)
+                total += info.st_blocks * 512
+    return total

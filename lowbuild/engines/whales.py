@@ -50,6 +50,7 @@ from lowbuild.engines.parse import (
     pushed_digest,
     says_image_missing,
     says_manifest_missing,
+    store_bytes,
 )
 from lowbuild.errors import EngineError, EngineTimedOut
 from lowbuild.spec.changes import Change, parse_changes
@@ -322,6 +323,28 @@ class WhalesEngine:
         argv = [self.binary, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
         out = run_command([*argv, "--filter", f"label={label}"], timeout=QUICK_TIMEOUT_S).stdout
         return frozenset(out.split())
+
+    def labelled_images(self, label: str) -> list[ImageInfo]:
+        # --all: an earlier build a later one was built on is an "intermediate" image.
+        argv = [self.binary, "images", "--all", "--quiet", "--no-trunc"]
+        argv += ["--filter", f"label={label}"]
+        ids = list(dict.fromkeys(run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.split()))
+        found = self.inspect_sized(ids)
+        return [info for info in found.values() if info is not None]  # None: removed meanwhile
+
+    def inspect_sized(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
+        # This class's `image inspect`, also for buildah, whose own inspect has no size
+        # (its `images` rounds it): podman reads the same storage.
+        return WhalesEngine.inspect_images(self, refs)
+
+    def image_store_bytes(self) -> int:
+        # dockerd's `system df` counts each layer once; it prints the total rounded.
+        template = "{{.Type}}|{{.Size}}"
+        out = run_command([self.binary, "system", "df", "--format", template]).stdout
+        try:
+            return store_bytes(out)
+        except ValueError as exc:
+            raise EngineError([self.binary, "system", "df"], 0, str(exc)) from exc
 
     def remove_containers(self, ids: Iterable[str]) -> None:
         for container in sorted(ids):

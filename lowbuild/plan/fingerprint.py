@@ -170,12 +170,27 @@ def rebuild_reasons(labels: Mapping[str, str] | None, inputs: BuildInputs) -> tu
         return (f"existing image has no {FINGERPRINT_LABEL} label (not built by lowbuild)",)
     if before_fingerprint == fingerprint(inputs):
         return ()
+    return _record_changes(labels, _record(inputs))
+
+
+def label_changes(before: Mapping[str, str], now: Mapping[str, str]) -> tuple[str, ...]:
+    """What changed between two builds of an image, from their labels (`lowbuild images`
+    compares an image with its previous build); empty when the fingerprints agree."""
+    if before.get(FINGERPRINT_LABEL) == now.get(FINGERPRINT_LABEL):
+        return ()
+    record = _parse_record(now.get(INPUTS_LABEL))
+    if record is None:
+        return ("fingerprint changed (no readable record of the inputs)",)
+    return _record_changes(before, record)
+
+
+def _record_changes(labels: Mapping[str, str], now: Mapping[str, Any]) -> tuple[str, ...]:
+    """The reasons the inputs record `now` differs from the one in `labels`."""
     before = _parse_record(labels.get(INPUTS_LABEL))
     if before is None:
         return ("fingerprint changed (no readable record of the previous inputs)",)
-    if before.get("v") != FORMAT_VERSION:
+    if before.get("v") != FORMAT_VERSION or now.get("v") != FORMAT_VERSION:
         return ("fingerprint format changed",)
-    now = _record(inputs)
     reasons = [
         *_context_reasons(before, now),
         *_recipe_reasons(before, now),

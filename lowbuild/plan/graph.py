@@ -132,10 +132,10 @@ def select(graph: FamilyGraph, names: Iterable[str], *, with_deps: bool = True) 
 
 def _family_refs(project: Project) -> dict[str, str]:
     """Every reference a family image is built as (normalised) → its name."""
-    return {_normalise(ref): spec.name for spec in project.images for ref in project.refs(spec)}
+    return {normalise_ref(ref): spec.name for spec in project.images for ref in project.refs(spec)}
 
 
-def _normalise(ref: str) -> str:
+def normalise_ref(ref: str) -> str:
     """`localhost/x/y` is how podman names local `x/y`; no tag means `:latest`."""
     ref = ref.removeprefix("localhost/")
     last = ref.rsplit("/", 1)[-1]
@@ -161,7 +161,7 @@ def _node(project: Project, spec: ImageSpec, family: Mapping[str, str]) -> Node:
 def _dockerfile_node(project: Project, spec: ImageSpec, family: Mapping[str, str]) -> Node:
     parsed = parse_dockerfile(spec.dockerfile_path, build_args=dict(spec.args))
     final = parsed.final_base
-    final_family = family.get(_normalise(final.ref)) if final is not None else None
+    final_family = family.get(normalise_ref(final.ref)) if final is not None else None
     if final is not None and final_family == spec.name:
         raise SpecError(
             f"FROM {final.ref}: image {spec.name!r} cannot build on itself",
@@ -173,7 +173,7 @@ def _dockerfile_node(project: Project, spec: ImageSpec, family: Mapping[str, str
         raise SpecError(
             _parent_mismatch(project, spec, Location(parsed.path, line), written, final_family)
         )
-    used = [family.get(_normalise(use.ref)) for use in parsed.images]
+    used = [family.get(normalise_ref(use.ref)) for use in parsed.images]
     needs = [*([spec.parent] if spec.parent else []), *(name for name in used if name)]
     external = sorted({use.ref for use, name in zip(parsed.images, used, strict=True) if not name})
     return Node(
@@ -190,7 +190,7 @@ def _commit_node(project: Project, spec: ImageSpec, family: Mapping[str, str]) -
     assert spec.commit is not None
     base = spec.commit.base
     names = {image.name for image in project.images}
-    base_family = base if base in names else family.get(_normalise(base))
+    base_family = base if base in names else family.get(normalise_ref(base))
     if spec.parent is not None and base_family != spec.parent:
         raise SpecError(
             _parent_mismatch(

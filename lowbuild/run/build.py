@@ -53,6 +53,9 @@ from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
+# The project (lowbuild.yaml `name:`) an image was built for: with the namespace of its
+# ref, what `lowbuild prune` tells this family's earlier builds from anyone else's by.
+PROJECT_LABEL = "lowbuild.project"
 
 
 def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[str, str]:
@@ -267,13 +270,14 @@ class FamilyBuilder:
         return inputs, rebuild_reasons(existing.labels if existing else None, inputs), existing
 
     def _labels(self, node: Node, staged: StagedContext, inputs: BuildInputs) -> dict[str, str]:
-        """The image's labels: the spec's, the OCI ones, its artifacts and its inputs."""
+        """The image's labels: the spec's, the OCI ones, its project, artifacts and inputs."""
         spec = node.spec
         parent_ref = self.project.ref(node.parent) if node.parent else node.base
         artifacts = {file: f"sha256:{d}" for file, d in sorted(staged.artifact_digests.items())}
         return {
             **dict(spec.labels),
             **oci_labels(self.project, spec, base=parent_ref),
+            PROJECT_LABEL: self.project.name,
             ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
             **fingerprint_labels(inputs),
         }

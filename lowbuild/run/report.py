@@ -22,6 +22,7 @@ from lowbuild.run.scheduler import FINISHED_OK, Event, Outcome
 if TYPE_CHECKING:  # the tables only read these; a build run need not import doctor
     from lowbuild.doctor import EngineReport
     from lowbuild.plan.planner import Plan
+    from lowbuild.run.images import FamilyImage, PruneResult
     from lowbuild.run.smoke import TestOutcome
 
 _STATE_STYLE = {
@@ -226,6 +227,77 @@ def doctor_bases_table(
         for check in report.family_bases:
             mark = Text("yes", style="green") if check.ok else Text("MISSING", style="yellow")
             table.add_row(report.engine, check.name, mark, Text(check.detail), Text(check.fix))
+    return table
+
+
+def human_bytes(count: int | None, *, signed: bool = False) -> str:
+    """A size the way `docker images` prints it (decimal units, 3 significant digits);
+    `signed`: with + or - in front. None: "-"."""
+    if count is None:
+        return "-"
+    sign = ("+" if count > 0 else "-" if count < 0 else "±") if signed else ""
+    value = float(abs(count)) if signed else float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            text = f"{value:.0f}" if unit == "B" else f"{value:.3g}"
+            return f"{sign}{text} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def images_table(rows: Sequence[FamilyImage]) -> Table:
+    """`lowbuild images`: each image's current build, what it adds over its parent, and
+    what changed since the build before it."""
+    table = Table(
+        title=f"lowbuild images ({sum(r.id is not None for r in rows)} of {len(rows)} built)"
+    )
+    table.add_column("image", style="bold")
+    table.add_column("tags", overflow="fold")
+    table.add_column("id")
+    table.add_column("size", justify="right")
+    table.add_column("adds", justify="right")
+    table.add_column("since the previous build", overflow="fold")
+    for row in rows:
+        if row.id is None:
+            table.add_row(row.name, "", "-", "-", "-", Text("not built", style="yellow"))
+            continue
+        if row.previous is None:
+            since = "no earlier build in the store"
+        else:
+            change = human_bytes(row.size_change, signed=True)
+            what = "; ".join(row.changes) or "same inputs"
+            since = f"{change} ({what}); was {row.previous.id.removeprefix('sha256:')[:12]}"
+        table.add_row(
+            row.name,
+            Text(", ".join(row.tags)),
+            row.id.removeprefix("sha256:")[:12],
+            human_bytes(row.size),
+            human_bytes(row.adds),
+            Text(since),
+        )
+    return table
+
+
+def prune_table(result: PruneResult) -> Table:
+    """`lowbuild prune`: the family's earlier builds, removed (or to be) or kept, and why."""
+    verb = "would remove" if result.dry_run else "removed"
+    table = Table(title=f"lowbuild prune: {verb} {len(result.removed)}, kept {len(result.kept)}")
+    table.add_column("image")
+    table.add_column("id")
+    table.add_column("built")
+    table.add_column("size", justify="right")
+    table.add_column(verb if result.dry_run else "done", overflow="fold")
+    for item in result.items:
+        outcome = (
+            Text(f"kept: {item.kept}", style="dim") if item.kept else Text(verb, style="green")
+        )
+        table.add_row(
+            item.ref,
+            item.id.removeprefix("sha256:")[:12],
+            item.created[:19].replace("T", " "),
+            human_bytes(item.size),
+            outcome,
+        )
     return table
 
 

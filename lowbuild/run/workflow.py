@@ -277,6 +277,64 @@ def run_clean(project_file: Path | None, *, wait: bool, err: Console) -> int:
     return 0
 
 
+def run_images(selection: Selection, *, as_json: bool, out: Console) -> int:
+    """`lowbuild images`: each image of the family as the engine stores it now."""
+    from lowbuild.run.images import family_images
+    from lowbuild.run.report import images_table
+
+    resolved = resolve(selection)
+    rows = family_images(resolved.project, resolved.engine)
+    if selection.names:
+        wanted = set(resolved.named)
+        rows = [row for row in rows if row.name in wanted]
+    if as_json:
+        document = {"engine": resolved.engine.name, "images": [row.to_json() for row in rows]}
+        out.file.write(json.dumps(document, indent=2) + "\n")
+    else:
+        out.print(images_table(rows))
+    return 0
+
+
+def run_prune(
+    selection: Selection,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    wait: bool,
+    out: Console,
+    err: Console,
+) -> int:
+    """`lowbuild prune`: remove the family's earlier builds, under the project lock (a
+    build of this project is never pruned mid-way). Exit 1 when the engine kept one."""
+    from lowbuild.run.images import prune_family
+    from lowbuild.run.report import human_bytes, prune_table
+    from lowbuild.run.session import project_lock
+
+    resolved = resolve(selection)
+    project = resolved.project
+
+    def notify(line: str) -> None:
+        err.print(line, highlight=False, markup=False)
+
+    with project_lock(project.root / STATE_DIR, wait=wait, notify=notify):
+        result = prune_family(project, resolved.engine, dry_run=dry_run, notify=notify)
+    if as_json:
+        out.file.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        out.print(prune_table(result))
+        if result.dry_run:
+            notify(f"dry run: nothing removed; {len(result.removed)} earlier builds would go")
+        elif result.freed is not None:
+            notify(
+                f"freed {human_bytes(result.freed)} ({resolved.engine.name}'s image storage: "
+                f"{human_bytes(result.store_before)} before, {human_bytes(result.store_after)} "
+                "after)"
+            )
+        else:
+            notify("nothing to prune: no earlier build of this family is left")
+    return EXIT_FAILED if any(item.kept.startswith("engine:") for item in result.kept) else 0
+
+
 def _build(
     selection: Selection,
     resolved: Resolved,
