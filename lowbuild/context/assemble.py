@@ -186,6 +186,16 @@ class _Members:
         with its parent directories; a SpecError when it would replace or go through a
         member already there."""
         image, clash = self.image, self.by_path.get(name)
+        if (
+            clash is not None
+            and member.origin == "artifact"
+            and (clash.origin, clash.kind, clash.content) == ("context", "file", member.content)
+        ):
+            # The pinned file already lies in the context (a tarball dropped beside the
+            # Dockerfile, as `lowbuild init` finds them): the same bytes, staged from the
+            # verified cache entry.
+            self.by_path[name] = member
+            return
         if clash is not None:
             other = "the context file" if clash.origin == "context" else "another " + clash.origin
             raise SpecError(

@@ -79,7 +79,9 @@ class DockerfileImages:
 
 
 @dataclass(frozen=True)
-class _Instruction:
+class Instruction:
+    """One logical instruction (`lowbuild init` reads them all; the plan only FROM & co.)."""
+
     keyword: str  # upper case
     value: str  # the rest, continuation lines joined
     line: int  # where the keyword is
@@ -110,7 +112,7 @@ def parse_dockerfile_text(
     global_args: dict[str, str | None] = {}
     stages: list[Stage] = []
     images: list[ImageUse] = []
-    for instruction in _instructions(text, path=path):
+    for instruction in instructions(text, path=path):
         where = Location(path, instruction.line)
         if instruction.keyword not in _KEYWORDS:
             raise SpecError("not a Dockerfile instruction (is this file a Dockerfile?)", where)
@@ -142,7 +144,7 @@ def parse_dockerfile_text(
 # ---- lines → instructions ----
 
 
-def _instructions(text: str, *, path: Path) -> Iterator[_Instruction]:
+def instructions(text: str, *, path: Path) -> Iterator[Instruction]:
     """Logical instructions: directives read, comments dropped, continuations joined,
     heredocs skipped."""
     lines = text.splitlines()
@@ -173,7 +175,7 @@ def _instructions(text: str, *, path: Path) -> Iterator[_Instruction]:
         keyword, value = match.group(1).upper(), match.group(2).strip()
         if keyword in ("RUN", "COPY", "ADD"):
             index = _skip_heredocs(value, lines, index)
-        yield _Instruction(keyword, value, start + 1)
+        yield Instruction(keyword, value, start + 1)
 
 
 def _directives(lines: list[str], *, path: Path) -> tuple[str, int]:
@@ -313,7 +315,7 @@ def _apply_operator(
 
 
 def _stage(
-    instruction: _Instruction,
+    instruction: Instruction,
     stages: list[Stage],
     global_args: Mapping[str, str | None],
     *,
@@ -358,7 +360,7 @@ def _stage_named(reference: str, stages: list[Stage]) -> Stage | None:
 
 
 def _from_flag(
-    instruction: _Instruction, global_args: Mapping[str, str | None], *, where: Location
+    instruction: Instruction, global_args: Mapping[str, str | None], *, where: Location
 ) -> str | None:
     """The source named by `COPY --from=X` or `RUN --mount=...,from=X`, if any."""
     for word in instruction.value.split():
@@ -376,7 +378,7 @@ def _from_flag(
 
 
 def _image_from_source(
-    source: str, stages: list[Stage], instruction: _Instruction, *, where: Location
+    source: str, stages: list[Stage], instruction: Instruction, *, where: Location
 ) -> ImageUse | None:
     """An image, when `source` is not an earlier stage (by name or index)."""
     if source.isdigit():

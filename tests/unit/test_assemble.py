@@ -222,6 +222,24 @@ def test_artifact_clashing_with_a_context_file_is_rejected(tmp_path: Path, cache
         context_digest(image)
 
 
+def test_an_artifact_already_lying_in_the_context_with_its_bytes_is_staged_once(
+    tmp_path: Path, cache: Cache
+) -> None:
+    context = make_context(tmp_path)
+    (context / "dropped.tar.gz").write_bytes(SOURCE)  # the pinned bytes, beside the Dockerfile
+    pinned = Artifact(file="dropped.tar.gz", urls=("https://example.invalid/x",), sha256=SOURCE_SHA)
+    cache.admit_file(context / "dropped.tar.gz", sha256=SOURCE_SHA)
+    staged = assemble_context(
+        web_image(context, artifacts=(pinned,)), cache=cache, stage_root=tmp_path / "stage"
+    )
+    assert (staged.path / "dropped.tar.gz").read_bytes() == SOURCE
+    assert staged.artifact_digests == {"dropped.tar.gz": SOURCE_SHA}
+
+    (context / "dropped.tar.gz").write_bytes(SOURCE + b"edited")  # not the pinned bytes
+    with pytest.raises(SpecError, match=r"dropped\.tar\.gz' clashes with the context file"):
+        context_digest(web_image(context, artifacts=(pinned,)))
+
+
 def test_inventory_gives_each_staged_file_its_content_digest(tmp_path: Path) -> None:
     context = make_context(tmp_path)
     inventory = take_inventory(web_image(context))
