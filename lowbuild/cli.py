@@ -617,12 +617,16 @@ def bundle_import_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle written by `lowbuild bundle export`.")],
     engine: EngineName = None,
     cache_dir: CacheDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Verify every member against the manifest, then admit the artifacts to the cache and
     load the images. Exit 4, with nothing imported, if any member does not match."""
     from lowbuild.run.exports import run_bundle_import
 
-    raise typer.Exit(run_bundle_import(bundle, engine=engine, cache_dir=cache_dir, out=_out()))
+    code = run_bundle_import(
+        bundle, engine=engine, cache_dir=cache_dir, as_json=as_json, out=_out(as_json=as_json)
+    )
+    raise typer.Exit(code)
 
 
 @bundle_app.command("ls")
@@ -669,6 +673,7 @@ def export_bake_command(
     ] = False,
     cache_dir: CacheDir = None,
     no_wait: NoWait = False,
+    as_json: AsJson = False,
 ) -> None:
     """Stage the contexts and write a `docker buildx bake` file for them. Build in waves
     (`bake wave-0`, `bake wave-1`, ...) so each FROM finds its parent locally."""
@@ -683,6 +688,8 @@ def export_bake_command(
         cache_dir=cache_dir,
         wait=not no_wait,
         err=err,
+        as_json=as_json,
+        console=_out(as_json=as_json),
     )
     raise typer.Exit(code)
 
