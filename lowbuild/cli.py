@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from lowbuild import __version__
-from lowbuild.errors import EXIT_INTERRUPTED, LowbuildError
+from lowbuild.errors import EXIT_INTERRUPTED, Interrupted, LowbuildError, error_kind
 from lowbuild.redact import redact
+from lowbuild.run.output_schemas import OUTPUT_NAMES
 
 app = typer.Typer(
     name="lowbuild",
@@ -191,22 +191,36 @@ def graph_command(
     raise typer.Exit(run_graph(file, graph_format=chosen, out=_out(as_json=as_json)))
 
 
+_SPEC_SCHEMAS = ("project", "image")
+
+
 @app.command("schema")
 def schema_command(
     which: Annotated[
-        str, typer.Argument(help="project (lowbuild.yaml) or image (image.yaml).")
+        str,
+        typer.Argument(
+            help="project (lowbuild.yaml), image (image.yaml), or the command whose --json "
+            f"output to describe: {', '.join(OUTPUT_NAMES)} (error: what a failed run "
+            "prints with --json).",
+        ),
     ] = "project",
 ) -> None:
-    """Print the JSON Schema of lowbuild.yaml or image.yaml, for editors and scripts.
+    """Print a JSON Schema (draft 2020-12): of lowbuild.yaml or image.yaml, for editors, or
+    of what a command prints with --json, for scripts (`lowbuild schema plan`).
 
-    Save it and name it on a spec's first line for yaml-language-server (VS Code's YAML
-    extension, neovim, helix): `# yaml-language-server: $schema=PATH`."""
+    Save a spec's schema and name it on the spec's first line for yaml-language-server
+    (VS Code's YAML extension, neovim, helix): `# yaml-language-server: $schema=PATH`."""
+    from lowbuild.run.output_schemas import output_schema
     from lowbuild.spec.schema import image_schema, project_schema
 
-    schemas = {"project": project_schema, "image": image_schema}
-    if which not in schemas:
-        raise typer.BadParameter(f"{which!r} is not project or image", param_hint="WHICH")
-    sys.stdout.write(json.dumps(schemas[which](), indent=2) + "\n")
+    if which in _SPEC_SCHEMAS:
+        schema = project_schema() if which == "project" else image_schema()
+    elif which in OUTPUT_NAMES:
+        schema = output_schema(which)
+    else:
+        names = ", ".join((*_SPEC_SCHEMAS, *OUTPUT_NAMES))
+        raise typer.BadParameter(f"{which!r} is not one of {names}", param_hint="WHICH")
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")
 
 
 @app.command("doctor")
@@ -736,7 +750,7 @@ def main() -> None:
 def _say_interrupted() -> None:
     err.print("interrupted")
     if _json_asked():
-        sys.stdout.write(json.dumps({"error": {"kind": "interrupted", "exit_code": 130}}) + "\n")
+        sys.stdout.write(json.dumps(error_record(Interrupted("interrupted")), indent=2) + "\n")
 
 
 def _json_asked() -> bool:
@@ -747,12 +761,12 @@ def _json_asked() -> bool:
 
 
 def error_record(exc: LowbuildError) -> dict[str, object]:
-    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run."""
+    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run
+    (its JSON Schema: `lowbuild schema error`)."""
     location = getattr(exc, "location", None)
-    kind = type(exc).__name__.removesuffix("Error") or type(exc).__name__
     return {
         "error": {
-            "kind": re.sub(r"(?<!^)(?=[A-Z])", "-", kind).lower(),  # SpecError → "spec"
+            "kind": error_kind(type(exc)),  # SpecError → "spec"
             "message": redact(str(exc)),
             "file": str(location.path) if location is not None else None,
             "line": location.line if location is not None else None,
