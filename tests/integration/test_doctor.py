@@ -7,7 +7,6 @@ themselves honour: CONTAINERS_CONF (podman reads only that file), CONTAINERS_STO
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_outputs import conforming
 
 from lowbuild.doctor.facts import cgroup_layout
 from lowbuild.engines.base import ENGINE_NAMES
@@ -35,7 +35,7 @@ def run_doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def reports_of(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
-    return {report["engine"]: report for report in json.loads(done.stdout)}
+    return {report["engine"]: report for report in conforming("doctor", done.stdout)}
 
 
 def checks_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
