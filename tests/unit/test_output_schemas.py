@@ -11,19 +11,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from filelock import FileLock
 from test_export_bake import write_family as write_bake_family
 from test_graph_cli import run_lowbuild, write_family
 from test_json_outputs import TOOL, TOOL_SHA, lowbuild_json, project_with_artifact
 
-from lowbuild.cli import error_record
 from lowbuild.context.pack import pack_deterministic
-from lowbuild.errors import Interrupted, error_kinds
+from lowbuild.errors import error_kinds
 from lowbuild.export.bundle import MANIFEST, MANIFEST_SUM, BundleMember, Manifest
 from lowbuild.run.output_schemas import OUTPUT_NAMES, output_schema
 
@@ -212,7 +217,29 @@ def test_failed_runs_print_an_error_object_that_matches_its_schema(tmp_path: Pat
     error = assert_conforms("error", json.loads(refused.stdout))["error"]
     assert error["kind"] == "verification" and "nothing was imported" in error["message"]
 
-    assert_conforms("error", error_record(Interrupted("interrupted")))  # Ctrl-C, SIGTERM
+
+def test_an_interrupted_run_prints_an_error_object_that_matches_its_schema(
+    tmp_path: Path,
+) -> None:
+    """Interrupted where the command has no cleanup of its own to report (waiting for the
+    project lock another run holds): the error object main() writes itself."""
+    write_family(tmp_path)
+    (tmp_path / ".lowbuild").mkdir()
+    with FileLock(tmp_path / ".lowbuild" / "lock"):
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "lowbuild", "clean"],
+            cwd=tmp_path,
+            env={**os.environ, "LOWBUILD_JSON": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # it is waiting for the lock by now
+        waiting.send_signal(signal.SIGTERM)
+        stdout, stderr = waiting.communicate(timeout=15)
+    assert waiting.returncode == 130, stderr
+    error = assert_conforms("error", json.loads(stdout))["error"]
+    assert (error["kind"], error["exit_code"]) == ("interrupted", 130)
 
 
 def test_the_error_schema_knows_every_kind_of_error() -> None:
