@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from lowbuild import __version__
-from lowbuild.errors import EXIT_INTERRUPTED, LowbuildError
+from lowbuild.errors import EXIT_INTERRUPTED, Interrupted, LowbuildError, error_kind
 from lowbuild.redact import redact
+from lowbuild.run.output_schemas import OUTPUT_NAMES
 
 app = typer.Typer(
     name="lowbuild",
@@ -191,22 +191,36 @@ def graph_command(
     raise typer.Exit(run_graph(file, graph_format=chosen, out=_out(as_json=as_json)))
 
 
+_SPEC_SCHEMAS = ("project", "image")
+
+
 @app.command("schema")
 def schema_command(
     which: Annotated[
-        str, typer.Argument(help="project (lowbuild.yaml) or image (image.yaml).")
+        str,
+        typer.Argument(
+            help="project (lowbuild.yaml), image (image.yaml), or the command whose --json "
+            f"output to describe: {', '.join(OUTPUT_NAMES)} (error: what a failed run "
+            "prints with --json).",
+        ),
     ] = "project",
 ) -> None:
-    """Print the JSON Schema of lowbuild.yaml or image.yaml, for editors and scripts.
+    """Print a JSON Schema (draft 2020-12): of lowbuild.yaml or image.yaml, for editors, or
+    of what a command prints with --json, for scripts (`lowbuild schema plan`).
 
-    Save it and name it on a spec's first line for yaml-language-server (VS Code's YAML
-    extension, neovim, helix): `# yaml-language-server: $schema=PATH`."""
+    Save a spec's schema and name it on the spec's first line for yaml-language-server
+    (VS Code's YAML extension, neovim, helix): `# yaml-language-server: $schema=PATH`."""
+    from lowbuild.run.output_schemas import output_schema
     from lowbuild.spec.schema import image_schema, project_schema
 
-    schemas = {"project": project_schema, "image": image_schema}
-    if which not in schemas:
-        raise typer.BadParameter(f"{which!r} is not project or image", param_hint="WHICH")
-    sys.stdout.write(json.dumps(schemas[which](), indent=2) + "\n")
+    if which in _SPEC_SCHEMAS:
+        schema = project_schema() if which == "project" else image_schema()
+    elif which in OUTPUT_NAMES:
+        schema = output_schema(which)
+    else:
+        names = ", ".join((*_SPEC_SCHEMAS, *OUTPUT_NAMES))
+        raise typer.BadParameter(f"{which!r} is not one of {names}", param_hint="WHICH")
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")
 
 
 @app.command("doctor")
@@ -679,12 +693,16 @@ def bundle_import_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle written by `lowbuild bundle export`.")],
     engine: EngineName = None,
     cache_dir: CacheDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Verify every member against the manifest, then admit the artifacts to the cache and
     load the images. Exit 4, with nothing imported, if any member does not match."""
     from lowbuild.run.exports import run_bundle_import
 
-    raise typer.Exit(run_bundle_import(bundle, engine=engine, cache_dir=cache_dir, out=_out()))
+    code = run_bundle_import(
+        bundle, engine=engine, cache_dir=cache_dir, as_json=as_json, out=_out(as_json=as_json)
+    )
+    raise typer.Exit(code)
 
 
 @bundle_app.command("ls")
@@ -731,6 +749,7 @@ def export_bake_command(
     ] = False,
     cache_dir: CacheDir = None,
     no_wait: NoWait = False,
+    as_json: AsJson = False,
 ) -> None:
     """Stage the contexts and write a `docker buildx bake` file for them. Build in waves
     (`bake wave-0`, `bake wave-1`, ...) so each FROM finds its parent locally."""
@@ -745,6 +764,8 @@ def export_bake_command(
         cache_dir=cache_dir,
         wait=not no_wait,
         err=err,
+        as_json=as_json,
+        console=_out(as_json=as_json),
     )
     raise typer.Exit(code)
 
@@ -791,7 +812,7 @@ def main() -> None:
 def _say_interrupted() -> None:
     err.print("interrupted")
     if _json_asked():
-        sys.stdout.write(json.dumps({"error": {"kind": "interrupted", "exit_code": 130}}) + "\n")
+        sys.stdout.write(json.dumps(error_record(Interrupted("interrupted")), indent=2) + "\n")
 
 
 def _json_asked() -> bool:
@@ -802,12 +823,12 @@ def _json_asked() -> bool:
 
 
 def error_record(exc: LowbuildError) -> dict[str, object]:
-    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run."""
+    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run
+    (its JSON Schema: `lowbuild schema error`)."""
     location = getattr(exc, "location", None)
-    kind = type(exc).__name__.removesuffix("Error") or type(exc).__name__
     return {
         "error": {
-            "kind": re.sub(r"(?<!^)(?=[A-Z])", "-", kind).lower(),  # SpecError → "spec"
+            "kind": error_kind(type(exc)),  # SpecError → "spec"
             "message": redact(str(exc)),
             "file": str(location.path) if location is not None else None,
             "line": location.line if location is not None else None,

@@ -11,6 +11,7 @@ Exit codes (also in README):
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,3 +133,22 @@ class Interrupted(LowbuildError):
     """Ctrl-C or SIGTERM: running work was stopped and cleaned up."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def error_kind(error: type[LowbuildError]) -> str:
+    """The `kind` the JSON error object gives a failure: the class name without `Error`,
+    its words joined by '-' (SpecError → "spec", OfflineMissing → "offline-missing")."""
+    name = error.__name__.removesuffix("Error") or error.__name__
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def error_kinds() -> tuple[str, ...]:
+    """Every kind a JSON error object can have, sorted (every error lowbuild raises is
+    LowbuildError or a subclass defined here)."""
+    found: set[str] = set()
+    pending: list[type[LowbuildError]] = [LowbuildError]
+    while pending:
+        error = pending.pop()
+        found.add(error_kind(error))
+        pending.extend(error.__subclasses__())
+    return tuple(sorted(found))

@@ -70,18 +70,45 @@ class BakeFile:
                 return each
         raise KeyError(name)
 
+    def wave_groups(self) -> tuple[str, ...]:
+        """The bake groups to build in turn: `wave-0`, `wave-1`, ..."""
+        return tuple(f"wave-{index}" for index in range(len(self.waves)))
+
     def render(self) -> str:
         """The bake file as JSON (bake reads `.json` files; keys sorted, stable bytes)."""
         groups: dict[str, dict[str, list[str]]] = {
             "default": {"targets": [t.name for t in self.targets]}
         }
-        for index, wave in enumerate(self.waves):
-            groups[f"wave-{index}"] = {"targets": list(wave)}
+        for group, wave in zip(self.wave_groups(), self.waves, strict=True):
+            groups[group] = {"targets": list(wave)}
         document = {
             "group": groups,
             "target": {t.name: t.to_json() for t in self.targets},
         }
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+    def summary(self, *, file: Path, stage: Path) -> dict[str, object]:
+        """What `export bake --json` prints: the bake file written to `file`, the stage
+        dir, the waves to build in turn, each image's target, and the images left out."""
+        return {
+            "file": str(file),
+            "stage": str(stage),
+            "waves": [
+                {"group": group, "targets": list(wave)}
+                for group, wave in zip(self.wave_groups(), self.waves, strict=True)
+            ],
+            "targets": [
+                {
+                    "image": t.name,
+                    "target": t.name,
+                    "context": str(t.context),
+                    "dockerfile": str(t.dockerfile),
+                    "tags": list(t.tags),
+                }
+                for t in self.targets
+            ],
+            "skipped": list(self.skipped),
+        }
 
 
 def bake_file(

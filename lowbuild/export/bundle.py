@@ -25,7 +25,7 @@ import json
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
@@ -386,38 +386,94 @@ class _Staged:
 
 
 @dataclass(frozen=True)
+class ImportedArtifact:
+    """An artifact of the bundle, now in the cache: `name` is the manifest's (the file
+    name(s) the project gives these bytes, comma-joined); `already_present` when the
+    cache held an entry with these bytes before the import."""
+
+    name: str
+    sha256: str
+    size: int
+    path: Path
+    already_present: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    """An image of the bundle, now in the engine under `ref` with ID `id`;
+    `already_present` when the engine had `ref` at the manifest's ID before the load."""
+
+    ref: str
+    id: str
+    built: bool
+    image: str | None
+    fingerprint: str | None
+    already_present: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ImportResult:
     manifest: Manifest
-    artifacts: tuple[str, ...]  # sha256 admitted (or already present)
-    images: tuple[tuple[str, str], ...]  # (ref, ID) now in the engine
+    artifacts: tuple[ImportedArtifact, ...]  # admitted (or already present)
+    images: tuple[ImportedImage, ...]  # now in the engine
+    engine: str | None  # the engine loaded into (None: the bundle held no image)
 
 
-def import_bundle(bundle: Path, *, engine: Engine, cache: Cache) -> ImportResult:
+def import_bundle(bundle: Path, *, engine: Callable[[], Engine], cache: Cache) -> ImportResult:
     """Verify every member of `bundle`, then admit its artifacts to `cache` and load its
-    images into `engine` (re-tagging refs a load did not restore).
+    images into `engine()` (re-tagging refs a load did not restore).
 
     Verification comes first and covers everything: any problem is one
     VerificationError listing every bad member, and nothing is admitted or loaded.
+    The engine is asked for (`engine()`, which may raise EngineUnavailable) after
+    verification and before anything is admitted, and only when the bundle holds images:
+    a bundle of artifacts alone needs no engine.
     """
     cache.root.mkdir(parents=True, exist_ok=True)
     # Inside the cache root: the same filesystem, and away from the entries (a dot dir).
     with tempfile.TemporaryDirectory(prefix=".bundle-import-", dir=cache.root) as scratch:
         manifest, staged = _verify_into(bundle, Path(scratch))
-        admitted: list[str] = []
+        chosen = engine() if manifest.images else None
+        admitted: list[ImportedArtifact] = []
         for member in manifest.members:
             if member.kind == "artifact":
-                cache.admit_file(staged[member.path].path, sha256=member.sha256)
-                admitted.append(member.sha256)
-        loaded: list[tuple[str, str]] = []
-        for image in manifest.images:
-            engine.load(staged[image.archive].path)
-            info = engine.inspect_image(image.ref)
-            if info is None:
-                # A load that keeps only the ID (no RepoTags): name it as the manifest does.
-                engine.tag(image.id, image.ref)
-                info = engine.inspect_image(image.ref)
-            loaded.append((image.ref, info.id if info else image.id))
-    return ImportResult(manifest=manifest, artifacts=tuple(admitted), images=tuple(loaded))
+                path, added = cache.admit(staged[member.path].path, sha256=member.sha256)
+                admitted.append(
+                    ImportedArtifact(member.name, member.sha256, member.size, path, not added)
+                )
+        loaded: list[ImportedImage] = []
+        if chosen is not None:
+            before = chosen.inspect_images([image.ref for image in manifest.images])
+            for image in manifest.images:
+                chosen.load(staged[image.archive].path)
+                info = chosen.inspect_image(image.ref)
+                if info is None:
+                    # A load that keeps only the ID (no RepoTags): name it as the manifest does.
+                    chosen.tag(image.id, image.ref)
+                    info = chosen.inspect_image(image.ref)
+                had = before.get(image.ref)
+                loaded.append(
+                    ImportedImage(
+                        ref=image.ref,
+                        id=info.id if info else image.id,
+                        built=image.built,
+                        image=image.image,
+                        fingerprint=image.fingerprint,
+                        already_present=had is not None and had.id == image.id,
+                    )
+                )
+    return ImportResult(
+        manifest=manifest,
+        artifacts=tuple(admitted),
+        images=tuple(loaded),
+        engine=chosen.name if chosen is not None else None,
+    )
 
 
 def verify_bundle(bundle: Path) -> Manifest:

@@ -47,18 +47,32 @@ def run_bundle_export(
 
 
 def run_bundle_import(
-    bundle: Path, *, engine: str | None, cache_dir: Path | None, out: Console
+    bundle: Path, *, engine: str | None, cache_dir: Path | None, as_json: bool, out: Console
 ) -> int:
-    """`lowbuild bundle import`: verify every member, then fill the cache and the engine."""
-    from lowbuild.engines.detect import select_engine
+    """`lowbuild bundle import`: verify every member, then fill the cache and the engine
+    (chosen only when the bundle holds images: artifacts alone need none)."""
+    from lowbuild.engines.detect import known_name, select_engine
     from lowbuild.export.bundle import import_bundle
 
+    if engine:
+        known_name(engine)  # a typo is bad input even for a bundle without images
     cache = Cache(default_cache_root(cache_dir))
-    result = import_bundle(bundle, engine=select_engine(engine), cache=cache)
-    for sha in result.artifacts:
-        _say(out, f"artifact sha256:{sha} in {cache.root}")
-    for ref, image_id in result.images:
-        _say(out, f"image {ref} {image_id}")
+    result = import_bundle(bundle, engine=lambda: select_engine(engine), cache=cache)
+    if as_json:
+        document = {
+            "bundle": str(bundle.absolute()),
+            "project": result.manifest.project,
+            "engine": result.engine,
+            "cache": str(cache.root),
+            "artifacts": [a.to_json() for a in result.artifacts],
+            "images": [i.to_json() for i in result.images],
+        }
+        out.file.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    for artifact in result.artifacts:
+        _say(out, f"artifact sha256:{artifact.sha256} in {cache.root}")
+    for image in result.images:
+        _say(out, f"image {image.ref} {image.id}")
     return 0
 
 
@@ -85,8 +99,11 @@ def run_export_bake(
     cache_dir: Path | None,
     wait: bool,
     err: Console,
+    as_json: bool,
+    console: Console,
 ) -> int:
-    """`lowbuild export bake`: stage the contexts and write a bake file building them."""
+    """`lowbuild export bake`: stage the contexts and write a bake file building them;
+    with `as_json`, say what was written on `console` (stdout) as one JSON document."""
     from lowbuild.export.bake import export_bake
     from lowbuild.plan.graph import build_graph
     from lowbuild.sources.progress import reporter_for
@@ -94,6 +111,8 @@ def run_export_bake(
 
     project = load_project(project_file)
     cache = Cache(default_cache_root(cache_dir))
+    # Absolute: the bake file's contexts then do not depend on where bake runs.
+    stage_root = (stage or project.root / STATE_DIR / "bake-stage").absolute()
     with (
         project_session(project, engine=None, wait=wait, err=err),
         reporter_for(err) as reporter,
@@ -103,13 +122,16 @@ def run_export_bake(
             build_graph(project),
             names=names,
             cache=cache,
-            stage_root=stage or project.root / STATE_DIR / "bake-stage",
+            stage_root=stage_root,
             out=out,
             offline=offline,
             reporter=reporter,
         )
-    waves = " then ".join(f"wave-{i}" for i in range(len(bake.waves)))
+    waves = " then ".join(bake.wave_groups())
     _say(err, f"wrote {out}: {len(bake.targets)} target(s); build with bake {waves}")
     if bake.skipped:
         _say(err, f"left out (commit recipes, no bake equivalent): {', '.join(bake.skipped)}")
+    if as_json:
+        document = bake.summary(file=out.absolute(), stage=stage_root)
+        console.file.write(json.dumps(document, indent=2) + "\n")
     return 0

@@ -381,17 +381,22 @@ class Cache:
     def admit_file(self, source: Path, *, sha256: str, sha512: str | None = None) -> Path:
         """Copy `source` into the cache as `sha256`, verifying it; a no-op if an entry whose
         bytes still verify is already there (a corrupt one is replaced)."""
+        return self.admit(source, sha256=sha256, sha512=sha512)[0]
+
+    def admit(self, source: Path, *, sha256: str, sha512: str | None = None) -> tuple[Path, bool]:
+        """`admit_file`, also saying whether the entry was written now (False: an entry
+        whose bytes still verify was already there)."""
         with self.entry_lock(sha256):
             if self.contains(sha256):
                 try:
-                    return self.verified_entry(sha256, name=source.name)
+                    return self.verified_entry(sha256, name=source.name), False
                 except VerificationError:
                     pass  # rotted: the verified bytes from `source` replace it below
             with self.writer(sha256=sha256, sha512=sha512) as w, source.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     w.write(chunk)
                 try:
-                    return w.commit()
+                    return w.commit(), True
                 except VerificationError as exc:
                     raise VerificationError(f"{source}: {exc}") from None
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from json_outputs import conforming
 from live_services import in_network_namespace, network_namespace, running_registry
 
 BASE = "localhost/lowbuild/busybox:latest"
@@ -197,6 +198,7 @@ def test_offline_build_without_network_from_an_imported_bundle(
         str(exported.bundle),
         "--engine",
         "podman",
+        "--json",
         env=fresh_host.env,
         no_net=True,
     )
@@ -205,6 +207,20 @@ def test_offline_build_without_network_from_an_imported_bundle(
     assert (fresh_host.cache / "sha256" / PAYLOAD_SHA).read_bytes() == PAYLOAD
     refs = [line.split()[0] for line in fresh_host.images()]
     assert BASE in refs and f"localhost/{exported.namespace}/base:latest" in refs
+    # What it says it did: the artifact admitted, each image loaded, nothing there before.
+    said = conforming("bundle-import", imported.stdout)
+    assert said["engine"] == "podman" and said["project"] == "bundletest"
+    assert [(a["name"], a["sha256"], a["already_present"]) for a in said["artifacts"]] == [
+        ("payload.txt", PAYLOAD_SHA, False)
+    ]
+    assert Path(said["artifacts"][0]["path"]).read_bytes() == PAYLOAD
+    loaded = {image["ref"]: image for image in said["images"]}
+    assert set(loaded) == {BASE, f"{exported.namespace}/base:latest"}
+    assert loaded[f"{exported.namespace}/base:latest"]["built"] is True
+    assert loaded[f"{exported.namespace}/base:latest"]["fingerprint"].startswith("sha256:")
+    assert not any(image["already_present"] for image in said["images"])
+    ids = dict(line.split() for line in fresh_host.images())
+    assert ids[BASE].removeprefix("sha256:")[:12] in loaded[BASE]["id"]
 
     built = exported.lowbuild(
         "build",
@@ -218,7 +234,7 @@ def test_offline_build_without_network_from_an_imported_bundle(
     )
 
     assert built.returncode == 0, built.stdout + built.stderr
-    records = {r["image"]: r for r in json.loads(built.stdout)}
+    records = {r["image"]: r for r in conforming("build", built.stdout)}
     # The bundled base carried its fingerprint: it is not rebuilt; app is built offline.
     assert records["base"]["state"] == "up-to-date"
     assert records["app"]["state"] == "built"
@@ -272,13 +288,15 @@ def test_an_air_gapped_farm_imports_builds_and_publishes_to_its_own_registry(
         prefix = f"{registry.host}/farm"
         assert lowbuild("bundle", "import", str(exported.bundle)).returncode == 0
         built = lowbuild(
-            "build", "--offline", "--test", "--push", "--to", prefix, "--no-tls-verify"
+            "build", "--offline", "--test", "--push", "--to", prefix, "--no-tls-verify", "--json"
         )
         assert built.returncode == 0, built.stdout + built.stderr
+        for record in conforming("build", built.stdout):  # with its test and its push
+            assert record["test"]["passed"] and record["push"][0]["pushed"], record
         pushed = lowbuild("push", "--to", prefix, "--no-tls-verify", "--json")
 
         assert pushed.returncode == 0, pushed.stderr
-        records = {r["image"]: r for r in json.loads(pushed.stdout)}
+        records = {r["image"]: r for r in conforming("push", pushed.stdout)}
         assert set(records) == {"base", "app"}
         assert all(r["pushed"] and r["unchanged"] for r in records.values())  # --push did it
         # Pulled back by digest inside the gap (the local copy removed first): the same image.

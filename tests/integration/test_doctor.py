@@ -8,7 +8,6 @@ image (its probe is FROM scratch); a project's missing base is reported on its o
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_outputs import conforming
 
 from lowbuild.doctor.facts import cgroup_layout
 from lowbuild.engines.base import ENGINE_NAMES
@@ -36,7 +36,7 @@ def run_doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def reports_of(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
-    return {report["engine"]: report for report in json.loads(done.stdout)}
+    return {report["engine"]: report for report in conforming("doctor", done.stdout)}
 
 
 def checks_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

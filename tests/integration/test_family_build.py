@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from json_outputs import conforming
 
 BASE = "localhost/lowbuild/busybox:latest"
 BRANCHES = {"a": None, "b": "a", "c": "b", "d": "a", "e": "d"}
@@ -45,7 +46,7 @@ class Family:
 
     def build_json(self, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
         result = self.lowbuild("build", "--engine", "podman", "--json", "--jobs", "2", *args)
-        records = json.loads(result.stdout) if result.stdout.strip() else []
+        records = conforming("build", result.stdout) if result.stdout.strip() else []
         if isinstance(records, dict):  # {"error": …}: the run failed before any image
             assert set(records) == {"error"}, records
             records = []
@@ -178,14 +179,14 @@ def test_second_build_builds_nothing_and_sends_nothing_to_the_engine(family: Fam
     assert code == 0, stderr
     assert {r["state"] for r in records.values()} == {"up-to-date"}
     assert _builds(family.engine_calls()) == []
-    plan = json.loads(family.lowbuild("plan", "--engine", "podman", "--json").stdout)
+    plan = conforming("plan", family.lowbuild("plan", "--engine", "podman", "--json").stdout)
     assert {image["action"] for image in plan["images"]} == {"up-to-date"}
 
 
 def test_changed_file_in_parent_rebuilds_it_and_descendants_only(family: Family) -> None:
     assert family.build_json()[0] == 0
     (family.root / "contexts" / "d" / "d.txt").write_text("d, changed\n")
-    plan = json.loads(family.lowbuild("plan", "--engine", "podman", "--json").stdout)
+    plan = conforming("plan", family.lowbuild("plan", "--engine", "podman", "--json").stdout)
     actions = {image["image"]: image for image in plan["images"]}
     assert actions["d"]["action"] == "build"
     assert any("d.txt" in reason for reason in actions["d"]["reasons"]), actions["d"]

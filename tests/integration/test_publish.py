@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from json_outputs import conforming
 from live_services import (
     BASE_IMAGE,
     Registry,
@@ -186,7 +187,7 @@ def test_pulled_by_digest_the_image_is_the_one_built(family: Family, registry: R
     assert family.lowbuild("build", "base").returncode == 0
     pushed = family.lowbuild("push", "base", "--to", prefix, "--no-tls-verify", "--json")
     assert pushed.returncode == 0, pushed.stderr
-    [record] = json.loads(pushed.stdout)
+    [record] = conforming("push", pushed.stdout)
     assert record["pushed"] and record["ref"].startswith(f"{prefix}/base@sha256:")
     local_id = _podman("image", "inspect", "--format", "{{.Id}}", f"{family.namespace}/base:1")
     _podman("rmi", f"{family.namespace}/base:1", f"{family.namespace}/base:1.0")

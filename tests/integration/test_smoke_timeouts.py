@@ -12,7 +12,6 @@ answers at once).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from containers import containers
+from json_outputs import conforming
 from live_services import BASE_IMAGE
 
 from lowbuild.engines.base import BuildRequest, Engine
@@ -220,7 +220,7 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
         assert f"✗ test sleepy: lowbuild-test-sleepy-{value}/sleepy:latest: {shown}" in (
             built.stderr
         )
-        (record,) = json.loads(built.stdout)
+        (record,) = conforming("build", built.stdout)
         assert record["state"] == "built"
         assert record["test"]["passed"] is False
         assert shown in record["test"]["detail"]
@@ -233,6 +233,10 @@ def test_build_test_and_lowbuild_test_report_the_timeout_and_exit_1(tmp_path: Pa
         assert shown in tested.stdout  # the table's detail
         log = root / ".lowbuild" / "logs" / "latest" / "sleepy.log"
         assert shown in log.read_text()
+        tested, _ = lowbuild("test", "sleepy", "--json")
+        assert tested.returncode == 1, tested.stderr
+        [result] = conforming("test", tested.stdout)
+        assert result["passed"] is False and shown in result["detail"]
     finally:
         left = subprocess.run(
             ["podman", "ps", "--all", "--quiet", "--filter", f"label={MARKER}={value}"],

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from test_graph_cli import write_family
+from test_graph_cli import run_lowbuild, write_family
 
 TOOL = b"a tool\n"
 TOOL_SHA = hashlib.sha256(TOOL).hexdigest()
@@ -32,14 +29,8 @@ def project_with_artifact(root: Path) -> Path:
 
 
 def lowbuild_json(root: Path, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "lowbuild", *args, "--json"],
-        cwd=root,
-        env={**os.environ, "LOWBUILD_CACHE": str(root / "cache")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """stdout of `lowbuild ARGS --json` in `root` (cache: root/cache), which must succeed."""
+    done = run_lowbuild(*args, "--json", cwd=root, env={"LOWBUILD_CACHE": str(root / "cache")})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
