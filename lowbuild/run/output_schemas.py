@@ -197,8 +197,62 @@ def _doctor() -> Schema:
                 "ok": _BOOL,
                 "version": _STR_OR_NULL,
                 "checks": _list(check),
+                "family_bases": {
+                    **_list(check),
+                    "description": "inside a project, for a working engine: one check per "
+                    "external base image (its name is the image's)",
+                },
             }
         )
+    )
+
+
+_SIZE: Schema = {"type": ["integer", "null"], "description": "bytes, from the engine's inspect"}
+
+
+def _images() -> Schema:
+    previous = _record({"id": _STR, "size": _SIZE, "created": _STR_OR_NULL})
+    image = _record(
+        {
+            "image": _STR,
+            "ref": _STR,
+            "built": _BOOL,
+            "id": _STR_OR_NULL,
+            "tags": _STRINGS,
+            "size": _SIZE,
+            "created": _STR_OR_NULL,
+            "parent": {**_STR_OR_NULL, "description": "a family image's name or a base's ref"},
+            "adds": {"type": ["integer", "null"], "description": "size over the parent's"},
+            "previous": {"anyOf": [previous, {"type": "null"}]},
+            "changes": {**_STRINGS, "description": "which inputs differ from the previous"},
+            "size_change": {"type": ["integer", "null"]},
+        }
+    )
+    return _record({"engine": _enum(_engine_names()), "images": _list(image)})
+
+
+def _prune() -> Schema:
+    item = _record(
+        {
+            "id": _STR,
+            "ref": _STR,
+            "tags": _STRINGS,
+            "size": _SIZE,
+            "created": _STR_OR_NULL,
+            "removed": _BOOL,
+            "kept": {**_STR_OR_NULL, "description": "why it stays; null when removed"},
+        }
+    )
+    measured = {"type": ["integer", "null"], "minimum": 0}
+    return _record(
+        {
+            "dry_run": _BOOL,
+            "removed": _list(item),
+            "kept": _list(item),
+            "freed": {**measured, "description": "bytes; null on a dry run or nothing removed"},
+            "store_before": measured,
+            "store_after": measured,
+        }
     )
 
 
@@ -309,6 +363,8 @@ _OUTPUTS: dict[str, tuple[str, str, Callable[[], Schema]]] = {
     "build": ("build --json", "run/workflow.py _report", _build),
     "test": ("test --json", "run/report.py test_record", _test),
     "push": ("push --json", "run/publish.py PushOutcome.to_json", _push),
+    "images": ("images --json", "run/images.py FamilyImage.to_json", _images),
+    "prune": ("prune --json", "run/images.py PruneResult.to_json", _prune),
     "error": ("COMMAND --json", "cli.py error_record", _error),
 }
 # Each name is the command whose `--json` output it describes, its words joined by '-'.

@@ -8,7 +8,6 @@ the engine's storage total must show going away.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_outputs import conforming
 from live_services import BASE_IMAGE
 
 from lowbuild.engines.base import Engine
@@ -40,9 +40,10 @@ def lowbuild(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def as_json(root: Path, *args: str) -> Any:
+    """The command's --json document, held against its schema (`lowbuild schema NAME`)."""
     done = lowbuild(root, *args, "--json")
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return conforming(args[0], done.stdout)
 
 
 def write_image(root: Path, name: str, base: str, text: str, parent: str | None = None) -> None:
