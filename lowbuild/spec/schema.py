@@ -48,7 +48,7 @@ def _text_map(description: str) -> dict[str, Any]:
 
 
 _SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TEST_TIMEOUT_S}
-_NAME = _text("Lowercase letters, digits, '.', '_', '-'.", pattern=load._NAME.pattern)
+_NAME = _text("Lowercase letters, digits, '.', '_', '-'.", pattern=load.NAME_PATTERN.pattern)
 
 
 def project_schema() -> dict[str, Any]:
@@ -60,7 +60,7 @@ def project_schema() -> dict[str, Any]:
             {
                 "name": _NAME,
                 "namespace": _text("Image namespace: web becomes NAMESPACE/web."),
-                "tag": _text("The tag every image gets.", pattern=load._TAG.pattern),
+                "tag": _text("The tag every image gets.", pattern=load.TAG_PATTERN.pattern),
                 "engine": {"enum": list(ENGINE_NAMES), "description": "The default engine."},
                 "contexts": _list(_TEXT, "Context directories or globs (default contexts/*)."),
                 "mirrors": _list(
@@ -74,7 +74,7 @@ def project_schema() -> dict[str, Any]:
                     _record(
                         {
                             "ref": _text("An external base image."),
-                            "id": _text("Its image ID.", pattern=load._IMAGE_ID.pattern),
+                            "id": _text("Its image ID.", pattern=load.IMAGE_ID_PATTERN.pattern),
                         },
                         required=("ref", "id"),
                     ),
@@ -83,7 +83,7 @@ def project_schema() -> dict[str, Any]:
                 "max-download": {
                     "oneOf": [
                         {"type": "integer", "minimum": 1},
-                        {"type": "string", "pattern": load._BYTE_SIZE.pattern},
+                        {"type": "string", "pattern": load.BYTE_SIZE_PATTERN.pattern},
                     ],
                     "description": "Largest artifact download, e.g. 2 GiB.",
                 },
@@ -92,7 +92,7 @@ def project_schema() -> dict[str, Any]:
                         {
                             "name": _NAME,
                             "prefix": _text(
-                                "host[:port][/path]", pattern=load._REGISTRY_PREFIX.pattern
+                                "host[:port][/path]", pattern=load.REGISTRY_PREFIX_PATTERN.pattern
                             ),
                             "tls-verify": {"type": "boolean"},
                         },
@@ -137,7 +137,7 @@ def image_schema() -> dict[str, Any]:
                 "parent": _NAME,
                 "kind": {"enum": ["dockerfile", "commit"]},
                 "dockerfile": _TEXT,
-                "tags": _list(_text("A tag.", pattern=load._TAG.pattern), "Extra tags."),
+                "tags": _list(_text("A tag.", pattern=load.TAG_PATTERN.pattern), "Extra tags."),
                 "args": _text_map("Build args."),
                 "labels": _text_map("Image labels."),
                 "network": {"enum": ["default", "none", "host"]},
@@ -146,8 +146,8 @@ def image_schema() -> dict[str, Any]:
                         {
                             "file": _TEXT,
                             "urls": _list(_TEXT, "Tried in order."),
-                            "sha256": _text("64 hex digits.", pattern=load._SHA256.pattern),
-                            "sha512": _text("128 hex digits.", pattern=load._SHA512.pattern),
+                            "sha256": _text("64 hex digits.", pattern=load.SHA256_PATTERN.pattern),
+                            "sha512": _text("128 hex digits.", pattern=load.SHA512_PATTERN.pattern),
                             "size": {"type": "integer", "minimum": 0},
                         },
                         required=("file", "urls", "sha256"),

@@ -28,8 +28,8 @@ def valid(schema: dict[str, Any], text: str) -> bool:
 
 def test_the_schemas_are_valid_json_schema_with_the_loaders_keys() -> None:
     for schema, keys in (
-        (project_schema(), load._PROJECT_KEYS),
-        (image_schema(), load._IMAGE_KEYS),
+        (project_schema(), load.PROJECT_KEYS),
+        (image_schema(), load.IMAGE_KEYS),
     ):
         jsonschema.Draft202012Validator.check_schema(schema)
         assert sorted(schema["properties"]) == sorted(keys)
