@@ -130,7 +130,10 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
     """
     project_file = _project_file(path)
     doc = _Document.read(project_file)
-    found = doc.attempt(lambda: _project(doc))
+    try:
+        found = doc.attempt(lambda: _project(doc))
+    except _TooManyMistakes:
+        raise doc.report(stopped=True) from None
     errors = [doc.report()] if doc.mistakes else []
     images: tuple[ImageSpec, ...] = ()
     if found is not None and found[1] is not None:
@@ -178,6 +181,15 @@ def _project(doc: _Document) -> tuple[Project, list[Path] | None]:
 
 
 MAX_REPORTED_ERRORS = 20
+# A spec with more mistakes than this is not read further: a file that is all mistakes
+# would cost time and memory for nothing shown (a run shows the first
+# MAX_REPORTED_ERRORS of them anyway).
+MAX_MISTAKES_READ = 10 * MAX_REPORTED_ERRORS
+
+
+class _TooManyMistakes(Exception):
+    """Raised by _Document.keep at MAX_MISTAKES_READ mistakes: stop reading this file.
+    Not a SpecError, so that no attempt() along the way swallows it."""
 
 
 def _read_images(
@@ -188,6 +200,8 @@ def _read_images(
     images: list[ImageSpec] = []
     errors: list[SpecError] = []
     for directory in directories:
+        if sum(len(error.mistakes) for error in errors) >= MAX_MISTAKES_READ:
+            raise SpecError.several(errors, limit=MAX_REPORTED_ERRORS, stopped=True)
         try:
             images.append(_image(directory, allow_missing_digests=allow_missing_digests))
         except SpecError as exc:
@@ -373,14 +387,20 @@ class _Document:
 
     def note(self, message: str, node: yaml.Node) -> None:
         """A mistake after which reading the same part goes on."""
-        self.mistakes.append(SpecError(message, self.at(node)))
+        self.keep(SpecError(message, self.at(node)))
+
+    def keep(self, error: SpecError) -> None:
+        """Keep `error`'s mistakes; at MAX_MISTAKES_READ of them, stop reading the file."""
+        self.mistakes.extend(error.mistakes)
+        if len(self.mistakes) >= MAX_MISTAKES_READ:
+            raise _TooManyMistakes
 
     def attempt(self, read: Callable[[], _T]) -> _T | None:
         """read(), or None when it stopped at a mistake (kept, with any it noted before)."""
         try:
             return read()
         except SpecError as exc:
-            self.mistakes.extend(exc.mistakes)
+            self.keep(exc)
             return None
 
     def sound(self, read: Callable[[], _T]) -> _T | None:
@@ -409,10 +429,10 @@ class _Document:
             try:
                 found.append(read(index, item))
             except SpecError as exc:
-                self.mistakes.extend(exc.mistakes)
+                self.keep(exc)
         return found
 
-    def report(self) -> SpecError:
+    def report(self, *, stopped: bool = False) -> SpecError:
         """The mistakes found, in line order, as one SpecError."""
         ordered = sorted(
             self.mistakes,
@@ -421,11 +441,14 @@ class _Document:
                 error.location.column or 0 if error.location else 0,
             ),
         )
-        return SpecError.several(ordered, limit=MAX_REPORTED_ERRORS)
+        return SpecError.several(ordered, limit=MAX_REPORTED_ERRORS, stopped=stopped)
 
     def checked(self, read: Callable[[], _T]) -> _T:
         """read() when it found no mistake in this file; else every mistake it found."""
-        result = self.attempt(read)
+        try:
+            result = self.attempt(read)
+        except _TooManyMistakes:
+            raise self.report(stopped=True) from None
         if self.mistakes or result is None:
             raise self.report()
         return result
@@ -557,7 +580,7 @@ class _Document:
                 seen.add(key)
                 pairs.append((key_node, key, self.text(value_node, what=f"{what}.{key}")))
             except SpecError as exc:
-                self.mistakes.extend(exc.mistakes)
+                self.keep(exc)
         return pairs
 
     def choice(
@@ -775,7 +798,7 @@ def _context_directories(doc: _Document, node: yaml.Node | None) -> list[Path]:
         try:
             found.update(dict.fromkeys(_expand_context_entry(root, pattern, origin)))
         except SpecError as exc:
-            doc.mistakes.extend(exc.mistakes)
+            doc.keep(exc)
     return list(found)
 
 

@@ -1,6 +1,7 @@
 """Every independent mistake of a spec in one run, through the real command line: each
 as FILE:LINE, a file's in line order, up to the cap, with exit 2; a mistake that only
-follows from another is not reported a second time."""
+follows from another is not reported a second time; a spec that is all mistakes is not
+read to its end."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from test_graph_cli import run_lowbuild, write_family
 
-from lowbuild.spec.load import MAX_REPORTED_ERRORS
+from lowbuild.spec.load import MAX_MISTAKES_READ, MAX_REPORTED_ERRORS
 
 
 def mistakes(project: Path, *args: str) -> tuple[list[str], dict[str, object]]:
@@ -113,6 +114,41 @@ def test_the_report_stops_at_the_cap_and_says_how_many_more(tmp_path: Path) -> N
         f"... and {50 - 20} more (fix these and run again)",
         "50 mistakes in 1 file",
     ]
+
+
+def test_a_spec_that_is_all_mistakes_is_not_read_to_its_end(tmp_path: Path) -> None:
+    """Reading stops at MAX_MISTAKES_READ mistakes (a file of 50 000 would cost time and
+    memory for nothing shown), and the report says there may be more."""
+    write_family(tmp_path)
+    web = tmp_path / "contexts" / "web" / "image.yaml"
+    web.write_text("name: web\nparent: base\ntags:\n" + "  - 'x x'\n" * 50_000)
+
+    lines, _record = mistakes(tmp_path)
+
+    assert len([line for line in lines if line.startswith(f"{web}:")]) == MAX_REPORTED_ERRORS
+    assert lines[-2:] == [
+        f"... and {MAX_MISTAKES_READ - MAX_REPORTED_ERRORS} more (fix these and run again)",
+        f"at least {MAX_MISTAKES_READ} mistakes in 1 file (too many: the reading stopped there)",
+    ]
+
+
+def test_after_enough_mistakes_no_further_image_yaml_is_read(tmp_path: Path) -> None:
+    write_family(tmp_path)
+    for name in ("a", "b", "c"):
+        context = tmp_path / "contexts" / name
+        context.mkdir()
+        (context / "Dockerfile").write_text("FROM lowbuild/base\n")
+        (context / "image.yaml").write_text(
+            f"name: {name}\nparent: base\ntags:\n" + "  - 'x x'\n" * (MAX_MISTAKES_READ - 1)
+        )
+
+    lines, _record = mistakes(tmp_path)
+
+    # a and b are read (each just under the ceiling), c is not.
+    assert lines[-1] == (
+        f"at least {2 * (MAX_MISTAKES_READ - 1)} mistakes in 2 files "
+        "(too many: the reading stopped there)"
+    )
 
 
 def test_a_mistake_that_follows_from_another_is_not_reported_again(tmp_path: Path) -> None:
