@@ -2,8 +2,10 @@
 
 Every message names the file and line it is about: the YAML is composed into
 nodes (which keep their start line) and read section by section, one small
-function per section. Checks that need the whole family (parents, FROM lines,
-cycles) live in lowbuild.plan.graph.
+function per section. A mistake does not stop the reading: it is kept (see
+_Document.attempt), the parts that do not depend on it are still read, and one
+SpecError names every mistake of every file, each file's in line order. Checks that
+need the whole family (parents, FROM lines, cycles) live in lowbuild.plan.graph.
 """
 
 from __future__ import annotations
