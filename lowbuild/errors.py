@@ -55,7 +55,39 @@ class SpecError(LowbuildError):
 
     def __init__(self, message: str, location: Location | None = None) -> None:
         self.location = location
+        # The independent mistakes this error reports: itself, or those of `several`;
+        # `stopped`: reading stopped before the end (too many), so there may be more.
+        self.mistakes: tuple[SpecError, ...] = (self,)
+        self.stopped = False
         super().__init__(f"{location}: {message}" if location else message)
+
+    @classmethod
+    def several(
+        cls, errors: Sequence[SpecError], *, limit: int, stopped: bool = False
+    ) -> SpecError:
+        """One error reporting every mistake of `errors` (at least one; an error that
+        already reports several counts as those): the only one as it is, else the first
+        `limit` one per line, in the order given, then how many in all (`stopped`: the
+        reading stopped early, so at least that many). Its location is the first
+        mistake's, so a `--json` record still points at a file and line."""
+        mistakes = [mistake for error in errors for mistake in error.mistakes]
+        stopped = stopped or any(error.stopped for error in errors)
+        if len(mistakes) == 1 and not stopped:
+            return mistakes[0]
+        shown = [str(mistake) for mistake in mistakes[:limit]]
+        more = len(mistakes) - len(shown)
+        files = len({m.location.path for m in mistakes if m.location is not None})
+        combined = cls(
+            "\n".join(shown)
+            + (f"\n... and {more} more (fix these and run again)" if more else "")
+            + ("\nat least " if stopped else "\n")
+            + f"{len(mistakes)} mistakes in {files} file{'s' if files != 1 else ''}"
+            + (" (too many: the reading stopped there)" if stopped else "")
+        )
+        combined.location = mistakes[0].location if mistakes else None
+        combined.mistakes = tuple(mistakes)
+        combined.stopped = stopped
+        return combined
 
 
 class UsageError(LowbuildError):

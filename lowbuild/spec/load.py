@@ -2,17 +2,19 @@
 
 Every message names the file and line it is about: the YAML is composed into
 nodes (which keep their start line) and read section by section, one small
-function per section. Checks that need the whole family (parents, FROM lines,
-cycles) live in lowbuild.plan.graph.
+function per section. A mistake does not stop the reading: it is kept (see
+_Document.attempt), the parts that do not depend on it are still read, and one
+SpecError names every mistake of every file, each file's in line order. Checks that
+need the whole family (parents, FROM lines, cycles) live in lowbuild.plan.graph.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -47,24 +49,27 @@ PROJECT_FILE = "lowbuild.yaml"
 DEFAULT_CONTEXTS = ("contexts/*",)
 RESERVED_LABEL_PREFIX = "lowbuild."  # lowbuild's own labels (fingerprint, inputs)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_NAMESPACE = re.compile(
+# The spellings the loader accepts; spec/schema.py publishes the same ones.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # also for --set
+NAMESPACE_PATTERN = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
 )
-_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ARG_NAME_PATTERN, TAG_PATTERN = _ARG_NAME, _TAG  # also for --set (spec/overrides.py)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SHA512 = re.compile(r"^[0-9a-f]{128}$")
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+ARG_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # also for --set
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SHA512_PATTERN = re.compile(r"^[0-9a-f]{128}$")
+IMAGE_ID_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 # host (with a dot or a port, or localhost), then repository path parts
-_REGISTRY_PREFIX = re.compile(
+REGISTRY_PREFIX_PATTERN = re.compile(
     r"^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+|[a-z0-9.-]+:[0-9]{1,5})(:[0-9]{1,5})?"
     r"(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 )
+BYTE_SIZE_PATTERN = re.compile(r"^([0-9]+) ?(KiB|MiB|GiB|TiB)?$")
+_BYTE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 _URL_SCHEMES = ("http", "https", "file")
 
-_PROJECT_KEYS = (
+# The keys of each mapping the loader reads (the schema's key sets are held equal to these).
+PROJECT_KEYS = (
     "name",
     "namespace",
     "tag",
@@ -76,9 +81,11 @@ _PROJECT_KEYS = (
     "registries",
     "cache",
 )
-_BYTE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
-_BYTE_SIZE = re.compile(r"^([0-9]+) ?(KiB|MiB|GiB|TiB)?$")
-_IMAGE_KEYS = (
+MIRROR_KEYS = ("prefix", "replacement")
+BASE_KEYS = ("ref", "id")
+REGISTRY_KEYS = ("name", "prefix", "tls-verify")
+CACHE_KEYS = ("registry",)
+IMAGE_KEYS = (
     "name",
     "parent",
     "kind",
@@ -92,6 +99,16 @@ _IMAGE_KEYS = (
     "test",
     "commit",
 )
+ARTIFACT_KEYS = ("file", "urls", "sha256", "sha512", "size")
+PACK_KEYS = ("into", "from", "format")
+TEST_KEYS = ("http", "command", "expect", "timeout")
+HTTP_TEST_KEYS = ("port", "path", "status", "expect", "timeout")
+COMMIT_KEYS = ("base", "author", "message", "steps", "changes")
+COMMIT_STEP_KEYS = ("run", "copy", "dest")
+# The choices of the keys that take one word of a few.
+KINDS: tuple[RecipeKind, ...] = ("dockerfile", "commit")
+NETWORKS: tuple[Literal["default", "none", "host"], ...] = ("default", "none", "host")
+PACK_FORMATS: tuple[PackFormat, ...] = ("tar", "tar.gz")
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -100,6 +117,7 @@ _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
 
 _Choice = TypeVar("_Choice", bound=str)
+_T = TypeVar("_T")
 
 
 def load_project(path: Path | None = None, *, allow_missing_digests: bool = False) -> Project:
@@ -107,72 +125,91 @@ def load_project(path: Path | None = None, *, allow_missing_digests: bool = Fals
 
     `path` is the project file, or a directory holding lowbuild.yaml; default: the
     nearest lowbuild.yaml in the current directory or above it. Raises SpecError
-    naming FILE:LINE for anything wrong.
+    naming FILE:LINE for anything wrong: every independent mistake of every file at
+    once (up to MAX_REPORTED_ERRORS), each file's in line order.
     `allow_missing_digests` lets an artifact omit `sha256` (it is then "") — only
     for `lowbuild fetch --print-digests`, which computes the digests to pin.
     """
     project_file = _project_file(path)
     doc = _Document.read(project_file)
-    root = doc.require_root("a project needs at least `name:`")
-    fields = doc.fields(root, what=PROJECT_FILE, keys=_PROJECT_KEYS, required=("name",))
-    # Sections in file order, so the first error reported is the first in the file.
-    name = _name(doc, fields["name"], what="project name")
-    namespace = _namespace(doc, fields.get("namespace"))
-    tag = _tag(doc, fields["tag"]) if "tag" in fields else "latest"
-    engine = _engine(doc, fields.get("engine"))
-    rewrites = _mirrors(doc, fields.get("mirrors"))
-    bases = _bases(doc, fields.get("bases"))
-    max_download = DEFAULT_MAX_DOWNLOAD
-    if "max-download" in fields:
-        max_download = _byte_size(doc, fields["max-download"], what="max-download")
-    registries = _registries(doc, fields.get("registries"))
-    cache_registry = _cache(doc, fields.get("cache"), registries)
-    images = _read_images(
-        _context_directories(doc, fields.get("contexts")),
-        allow_missing_digests=allow_missing_digests,
-    )
+    try:
+        found = doc.attempt(lambda: _project(doc))
+    except _TooManyMistakes:
+        raise doc.report(stopped=True) from None
+    errors = [doc.report()] if doc.mistakes else []
+    images: tuple[ImageSpec, ...] = ()
+    if found is not None and found[1] is not None:
+        # The image files are read even when lowbuild.yaml has a mistake elsewhere.
+        try:
+            images = _read_images(found[1], allow_missing_digests=allow_missing_digests)
+        except SpecError as exc:
+            errors.append(exc)
+    if errors or found is None:
+        raise SpecError.several(errors, limit=MAX_REPORTED_ERRORS)
     _check_unique_names(images)
+    return replace(found[0], images=images)
+
+
+def _project(doc: _Document) -> tuple[Project, list[Path] | None]:
+    """lowbuild.yaml without its images, and the context directories (None when
+    `contexts:` has a mistake). A mistake is kept in `doc`, and the sections that do
+    not depend on it are still read."""
+    root = doc.require_root("a project needs at least `name:`")
+    fields = doc.fields(root, what=PROJECT_FILE, keys=PROJECT_KEYS, required=("name",))
+    name = doc.value(fields, "name", lambda node: _name(doc, node, what="project name"), "")
+    registries_read = doc.sound(lambda: _registries(doc, fields.get("registries")))
     return Project(
         name=name,
-        root=project_file.parent,
-        namespace=namespace,
-        tag=tag,
-        engine=engine,
-        rewrites=rewrites,
-        bases=bases,
-        images=images,
+        root=doc.path.parent,
+        namespace=doc.value(fields, "namespace", lambda node: _namespace(doc, node), "lowbuild"),
+        tag=doc.value(fields, "tag", lambda node: _tag(doc, node), "latest"),
+        engine=doc.value(fields, "engine", lambda node: _engine(doc, node), None),
+        rewrites=doc.value(fields, "mirrors", lambda node: _mirrors(doc, node), ()),
+        bases=doc.value(fields, "bases", lambda node: _bases(doc, node), ()),
+        images=(),
         location=doc.at(root),
-        max_download=max_download,
-        registries=registries,
-        cache_registry=cache_registry,
-    )
+        max_download=doc.value(
+            fields,
+            "max-download",
+            lambda node: _byte_size(doc, node, what="max-download"),
+            DEFAULT_MAX_DOWNLOAD,
+        ),
+        registries=registries_read or (),
+        # Which registry `cache:` names is only checked against registries that were read.
+        cache_registry=doc.value(
+            fields, "cache", lambda node: _cache(doc, node, registries_read), None
+        ),
+    ), doc.attempt(lambda: _context_directories(doc, fields.get("contexts")))
 
 
 MAX_REPORTED_ERRORS = 20
+# A spec with more mistakes than this is not read further: a file that is all mistakes
+# would cost time and memory for nothing shown (a run shows the first
+# MAX_REPORTED_ERRORS of them anyway).
+MAX_MISTAKES_READ = 10 * MAX_REPORTED_ERRORS
+
+
+class _TooManyMistakes(Exception):
+    """Raised by _Document.keep at MAX_MISTAKES_READ mistakes: stop reading this file.
+    Not a SpecError, so that no attempt() along the way swallows it."""
 
 
 def _read_images(
     directories: Sequence[Path], *, allow_missing_digests: bool
 ) -> tuple[ImageSpec, ...]:
-    """Every context's image.yaml. Each file is checked even after another was wrong, so
-    one run names the mistakes of every file (the first of each), not only the first."""
+    """Every context's image.yaml. Each file is checked even after another was wrong
+    (and each file to its end, see _Document.attempt), so one run names every mistake."""
     images: list[ImageSpec] = []
     errors: list[SpecError] = []
     for directory in directories:
+        if sum(len(error.mistakes) for error in errors) >= MAX_MISTAKES_READ:
+            raise SpecError.several(errors, limit=MAX_REPORTED_ERRORS, stopped=True)
         try:
             images.append(_image(directory, allow_missing_digests=allow_missing_digests))
         except SpecError as exc:
             errors.append(exc)
-    if len(errors) == 1:
-        raise errors[0]
     if errors:
-        shown = [str(error) for error in errors[:MAX_REPORTED_ERRORS]]
-        more = len(errors) - len(shown)
-        raise SpecError(
-            "\n".join(shown)
-            + (f"\n... and {more} more image.yaml file(s) with a mistake" if more else "")
-            + f"\n{len(errors)} image.yaml files have mistakes"
-        )
+        raise SpecError.several(errors, limit=MAX_REPORTED_ERRORS)
     return tuple(images)
 
 
@@ -309,6 +346,9 @@ class _Document:
     path: Path
     root: yaml.Node | None
     loader: SafeConstructor  # constructs scalar values (ints, floats) the YAML way
+    # The independent mistakes found so far: reading goes on after one, with whatever does
+    # not depend on it, so a run reports them all (report() makes them one SpecError).
+    mistakes: list[SpecError] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: Path) -> _Document:
@@ -352,7 +392,76 @@ class _Document:
         return Location(self.path, node.start_mark.line + 1)
 
     def fail(self, message: str, node: yaml.Node) -> NoReturn:
+        """A mistake that stops reading the part it is in (see attempt)."""
         raise SpecError(message, self.at(node))
+
+    def note(self, message: str, node: yaml.Node) -> None:
+        """A mistake after which reading the same part goes on."""
+        self.keep(SpecError(message, self.at(node)))
+
+    def keep(self, error: SpecError) -> None:
+        """Keep `error`'s mistakes; at MAX_MISTAKES_READ of them, stop reading the file."""
+        self.mistakes.extend(error.mistakes)
+        if len(self.mistakes) >= MAX_MISTAKES_READ:
+            raise _TooManyMistakes
+
+    def attempt(self, read: Callable[[], _T]) -> _T | None:
+        """read(), or None when it stopped at a mistake (kept, with any it noted before)."""
+        try:
+            return read()
+        except SpecError as exc:
+            self.keep(exc)
+            return None
+
+    def sound(self, read: Callable[[], _T]) -> _T | None:
+        """read(), or None when it found any mistake: for a part others are checked
+        against, so that its mistake is not reported again as theirs."""
+        before = len(self.mistakes)
+        result = self.attempt(read)
+        return result if len(self.mistakes) == before else None
+
+    def value(
+        self, fields: dict[str, yaml.Node], key: str, read: Callable[[yaml.Node], _T], default: _T
+    ) -> _T:
+        """`key`'s value read by `read`; `default` when the key is absent, or when its
+        value has a mistake (kept: the file is then reported, and `default` never used)."""
+        node = fields.get(key)
+        if node is None:
+            return default
+        result = self.attempt(lambda: read(node))
+        return default if result is None else result
+
+    def each(self, node: yaml.Node, *, what: str, read: Callable[[int, yaml.Node], _T]) -> list[_T]:
+        """`read(index, item)` of every item of the list `node`: an item with a mistake
+        is left out (its mistake kept) and the others are still read."""
+        found = []
+        for index, item in enumerate(self.items(node, what=what)):
+            try:
+                found.append(read(index, item))
+            except SpecError as exc:
+                self.keep(exc)
+        return found
+
+    def report(self, *, stopped: bool = False) -> SpecError:
+        """The mistakes found, in line order, as one SpecError."""
+        ordered = sorted(
+            self.mistakes,
+            key=lambda error: (
+                error.location.line or 0 if error.location else 0,
+                error.location.column or 0 if error.location else 0,
+            ),
+        )
+        return SpecError.several(ordered, limit=MAX_REPORTED_ERRORS, stopped=stopped)
+
+    def checked(self, read: Callable[[], _T]) -> _T:
+        """read() when it found no mistake in this file; else every mistake it found."""
+        try:
+            result = self.attempt(read)
+        except _TooManyMistakes:
+            raise self.report(stopped=True) from None
+        if self.mistakes or result is None:
+            raise self.report()
+        return result
 
     def require_root(self, needs: str) -> yaml.Node:
         if self.root is None or (isinstance(self.root, yaml.ScalarNode) and self.root.tag == _NULL):
@@ -362,27 +471,33 @@ class _Document:
     def fields(
         self, node: yaml.Node, *, what: str, keys: Sequence[str], required: Sequence[str]
     ) -> dict[str, yaml.Node]:
-        """A mapping's values by key. Unknown, duplicate and missing keys are errors.
+        """A mapping's values by key. Unknown, duplicate and missing keys are mistakes
+        (each noted: the known keys are still read; read a required key with `value`).
 
         An optional key whose value is null (`parent:` or `parent: ~`) counts as absent.
         """
         if not isinstance(node, yaml.MappingNode):
             self.fail(f"{what} must be a mapping (key: value lines), not {_kind(node)}", node)
         found: dict[str, yaml.Node] = {}
+        given: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
-                self.fail(f"{what}: keys must be plain words, not {_kind(key_node)}", key_node)
+                self.note(f"{what}: keys must be plain words, not {_kind(key_node)}", key_node)
+                continue
             key = str(key_node.value)
             if key not in keys:
-                self.fail(_unknown_key_message(key, what=what, keys=keys), key_node)
-            if key in found:
-                self.fail(f"{what}: key {key!r} is given twice", key_node)
+                self.note(_unknown_key_message(key, what=what, keys=keys), key_node)
+                continue
+            if key in given:
+                self.note(f"{what}: key {key!r} is given twice", key_node)
+                continue
+            given.add(key)
             if value_node.tag == _NULL and key not in required:
                 continue
             found[key] = value_node
         missing = [key for key in required if key not in found]
         if missing:
-            self.fail(
+            self.note(
                 f"{what}: missing required key{'s' if len(missing) > 1 else ''} "
                 + ", ".join(repr(key) for key in missing),
                 node,
@@ -443,30 +558,39 @@ class _Document:
         messages (`what[i]`), its node and its fields (checked as `fields` does)."""
         if node is None:
             return []
-        found = []
-        for index, item in enumerate(self.items(node, what=what)):
+
+        def record(index: int, item: yaml.Node) -> tuple[str, yaml.Node, dict[str, yaml.Node]]:
             name = f"{what}[{index}]"
-            found.append((name, item, self.fields(item, what=name, keys=keys, required=required)))
-        return found
+            return name, item, self.fields(item, what=name, keys=keys, required=required)
+
+        return self.each(node, what=what, read=record)
 
     def texts(self, node: yaml.Node, *, what: str) -> tuple[str, ...]:
-        return tuple(
-            self.text(item, what=f"{what}[{index}]")
-            for index, item in enumerate(self.items(node, what=what))
+        """The strings of a list; a list with a mistake in any item stops at the end
+        (the mistakes of every item are kept)."""
+        texts = self.each(
+            node, what=what, read=lambda index, item: self.text(item, what=f"{what}[{index}]")
         )
+        if len(texts) != len(self.items(node, what=what)):
+            raise _noted()
+        return tuple(texts)
 
     def text_map(self, node: yaml.Node, *, what: str) -> list[tuple[yaml.Node, str, str]]:
-        """A mapping of strings to strings (numbers allowed as values): (key node, key, value)."""
+        """A mapping of strings to strings (numbers allowed as values): (key node, key,
+        value), without the entries that have a mistake (those are noted)."""
         if not isinstance(node, yaml.MappingNode):
             self.fail(f"{what} must be a mapping (KEY: value lines), not {_kind(node)}", node)
         pairs: list[tuple[yaml.Node, str, str]] = []
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = self.text(key_node, what=f"{what} key")
-            if key in seen:
-                self.fail(f"{what}: {key!r} is given twice", key_node)
-            seen.add(key)
-            pairs.append((key_node, key, self.text(value_node, what=f"{what}.{key}")))
+            try:
+                key = self.text(key_node, what=f"{what} key")
+                if key in seen:
+                    self.fail(f"{what}: {key!r} is given twice", key_node)
+                seen.add(key)
+                pairs.append((key_node, key, self.text(value_node, what=f"{what}.{key}")))
+            except SpecError as exc:
+                self.keep(exc)
         return pairs
 
     def choice(
@@ -498,6 +622,13 @@ class _Document:
         return str(path)
 
 
+def _noted() -> SpecError:
+    """What stops reading a part whose mistakes are noted already (it adds none)."""
+    error = SpecError("(mistakes noted)")
+    error.mistakes = ()
+    return error
+
+
 def _kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
@@ -522,7 +653,7 @@ def _unknown_key_message(key: str, *, what: str, keys: Sequence[str]) -> str:
 
 def _name(doc: _Document, node: yaml.Node, *, what: str) -> str:
     value = doc.text(node, what=what)
-    if not _NAME.match(value):
+    if not NAME_PATTERN.match(value):
         doc.fail(
             f"{what} {value!r} is not valid: use lowercase letters, digits, '.', '_', '-', "
             "starting with a letter or digit",
@@ -533,34 +664,37 @@ def _name(doc: _Document, node: yaml.Node, *, what: str) -> str:
 
 def _tag(doc: _Document, node: yaml.Node) -> str:
     value = doc.text(node, what="tag")
-    if not _TAG.match(value):
+    if not TAG_PATTERN.match(value):
         doc.fail(f"tag {value!r} is not a valid image tag (letters, digits, '_', '.', '-')", node)
     return value
 
 
-def _namespace(doc: _Document, node: yaml.Node | None) -> str:
-    if node is None:
-        return "lowbuild"
+def _namespace(doc: _Document, node: yaml.Node) -> str:
     value = doc.text(node, what="namespace")
-    if not _NAMESPACE.match(value):
+    if not NAMESPACE_PATTERN.match(value):
         doc.fail(f"namespace {value!r} is not a valid image repository path", node)
     return value
 
 
-def _engine(doc: _Document, node: yaml.Node | None) -> str | None:
-    if node is None:
-        return None
+def _engine(doc: _Document, node: yaml.Node) -> str | None:
     return doc.choice(node, what="engine", choices=ENGINE_NAMES, default="podman")
 
 
-def _mirrors(doc: _Document, node: yaml.Node | None) -> tuple[Rewrite, ...]:
-    keys = ("prefix", "replacement")
+def _mirrors(doc: _Document, node: yaml.Node) -> tuple[Rewrite, ...]:
     return tuple(
-        Rewrite(
-            prefix=doc.text(fields["prefix"], what=f"{what}.prefix"),
-            replacement=doc.text(fields["replacement"], what=f"{what}.replacement"),
+        _mirror(doc, what, fields)
+        for what, _, fields in doc.records(
+            node, what="mirrors", keys=MIRROR_KEYS, required=MIRROR_KEYS
         )
-        for what, _, fields in doc.records(node, what="mirrors", keys=keys, required=keys)
+    )
+
+
+def _mirror(doc: _Document, what: str, fields: dict[str, yaml.Node]) -> Rewrite:
+    return Rewrite(
+        prefix=doc.value(fields, "prefix", lambda n: doc.text(n, what=f"{what}.prefix"), ""),
+        replacement=doc.value(
+            fields, "replacement", lambda n: doc.text(n, what=f"{what}.replacement"), ""
+        ),
     )
 
 
@@ -568,7 +702,7 @@ def registry_prefix_problem(prefix: str) -> str | None:
     """What is wrong with a registry prefix (`host[:port][/path]`), or None."""
     if "://" in prefix:
         return "has a scheme: write host[:port][/path], and `tls-verify: false` for plain http"
-    if not _REGISTRY_PREFIX.match(prefix):
+    if not REGISTRY_PREFIX_PATTERN.match(prefix):
         return (
             "is not host[:port][/path] in lowercase (a host with a dot or a port, or "
             "localhost, then path parts of letters, digits, '.', '_', '-')"
@@ -578,31 +712,47 @@ def registry_prefix_problem(prefix: str) -> str | None:
 
 def _registries(doc: _Document, node: yaml.Node | None) -> tuple[Registry, ...]:
     found: dict[str, Registry] = {}
-    keys = ("name", "prefix", "tls-verify")
     for what, item, fields in doc.records(
-        node, what="registries", keys=keys, required=("name", "prefix")
+        node, what="registries", keys=REGISTRY_KEYS, required=("name", "prefix")
     ):
-        name = _name(doc, fields["name"], what=f"{what}.name")
-        prefix = doc.text(fields["prefix"], what=f"{what}.prefix").rstrip("/")
-        problem = registry_prefix_problem(prefix)
-        if problem:
-            doc.fail(f"{what}.prefix {prefix!r} {problem}", fields["prefix"])
-        tls = fields.get("tls-verify")
-        verify = True if tls is None else doc.boolean(tls, what=f"{what}.tls-verify")
-        if name in found:
-            doc.fail(f"registry {name!r} is declared twice (first at {found[name].location})", item)
-        found[name] = Registry(name=name, prefix=prefix, tls_verify=verify, location=doc.at(item))
+        registry = _registry(doc, what, item, fields)
+        if not registry.name:
+            continue
+        if registry.name in found:
+            first = found[registry.name].location
+            doc.note(f"registry {registry.name!r} is declared twice (first at {first})", item)
+            continue
+        found[registry.name] = registry
     return tuple(found.values())
 
 
-def _cache(doc: _Document, node: yaml.Node | None, registries: Sequence[Registry]) -> str | None:
-    """`cache: {registry: NAME}`, NAME one of `registries:`."""
-    if node is None:
+def _registry(doc: _Document, what: str, item: yaml.Node, fields: dict[str, yaml.Node]) -> Registry:
+    return Registry(
+        name=doc.value(fields, "name", lambda n: _name(doc, n, what=f"{what}.name"), ""),
+        prefix=doc.value(fields, "prefix", lambda n: _registry_prefix(doc, n, what=what), ""),
+        tls_verify=doc.value(
+            fields, "tls-verify", lambda n: doc.boolean(n, what=f"{what}.tls-verify"), True
+        ),
+        location=doc.at(item),
+    )
+
+
+def _registry_prefix(doc: _Document, node: yaml.Node, *, what: str) -> str:
+    prefix = doc.text(node, what=f"{what}.prefix").rstrip("/")
+    problem = registry_prefix_problem(prefix)
+    if problem:
+        doc.fail(f"{what}.prefix {prefix!r} {problem}", node)
+    return prefix
+
+
+def _cache(doc: _Document, node: yaml.Node, registries: Sequence[Registry] | None) -> str | None:
+    """`cache: {registry: NAME}`, NAME one of `registries:` (when those could be read)."""
+    fields = doc.fields(node, what="cache", keys=CACHE_KEYS, required=("registry",))
+    if "registry" not in fields:
         return None
-    fields = doc.fields(node, what="cache", keys=("registry",), required=("registry",))
     name = doc.text(fields["registry"], what="cache.registry")
-    names = [registry.name for registry in registries]
-    if name not in names:
+    names = [registry.name for registry in registries or ()]
+    if registries is not None and name not in names:
         known = f"; declared: {', '.join(names)}" if names else "; none is declared"
         doc.fail(
             f"cache.registry {name!r} is not a registry of `registries:`"
@@ -612,36 +762,53 @@ def _cache(doc: _Document, node: yaml.Node | None, registries: Sequence[Registry
     return name
 
 
-def _bases(doc: _Document, node: yaml.Node | None) -> tuple[BasePin, ...]:
+def _bases(doc: _Document, node: yaml.Node) -> tuple[BasePin, ...]:
     pins: dict[str, BasePin] = {}
-    keys = ("ref", "id")
-    for what, item, fields in doc.records(node, what="bases", keys=keys, required=keys):
-        ref = doc.text(fields["ref"], what=f"{what}.ref")
-        image_id = doc.text(fields["id"], what=f"{what}.id")
-        if not _IMAGE_ID.match(image_id):
-            doc.fail(
-                f"{what}.id must be an image ID, sha256:<64 lowercase hex>, not {image_id!r}",
-                fields["id"],
-            )
-        if ref in pins:
-            doc.fail(f"base {ref!r} is pinned twice (first at {pins[ref].location})", fields["ref"])
-        pins[ref] = BasePin(ref=ref, id=image_id, location=doc.at(item))
+    for what, item, fields in doc.records(node, what="bases", keys=BASE_KEYS, required=BASE_KEYS):
+        pin = _base(doc, what, item, fields)
+        if not pin.ref:
+            continue
+        if pin.ref in pins:
+            first = pins[pin.ref].location
+            doc.note(f"base {pin.ref!r} is pinned twice (first at {first})", fields["ref"])
+            continue
+        pins[pin.ref] = pin
     return tuple(pins.values())
 
 
+def _base(doc: _Document, what: str, item: yaml.Node, fields: dict[str, yaml.Node]) -> BasePin:
+    return BasePin(
+        ref=doc.value(fields, "ref", lambda n: doc.text(n, what=f"{what}.ref"), ""),
+        id=doc.value(fields, "id", lambda n: _image_id(doc, n, what=f"{what}.id"), ""),
+        location=doc.at(item),
+    )
+
+
+def _image_id(doc: _Document, node: yaml.Node, *, what: str) -> str:
+    image_id = doc.text(node, what=what)
+    if not IMAGE_ID_PATTERN.match(image_id):
+        doc.fail(f"{what} must be an image ID, sha256:<64 lowercase hex>, not {image_id!r}", node)
+    return image_id
+
+
 def _context_directories(doc: _Document, node: yaml.Node | None) -> list[Path]:
-    """Each context directory once, in the order given (globs sorted)."""
+    """Each context directory once, in the order given (globs sorted). Each entry is
+    checked, even after one with a mistake."""
     root = doc.path.parent
     if node is None:
         entries = [(pattern, Location(doc.path)) for pattern in DEFAULT_CONTEXTS]
     else:
-        entries = [
-            (doc.text(item, what=f"contexts[{index}]"), doc.at(item))
-            for index, item in enumerate(doc.items(node, what="contexts"))
-        ]
+        entries = doc.each(
+            node,
+            what="contexts",
+            read=lambda index, item: (doc.text(item, what=f"contexts[{index}]"), doc.at(item)),
+        )
     found: dict[Path, None] = {}
     for pattern, origin in entries:
-        found.update(dict.fromkeys(_expand_context_entry(root, pattern, origin)))
+        try:
+            found.update(dict.fromkeys(_expand_context_entry(root, pattern, origin)))
+        except SpecError as exc:
+            doc.keep(exc)
     return list(found)
 
 
@@ -688,48 +855,87 @@ def _check_unique_names(images: Sequence[ImageSpec]) -> None:
 
 def _image(directory: Path, *, allow_missing_digests: bool) -> ImageSpec:
     doc = _Document.read(directory / IMAGE_FILE)
+    return doc.checked(
+        lambda: _image_sections(doc, directory, allow_missing_digests=allow_missing_digests)
+    )
+
+
+_NO_ARTIFACTS: tuple[Artifact, ...] = ()
+_NO_PACKS: tuple[Pack, ...] = ()
+_NO_TEXTS: tuple[str, ...] = ()
+
+
+def _image_sections(doc: _Document, directory: Path, *, allow_missing_digests: bool) -> ImageSpec:
+    """The image, read section by section: a mistake in one is kept and the others are
+    still read (doc.checked then reports them all). A check that depends on a section
+    with a mistake (the kind, the artifacts a commit step copies) is left out."""
     root = doc.require_root("an image needs at least `name:`")
-    fields = doc.fields(root, what=IMAGE_FILE, keys=_IMAGE_KEYS, required=("name",))
-    kind: RecipeKind = doc.choice(
-        fields.get("kind"), what="kind", choices=("dockerfile", "commit"), default="dockerfile"
+    fields = doc.fields(root, what=IMAGE_FILE, keys=IMAGE_KEYS, required=("name",))
+    kind = doc.sound(
+        lambda: doc.choice(fields.get("kind"), what="kind", choices=KINDS, default="dockerfile")
     )
-    name = _name(doc, fields["name"], what="image name")
-    parent = _parent(doc, fields.get("parent"), name=name)
-    artifacts = _artifacts(
-        doc, fields.get("artifacts"), allow_missing_digests=allow_missing_digests
+    name = doc.value(fields, "name", lambda node: _name(doc, node, what="image name"), "")
+    parent = doc.value(fields, "parent", lambda node: _parent(doc, node, name=name), None)
+    # A commit step may copy what the artifacts and packs produce: checked when they are sound.
+    inputs = doc.sound(
+        lambda: (
+            doc.value(
+                fields,
+                "artifacts",
+                lambda node: _artifacts(doc, node, allow_missing_digests=allow_missing_digests),
+                _NO_ARTIFACTS,
+            ),
+            doc.value(
+                fields, "packs", lambda node: _packs(doc, node, directory=directory), _NO_PACKS
+            ),
+        )
     )
-    packs = _packs(doc, fields.get("packs"), directory=directory)
-    _check_outputs_unique(artifacts, packs)
-    produced = {artifact.file for artifact in artifacts} | {pack.into for pack in packs}
+    artifacts, packs = inputs or (_NO_ARTIFACTS, _NO_PACKS)
+    produced: set[str] | None = None
+    if inputs is not None:
+        doc.attempt(lambda: _check_outputs_unique(artifacts, packs))
+        produced = {artifact.file for artifact in artifacts} | {pack.into for pack in packs}
+    dockerfile = "Dockerfile"
+    commit = None
+    if kind is not None:
+        dockerfile = (
+            doc.attempt(lambda: _dockerfile(doc, root, fields, kind=kind, directory=directory))
+            or "Dockerfile"
+        )
+        commit = doc.attempt(
+            lambda: _commit(doc, root, fields, kind=kind, directory=directory, produced=produced)
+        )
     return ImageSpec(
         name=name,
         directory=directory,
         parent=parent,
-        kind=kind,
-        dockerfile=_dockerfile(doc, root, fields, kind=kind, directory=directory),
-        tags=tuple(_tag(doc, item) for item in doc.items(fields["tags"], what="tags"))
-        if "tags" in fields
-        else (),
-        args=_args(doc, fields.get("args")),
-        labels=_labels(doc, fields.get("labels"), kind=kind),
+        kind=kind or "dockerfile",
+        dockerfile=dockerfile,
+        tags=doc.value(
+            fields,
+            "tags",
+            lambda node: tuple(doc.each(node, what="tags", read=lambda _, item: _tag(doc, item))),
+            (),
+        ),
+        args=doc.value(fields, "args", lambda node: _args(doc, node), ()),
+        # A label's one-line rule is for kind: commit, so it waits for a readable kind.
+        labels=doc.value(fields, "labels", lambda node: _labels(doc, node, kind=kind), ()),
         artifacts=artifacts,
         packs=packs,
-        test=_test(doc, fields.get("test")),
-        commit=_commit(doc, root, fields, kind=kind, directory=directory, produced=produced),
-        network=doc.choice(
-            fields.get("network"),
-            what="network",
-            choices=("default", "none", "host"),
-            default="default",
+        test=doc.value(fields, "test", lambda node: _test(doc, node), None),
+        commit=commit,
+        network=doc.value(
+            fields,
+            "network",
+            lambda node: doc.choice(node, what="network", choices=NETWORKS, default="default"),
+            "default",
         ),
-        location=doc.at(fields["name"]),
+        location=doc.at(fields.get("name", root)),
         parent_location=doc.at(fields["parent"]) if "parent" in fields else None,
     )
 
 
-def _parent(doc: _Document, node: yaml.Node | None, *, name: str) -> str | None:
-    if node is None:
-        return None
+def _parent(doc: _Document, node: yaml.Node, *, name: str) -> str:
     parent = _name(doc, node, what="parent")
     if parent == name:
         doc.fail(f"image {name!r} cannot be its own parent", node)
@@ -770,44 +976,45 @@ def _dockerfile(
     return name
 
 
-def _args(doc: _Document, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
-    if node is None:
-        return ()
-    pairs = doc.text_map(node, what="args")
-    for key_node, key, _value in pairs:
-        if not _ARG_NAME.match(key):
-            doc.fail(f"build arg name {key!r} is not valid (letters, digits, '_')", key_node)
-    return tuple(sorted((key, value) for _node, key, value in pairs))
+def _args(doc: _Document, node: yaml.Node) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for key_node, key, value in doc.text_map(node, what="args"):
+        if not ARG_NAME_PATTERN.match(key):
+            doc.note(f"build arg name {key!r} is not valid (letters, digits, '_')", key_node)
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
 
 
 def _labels(
-    doc: _Document, node: yaml.Node | None, *, kind: RecipeKind
+    doc: _Document, node: yaml.Node, *, kind: RecipeKind | None
 ) -> tuple[tuple[str, str], ...]:
-    if node is None:
-        return ()
-    pairs = doc.text_map(node, what="labels")
-    for key_node, key, value in pairs:
+    pairs = []
+    for key_node, key, value in doc.text_map(node, what="labels"):
         if kind == "commit" and ("\n" in value or "\r" in value):
             # A commit applies labels as changes: `docker commit -c` reads Dockerfile lines.
-            doc.fail(f"label {key!r}: a commit recipe's label value must be one line", key_node)
+            doc.note(f"label {key!r}: a commit recipe's label value must be one line", key_node)
         if key.startswith(RESERVED_LABEL_PREFIX):
-            doc.fail(
+            doc.note(
                 f"label {key!r}: labels starting with {RESERVED_LABEL_PREFIX!r} are lowbuild's own",
                 key_node,
             )
-        if any(char.isspace() for char in key) or "=" in key:
-            doc.fail(f"label key {key!r} must not contain spaces or '='", key_node)
-    return tuple(sorted((key, value) for _node, key, value in pairs))
+        elif any(char.isspace() for char in key) or "=" in key:
+            doc.note(f"label key {key!r} must not contain spaces or '='", key_node)
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
 
 
 def _artifacts(
-    doc: _Document, node: yaml.Node | None, *, allow_missing_digests: bool
+    doc: _Document, node: yaml.Node, *, allow_missing_digests: bool
 ) -> tuple[Artifact, ...]:
-    if node is None:
-        return ()
     return tuple(
-        _artifact(doc, item, index=index, allow_missing_digests=allow_missing_digests)
-        for index, item in enumerate(doc.items(node, what="artifacts"))
+        doc.each(
+            node,
+            what="artifacts",
+            read=lambda index, item: _artifact(
+                doc, item, index=index, allow_missing_digests=allow_missing_digests
+            ),
+        )
     )
 
 
@@ -815,52 +1022,58 @@ def _artifact(
     doc: _Document, node: yaml.Node, *, index: int, allow_missing_digests: bool
 ) -> Artifact:
     what = f"artifacts[{index}]"
-    fields = doc.fields(
-        node,
-        what=what,
-        keys=("file", "urls", "sha256", "sha512", "size"),
-        required=("file", "urls"),
-    )
-    file = doc.context_path(fields["file"], what=f"{what}.file")
-    urls = doc.texts(fields["urls"], what=f"{what}.urls")
-    if not urls:
-        doc.fail(f"artifact {file!r} needs at least one URL in urls:", fields["urls"])
-    for url_node, url in zip(doc.items(fields["urls"], what="urls"), urls, strict=True):
-        if urlsplit(url).scheme not in _URL_SCHEMES:
-            doc.fail(
-                f"artifact {file!r}: URL {redact(url)!r} must start with http://, https:// or file://",
-                url_node,
-            )
+    fields = doc.fields(node, what=what, keys=ARTIFACT_KEYS, required=("file", "urls"))
+    file = doc.value(fields, "file", lambda n: doc.context_path(n, what=f"{what}.file"), "")
+    called = f"artifact {file!r}" if file else what
+    urls = doc.value(fields, "urls", lambda n: _urls(doc, n, called=called), _NO_TEXTS)
     sha256 = ""
     if "sha256" in fields:
-        sha256 = _digest(
-            doc, fields["sha256"], what=f"artifact {file!r} sha256", pattern=_SHA256, digits=64
+        sha256 = doc.value(
+            fields,
+            "sha256",
+            lambda n: _digest(doc, n, what=f"{called} sha256", pattern=SHA256_PATTERN, digits=64),
+            "",
         )
     elif not allow_missing_digests:
-        doc.fail(
-            f"artifact {file!r} has no sha256: every artifact must be pinned by digest; "
+        doc.note(
+            f"{called} has no sha256: every artifact must be pinned by digest; "
             "`lowbuild fetch --print-digests` downloads it and prints the sha256 to paste here",
             node,
         )
-    sha512 = None
-    if "sha512" in fields:
-        sha512 = _digest(
-            doc, fields["sha512"], what=f"artifact {file!r} sha512", pattern=_SHA512, digits=128
-        )
-    size = (
-        _byte_size(doc, fields["size"], what=f"artifact {file!r} size")
-        if "size" in fields
-        else None
-    )
     return Artifact(
-        file=file, urls=urls, sha256=sha256, sha512=sha512, size=size, location=doc.at(node)
+        file=file,
+        urls=urls,
+        sha256=sha256,
+        sha512=doc.value(
+            fields,
+            "sha512",
+            lambda n: _digest(doc, n, what=f"{called} sha512", pattern=SHA512_PATTERN, digits=128),
+            None,
+        ),
+        size=doc.value(fields, "size", lambda n: _byte_size(doc, n, what=f"{called} size"), None),
+        location=doc.at(node),
     )
+
+
+def _urls(doc: _Document, node: yaml.Node, *, called: str) -> tuple[str, ...]:
+    def url(index: int, item: yaml.Node) -> str:
+        text = doc.text(item, what=f"{called} urls[{index}]")
+        if urlsplit(text).scheme not in _URL_SCHEMES:
+            doc.fail(
+                f"{called}: URL {redact(text)!r} must start with http://, https:// or file://",
+                item,
+            )
+        return text
+
+    if not doc.items(node, what="urls"):
+        doc.fail(f"{called} needs at least one URL in urls:", node)
+    return tuple(doc.each(node, what="urls", read=url))
 
 
 def _byte_size(doc: _Document, node: yaml.Node, *, what: str) -> int:
     """A number of bytes: `1048576`, or with a binary unit: `512MiB`, `4GiB`."""
     value = doc.text(node, what=what)
-    match = _BYTE_SIZE.match(value)
+    match = BYTE_SIZE_PATTERN.match(value)
     if not match or int(match[1]) == 0:
         doc.fail(
             f"{what} must be a number of bytes above 0, like 1048576 or 4GiB, not {value!r}", node
@@ -878,22 +1091,44 @@ def _digest(
     return value
 
 
-def _packs(doc: _Document, node: yaml.Node | None, *, directory: Path) -> tuple[Pack, ...]:
-    packs = []
-    keys, required = ("into", "from", "format"), ("into", "from")
-    for what, item, fields in doc.records(node, what="packs", keys=keys, required=required):
-        into = doc.context_path(fields["into"], what=f"{what}.into")
-        source = doc.context_path(fields["from"], what=f"{what}.from")
-        if not (directory / source).is_dir():
-            doc.fail(
-                f"pack {into!r}: directory {directory / source} does not exist", fields["from"]
-            )
-        default: PackFormat = "tar" if into.endswith(".tar") else "tar.gz"
-        pack_format = doc.choice(
-            fields.get("format"), what=f"{what}.format", choices=("tar", "tar.gz"), default=default
+def _packs(doc: _Document, node: yaml.Node, *, directory: Path) -> tuple[Pack, ...]:
+    return tuple(
+        _pack(doc, what, item, fields, directory=directory)
+        for what, item, fields in doc.records(
+            node, what="packs", keys=PACK_KEYS, required=("into", "from")
         )
-        packs.append(Pack(into=into, source=source, format=pack_format, location=doc.at(item)))
-    return tuple(packs)
+    )
+
+
+def _pack(
+    doc: _Document, what: str, item: yaml.Node, fields: dict[str, yaml.Node], *, directory: Path
+) -> Pack:
+    into = doc.value(fields, "into", lambda n: doc.context_path(n, what=f"{what}.into"), "")
+    default: PackFormat = "tar" if into.endswith(".tar") else "tar.gz"
+    return Pack(
+        into=into,
+        source=doc.value(
+            fields,
+            "from",
+            lambda n: _pack_source(doc, n, what=what, into=into, directory=directory),
+            "",
+        ),
+        format=doc.value(
+            fields,
+            "format",
+            lambda n: doc.choice(n, what=f"{what}.format", choices=PACK_FORMATS, default=default),
+            default,
+        ),
+        location=doc.at(item),
+    )
+
+
+def _pack_source(doc: _Document, node: yaml.Node, *, what: str, into: str, directory: Path) -> str:
+    source = doc.context_path(node, what=f"{what}.from")
+    if not (directory / source).is_dir():
+        called = f"pack {into!r}" if into else what
+        doc.fail(f"{called}: directory {directory / source} does not exist", node)
+    return source
 
 
 def _check_outputs_unique(artifacts: Sequence[Artifact], packs: Sequence[Pack]) -> None:
@@ -909,54 +1144,60 @@ def _check_outputs_unique(artifacts: Sequence[Artifact], packs: Sequence[Pack]) 
         seen[path] = location
 
 
-def _test(doc: _Document, node: yaml.Node | None) -> HttpTest | CommandTest | None:
-    if node is None:
-        return None
-    fields = doc.fields(
-        node, what="test", keys=("http", "command", "expect", "timeout"), required=()
-    )
+def _test(doc: _Document, node: yaml.Node) -> HttpTest | CommandTest | None:
+    fields = doc.fields(node, what="test", keys=TEST_KEYS, required=())
     if ("http" in fields) == ("command" in fields):
         doc.fail("test needs exactly one of http: or command:", node)
     if "http" in fields:
         for key in ("expect", "timeout"):
             if key in fields:
-                doc.fail(f"test.{key} belongs inside test.http for an http test", fields[key])
+                doc.note(f"test.{key} belongs inside test.http for an http test", fields[key])
         return _http_test(doc, fields["http"])
     return CommandTest(
-        command=_command(doc, fields["command"]),
-        expect=doc.text(fields["expect"], what="test.expect") if "expect" in fields else None,
-        timeout=doc.seconds(fields["timeout"], what="test.timeout")
-        if "timeout" in fields
-        else COMMAND_TEST_TIMEOUT_S,
+        command=doc.value(fields, "command", lambda n: _command(doc, n), ()),
+        expect=doc.value(fields, "expect", lambda n: doc.text(n, what="test.expect"), None),
+        timeout=doc.value(
+            fields, "timeout", lambda n: doc.seconds(n, what="test.timeout"), COMMAND_TEST_TIMEOUT_S
+        ),
     )
 
 
 def _http_test(doc: _Document, node: yaml.Node) -> HttpTest:
-    keys = ("port", "path", "status", "expect", "timeout")
-    fields = doc.fields(node, what="test.http", keys=keys, required=("port",))
-    path = doc.text(fields["path"], what="test.http.path") if "path" in fields else "/"
-    if not path.startswith("/"):
-        doc.fail(f"test.http.path must start with '/', not {path!r}", fields["path"])
+    fields = doc.fields(node, what="test.http", keys=HTTP_TEST_KEYS, required=("port",))
     return HttpTest(
-        port=doc.integer(fields["port"], what="test.http.port", low=1, high=65535),
-        path=path,
-        status=doc.integer(fields["status"], what="test.http.status", low=100, high=599)
-        if "status" in fields
-        else 200,
-        expect=doc.text(fields["expect"], what="test.http.expect") if "expect" in fields else None,
-        timeout=doc.seconds(fields["timeout"], what="test.http.timeout")
-        if "timeout" in fields
-        else HTTP_TEST_TIMEOUT_S,
+        port=doc.value(
+            fields, "port", lambda n: doc.integer(n, what="test.http.port", low=1, high=65535), 0
+        ),
+        path=doc.value(fields, "path", lambda n: _http_path(doc, n), "/"),
+        status=doc.value(
+            fields,
+            "status",
+            lambda n: doc.integer(n, what="test.http.status", low=100, high=599),
+            200,
+        ),
+        expect=doc.value(fields, "expect", lambda n: doc.text(n, what="test.http.expect"), None),
+        timeout=doc.value(
+            fields,
+            "timeout",
+            lambda n: doc.seconds(n, what="test.http.timeout"),
+            HTTP_TEST_TIMEOUT_S,
+        ),
     )
+
+
+def _http_path(doc: _Document, node: yaml.Node) -> str:
+    path = doc.text(node, what="test.http.path")
+    if not path.startswith("/"):
+        doc.fail(f"test.http.path must start with '/', not {path!r}", node)
+    return path
 
 
 def _command(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
     """A list is run as is; a string is run by `sh -c`, so pipes and `&&` work."""
     if isinstance(node, yaml.SequenceNode):
-        command = doc.texts(node, what="test.command")
-        if not command:
+        if not node.value:
             doc.fail("test.command must not be empty", node)
-        return command
+        return doc.texts(node, what="test.command")
     return ("sh", "-c", doc.text(node, what="test.command"))
 
 
@@ -967,8 +1208,10 @@ def _commit(
     *,
     kind: RecipeKind,
     directory: Path,
-    produced: set[str],
+    produced: set[str] | None,
 ) -> CommitRecipe | None:
+    """The commit recipe. `produced` (the artifacts' and packs' files) is None when those
+    have a mistake: a step's copy: is then not checked against them."""
     node = fields.get("commit")
     if kind != "commit":
         if node is not None:
@@ -978,50 +1221,62 @@ def _commit(
         doc.fail(
             "kind: commit needs a commit: block (base, steps, changes)", fields.get("kind", root)
         )
-    keys = ("base", "author", "message", "steps", "changes")
-    recipe = doc.fields(node, what="commit", keys=keys, required=("base",))
-    steps = doc.items(recipe["steps"], what="commit.steps") if "steps" in recipe else []
+    recipe = doc.fields(node, what="commit", keys=COMMIT_KEYS, required=("base",))
     return CommitRecipe(
-        base=doc.text(recipe["base"], what="commit.base"),
-        steps=tuple(
-            _commit_step(doc, step, index=index, directory=directory, produced=produced)
-            for index, step in enumerate(steps)
+        base=doc.value(recipe, "base", lambda n: doc.text(n, what="commit.base"), ""),
+        steps=doc.value(
+            recipe,
+            "steps",
+            lambda n: tuple(
+                doc.each(
+                    n,
+                    what="commit.steps",
+                    read=lambda index, step: _commit_step(
+                        doc, step, index=index, directory=directory, produced=produced
+                    ),
+                )
+            ),
+            (),
         ),
-        author=doc.text(recipe["author"], what="commit.author") if "author" in recipe else "",
-        message=doc.text(recipe["message"], what="commit.message") if "message" in recipe else "",
-        changes=_commit_changes(doc, recipe["changes"]) if "changes" in recipe else (),
-        location=doc.at(recipe["base"]),
+        author=doc.value(recipe, "author", lambda n: doc.text(n, what="commit.author"), ""),
+        message=doc.value(recipe, "message", lambda n: doc.text(n, what="commit.message"), ""),
+        changes=doc.value(recipe, "changes", lambda n: _commit_changes(doc, n), ()),
+        location=doc.at(recipe.get("base", node)),
     )
 
 
 def _commit_changes(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
     """The changes, each checked now: a bad one is a spec error at its line, not an engine
     failure after the recipe's steps ran."""
-    texts = doc.texts(node, what="commit.changes")
-    for item, text in zip(doc.items(node, what="commit.changes"), texts, strict=True):
+
+    def change(index: int, item: yaml.Node) -> str:
+        text = doc.text(item, what=f"commit.changes[{index}]")
         try:
             parse_change(text)
         except SpecError as exc:
             doc.fail(str(exc), item)
-    return texts
+        return text
+
+    return tuple(doc.each(node, what="commit.changes", read=change))
 
 
 def _commit_step(
-    doc: _Document, node: yaml.Node, *, index: int, directory: Path, produced: set[str]
+    doc: _Document, node: yaml.Node, *, index: int, directory: Path, produced: set[str] | None
 ) -> CommitStep:
     what = f"commit.steps[{index}]"
-    fields = doc.fields(node, what=what, keys=("run", "copy", "dest"), required=())
+    fields = doc.fields(node, what=what, keys=COMMIT_STEP_KEYS, required=())
     if ("run" in fields) == ("copy" in fields):
         doc.fail(f"{what} needs exactly one of run: or copy:", node)
     if "run" in fields:
         if "dest" in fields:
-            doc.fail(f"{what}: dest: goes with copy:, not run:", fields["dest"])
+            doc.note(f"{what}: dest: goes with copy:, not run:", fields["dest"])
         return CommitStep(run=doc.text(fields["run"], what=f"{what}.run"))
-    copy = doc.context_path(fields["copy"], what=f"{what}.copy")
-    if copy not in produced and not (directory / copy).exists():
-        doc.fail(
-            f"{what}: {copy!r} is neither in {directory} nor an artifact or pack", fields["copy"]
-        )
+    copy = doc.value(
+        fields,
+        "copy",
+        lambda n: _copy_source(doc, n, what=what, directory=directory, produced=produced),
+        "",
+    )
     if "dest" not in fields:
         doc.fail(f"{what}: copy: needs a dest: (an absolute path in the container)", node)
     dest = doc.text(fields["dest"], what=f"{what}.dest")
@@ -1030,3 +1285,12 @@ def _commit_step(
             f"{what}.dest must be an absolute path in the container, not {dest!r}", fields["dest"]
         )
     return CommitStep(copy=copy, dest=dest)
+
+
+def _copy_source(
+    doc: _Document, node: yaml.Node, *, what: str, directory: Path, produced: set[str] | None
+) -> str:
+    copy = doc.context_path(node, what=f"{what}.copy")
+    if produced is not None and copy not in produced and not (directory / copy).exists():
+        doc.fail(f"{what}: {copy!r} is neither in {directory} nor an artifact or pack", node)
+    return copy

@@ -3,12 +3,14 @@ completes keys and flags mistakes as you type) and for scripts that write specs.
 
 The loader (spec/load.py) stays the judge: it also checks what a schema cannot (a
 parent that exists, a context path inside the context, a registry named by `cache:`).
-The key sets here are the loader's own (a test holds them equal), and the seed family
-and the bad-spec fixtures are checked against both.
+The key sets, patterns and choices here are the loader's own constants (a test holds
+every record's keys equal to the loader's), and the seed family and the bad-spec
+fixtures are checked against both.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lowbuild.spec import load
@@ -25,12 +27,17 @@ def _text(description: str, **extra: Any) -> dict[str, Any]:
 
 
 def _record(
-    properties: dict[str, Any], *, required: tuple[str, ...] = (), description: str = ""
+    properties: dict[str, Any],
+    *,
+    required: tuple[str, ...] = (),
+    description: str = "",
+    **rules: Any,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": properties,
+        **rules,
     }
     if required:
         record["required"] = list(required)
@@ -43,12 +50,41 @@ def _list(item: dict[str, Any], description: str) -> dict[str, Any]:
     return {"type": "array", "items": item, "description": description}
 
 
-def _text_map(description: str) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": _TEXT, "description": description}
+def _text_map(description: str, *, key_pattern: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": _TEXT,
+        "propertyNames": {"pattern": key_pattern},
+        "description": description,
+    }
+
+
+def _requiring(*keys: str) -> list[dict[str, Any]]:
+    """One schema per key, each requiring it: under oneOf, exactly one of the keys."""
+    return [{"required": [key]} for key in keys]
 
 
 _SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TEST_TIMEOUT_S}
-_NAME = _text("Lowercase letters, digits, '.', '_', '-'.", pattern=load._NAME.pattern)
+_NAME = _text("Lowercase letters, digits, '.', '_', '-'.", pattern=load.NAME_PATTERN.pattern)
+# A number of bytes above 0: 1048576, or with a binary unit: 512MiB, 4GiB.
+_BYTES = {
+    "oneOf": [
+        {"type": "integer", "minimum": 1},
+        {
+            "type": "string",
+            "pattern": load.BYTE_SIZE_PATTERN.pattern,
+            "not": {"pattern": "^0+ ?(KiB|MiB|GiB|TiB)?$"},
+        },
+    ]
+}
+# urlsplit() reads the scheme without regard to case.
+_URL = _text(
+    "An http://, https:// or file:// URL.", pattern="^([Hh][Tt][Tt][Pp][Ss]?|[Ff][Ii][Ll][Ee]):"
+)
+# The loader drops a trailing '/' before it checks a registry prefix.
+_REGISTRY_PREFIX = load.REGISTRY_PREFIX_PATTERN.pattern.removesuffix("$") + "/*$"
+# Not lowbuild's own (lowbuild.*), and no spaces or '=' in a label key.
+_LABEL_KEY = "^(?!" + re.escape(load.RESERVED_LABEL_PREFIX) + r")[^\s=]+$"
 
 
 def project_schema() -> dict[str, Any]:
@@ -59,8 +95,11 @@ def project_schema() -> dict[str, Any]:
         **_record(
             {
                 "name": _NAME,
-                "namespace": _text("Image namespace: web becomes NAMESPACE/web."),
-                "tag": _text("The tag every image gets.", pattern=load._TAG.pattern),
+                "namespace": _text(
+                    "Image namespace: web becomes NAMESPACE/web.",
+                    pattern=load.NAMESPACE_PATTERN.pattern,
+                ),
+                "tag": _text("The tag every image gets.", pattern=load.TAG_PATTERN.pattern),
                 "engine": {"enum": list(ENGINE_NAMES), "description": "The default engine."},
                 "contexts": _list(_TEXT, "Context directories or globs (default contexts/*)."),
                 "mirrors": _list(
@@ -74,26 +113,18 @@ def project_schema() -> dict[str, Any]:
                     _record(
                         {
                             "ref": _text("An external base image."),
-                            "id": _text("Its image ID.", pattern=load._IMAGE_ID.pattern),
+                            "id": _text("Its image ID.", pattern=load.IMAGE_ID_PATTERN.pattern),
                         },
                         required=("ref", "id"),
                     ),
                     "External base images pinned to an image ID.",
                 ),
-                "max-download": {
-                    "oneOf": [
-                        {"type": "integer", "minimum": 1},
-                        {"type": "string", "pattern": load._BYTE_SIZE.pattern},
-                    ],
-                    "description": "Largest artifact download, e.g. 2 GiB.",
-                },
+                "max-download": {**_BYTES, "description": "Largest artifact download, e.g. 2GiB."},
                 "registries": _list(
                     _record(
                         {
                             "name": _NAME,
-                            "prefix": _text(
-                                "host[:port][/path]", pattern=load._REGISTRY_PREFIX.pattern
-                            ),
+                            "prefix": _text("host[:port][/path]", pattern=_REGISTRY_PREFIX),
                             "tls-verify": {"type": "boolean"},
                         },
                         required=("name", "prefix"),
@@ -116,7 +147,7 @@ def image_schema() -> dict[str, Any]:
     http = _record(
         {
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "path": _text("Starts with /."),
+            "path": _text("Starts with /.", pattern="^/"),
             "status": {"type": "integer", "minimum": 100, "maximum": 599},
             "expect": _TEXT,
             "timeout": _SECONDS,
@@ -125,30 +156,32 @@ def image_schema() -> dict[str, Any]:
     )
     command = {"oneOf": [_TEXT, {"type": "array", "items": _TEXT, "minItems": 1}]}
     step = _record(
-        {"run": _text("A shell command."), "copy": _TEXT, "dest": _TEXT},
-        description="Exactly one of run: or copy:.",
+        {"run": _text("A shell command."), "copy": _TEXT, "dest": _text("Absolute.", pattern="^/")},
+        description="Exactly one of run: or copy: (with dest:).",
+        oneOf=_requiring("run", "copy"),
+        dependentRequired={"copy": ["dest"]},
     )
-    return {
+    image = {
         "$schema": DIALECT,
         "title": "lowbuild image (image.yaml)",
         **_record(
             {
                 "name": _NAME,
                 "parent": _NAME,
-                "kind": {"enum": ["dockerfile", "commit"]},
+                "kind": {"enum": list(load.KINDS)},
                 "dockerfile": _TEXT,
-                "tags": _list(_text("A tag.", pattern=load._TAG.pattern), "Extra tags."),
-                "args": _text_map("Build args."),
-                "labels": _text_map("Image labels."),
-                "network": {"enum": ["default", "none", "host"]},
+                "tags": _list(_text("A tag.", pattern=load.TAG_PATTERN.pattern), "Extra tags."),
+                "args": _text_map("Build args.", key_pattern=load.ARG_NAME_PATTERN.pattern),
+                "labels": _text_map("Image labels.", key_pattern=_LABEL_KEY),
+                "network": {"enum": list(load.NETWORKS)},
                 "artifacts": _list(
                     _record(
                         {
                             "file": _TEXT,
-                            "urls": _list(_TEXT, "Tried in order."),
-                            "sha256": _text("64 hex digits.", pattern=load._SHA256.pattern),
-                            "sha512": _text("128 hex digits.", pattern=load._SHA512.pattern),
-                            "size": {"type": "integer", "minimum": 0},
+                            "urls": {**_list(_URL, "Tried in order."), "minItems": 1},
+                            "sha256": _text("64 hex digits.", pattern=load.SHA256_PATTERN.pattern),
+                            "sha512": _text("128 hex digits.", pattern=load.SHA512_PATTERN.pattern),
+                            "size": {**_BYTES, "description": "Its size, e.g. 512MiB."},
                         },
                         required=("file", "urls", "sha256"),
                     ),
@@ -156,7 +189,7 @@ def image_schema() -> dict[str, Any]:
                 ),
                 "packs": _list(
                     _record(
-                        {"into": _TEXT, "from": _TEXT, "format": {"enum": ["tar", "tar.gz"]}},
+                        {"into": _TEXT, "from": _TEXT, "format": {"enum": list(load.PACK_FORMATS)}},
                         required=("into", "from"),
                     ),
                     "Directories packed reproducibly into the context.",
@@ -164,6 +197,9 @@ def image_schema() -> dict[str, Any]:
                 "test": _record(
                     {"http": http, "command": command, "expect": _TEXT, "timeout": _SECONDS},
                     description="The smoke test: exactly one of http: or command:.",
+                    oneOf=_requiring("http", "command"),
+                    # An http test's expect: and timeout: go inside http:.
+                    dependentSchemas={"http": {"not": {"anyOf": _requiring("expect", "timeout")}}},
                 ),
                 "commit": _record(
                     {
@@ -180,3 +216,8 @@ def image_schema() -> dict[str, Any]:
             required=("name",),
         ),
     }
+    # kind: commit takes a commit: block and no dockerfile:; the other kind no commit:.
+    image["if"] = {"required": ["kind"], "properties": {"kind": {"const": "commit"}}}
+    image["then"] = {"required": ["commit"], "not": {"required": ["dockerfile"]}}
+    image["else"] = {"not": {"required": ["commit"]}}
+    return image

@@ -32,17 +32,17 @@ def test_tests_without_timeout_get_the_documented_defaults(tmp_path: Path) -> No
     assert COMMAND_TEST_TIMEOUT_S == HTTP_TEST_TIMEOUT_S == 60.0  # what the README says
 
 
-@pytest.mark.parametrize(
-    "test_block, line",
-    [
-        ("  command: id\n  timeout: 0\n", 4),
-        ("  command: id\n  timeout: -3\n", 4),
-        ("  command: id\n  timeout: .inf\n", 4),
-        ("  command: id\n  timeout: .nan\n", 4),
-        ("  http:\n    port: 80\n    timeout: 100000\n", 5),
-    ],
-    ids=["zero", "negative", "infinite", "nan", "beyond_a_day"],
-)
+# Each: the test: block of an image.yaml (after `name: app\ntest:\n`), the line refused.
+BAD_TIMEOUTS = {
+    "zero": ("  command: id\n  timeout: 0\n", 4),
+    "negative": ("  command: id\n  timeout: -3\n", 4),
+    "infinite": ("  command: id\n  timeout: .inf\n", 4),
+    "nan": ("  command: id\n  timeout: .nan\n", 4),
+    "beyond_a_day": ("  http:\n    port: 80\n    timeout: 100000\n", 5),
+}
+
+
+@pytest.mark.parametrize("test_block, line", BAD_TIMEOUTS.values(), ids=BAD_TIMEOUTS.keys())
 def test_a_timeout_that_is_no_time_limit_is_refused_with_file_and_line(
     tmp_path: Path, test_block: str, line: int
 ) -> None:

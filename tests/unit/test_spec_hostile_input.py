@@ -94,10 +94,8 @@ def test_giant_spec_is_refused_at_once(project: Path) -> None:
 
 def test_big_spec_under_the_cap_is_read_with_line_marks(project: Path) -> None:
     """Just under the cap, the libyaml reader still finds the line of a mistake."""
-    entries = "".join(f"  - contexts/web{index:07d}/more/words\n" for index in range(100_000))
-    (project / "lowbuild.yaml").write_text(
-        "name: p\ncontexts:\n" + entries + "  - [not, a, string]\n"
-    )
+    entries = "".join(f"  - {{prefix: p{index:07d}, replacement: r}}\n" for index in range(100_000))
+    (project / "lowbuild.yaml").write_text("name: p\nmirrors:\n" + entries + "  - [not, a, map]\n")
     assert (project / "lowbuild.yaml").stat().st_size < MAX_SPEC_BYTES
     message = str(spec_error(project))
     assert message.startswith(f"{project / 'lowbuild.yaml'}:100003: "), message

@@ -45,7 +45,10 @@ def test_without_sizes_the_default_ceiling_applies(tmp_path: Path) -> None:
     assert project.image("app").artifacts[0].size is None
 
 
-@pytest.mark.parametrize("value", ["-1", "0", "lots", "1.5GiB", "4GB", "[1]"])
+BAD_SIZES = ["-1", "0", "lots", "1.5GiB", "4GB", "[1]"]  # as `size:` or `max-download:`
+
+
+@pytest.mark.parametrize("value", BAD_SIZES)
 def test_a_bad_artifact_size_names_file_and_line(tmp_path: Path, value: str) -> None:
     spec = write_project(tmp_path, artifact_extra=f"    size: {value}\n")
     with pytest.raises(SpecError) as caught:

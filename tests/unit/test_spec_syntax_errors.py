@@ -73,5 +73,5 @@ def test_every_broken_image_yaml_is_named_in_one_run(tmp_path: Path) -> None:
     message = str(caught.value)
     for name, line in (("b", 3), ("c", 2), ("d", 2)):
         assert f"{tmp_path / 'contexts' / name / 'image.yaml'}:{line}:" in message, message
-    assert message.endswith("3 image.yaml files have mistakes")
+    assert message.endswith("3 mistakes in 3 files")
     assert str(tmp_path / "contexts" / "a") not in message
