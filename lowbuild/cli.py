@@ -598,6 +598,68 @@ def test_command(
     raise typer.Exit(code)
 
 
+@app.command("init")
+def init_command(
+    directory: Annotated[
+        Path, typer.Argument(help="The tree of image directories (default: here).")
+    ] = Path(),
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", "-n", help="Print the files it would write; write none.", metavar=""
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace a lowbuild.yaml or image.yaml that differs.", metavar=""
+        ),
+    ] = False,
+    tests: Annotated[
+        bool,
+        typer.Option(
+            "--tests",
+            help="Write the smoke test suggested from EXPOSE (an HTTP probe of the first "
+            "port) instead of a comment.",
+            metavar="",
+        ),
+    ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", "-e", help="The engine asked for the external bases' IDs to pin."),
+    ] = None,
+    no_pins: Annotated[
+        bool,
+        typer.Option(
+            "--no-pins", help="Ask no engine; write the external bases unpinned.", metavar=""
+        ),
+    ] = False,
+    cache_dir: CacheDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Turn a tree of Dockerfiles and build scripts into a family: write lowbuild.yaml and
+    an image.yaml beside each Dockerfile, changing no existing file.
+
+    Names and tags come from the build scripts (docker/podman build -t, buildah bud -t),
+    else the directory; a FROM that another directory builds becomes parent:, one nothing
+    builds an external base (pinned when the engine has it). Tarballs a Dockerfile ADDs
+    are pinned by sha256 and admitted to the cache. Findings (MAINTAINER, tail -f, ADD of
+    a URL, unpinned packages, what scripts do besides building) are listed. A second run
+    changes nothing; bad input is exit 2 with nothing written."""
+    from lowbuild.run.adopt import init_family, print_init
+
+    result = init_family(
+        directory,
+        dry_run=dry_run,
+        force=force,
+        tests=tests,
+        engine_name=engine,
+        pins=not no_pins,
+        cache_dir=cache_dir,
+    )
+    print_init(result, out=_out(as_json=as_json), as_json=as_json)
+
+
 @app.command("images")
 def images_command(
     images: Annotated[list[str] | None, _images("Images to show (default: all).")] = None,

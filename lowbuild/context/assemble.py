@@ -35,6 +35,7 @@ behind lowbuild's back is staged again, never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -191,10 +192,11 @@ class _Members:
             and member.origin == "artifact"
             and (clash.origin, clash.kind, clash.content) == ("context", "file", member.content)
         ):
-            # The pinned file already lies in the context (a tarball dropped beside the
-            # Dockerfile, as `lowbuild init` finds them): the same bytes, staged from the
-            # verified cache entry.
-            self.by_path[name] = member
+            # The pinned file already lies in the context (a tarball or a binary dropped
+            # beside the Dockerfile, as `lowbuild init` finds them): the same bytes, staged
+            # from the verified cache entry, with the context file's mode (an executable
+            # stays one).
+            self.by_path[name] = dataclasses.replace(member, mode=clash.mode)
             return
         if clash is not None:
             other = "the context file" if clash.origin == "context" else "another " + clash.origin
@@ -442,6 +444,7 @@ def _materialise(
         elif member.origin == "artifact":
             # Hashed on every placement: a stage never holds bytes it did not verify.
             cache.copy_verified(member.content, dest, name=member.path)
+            dest.chmod(member.mode)  # as the digest records it, not the cache entry's
         elif member.origin == "pack":
             assert member.pack is not None
             pack_deterministic(image.directory / member.pack.source, dest, member.pack.format)

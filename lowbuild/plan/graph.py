@@ -131,8 +131,20 @@ def select(graph: FamilyGraph, names: Iterable[str], *, with_deps: bool = True) 
 
 
 def _family_refs(project: Project) -> dict[str, str]:
-    """Every reference a family image is built as (normalised) → its name."""
-    return {normalise_ref(ref): spec.name for spec in project.images for ref in project.refs(spec)}
+    """Every reference a family image is built as (normalised) → its name. Two images
+    built as the same reference (through `refs:`) are a SpecError: a FROM naming it
+    could mean either."""
+    owners: dict[str, str] = {}
+    for spec in project.images:
+        for ref in project.refs(spec):
+            owner = owners.setdefault(normalise_ref(ref), spec.name)
+            if owner != spec.name:
+                raise SpecError(
+                    f"images {owner!r} and {spec.name!r} are both built as {ref}: a FROM "
+                    "naming it could mean either; drop it from one's refs:",
+                    spec.location,
+                )
+    return owners
 
 
 def normalise_ref(ref: str) -> str:

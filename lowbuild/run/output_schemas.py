@@ -231,6 +231,42 @@ def _images() -> Schema:
     return _record({"engine": _enum(_engine_names()), "images": _list(image)})
 
 
+def _init() -> Schema:
+    artifact = _record({"file": _STR, "sha256": _SHA256_HEX, "size": _COUNT, "urls": _STRINGS})
+    image = _record(
+        {
+            "name": _STR,
+            "directory": _STR,
+            "parent": _STR_OR_NULL,
+            "tags": _STRINGS,
+            "refs": _STRINGS,
+            "artifacts": _list(artifact),
+            "test_port": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535},
+        }
+    )
+    finding = _record(
+        {
+            "kind": _STR,
+            "message": _STR,
+            "file": _STR_OR_NULL,
+            "line": {"type": ["integer", "null"], "minimum": 1},
+        }
+    )
+    return _record(
+        {
+            "root": _STR,
+            "dry_run": _BOOL,
+            "project": _STR,
+            "images": _list(image),
+            "bases": {"type": "object", "additionalProperties": _STRINGS},
+            "written": _STRINGS,
+            "unchanged": _STRINGS,
+            "admitted": _STRINGS,
+            "findings": _list(finding),
+        }
+    )
+
+
 def _prune() -> Schema:
     item = _record(
         {
@@ -365,6 +401,7 @@ _OUTPUTS: dict[str, tuple[str, str, Callable[[], Schema]]] = {
     "push": ("push --json", "run/publish.py PushOutcome.to_json", _push),
     "images": ("images --json", "run/images.py FamilyImage.to_json", _images),
     "prune": ("prune --json", "run/images.py PruneResult.to_json", _prune),
+    "init": ("init --json", "run/adopt.py InitResult.to_json", _init),
     "error": ("COMMAND --json", "cli.py error_record", _error),
 }
 # Each name is the command whose `--json` output it describes, its words joined by '-'.

@@ -144,7 +144,8 @@ def push_family(
         with _RegistryView(registry, published) as view:
             for name in names:
                 node = graph.nodes[name]
-                tags = tuple(ref.rpartition(":")[2] for ref in project.refs(project.image(name)))
+                refs = project.refs(project.image(name))
+                tags = tuple(dict.fromkeys(ref.rpartition(":")[2] for ref in refs))
                 why = held_back.get(name) or _parent_held_back(node.needs, held_back)
                 if why is not None:
                     held_back.setdefault(name, why)

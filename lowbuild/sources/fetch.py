@@ -128,10 +128,16 @@ def candidate_urls(artifact: Artifact, rewrites: Sequence[Rewrite]) -> tuple[str
 def missing_artifact_lines(artifact: Artifact, images: Sequence[str]) -> list[str]:
     """How every message names an artifact that is not in the cache: its file, digest,
     the images (first one first) that declare it, and the commands that bring it."""
+    get = (
+        f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}"
+        if artifact.urls
+        else f"      cache-only (no urls: declared): lowbuild cache add {artifact.file}, "
+        "or lowbuild bundle import a bundle holding it"
+    )
     return [
         f"  {artifact.file}  sha256:{artifact.sha256}  image {', '.join(images)}"
         f"{_declared_at(artifact)}",
-        f"      get it with: lowbuild fetch {images[0]}   or: lowbuild cache add {artifact.file}",
+        get,
     ]
 
 
@@ -660,7 +666,12 @@ def _fetch_message(failed: list[_Missing]) -> str:
     for m in failed:
         a = m.wanted.artifact
         lines.append(f"  {a.file} (image {m.wanted.image}, sha256:{a.sha256}){_declared_at(a)}")
-        if not m.tried:
+        if not a.urls:
+            lines.append(
+                "      cache-only (no urls: declared) and not in the cache: "
+                f"lowbuild cache add {a.file}, or lowbuild bundle import a bundle holding it"
+            )
+        elif not m.tried:
             lines.append("      no URL to try")
         lines.extend(f"      {t}" for t in m.tried)
     return "\n".join(lines)

@@ -91,6 +91,7 @@ IMAGE_KEYS = (
     "kind",
     "dockerfile",
     "tags",
+    "refs",
     "args",
     "labels",
     "network",
@@ -917,6 +918,7 @@ def _image_sections(doc: _Document, directory: Path, *, allow_missing_digests: b
             lambda node: tuple(doc.each(node, what="tags", read=lambda _, item: _tag(doc, item))),
             (),
         ),
+        refs=doc.value(fields, "refs", lambda node: _refs(doc, node), ()),
         args=doc.value(fields, "args", lambda node: _args(doc, node), ()),
         # A label's one-line rule is for kind: commit, so it waits for a readable kind.
         labels=doc.value(fields, "labels", lambda node: _labels(doc, node, kind=kind), ()),
@@ -976,6 +978,27 @@ def _dockerfile(
     return name
 
 
+# An image reference without a digest: [host[:port]/]path[:tag], path lowercase.
+IMAGE_REF_PATTERN = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
+
+
+def _refs(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
+    def ref(index: int, item: yaml.Node) -> str:
+        text = doc.text(item, what=f"refs[{index}]")
+        if not IMAGE_REF_PATTERN.match(text):
+            doc.fail(
+                f"refs[{index}]: {text!r} is not an image reference "
+                "([host[:port]/]path[:tag], the path in lowercase, no digest)",
+                item,
+            )
+        return text
+
+    return tuple(dict.fromkeys(doc.each(node, what="refs", read=ref)))
+
+
 def _args(doc: _Document, node: yaml.Node) -> tuple[tuple[str, str], ...]:
     pairs = []
     for key_node, key, value in doc.text_map(node, what="args"):
@@ -1022,7 +1045,7 @@ def _artifact(
     doc: _Document, node: yaml.Node, *, index: int, allow_missing_digests: bool
 ) -> Artifact:
     what = f"artifacts[{index}]"
-    fields = doc.fields(node, what=what, keys=ARTIFACT_KEYS, required=("file", "urls"))
+    fields = doc.fields(node, what=what, keys=ARTIFACT_KEYS, required=("file",))
     file = doc.value(fields, "file", lambda n: doc.context_path(n, what=f"{what}.file"), "")
     called = f"artifact {file!r}" if file else what
     urls = doc.value(fields, "urls", lambda n: _urls(doc, n, called=called), _NO_TEXTS)
@@ -1065,8 +1088,7 @@ def _urls(doc: _Document, node: yaml.Node, *, called: str) -> tuple[str, ...]:
             )
         return text
 
-    if not doc.items(node, what="urls"):
-        doc.fail(f"{called} needs at least one URL in urls:", node)
+    # `urls: []` (or none): cache-only, an input only `cache add` or a bundle brings.
     return tuple(doc.each(node, what="urls", read=url))
 
 

@@ -121,6 +121,9 @@ class ImageSpec:
     kind: RecipeKind = "dockerfile"
     dockerfile: str = "Dockerfile"
     tags: tuple[str, ...] = ()
+    # Whole references it is also built as, outside the namespace (`centos:base`, as a
+    # hand-made tree's build script named it): FROM lines may use them for the parent.
+    refs: tuple[str, ...] = ()
     args: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     artifacts: tuple[Artifact, ...] = ()
@@ -218,6 +221,7 @@ class Project:
         return f"{self.namespace}/{name}:{self.tag}"
 
     def refs(self, image: ImageSpec) -> tuple[str, ...]:
-        """Every reference a build of `image` is tagged with: `ref()` first, then its `tags`."""
+        """Every reference a build of `image` is tagged with: `ref()` first, then its `tags`
+        in the namespace, then its own `refs`."""
         extra = tuple(f"{self.namespace}/{image.name}:{tag}" for tag in image.tags)
-        return (self.ref(image), *(ref for ref in extra if ref != self.ref(image)))
+        return tuple(dict.fromkeys((self.ref(image), *extra, *image.refs)))

@@ -171,6 +171,10 @@ def image_schema() -> dict[str, Any]:
                 "kind": {"enum": list(load.KINDS)},
                 "dockerfile": _TEXT,
                 "tags": _list(_text("A tag.", pattern=load.TAG_PATTERN.pattern), "Extra tags."),
+                "refs": _list(
+                    _text("[host[:port]/]path[:tag]", pattern=load.IMAGE_REF_PATTERN.pattern),
+                    "Whole references it is also built as; FROM may use them for the parent.",
+                ),
                 "args": _text_map("Build args.", key_pattern=load.ARG_NAME_PATTERN.pattern),
                 "labels": _text_map("Image labels.", key_pattern=_LABEL_KEY),
                 "network": {"enum": list(load.NETWORKS)},
@@ -178,12 +182,12 @@ def image_schema() -> dict[str, Any]:
                     _record(
                         {
                             "file": _TEXT,
-                            "urls": {**_list(_URL, "Tried in order."), "minItems": 1},
+                            "urls": _list(_URL, "Tried in order; none: cache-only."),
                             "sha256": _text("64 hex digits.", pattern=load.SHA256_PATTERN.pattern),
                             "sha512": _text("128 hex digits.", pattern=load.SHA512_PATTERN.pattern),
                             "size": {**_BYTES, "description": "Its size, e.g. 512MiB."},
                         },
-                        required=("file", "urls", "sha256"),
+                        required=("file", "sha256"),
                     ),
                     "Files fetched by URL and pinned by digest.",
                 ),

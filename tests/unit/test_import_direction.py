@@ -1,7 +1,7 @@
 """No module of lowbuild imports from a later stage of the pipeline.
 
 The stages, earliest first: errors/redact < spec < sources < context < engines < doctor
-< plan < export < run < cli. A module may import from its own stage or an earlier one.
+< plan < adopt < export < run < cli. A module may import from its own stage or an earlier one.
 Imports inside functions and under TYPE_CHECKING count too: a lazy import is still a
 dependency.
 """
@@ -22,6 +22,7 @@ ORDER = (
     "engines",
     "doctor",
     "plan",
+    "adopt",
     "export",
     "run",
     "cli",

@@ -1,0 +1,1 @@
+"""`lowbuild init`: read a tree of hand-made image directories and write the family spec."""

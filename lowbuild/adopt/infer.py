@@ -1,0 +1,411 @@
+"""From a tree read by `adopt.tree` to a family: names, tags, the tree's own references,
+parents, external bases, pinned inputs, suggested smoke tests, and the findings a person
+should look at. Pure: no engine, no cache, nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowbuild.adopt.tree import ImageDirectory, hand_made_from, is_input_file, urls_in_tree
+from lowbuild.errors import Location, SpecError
+
+_NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_PACKAGE_INSTALL = re.compile(
+    r"\b(yum|dnf|microdnf|apt-get|apt|apk)\s+(?:-\S+\s+)*(install|add)\b([^&|;]*)"
+)
+_PINNED_PACKAGE = re.compile(r"[=]|-\d")  # apt `pkg=1.2`, yum `pkg-1.2`
+_FETCH_URLS = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something init inferred or that needs a person; `file`/`line` where it was seen."""
+
+    kind: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "message": self.message, "file": self.file, "line": self.line}
+
+
+@dataclass(frozen=True)
+class ArtifactPlan:
+    file: str
+    sha256: str
+    size: int
+    urls: tuple[str, ...]
+    path: Path  # where it lies now
+
+
+@dataclass
+class ImagePlan:
+    """What init writes for one directory."""
+
+    source: ImageDirectory
+    name: str
+    tags: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()  # the references its build scripts give it
+    parent: str | None = None
+    artifacts: list[ArtifactPlan] = field(default_factory=list)
+    pack_suggestions: list[str] = field(default_factory=list)
+    test_port: int | None = None
+
+    @property
+    def relative(self) -> str:
+        return self.source.relative
+
+
+@dataclass
+class Adoption:
+    root: Path
+    name: str
+    images: list[ImagePlan]
+    bases: dict[str, list[str]]  # external image → the family images that use it
+    findings: list[Finding]
+
+
+def normalise(ref: str) -> str:
+    """`localhost/x` is podman's name for `x`; no tag means `:latest`."""
+    ref = ref.removeprefix("localhost/")
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in last else ref + ":latest"
+
+
+def safe_name(text: str) -> str:
+    """A lowbuild image name from any text: lowercase letters, digits, '.', '_', '-'."""
+    name = _NAME_CHARS.sub("-", text.lower()).strip("-._")
+    return name or "image"
+
+
+def _repository_name(ref: str) -> str:
+    repository = normalise(ref).rsplit(":", 1)[0]
+    return repository.rsplit("/", 1)[-1]
+
+
+def _tag(ref: str) -> str:
+    return normalise(ref).rsplit(":", 1)[1]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _relative_file(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _script_refs(root: Path, source: ImageDirectory, findings: list[Finding]) -> list[str]:
+    refs: list[str] = []
+    for script in source.scripts:
+        file = _relative_file(root, script.path)
+        for build in script.builds:
+            if build.unresolved:
+                findings.append(
+                    Finding(
+                        "tag-variable",
+                        f"`{build.text}` uses ${', $'.join(build.unresolved)}, set by no plain "
+                        "assignment above it: those tags are left out",
+                        file,
+                        build.line,
+                    )
+                )
+            refs += [ref for ref in build.refs if "$" not in ref]
+            if build.context not in (None, ".", "./"):
+                findings.append(
+                    Finding(
+                        "build-context",
+                        f"builds with context {build.context!r}, not its own directory: the "
+                        "family uses the directory of the Dockerfile",
+                        file,
+                        build.line,
+                    )
+                )
+        for line, command in script.other:
+            findings.append(
+                Finding(
+                    "script-command",
+                    f"not run by lowbuild (it only builds): {command}",
+                    file,
+                    line,
+                )
+            )
+    return list(dict.fromkeys(normalise(ref) for ref in refs))
+
+
+def _disambiguate(plans: list[ImagePlan], findings: list[Finding]) -> None:
+    """Give colliding names a stable, readable suffix: the tag, else the directory path."""
+    by_name: dict[str, list[ImagePlan]] = {}
+    for plan in plans:
+        by_name.setdefault(plan.name, []).append(plan)
+    taken = {plan.name for plan in plans}
+    for name, group in sorted(by_name.items()):
+        if len(group) < 2:
+            continue
+        for plan in group:
+            tag = next((_tag(ref) for ref in plan.refs if _repository_name(ref) == name), "")
+            candidates = [
+                safe_name(f"{name}-{tag}") if tag and tag != "latest" else "",
+                safe_name(f"{name}-{plan.relative.replace('/', '-')}"),
+            ]
+            new = next(
+                (c for c in candidates if c and c not in taken and c != name),
+                "",
+            )
+            counter = 2
+            while not new or new in taken:
+                new = f"{name}-{counter}"
+                counter += 1
+            taken.add(new)
+            findings.append(
+                Finding(
+                    "name-collision",
+                    f"{len(group)} directories build an image named {name!r}: this one "
+                    f"({plan.relative}) is named {new!r}",
+                    f"{plan.relative}/Dockerfile" if plan.relative != "." else "Dockerfile",
+                )
+            )
+            plan.name = new
+
+
+def _check_cycles(plans: list[ImagePlan], root: Path) -> None:
+    by_name = {plan.name: plan for plan in plans}
+    for start in plans:
+        seen = [start.name]
+        current = start.parent
+        while current is not None:
+            if current in seen:
+                cycle = [*seen[seen.index(current) :], current]
+                places = []
+                for name in cycle[:-1]:
+                    final = by_name[name].source.images.final_base
+                    line = final.line if final is not None else 1
+                    places.append(f"{_relative_file(root, by_name[name].source.dockerfile)}:{line}")
+                raise SpecError(
+                    "the FROM lines go round in a circle: "
+                    + " → ".join(cycle)
+                    + f" ({', '.join(places)})",
+                    Location(by_name[cycle[0]].source.dockerfile, 1),
+                )
+            seen.append(current)
+            current = by_name[current].parent
+
+
+def _instruction_findings(root: Path, source: ImageDirectory) -> Iterable[Finding]:
+    file = _relative_file(root, source.dockerfile)
+    for instruction in source.instructions:
+        value = instruction.value
+        if instruction.keyword == "MAINTAINER":
+            yield Finding(
+                "maintainer",
+                "MAINTAINER is deprecated: use LABEL org.opencontainers.image.authors="
+                + repr(value),
+                file,
+                instruction.line,
+            )
+        elif instruction.keyword in ("CMD", "ENTRYPOINT") and "tail -f" in value:
+            yield Finding(
+                "tail-f",
+                f"the main process is `{value}`: the service itself then runs in the "
+                "background, unwatched; make it the foreground process",
+                file,
+                instruction.line,
+            )
+        elif instruction.keyword == "RUN":
+            for match in _PACKAGE_INSTALL.finditer(value):
+                packages = [
+                    word
+                    for word in match.group(3).split()
+                    if not word.startswith("-") and word not in ("\\",)
+                ]
+                loose = [p for p in packages if not _PINNED_PACKAGE.search(p)]
+                if loose:
+                    yield Finding(
+                        "unpinned-packages",
+                        f"{match.group(1)} {match.group(2)} without versions "
+                        f"({', '.join(loose[:6])}{', …' if len(loose) > 6 else ''}): "
+                        "a rebuild may get other packages",
+                        file,
+                        instruction.line,
+                    )
+    for line, url in source.url_adds:
+        yield Finding(
+            "add-url",
+            f"ADD {url} downloads during the build, unverified: declare it as an artifact "
+            "(urls + sha256) and ADD the file",
+            file,
+            line,
+        )
+    for item in source.sources:
+        path = source.directory / item.path
+        if path.suffix == ".sh" and _ends_in_tail(path):
+            yield Finding(
+                "tail-f",
+                f"{item.path} keeps the container alive with `tail -f`: make the service "
+                "the foreground process instead",
+                _relative_file(root, path),
+            )
+
+
+def _ends_in_tail(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")[:65536]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "tail -f" in text
+
+
+def _first_port(source: ImageDirectory) -> int | None:
+    for instruction in source.instructions:
+        if instruction.keyword == "EXPOSE":
+            for word in instruction.value.split():
+                number = word.split("/", 1)[0]
+                if number.isdigit() and 0 < int(number) < 65536:
+                    return int(number)
+    return None
+
+
+def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
+    """The family a tree of image directories makes. SpecError (exit 2) for a cycle of
+    FROMs or an image built on itself."""
+    root = root.resolve()
+    findings: list[Finding] = []
+    plans: list[ImagePlan] = []
+    for source in directories:
+        refs = _script_refs(root, source, findings)
+        if refs:
+            name = safe_name(_repository_name(refs[0]))
+        else:
+            base = root.name if source.relative == "." else Path(source.relative).name
+            name = safe_name(base)
+            findings.append(
+                Finding(
+                    "named-after-directory",
+                    f"no build script tags it: named {name!r} after its directory",
+                    _relative_file(root, source.dockerfile),
+                )
+            )
+        tags = tuple(
+            dict.fromkeys(
+                _tag(ref)
+                for ref in refs
+                if _repository_name(ref) == _repository_name(refs[0])
+                and _tag(ref) != "latest"
+                and _TAG.match(_tag(ref))
+            )
+        )
+        plans.append(ImagePlan(source=source, name=name, tags=tags, refs=tuple(refs)))
+    _disambiguate(plans, findings)
+
+    # Which image each reference names; one built by two directories names neither.
+    owners: dict[str, list[ImagePlan]] = {}
+    for plan in plans:
+        for ref in plan.refs:
+            owners.setdefault(ref, []).append(plan)
+    by_ref: dict[str, ImagePlan] = {}
+    for ref, group in owners.items():
+        if len(group) == 1:
+            by_ref[ref] = group[0]
+            continue
+        where = ", ".join(plan.relative for plan in group)
+        findings.append(
+            Finding(
+                "ref-built-twice",
+                f"{ref} is built by {len(group)} directories ({where}): whichever ran last "
+                "won by hand; here neither owns it, so FROM it is an external base",
+            )
+        )
+        for plan in group:
+            plan.refs = tuple(r for r in plan.refs if r != ref)
+
+    bases: dict[str, list[str]] = {}
+    urls = urls_in_tree(root)
+    for plan in plans:
+        source = plan.source
+        dockerfile = _relative_file(root, source.dockerfile)
+        final = source.images.final_base
+        if final is not None:
+            owner = by_ref.get(normalise(final.ref))
+            if owner is plan:
+                raise SpecError(
+                    f"FROM {final.ref}: the image builds on itself (its build script tags "
+                    "the same name)",
+                    Location(source.dockerfile, final.line),
+                )
+            if owner is not None:
+                plan.parent = owner.name
+        for use in source.images.images:
+            if normalise(use.ref) not in by_ref:
+                bases.setdefault(use.ref, [])
+                if plan.name not in bases[use.ref]:
+                    bases[use.ref].append(plan.name)
+        for item in source.sources:
+            path = source.directory / item.path
+            made_from = hand_made_from(path)
+            if made_from is not None:
+                suggestion = (
+                    f"packs: [{{into: {item.path}, from: {made_from}/}}]"
+                    if made_from != "."
+                    else f"move the files {item.path} holds into a directory, e.g. "
+                    f"{Path(item.path).name.split('.')[0]}/, then "
+                    f"packs: [{{into: {item.path}, from: {Path(item.path).name.split('.')[0]}/}}]"
+                )
+                plan.pack_suggestions.append(suggestion)
+                findings.append(
+                    Finding(
+                        "hand-made-archive",
+                        f"{item.path} was made by hand from files beside it; a `packs:` entry "
+                        f"makes it reproducibly at every build: {suggestion}",
+                        dockerfile,
+                        item.line,
+                    )
+                )
+                continue
+            if not is_input_file(path):
+                continue
+            found = tuple(u for u in urls.get(path.name, ()) if u.startswith(_FETCH_URLS))
+            plan.artifacts.append(
+                ArtifactPlan(
+                    file=item.path,
+                    sha256=_sha256(path),
+                    size=path.stat().st_size,
+                    urls=found,
+                    path=path,
+                )
+            )
+            if not found:
+                findings.append(
+                    Finding(
+                        "cache-only",
+                        f"{item.path}: no URL for it anywhere in the tree; pinned by its "
+                        "sha256 and admitted to the cache, which is then its only source "
+                        "(add `urls:` to let `lowbuild fetch` download it elsewhere)",
+                        dockerfile,
+                        item.line,
+                    )
+                )
+        plan.test_port = _first_port(source)
+        findings += _instruction_findings(root, source)
+    _check_cycles(plans, root)
+    for ref, users in sorted(bases.items()):
+        findings.append(
+            Finding(
+                "external-base",
+                f"{ref} is built by nothing in the tree: an external base of "
+                f"{', '.join(users)} (lowbuild never pulls it; it must be in the engine's store)",
+            )
+        )
+    return Adoption(
+        root=root, name=safe_name(root.name), images=plans, bases=bases, findings=findings
+    )
