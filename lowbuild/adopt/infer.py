@@ -5,7 +5,6 @@ should look at. Pure: no engine, no cache, nothing written.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,9 +12,11 @@ from pathlib import Path
 
 from lowbuild.adopt.tree import ImageDirectory, hand_made_from, is_input_file, urls_in_tree
 from lowbuild.errors import Location, SpecError
+from lowbuild.plan.graph import normalise_ref
+from lowbuild.sources.cache import hash_file
+from lowbuild.spec.load import TAG_PATTERN
 
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _PACKAGE_INSTALL = re.compile(
     r"\b(yum|dnf|microdnf|apt-get|apt|apk)\s+(?:-\S+\s+)*(install|add)\b([^&|;]*)"
 )
@@ -72,13 +73,6 @@ class Adoption:
     findings: list[Finding]
 
 
-def normalise(ref: str) -> str:
-    """`localhost/x` is podman's name for `x`; no tag means `:latest`."""
-    ref = ref.removeprefix("localhost/")
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last or "@" in last else ref + ":latest"
-
-
 def safe_name(text: str) -> str:
     """A lowbuild image name from any text: lowercase letters, digits, '.', '_', '-'."""
     name = _NAME_CHARS.sub("-", text.lower()).strip("-._")
@@ -86,20 +80,12 @@ def safe_name(text: str) -> str:
 
 
 def _repository_name(ref: str) -> str:
-    repository = normalise(ref).rsplit(":", 1)[0]
+    repository = normalise_ref(ref).rsplit(":", 1)[0]
     return repository.rsplit("/", 1)[-1]
 
 
 def _tag(ref: str) -> str:
-    return normalise(ref).rsplit(":", 1)[1]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return normalise_ref(ref).rsplit(":", 1)[1]
 
 
 def _relative_file(root: Path, path: Path) -> str:
@@ -141,7 +127,7 @@ def _script_refs(root: Path, source: ImageDirectory, findings: list[Finding]) ->
                     line,
                 )
             )
-    return list(dict.fromkeys(normalise(ref) for ref in refs))
+    return list(dict.fromkeys(normalise_ref(ref) for ref in refs))
 
 
 def _disambiguate(plans: list[ImagePlan], findings: list[Finding]) -> None:
@@ -302,7 +288,7 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
                 for ref in refs
                 if _repository_name(ref) == _repository_name(refs[0])
                 and _tag(ref) != "latest"
-                and _TAG.match(_tag(ref))
+                and TAG_PATTERN.match(_tag(ref))
             )
         )
         plans.append(ImagePlan(source=source, name=name, tags=tags, refs=tuple(refs)))
@@ -336,7 +322,7 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
         dockerfile = _relative_file(root, source.dockerfile)
         final = source.images.final_base
         if final is not None:
-            owner = by_ref.get(normalise(final.ref))
+            owner = by_ref.get(normalise_ref(final.ref))
             if owner is plan:
                 raise SpecError(
                     f"FROM {final.ref}: the image builds on itself (its build script tags "
@@ -346,7 +332,7 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
             if owner is not None:
                 plan.parent = owner.name
         for use in source.images.images:
-            if normalise(use.ref) not in by_ref:
+            if normalise_ref(use.ref) not in by_ref:
                 bases.setdefault(use.ref, [])
                 if plan.name not in bases[use.ref]:
                     bases[use.ref].append(plan.name)
@@ -378,7 +364,7 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
             plan.artifacts.append(
                 ArtifactPlan(
                     file=item.path,
-                    sha256=_sha256(path),
+                    sha256=hash_file(path),
                     size=path.stat().st_size,
                     urls=found,
                     path=path,

@@ -32,6 +32,7 @@ MAX_TEXT_BYTES = 256 * 1024
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 BINARY_SUFFIXES = (".jar", ".war", ".ear", ".rpm", ".deb", ".bin", ".run", ".whl")
 BIG_FILE = 1024 * 1024  # a file this big that a Dockerfile ADDs is an input, not a source
+HAND_MADE_LIMIT = 16 * 1024 * 1024  # archives bigger than this are not looked into
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ def _sources(
             if _URL.fullmatch(word):
                 urls.append((instruction.line, word))
                 continue
-            matches = sorted(directory.glob(word)) if any(c in word for c in "*?[") else []
-            for path in matches or [directory / word]:
+            relative = word.lstrip("/")  # a source is relative to the context, "/" or not
+            matches = sorted(directory.glob(relative)) if any(c in word for c in "*?[") else []
+            for path in matches or [directory / relative]:
                 if path.is_file():
                     try:
                         relative = path.resolve().relative_to(directory.resolve()).as_posix()
@@ -193,6 +195,8 @@ def hand_made_from(archive: Path) -> str | None:
     archive holds, when they all lie there: an archive made by hand with `tar czvf` from
     files kept beside it, which a `packs:` entry would make reproducibly. None otherwise."""
     if not archive.name.lower().endswith(ARCHIVE_SUFFIXES[:-1]):  # tar kinds only
+        return None
+    if archive.stat().st_size > HAND_MADE_LIMIT:  # a JDK is not made by hand: not opened
         return None
     try:
         with tarfile.open(archive) as tar:

@@ -130,7 +130,18 @@ def run_doctor(
 
     bases = None
     if project_file is not None or nearest_project_file() is not None:
-        bases = build_graph(load_project(project_file)).external_images()
+        try:
+            bases = build_graph(load_project(project_file)).external_images()
+        except SpecError as exc:
+            if project_file is not None:  # asked for: its mistakes are the answer
+                raise
+            # Found by walking up: the engines are still worth examining.
+            (err or Console(stderr=True)).print(
+                f"note: the project here does not load, so its base images are not "
+                f"checked:\n{exc}",
+                highlight=False,
+                markup=False,
+            )
     reports = examine_engines([known_name(engine)] if engine else ENGINE_NAMES, bases=bases)
     if not as_json:
         out.print(doctor_table(reports))

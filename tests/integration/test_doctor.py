@@ -180,6 +180,22 @@ def test_doctor_table_lists_missing_bases_apart_from_the_engines(tmp_path: Path)
     assert missing in bases and "MISSING" in bases
 
 
+def test_a_project_that_does_not_load_does_not_stop_doctor(tmp_path: Path) -> None:
+    (tmp_path / "lowbuild.yaml").write_text("name: [broken\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "lowbuild", "doctor", "--engine", "podman", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert reports_of(done)["podman"]["ok"]
+    assert "does not load" in done.stderr and "lowbuild.yaml:1" in done.stderr
+    asked = run_doctor("--engine", "podman", "-f", str(tmp_path / "lowbuild.yaml"))
+    assert asked.returncode == EXIT_BAD_INPUT  # named with -f: its mistakes are the answer
+
+
 def test_unknown_engine_is_refused() -> None:
     done = run_doctor("--engine", "kaniko")
     assert done.returncode == EXIT_BAD_INPUT  # a name lowbuild does not know: bad input

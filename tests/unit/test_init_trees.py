@@ -272,3 +272,19 @@ def test_a_spec_lowbuild_refuses_is_taken_back_whole(tmp_path: Path) -> None:
     assert code == EXIT_BAD_INPUT and "outside the context" in err
     assert snapshot(root) == before
     assert not list(root.rglob(".*lowbuild-init*"))
+
+
+def test_sources_are_read_as_the_engines_read_them(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    write(root / "app/tool.bin", os.urandom(1_200_000))  # a big binary: an input
+    write(root / "app/app.conf", "x = 1\n")  # a small config: a context file
+    tarball(root / "app/lib-1.0.tar.gz", {"lib/README": b"lib"})
+    write(
+        root / "app/Dockerfile",
+        "FROM x:1\nCOPY /tool.bin /usr/bin/\nCOPY --chown=1:1 app.conf /etc/\n"
+        "ADD lib-*.tar.gz /opt/\nCOPY --from=builder:1 /out /out\n",
+    )
+    code, out, err = init(root, "--json", cache=tmp_path / "cache")
+    assert code == 0, err
+    [image] = json.loads(out)["images"]
+    assert sorted(a["file"] for a in image["artifacts"]) == ["lib-1.0.tar.gz", "tool.bin"]
