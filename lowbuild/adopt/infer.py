@@ -381,6 +381,17 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
                         item.line,
                     )
                 )
+        used = {item.path for item in source.sources}
+        for path in sorted(source.directory.iterdir()):
+            if path.is_file() and path.name not in used and is_input_file(path):
+                findings.append(
+                    Finding(
+                        "unused-input",
+                        f"{path.name} lies beside the Dockerfile, but no ADD or COPY uses it: "
+                        "not pinned, not in the family (left over from an earlier version?)",
+                        _relative_file(root, path),
+                    )
+                )
         plan.test_port = _first_port(source)
         findings += _instruction_findings(root, source)
     _check_cycles(plans, root)

@@ -137,8 +137,7 @@ def run_doctor(
                 raise
             # Found by walking up: the engines are still worth examining.
             (err or Console(stderr=True)).print(
-                f"note: the project here does not load, so its base images are not "
-                f"checked:\n{exc}",
+                f"note: the project here does not load, so its base images are not checked:\n{exc}",
                 highlight=False,
                 markup=False,
             )

@@ -288,3 +288,19 @@ def test_sources_are_read_as_the_engines_read_them(tmp_path: Path) -> None:
     assert code == 0, err
     [image] = json.loads(out)["images"]
     assert sorted(a["file"] for a in image["artifacts"]) == ["lib-1.0.tar.gz", "tool.bin"]
+
+
+def test_a_cache_only_input_missing_from_the_cache_is_said_plainly(tmp_path: Path) -> None:
+    root = tutorial_tree(tmp_path / "tree")
+    tarball(root / "web/jdk/jdk-8u191-linux-x64.tar.gz", {"old/release": b"7"})  # left over
+    code, out, err = init(root, "--json", cache=tmp_path / "cache")
+    assert code == 0, err
+    unused = [f for f in json.loads(out)["findings"] if f["kind"] == "unused-input"]
+    assert [f["file"] for f in unused] == ["web/jdk/jdk-8u191-linux-x64.tar.gz"]
+
+    # Another host, another (empty) cache: fetch cannot download a cache-only input.
+    elsewhere = {"LOWBUILD_CACHE": str(tmp_path / "other-cache")}
+    fetched = run_lowbuild("fetch", "jdk-base", cwd=root, env=elsewhere)
+    assert fetched.returncode != 0
+    assert "cache-only (no urls: declared)" in fetched.stderr
+    assert "lowbuild cache add jdk-8u202-linux-x64.tar.gz" in fetched.stderr
