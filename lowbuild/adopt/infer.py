@@ -5,6 +5,7 @@ should look at. Pure: no engine, no cache, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,7 +16,10 @@ from lowbuild.errors import Location, SpecError
 from lowbuild.plan.graph import normalise_ref
 from lowbuild.sources.cache import hash_file
 from lowbuild.spec.load import TAG_PATTERN
+from lowbuild.spec.model import Project
 
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Project)}
+_DEFAULT_NAMESPACE, _DEFAULT_TAG = str(_DEFAULTS["namespace"]), str(_DEFAULTS["tag"])
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
 _PACKAGE_INSTALL = re.compile(
     r"\b(yum|dnf|microdnf|apt-get|apt|apk)\s+(?:-\S+\s+)*(install|add)\b([^&|;]*)"
@@ -225,6 +229,14 @@ def _instruction_findings(root: Path, source: ImageDirectory) -> Iterable[Findin
                         file,
                         instruction.line,
                     )
+    for line, missing in source.missing:
+        yield Finding(
+            "missing-source",
+            f"{missing} is not in {source.relative}/: a build of this directory fails "
+            "there (declare it as an artifact with its URL and sha256 if it is downloaded)",
+            file,
+            line,
+        )
     for line, url in source.url_adds:
         yield Finding(
             "add-url",
@@ -249,7 +261,9 @@ def _ends_in_tail(path: Path) -> bool:
         text = path.read_text(encoding="utf-8")[:65536]
     except (OSError, UnicodeDecodeError):
         return False
-    return "tail -f" in text
+    # A comment may name the anti-pattern it replaced: only commands count.
+    commands = (line.split("#", 1)[0] for line in text.splitlines())
+    return any(re.search(r"(^|[;&|\s])tail\s+-[a-zA-Z]*f", line) for line in commands)
 
 
 def _first_port(source: ImageDirectory) -> int | None:
@@ -314,6 +328,12 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
         )
         for plan in group:
             plan.refs = tuple(r for r in plan.refs if r != ref)
+
+    # The names lowbuild itself gives each image (the default namespace and tag, and each
+    # tag): a tree already written for lowbuild says FROM lowbuild/base:latest.
+    for plan in plans:
+        for tag in (_DEFAULT_TAG, *plan.tags):
+            by_ref.setdefault(normalise_ref(f"{_DEFAULT_NAMESPACE}/{plan.name}:{tag}"), plan)
 
     bases: dict[str, list[str]] = {}
     urls = urls_in_tree(root)

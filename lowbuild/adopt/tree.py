@@ -56,6 +56,7 @@ class ImageDirectory:
     sources: tuple[Source, ...]
     scripts: tuple[BuildScript, ...]
     url_adds: tuple[tuple[int, str], ...] = field(default=())  # ADD <url>: (line, url)
+    missing: tuple[tuple[int, str], ...] = field(default=())  # (line, source) not there
 
 
 def _walk(root: Path) -> list[Path]:
@@ -88,9 +89,12 @@ def _words(value: str) -> list[str]:
 
 def _sources(
     directory: Path, found: list[Instruction], dockerfile: Path
-) -> tuple[list[Source], list[tuple[int, str]]]:
+) -> tuple[list[Source], list[tuple[int, str]], list[tuple[int, str]]]:
+    """The files ADD/COPY take from the directory, the URLs ADD downloads, and the
+    sources that are not there (each with its line)."""
     sources: list[Source] = []
     urls: list[tuple[int, str]] = []
+    missing: list[tuple[int, str]] = []
     for instruction in found:
         if instruction.keyword not in ("ADD", "COPY"):
             continue
@@ -103,6 +107,8 @@ def _sources(
                 continue
             relative = word.lstrip("/")  # a source is relative to the context, "/" or not
             matches = sorted(directory.glob(relative)) if any(c in word for c in "*?[") else []
+            if not matches and not (directory / relative).exists() and "$" not in word:
+                missing.append((instruction.line, word))
             for path in matches or [directory / relative]:
                 if path.is_file():
                     try:
@@ -113,7 +119,7 @@ def _sources(
                             Location(dockerfile, instruction.line),
                         ) from None
                     sources.append(Source(relative, instruction.line, instruction.keyword))
-    return sources, urls
+    return sources, urls, missing
 
 
 def read_directory(root: Path, directory: Path) -> ImageDirectory:
@@ -125,7 +131,7 @@ def read_directory(root: Path, directory: Path) -> ImageDirectory:
         raise SpecError(f"cannot read Dockerfile: {exc}", Location(dockerfile)) from None
     images = parse_dockerfile_text(text, path=dockerfile)  # SpecError with file:line
     found = list(instructions(text, path=dockerfile))
-    sources, url_adds = _sources(directory, found, dockerfile)
+    sources, url_adds, missing = _sources(directory, found, dockerfile)
     scripts = []
     for path in find_build_scripts(directory):
         script = read_build_script(path)
@@ -141,6 +147,7 @@ def read_directory(root: Path, directory: Path) -> ImageDirectory:
         sources=tuple(dict.fromkeys(sources)),
         scripts=tuple(scripts),
         url_adds=tuple(url_adds),
+        missing=tuple(missing),
     )
 
 

@@ -144,3 +144,25 @@ def test_images_shows_each_change_and_prune_removes_only_this_familys_earlier_bu
 
     again = as_json(alpha, "prune", "-e", engine.name)
     assert again["removed"] == [] and again["freed"] is None
+
+
+def test_an_earlier_build_a_container_uses_is_kept_with_the_engines_words(
+    engine: Engine, projects: tuple[Path, Path, str]
+) -> None:
+    alpha, _, namespace = projects
+    build(alpha, engine)
+    first = {row["image"]: row for row in as_json(alpha, "images", "-e", engine.name)["images"]}
+    write_image(alpha, "b", f"{namespace}/a:latest", "b2", parent="a")  # only b changes
+    build(alpha, engine)
+
+    with engine.run(image=first["b"]["id"], command=["sleep", "300"], timeout=60):
+        held = lowbuild(alpha, "prune", "-e", engine.name, "--json")
+        assert held.returncode == 1, held.stderr  # something could not be removed
+        report = conforming("prune", held.stdout)
+        assert report["removed"] == []
+        [kept] = [item for item in report["kept"] if item["id"] == first["b"]["id"]]
+        assert kept["kept"].startswith("engine: ")
+        assert engine.inspect_image(first["b"]["id"]) is not None
+    # The container is gone: the next prune removes it.
+    again = as_json(alpha, "prune", "-e", engine.name)
+    assert [item["id"] for item in again["removed"]] == [first["b"]["id"]]

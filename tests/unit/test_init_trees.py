@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -304,3 +305,32 @@ def test_a_cache_only_input_missing_from_the_cache_is_said_plainly(tmp_path: Pat
     assert fetched.returncode != 0
     assert "cache-only (no urls: declared)" in fetched.stderr
     assert "lowbuild cache add jdk-8u202-linux-x64.tar.gz" in fetched.stderr
+
+
+def test_the_seed_familys_own_dockerfiles_come_back_as_the_same_family(tmp_path: Path) -> None:
+    """A tree written for lowbuild already (FROM lowbuild/base:latest, no build scripts),
+    which init was not tuned for: the repository's own contexts, their image.yaml gone."""
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path / "seed"
+    shutil.copytree(repo / "contexts", root / "contexts", symlinks=True)
+    for spec in root.rglob("image.yaml"):
+        spec.unlink()
+    code, out, err = init(root, "--json", cache=tmp_path / "cache")
+    assert code == 0, err
+    family = graph(root)
+    assert family["base"]["parent"] is None
+    assert family["base"]["external"] == ["localhost/lowbuild/bookworm:latest"]
+    assert {name: family[name]["parent"] for name in ("haproxy", "jdk", "nginx", "nginx-pkg")} == {
+        "haproxy": "base",
+        "jdk": "base",
+        "nginx": "base",
+        "nginx-pkg": "base",
+    }
+    assert family["tomcat"]["parent"] == "jdk"
+    findings = json.loads(out)["findings"]
+    missing = {
+        (f["file"], f["message"].split()[0]) for f in findings if f["kind"] == "missing-source"
+    }
+    assert ("contexts/tomcat/Dockerfile", "app.tar.gz") in missing  # a pack lowbuild makes
+    # run_tomcat.sh names `tail -f` only in a comment: no finding.
+    assert not [f for f in findings if f["kind"] == "tail-f"]
