@@ -95,17 +95,34 @@ class Secured:
     htpasswd: Path | None
 
 
+def bcrypt_hash(password: str) -> str:
+    """A bcrypt hash, as the registry's htpasswd wants, from the system's libcrypt (the
+    C library behind Python's `crypt` module, which 3.13 removed)."""
+    import ctypes
+    import ctypes.util
+
+    libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    libcrypt.crypt_gensalt.restype = ctypes.c_char_p
+    libcrypt.crypt_gensalt.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+        ctypes.c_int,
+    ]
+    libcrypt.crypt.restype = ctypes.c_char_p
+    libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = libcrypt.crypt_gensalt(b"$2b$", 10, None, 0)  # random bytes from the OS
+    hashed = libcrypt.crypt(password.encode(), salt) if salt else None
+    if not hashed or not hashed.startswith(b"$2b$"):
+        raise RuntimeError("the system's libcrypt made no bcrypt hash")
+    return hashed.decode()
+
+
 def secure_registry_files(
     directory: Path, *, user: str | None = None, password: str = ""
 ) -> Secured:
     """A CA, a server certificate for 127.0.0.1 signed by it, and (with `user`) an
     htpasswd file with one bcrypt login: what a TLS registry with authentication needs."""
-    import warnings
-
-    with warnings.catch_warnings():  # deprecated (gone in 3.13), and the one bcrypt at hand
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # bcrypt hashes, as the registry's htpasswd wants
-
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
     cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
@@ -124,7 +141,7 @@ def secure_registry_files(
     if user is None:
         return Secured(ca=ca, certificate=cert, key=key, htpasswd=None)
     htpasswd = directory / "htpasswd"
-    htpasswd.write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    htpasswd.write_text(f"{user}:{bcrypt_hash(password)}\n")
     return Secured(ca=ca, certificate=cert, key=key, htpasswd=htpasswd)
 
 
