@@ -15,7 +15,7 @@ from lowbuild.adopt.tree import ImageDirectory, hand_made_from, is_input_file, u
 from lowbuild.errors import Location, SpecError
 from lowbuild.plan.graph import normalise_ref
 from lowbuild.sources.cache import hash_file
-from lowbuild.spec.load import TAG_PATTERN
+from lowbuild.spec.load import IMAGE_REF_PATTERN, TAG_PATTERN
 from lowbuild.spec.model import Project
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Project)}
@@ -111,7 +111,21 @@ def _script_refs(root: Path, source: ImageDirectory, findings: list[Finding]) ->
                         build.line,
                     )
                 )
-            refs += [ref for ref in build.refs if "$" not in ref]
+            for ref in build.refs:
+                if "$" in ref:
+                    continue  # said above
+                if IMAGE_REF_PATTERN.match(ref):
+                    refs.append(ref)
+                else:
+                    findings.append(
+                        Finding(
+                            "bad-tag",
+                            f"-t {ref!r} is not an image reference an engine accepts "
+                            "(the path must be lowercase): left out",
+                            file,
+                            build.line,
+                        )
+                    )
             if build.context not in (None, ".", "./"):
                 findings.append(
                     Finding(

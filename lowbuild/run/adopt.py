@@ -197,7 +197,8 @@ def print_init(result: InitResult, *, out: Console, as_json: bool) -> None:
     for file in result.admitted:
         out.print(f"admitted {escape(file)} to the cache", highlight=False)
     if result.findings:
-        out.print(f"\n{len(result.findings)} findings:", highlight=False)
+        count = len(result.findings)
+        out.print(f"\n{count} finding{'' if count == 1 else 's'}:", highlight=False)
     for finding in result.findings:
         where = finding.file or ""
         if finding.file and finding.line:

@@ -202,6 +202,9 @@ def test_multi_stage_arg_from_collisions_and_a_from_nobody_builds(tmp_path: Path
     write(root / "tools/a/docker_build.sh", "docker build -t tool:alpha .\n")
     write(root / "tools/b/Dockerfile", "FROM tool:alpha\n")
     write(root / "tools/b/docker_build.sh", "docker build -t tool:beta .\n")
+    # A tag no engine accepts is left out, with a finding.
+    write(root / "apps/bad/Dockerfile", "FROM corp/base:1\n")
+    write(root / "apps/bad/docker_build.sh", "docker build -t BadName:1 -t bad:2 .\n")
     # No build script at all: named after its directory.
     write(root / "misc/Odd Name/Dockerfile", "FROM alpine:3.19\n")
 
@@ -209,13 +212,15 @@ def test_multi_stage_arg_from_collisions_and_a_from_nobody_builds(tmp_path: Path
 
     assert code == 0, err
     family = graph(root)
-    assert set(family) == {"base", "api", "web", "tool-alpha", "tool-beta", "odd-name"}
+    assert set(family) == {"base", "api", "web", "bad", "tool-alpha", "tool-beta", "odd-name"}
+    assert family["bad"]["refs"] == ["lowbuild/bad:latest", "lowbuild/bad:2", "bad:2"]
     assert family["api"]["parent"] == "base" and family["api"]["external"] == ["golang:1.22"]
     assert family["web"]["parent"] == "base"
     assert family["tool-beta"]["parent"] == "tool-alpha"
     assert family["base"]["external"] == ["debian:12"]
     kinds = [f["kind"] for f in json.loads(out)["findings"]]
     assert kinds.count("name-collision") == 2 and "named-after-directory" in kinds
+    assert "bad-tag" in kinds
 
 
 @pytest.mark.parametrize(
