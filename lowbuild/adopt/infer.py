@@ -370,7 +370,11 @@ def infer_family(root: Path, directories: list[ImageDirectory]) -> Adoption:
                 bases.setdefault(use.ref, [])
                 if plan.name not in bases[use.ref]:
                     bases[use.ref].append(plan.name)
+        seen: set[str] = set()
         for item in source.sources:
+            if item.path in seen:  # ADDed twice (by name and by a glob): one input
+                continue
+            seen.add(item.path)
             path = source.directory / item.path
             made_from = hand_made_from(path)
             if made_from is not None:

@@ -339,3 +339,22 @@ def test_the_seed_familys_own_dockerfiles_come_back_as_the_same_family(tmp_path:
     assert ("contexts/tomcat/Dockerfile", "app.tar.gz") in missing  # a pack lowbuild makes
     # run_tomcat.sh names `tail -f` only in a comment: no finding.
     assert not [f for f in findings if f["kind"] == "tail-f"]
+
+
+def test_odd_file_names_and_a_file_added_twice(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    odd = root / "web apps" / "ñginx"
+    tarball(odd / "my file (1).tar.gz", {"x": b"x"})
+    write(
+        odd / "Dockerfile",
+        'FROM alpine:3\nADD ["my file (1).tar.gz", "/srv/"]\nCOPY *.tar.gz /x/\n',
+    )
+    code, out, err = init(root, "--json", cache=tmp_path / "cache")
+    assert code == 0, err
+    [image] = json.loads(out)["images"]
+    assert [a["file"] for a in image["artifacts"]] == ["my file (1).tar.gz"]  # once
+    assert image["directory"] == "web apps/ñginx"
+    offline = run_lowbuild(
+        "fetch", "--offline", cwd=root, env={"LOWBUILD_CACHE": str(tmp_path / "cache")}
+    )
+    assert offline.returncode == 0, offline.stderr
