@@ -7,6 +7,7 @@ SpecError naming it (and the line), so `lowbuild init` writes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -74,8 +75,6 @@ def _words(value: str) -> list[str]:
     text = value.strip()
     if text.startswith("["):
         try:
-            import json
-
             parsed = json.loads(text)
             if isinstance(parsed, list) and all(isinstance(w, str) for w in parsed):
                 return parsed
