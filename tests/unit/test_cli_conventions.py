@@ -3,6 +3,7 @@ directory inside it, and `-h` is `--help` on every command."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -103,21 +104,31 @@ def test_ci_sets_options_through_lowbuild_variables(tmp_path: Path) -> None:
     assert jobs.returncode == 2 and "--jobs" in jobs.stderr
 
 
-def test_an_interrupted_command_says_so_and_exits_130(tmp_path: Path) -> None:
-    """Any command, interrupted where it has no cleanup of its own to report (here: waiting
-    for the project lock another run holds), says "interrupted" and exits 130."""
+def clean_interrupted_while_waiting(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`lowbuild clean` of a family in `tmp_path`, sent SIGTERM while it waits for the
+    project lock this test holds: (exit code, stdout, stderr)."""
     write_family(tmp_path)
     (tmp_path / ".lowbuild").mkdir()
     with FileLock(tmp_path / ".lowbuild" / "lock"):
         waiting = subprocess.Popen(
             [sys.executable, "-m", "lowbuild", "clean"],
             cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         time.sleep(1.5)  # it is waiting for the lock by now
         waiting.send_signal(signal.SIGTERM)
-        _, stderr = waiting.communicate(timeout=15)
-    assert waiting.returncode == 130, stderr
+        stdout, stderr = waiting.communicate(timeout=15)
+    return waiting.returncode, stdout, stderr
+
+
+def test_an_interrupted_command_says_so_and_exits_130(tmp_path: Path) -> None:
+    """Any command, interrupted where it has no cleanup of its own to report (here: waiting
+    for the project lock another run holds), says "interrupted" and exits 130."""
+    code, _, stderr = clean_interrupted_while_waiting(tmp_path)
+    assert code == 130, stderr
     assert stderr.rstrip().endswith("interrupted"), stderr

@@ -11,18 +11,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from filelock import FileLock
+from test_cli_conventions import clean_interrupted_while_waiting
 from test_export_bake import write_family as write_bake_family
 from test_graph_cli import run_lowbuild, write_family
 from test_json_outputs import TOOL, TOOL_SHA, lowbuild_json, project_with_artifact
@@ -223,21 +218,8 @@ def test_an_interrupted_run_prints_an_error_object_that_matches_its_schema(
 ) -> None:
     """Interrupted where the command has no cleanup of its own to report (waiting for the
     project lock another run holds): the error object main() writes itself."""
-    write_family(tmp_path)
-    (tmp_path / ".lowbuild").mkdir()
-    with FileLock(tmp_path / ".lowbuild" / "lock"):
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "lowbuild", "clean"],
-            cwd=tmp_path,
-            env={**os.environ, "LOWBUILD_JSON": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(1.5)  # it is waiting for the lock by now
-        waiting.send_signal(signal.SIGTERM)
-        stdout, stderr = waiting.communicate(timeout=15)
-    assert waiting.returncode == 130, stderr
+    code, stdout, stderr = clean_interrupted_while_waiting(tmp_path, {"LOWBUILD_JSON": "1"})
+    assert code == 130, stderr
     error = assert_conforms("error", json.loads(stdout))["error"]
     assert (error["kind"], error["exit_code"]) == ("interrupted", 130)
 
