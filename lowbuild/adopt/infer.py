@@ -261,7 +261,7 @@ def _instruction_findings(root: Path, source: ImageDirectory) -> Iterable[Findin
         )
     for item in source.sources:
         path = source.directory / item.path
-        if path.suffix == ".sh" and _ends_in_tail(path):
+        if path.suffix == ".sh" and _runs_tail_f(path):
             yield Finding(
                 "tail-f",
                 f"{item.path} keeps the container alive with `tail -f`: make the service "
@@ -270,7 +270,7 @@ def _instruction_findings(root: Path, source: ImageDirectory) -> Iterable[Findin
             )
 
 
-def _ends_in_tail(path: Path) -> bool:
+def _runs_tail_f(path: Path) -> bool:
     try:
         text = path.read_text(encoding="utf-8")[:65536]
     except (OSError, UnicodeDecodeError):

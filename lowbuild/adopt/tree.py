@@ -30,7 +30,8 @@ _SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", ".lowbuild", ".venv", "node_mo
 _URL = re.compile(r"""(?:https?|ftp)://[^\s'"<>()]+""")
 _TEXT_SUFFIXES = frozenset({".sh", ".md", ".txt", ".rst", ""})
 MAX_TEXT_BYTES = 256 * 1024
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
+ARCHIVE_SUFFIXES = (*TAR_SUFFIXES, ".zip")
 BINARY_SUFFIXES = (".jar", ".war", ".ear", ".rpm", ".deb", ".bin", ".run", ".whl")
 BIG_FILE = 1024 * 1024  # a file this big that a Dockerfile ADDs is an input, not a source
 HAND_MADE_LIMIT = 16 * 1024 * 1024  # archives bigger than this are not looked into
@@ -200,7 +201,7 @@ def hand_made_from(archive: Path) -> str | None:
     """The directory (relative to the archive's, "." for its own) whose files a tar
     archive holds, when they all lie there: an archive made by hand with `tar czvf` from
     files kept beside it, which a `packs:` entry would make reproducibly. None otherwise."""
-    if not archive.name.lower().endswith(ARCHIVE_SUFFIXES[:-1]):  # tar kinds only
+    if not archive.name.lower().endswith(TAR_SUFFIXES):
         return None
     if archive.stat().st_size > HAND_MADE_LIMIT:  # a JDK is not made by hand: not opened
         return None

@@ -48,6 +48,11 @@ def seconds_left(deadline: float | None) -> float | None:
 _FULL_ID = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
 
 
+def short_id(image_id: str) -> str:
+    """The 12 hex digits an image ID is shown by (as `docker images` shows it)."""
+    return image_id.removeprefix("sha256:")[:12]
+
+
 def normalise_image_id(raw: str) -> str:
     """An engine's full image ID as "sha256:<64 hex>" (podman prints bare hex, docker and
     buildah's --iidfile write it prefixed). Raises ValueError for anything else, short IDs

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from lowbuild.engines.base import Engine, ImageInfo
+from lowbuild.engines.base import Engine, ImageInfo, short_id
 from lowbuild.engines.parse import says_image_missing
 from lowbuild.errors import EngineError
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, label_changes
@@ -32,10 +32,6 @@ from lowbuild.spec.model import Project
 
 REF_LABEL = "org.opencontainers.image.ref.name"
 BASE_LABEL = "org.opencontainers.image.base.name"
-
-
-def _short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]
 
 
 @dataclass(frozen=True)
@@ -292,12 +288,6 @@ def prune_candidates(project: Project, engine: Engine) -> list[PruneItem]:
     return sorted(items, key=lambda item: (item.ref, when(item.created), item.id))
 
 
-def _gone(exc: EngineError) -> bool:
-    """The image is no longer there: the engine removed it with a child removed before
-    (an untagged parent goes with its last child), or somebody else did."""
-    return says_image_missing(exc)
-
-
 def _refused_for_a_child(exc: EngineError) -> bool:
     """The engine would not remove an image another image builds on (yet)."""
     text = exc.stderr.lower()
@@ -328,10 +318,12 @@ def prune_family(
         for item in todo:
             try:
                 _remove(engine, item)
-                notify(f"removed {_short(item.id)} ({item.ref}, built {item.created[:19]})")
+                notify(f"removed {short_id(item.id)} ({item.ref}, built {item.created[:19]})")
                 done.append(item)
             except EngineError as exc:
-                if _gone(exc):
+                # Gone already: an untagged parent goes with its last child (or somebody
+                # else removed it).
+                if says_image_missing(exc):
                     done.append(item)
                 elif _refused_for_a_child(exc):
                     waiting.append((item, exc))

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lowbuild.engines.base import LogSink
+from lowbuild.engines.base import LogSink, short_id
 from lowbuild.errors import EXIT_FAILED
 from lowbuild.run.scheduler import FINISHED_OK, Event, Outcome
 
@@ -125,13 +125,13 @@ def summary_table(
         table.add_column(column, overflow="fold")
     for name, outcome in outcomes.items():
         duration = f"{outcome.duration:.1f}s" if outcome.duration is not None else "-"
-        short_id = outcome.image_id.removeprefix("sha256:")[:12] or "-"
+        shown_id = short_id(outcome.image_id) or "-"
         detail = _summary_detail(outcome)
         table.add_row(
             name,
             f"[{_STATE_STYLE[outcome.state]}]{outcome.state}[/]",
             duration,
-            short_id,
+            shown_id,
             ", ".join((tags or {}).get(name, ())),
             detail,
         )
@@ -266,11 +266,11 @@ def images_table(rows: Sequence[FamilyImage]) -> Table:
         else:
             change = human_bytes(row.size_change, signed=True)
             what = "; ".join(row.changes) or "same inputs"
-            since = f"{change} ({what}); was {row.previous.id.removeprefix('sha256:')[:12]}"
+            since = f"{change} ({what}); was {short_id(row.previous.id)}"
         table.add_row(
             row.name,
             Text(", ".join(row.tags)),
-            row.id.removeprefix("sha256:")[:12],
+            short_id(row.id),
             human_bytes(row.size),
             human_bytes(row.adds),
             Text(since),
@@ -293,7 +293,7 @@ def prune_table(result: PruneResult) -> Table:
         )
         table.add_row(
             item.ref,
-            item.id.removeprefix("sha256:")[:12],
+            short_id(item.id),
             item.created[:19].replace("T", " "),
             human_bytes(item.size),
             outcome,

@@ -129,9 +129,10 @@ def run_doctor(
     from lowbuild.spec.load import nearest_project_file
 
     bases = None
-    if project_file is not None or nearest_project_file() is not None:
+    found = project_file or nearest_project_file()  # walked up once, loaded from there
+    if found is not None:
         try:
-            bases = build_graph(load_project(project_file)).external_images()
+            bases = build_graph(load_project(found)).external_images()
         except SpecError as exc:
             if project_file is not None:  # asked for: its mistakes are the answer
                 raise
