@@ -149,6 +149,29 @@ CacheFrom = Annotated[
 ]
 
 
+HostsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--hosts",
+        help="A hosts file (lowbuild-hosts.yaml; default: $LOWBUILD_HOSTS unless --endpoint "
+        "is given): the engine endpoints to split the family over, each with its jobs, and "
+        "the registry parents are handed over through.",
+        show_default=False,
+    ),
+]
+EndpointOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--endpoint",
+        metavar="NAME=ENGINE+URL",
+        help="NAME=ENGINE+URL[,jobs=N] (repeatable), instead of --hosts: podman+unix:///… "
+        "or +ssh://…, docker+tcp://… or +CONTEXT; the handover registry is then the "
+        "registry cache (--cache-to, or lowbuild.yaml's `cache:`).",
+        show_default=False,
+    ),
+]
+
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -242,17 +265,32 @@ def doctor_command(
             show_default=False,
         ),
     ] = None,
+    hosts: HostsFile = None,
+    endpoint: EndpointOption = None,
 ) -> None:
     """Check each engine with a trivial build and run; say why one fails and how to fix it.
 
     The probe image is FROM scratch with a tiny static program doctor writes itself: no
     base image, no network needed. Inside a project, each working engine is also asked
     for the family's base images; a missing one is listed with how to bring it in, and
-    does not make the engine fail. Exits 3 when no engine (or not the asked one) works."""
+    does not make the engine fail. Exits 3 when no engine (or not the asked one) works.
+
+    With --hosts or --endpoint, each endpoint instead: it answers, builds and runs the
+    probe, has the family's bases, and reaches the handover registry; exits 3 unless
+    every endpoint works."""
     from lowbuild.run.workflow import run_doctor
 
     out = _out(as_json=as_json)
-    raise typer.Exit(run_doctor(engine, as_json=as_json, out=out, err=err, project_file=file))
+    code = run_doctor(
+        engine,
+        as_json=as_json,
+        out=out,
+        err=err,
+        project_file=file,
+        hosts_file=hosts,
+        endpoints=tuple(endpoint or ()),
+    )
+    raise typer.Exit(code)
 
 
 @app.command("fetch")
@@ -360,9 +398,12 @@ def plan_command(
         ),
     ] = False,
     no_tls_verify: NoTlsVerify = False,
+    hosts: HostsFile = None,
+    endpoint: EndpointOption = None,
 ) -> None:
     """Show what `build` would build and why (new, which input changed, which parent was
-    rebuilt)."""
+    rebuilt). With endpoints: an image is up to date when one endpoint holds it up to
+    date, and the `endpoint` column says where each is held or meant to be built."""
     from lowbuild.run.workflow import RegistryCache, Selection, run_plan
 
     selection = Selection(
@@ -371,6 +412,8 @@ def plan_command(
         with_deps=not no_deps,
         engine=engine,
         overrides=tuple(overrides or ()),
+        hosts_file=hosts,
+        endpoints=tuple(endpoint or ()),
     )
     code = run_plan(
         selection,
@@ -460,8 +503,14 @@ def build_command(
             "comes, prefixed [image]: for CI logs) or quiet (only the summary).",
         ),
     ] = "auto",
+    hosts: HostsFile = None,
+    endpoint: EndpointOption = None,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
+
+    With --hosts or --endpoint, the family is split over those engines: each image is
+    built on one endpoint (the one holding its parent when it has a free job), its
+    parents handed over through a registry by digest, checked by image ID.
 
     Exit 0 when everything is built or up to date (and tests pass), 1 when something
     failed or was blocked (or, with --no-wait, another run holds the project), 2 for bad
@@ -490,6 +539,8 @@ def build_command(
         with_deps=not no_deps,
         engine=engine,
         overrides=tuple(overrides or ()),
+        hosts_file=hosts,
+        endpoints=tuple(endpoint or ()),
     )
     options = BuildOptions(
         jobs=jobs or default_jobs(),

@@ -39,7 +39,9 @@ from lowbuild.engines.base import (
 )
 from lowbuild.engines.detect import REQUIRED_BINARIES, check_version, engine_by_name
 from lowbuild.engines.docker import DockerEngine
+from lowbuild.engines.endpoints import Endpoint, endpoint_engine
 from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
+from lowbuild.spec.model import Registry
 
 PROBE_PROGRAM = "lowbuild-probe"
 # Exec form: scratch has no shell. The RUN proves build containers start; the run, that
@@ -69,15 +71,25 @@ class EngineReport:
     version: str | None
     checks: tuple[Check, ...]
     family_bases: tuple[Check, ...] = ()
+    endpoint: Endpoint | None = None  # `doctor --hosts`: the endpoint examined
+
+    @property
+    def title(self) -> str:
+        """How the report is headed: the engine, or the endpoint and its engine."""
+        return self.engine if self.endpoint is None else self.endpoint.describe()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "engine": self.engine,
             "ok": self.ok,
             "version": self.version,
             "checks": [_check_json(c) for c in self.checks],
             "family_bases": [_check_json(c) for c in self.family_bases],
         }
+        if self.endpoint is not None:
+            document["endpoint"] = self.endpoint.name
+            document["url"] = self.endpoint.url
+        return document
 
 
 def _check_json(check: Check) -> dict[str, Any]:
@@ -266,6 +278,75 @@ def _build_and_run(
         # A leftover probe tag is harmless; the report matters more than its removal.
         with contextlib.suppress(LowbuildError):
             engine.remove_image(tag, force=True)
+
+
+def examine_endpoint(
+    endpoint: Endpoint,
+    *,
+    facts: HostFacts,
+    bases: Mapping[str, Sequence[str]] | None = None,
+    registry: Registry | None = None,
+) -> EngineReport:
+    """Check one endpoint: it answers (its engine's version), it builds and runs the
+    probe, it has the family's bases, and it can reach the handover `registry` (asked
+    for a tag that does not exist: "no such manifest" is the registry answering)."""
+    findings = _Findings(endpoint.engine, facts)
+    engine = endpoint_engine(endpoint)
+    try:
+        version = engine.version()
+    except LowbuildError as exc:
+        message = _tail(_engine_message(exc))
+        findings.checks.append(
+            Check(
+                "reachable",
+                False,
+                message,
+                f"start the engine's service there, or check the URL ({endpoint.declared})",
+            )
+        )
+        return dataclasses.replace(findings.report(ok=False, version=None), endpoint=endpoint)
+    findings.passed("reachable", f"{endpoint.url or 'local'} answers: {endpoint.engine} {version}")
+    too_old = check_version(endpoint.engine, version)
+    if too_old:
+        findings.checks.append(Check("version", False, too_old, "upgrade it"))
+        return dataclasses.replace(findings.report(ok=False, version=version), endpoint=endpoint)
+    program = probe_executable()
+    ok = program is not None and _build_and_run(engine, findings, program=program, network=None)
+    if ok and registry is not None:
+        ok = _registry_reachable(engine, registry, findings)
+    report = dataclasses.replace(findings.report(ok=ok, version=version), endpoint=endpoint)
+    if ok and bases:
+        report = dataclasses.replace(report, family_bases=family_base_checks(engine, bases))
+    return report
+
+
+def _registry_reachable(engine: Engine, registry: Registry, findings: _Findings) -> bool:
+    """Whether `engine` can pull from `registry`: it is asked for a tag no one pushes."""
+    ref = registry.ref("lowbuild-doctor", f"absent-{secrets.token_hex(4)}")
+    try:
+        found = engine.pull(ref, tls_verify=registry.tls_verify)
+    except LowbuildError as exc:
+        plain = (
+            ""
+            if registry.tls_verify
+            else (
+                "; for a plain-http registry, dockerd needs it in daemon.json `insecure-registries`"
+            )
+        )
+        findings.checks.append(
+            Check(
+                "registry",
+                False,
+                _tail(_engine_message(exc)),
+                f"make {registry.prefix} reachable from the endpoint{plain}",
+            )
+        )
+        return False
+    if found is not None:  # someone pushed that very tag: still, the registry answered
+        with contextlib.suppress(LowbuildError):
+            engine.remove_image(ref)
+    findings.passed("registry", f"pulls from {registry.prefix}")
+    return True
 
 
 def examine_engines(

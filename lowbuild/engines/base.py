@@ -30,6 +30,9 @@ MISSING_BASE_HINT = (
     "`podman load`/`docker load` an archive of it, or `lowbuild bundle import` a bundle"
 )
 
+LOOPBACK = "127.0.0.1"
+"""Where a local engine publishes a container's ports, and they are reached."""
+
 REMOVE_TIMEOUT_S = 10.0
 """How long removing a container may take (the engine kills it first) before lowbuild
 gives up on an engine that hangs: normally well under a second."""
@@ -90,6 +93,7 @@ class RunningContainer:
     id: str
     name: str
     ports: Mapping[int, int] = field(default_factory=dict)
+    host: str = LOOPBACK  # where its published ports are reached from here
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class BuildahEngine(PodmanEngine):
         return str(json.loads(run_command(argv, timeout=QUICK_TIMEOUT_S).stdout)["version"])
 
     def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
-        return buildah_style_build(self.buildah, request, log=log, resolve=self.resolve_image_id)
+        return buildah_style_build((self.buildah,), request, log=log, resolve=self.resolve_image_id)
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         try:
@@ -95,8 +95,8 @@ class BuildahEngine(PodmanEngine):
         return out.split()[-1:]
 
     @property
-    def image_binary(self) -> str:
-        return self.buildah  # push and pull: PodmanEngine's, run with buildah
+    def image_cli(self) -> tuple[str, ...]:
+        return (self.buildah,)  # push and pull: PodmanEngine's, run with buildah
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         run_command([self.buildah, "rmi", *(["--force"] if force else []), ref])

@@ -22,7 +22,7 @@ class BuildxEngine(DockerEngine):
 
     def version(self) -> str:
         """The buildx plugin's version ("github.com/docker/buildx 0.13.1 …" → "0.13.1")."""
-        argv = [self.binary, "buildx", "version"]
+        argv = [*self.cli, "buildx", "version"]
         words = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.split()
         return words[1] if len(words) > 1 else " ".join(words)
 
@@ -34,7 +34,7 @@ class BuildxEngine(DockerEngine):
         context = request.context
         in_tar = None if request.dockerfile is None else _path_inside(request.dockerfile, context)
         argv: list[str | Path] = [
-            self.binary,
+            *self.cli,
             "buildx",
             "build",
             "--load",

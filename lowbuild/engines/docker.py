@@ -21,7 +21,7 @@ class DockerEngine(WhalesEngine):
 
     def version(self) -> str:
         """The daemon's version: it, not the client, does the building."""
-        argv = [self.binary, "version", "--format", "{{.Server.Version}}"]
+        argv = [*self.cli, "version", "--format", "{{.Server.Version}}"]
         return run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()
 
     def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
@@ -30,7 +30,7 @@ class DockerEngine(WhalesEngine):
         # into concurrent buildx builds) and prints progress instead of handing us the lines.
         # Without --pull the classic builder uses a local base when it has one.
         # --force-rm: classic builds leave failed intermediate containers behind otherwise.
-        argv: list[str | Path] = [self.binary, "build", "--force-rm", *request.flags()]
+        argv: list[str | Path] = [*self.cli, "build", "--force-rm", *request.flags()]
         return run_iidfile_build(
             argv,
             context=request.context,

@@ -45,17 +45,22 @@ class PodmanEngine(WhalesEngine):
 
     def image_store_bytes(self) -> int:
         # podman's `system df` adds up every image's full size, so layers two images share
-        # count twice; the storage directory on disk is the honest total.
-        argv = [self.binary, "info", "--format", "{{.Store.GraphRoot}}"]
+        # count twice; the storage directory on disk is the honest total. A remote engine's
+        # directory is not this machine's to read: its `system df` is what there is.
+        if self.remote:
+            return super().image_store_bytes()
+        argv = [*self.cli, "info", "--format", "{{.Store.GraphRoot}}"]
         return disk_usage(Path(run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()))
 
     def version(self) -> str:
-        argv = [self.binary, "version", "--format", "{{.Client.Version}}"]
+        # Remote: the service's version (the client's says nothing of what builds).
+        side = "Server" if self.remote else "Client"
+        argv = [*self.cli, "version", "--format", f"{{{{.{side}.Version}}}}"]
         return run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip()
 
     def build(self, request: BuildRequest, *, log: LogSink | None = None) -> str:
         return buildah_style_build(
-            self.binary, request, log=log, resolve=self.resolve_image_id, force_rm=True
+            self.cli, request, log=log, resolve=self.resolve_image_id, force_rm=True
         )
 
     def _change_args(self, changes: Sequence[Change]) -> list[str]:
@@ -72,16 +77,20 @@ class PodmanEngine(WhalesEngine):
     def _remove_container(self, name: str) -> None:
         # `podman rm --force` first waits 10 s for SIGTERM, which a PID 1 like
         # `busybox httpd` ignores; `--time 0` kills at once, as `docker rm --force` does.
-        remove_containers([self.binary, "rm", "--force", "--ignore", "--time", "0", name])
+        remove_containers([*self.cli, "rm", "--force", "--ignore", "--time", "0", name])
 
     def run_containers(self, run_id: str) -> frozenset[str]:
         # A stopped `podman build` can leave its buildah working container behind (seen
         # with SIGTERM and SIGINT on podman 4.3 when no RUN step was running); such
         # containers are "external", listed only with --external, and told apart by the
         # build marker their buildah.json records (commands.build_marker_flags).
+        if self.remote:
+            # The service's build containers are its own to clean up when the client goes
+            # (and its container storage is not this machine's files): only ours, by name.
+            return self.named_containers(run_id)
         prefix, marker = container_name_prefix(run_id), f"id={build_marker(run_id)},"
         argv = [
-            self.binary,
+            *self.cli,
             "ps",
             "--all",
             "--external",
@@ -113,48 +122,48 @@ class PodmanEngine(WhalesEngine):
 
     def _container_storage(self) -> Path:
         """Where containers/storage keeps each container's metadata (`<id>/userdata`)."""
-        argv = [self.binary, "info", "--format", "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"]
+        argv = [*self.cli, "info", "--format", "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"]
         root, _, driver = run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.strip().partition("\t")
         return Path(root) / f"{driver}-containers"
 
     def remove_containers(self, ids: Iterable[str]) -> None:
         wanted = sorted(ids)
         if wanted:
-            run_command([self.binary, "rm", "--force", "--ignore", "--time", "0", *wanted])
+            run_command([*self.cli, "rm", "--force", "--ignore", "--time", "0", *wanted])
 
     def save(self, refs: Sequence[str], path: Path) -> None:
-        argv: list[str | Path] = [self.binary, "save", "--format", "docker-archive"]
+        argv: list[str | Path] = [*self.cli, "save", "--format", "docker-archive"]
         if len(refs) > 1:
             argv.append("--multi-image-archive")
         run_command([*argv, "--output", path, *refs])
 
     @property
-    def image_binary(self) -> str:
-        """The CLI that pushes and pulls (podman; buildah's engine says buildah)."""
-        return self.binary
+    def image_cli(self) -> tuple[str, ...]:
+        """The command that pushes and pulls (podman; buildah's engine says buildah)."""
+        return self.cli
 
     def push(
         self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
     ) -> str:
         # `podman push` and `buildah push` take the same flags.
         return push_with_digestfile(
-            self.image_binary, ref, destination, tls_verify=tls_verify, log=log
+            self.image_cli, ref, destination, tls_verify=tls_verify, log=log
         )
 
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
         tls = f"--tls-verify={str(tls_verify).lower()}"
-        return self._pulled(ref, [self.image_binary, "pull", tls, "--quiet", ref], log)
+        return self._pulled(ref, [*self.image_cli, "pull", tls, "--quiet", ref], log)
 
 
 def push_with_digestfile(
-    binary: str, ref: str, destination: str, *, tls_verify: bool, log: LogSink | None
+    cli: Sequence[str], ref: str, destination: str, *, tls_verify: bool, log: LogSink | None
 ) -> str:
     """`podman push` or `buildah push` (the same flags) of `ref` to `docker://destination`,
     in the docker format the images were built in; the digest from `--digestfile`."""
     with tempfile.TemporaryDirectory(prefix="push-", dir=run_scratch()) as scratch:
         digestfile = Path(scratch) / "digest"
         argv: list[str | Path] = [
-            binary,
+            *cli,
             "push",
             f"--tls-verify={str(tls_verify).lower()}",
             "--format",
@@ -165,11 +174,18 @@ def push_with_digestfile(
             f"docker://{destination}",
         ]
         run_command(argv, log=log, merge_output=True)
-        return pushed_digest(digestfile.read_text(), destination)
+        written = digestfile.read_text() if digestfile.exists() else ""
+    if not written.strip():
+        # `podman --remote push --digestfile` writes nothing (podman 4): the registry
+        # itself says what it stored.
+        from lowbuild.sources.registry import registry_digest
+
+        written = registry_digest(destination, tls_verify=tls_verify) or ""
+    return pushed_digest(written, destination)
 
 
 def buildah_style_build(
-    binary: str,
+    cli: Sequence[str],
     request: BuildRequest,
     *,
     log: LogSink | None,
@@ -186,7 +202,7 @@ def buildah_style_build(
         # `--pull=never` is the spelling both accept (buildah's older `--pull-never` is
         # hidden and deprecated).
         argv: list[str | Path] = [
-            binary,
+            *cli,
             "build",
             "--format",
             "docker",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import (
     LOG_AFTER_TIMEOUT_S,
+    LOOPBACK,
     OWNED_LABEL,
     REMOVE_TIMEOUT_S,
     CommitRequest,
@@ -93,8 +94,28 @@ class WhalesEngine:
     name: EngineName
     default_binary: str  # the CLI run unless another is given
 
-    def __init__(self, *, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        connection: Sequence[str] = (),
+        address: str = LOOPBACK,
+    ) -> None:
         self.binary = binary or self.default_binary
+        # Where the engine's published ports are reached from here: this machine's loopback
+        # (published there only), or a remote endpoint's host (published on all of its
+        # interfaces, since they are reached from another machine).
+        self.address = address
+        self.connection = tuple(connection)
+        self.cli: tuple[str, ...] = (self.binary, *self.connection)
+        """Every command's first words: the client and how it reaches its engine
+        (engines/endpoints.py: `podman --url …`, `docker --host …`); local: the client alone."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the engine is reached through a connection (its storage is not this
+        machine's files, even when its socket is)."""
+        return bool(self.connection)
 
     @functools.cached_property
     def client(self) -> DockerClient:
@@ -102,7 +123,7 @@ class WhalesEngine:
         a no-op build, plan or fetch never needs it."""
         from python_on_whales import DockerClient
 
-        return DockerClient(client_call=[self.binary])
+        return DockerClient(client_call=list(self.cli))
 
     # ---- images ----
 
@@ -110,7 +131,7 @@ class WhalesEngine:
         # One `image inspect` read as JSON: python-on-whales' Image re-runs inspect on
         # every attribute access (its cache lasts 10 ms), which is slow and not atomic.
         try:
-            out = run_command([self.binary, "image", "inspect", ref]).stdout
+            out = run_command([*self.cli, "image", "inspect", ref]).stdout
         except EngineError as exc:
             if says_image_missing(exc):
                 return None
@@ -125,7 +146,7 @@ class WhalesEngine:
         found: dict[str, ImageInfo | None] = {}
         for start in range(0, len(unique), _BATCH):
             batch = unique[start : start + _BATCH]
-            out = run_command([self.binary, "image", "inspect", *batch], check=False)
+            out = run_command([*self.cli, "image", "inspect", *batch], check=False)
             paired = inspected_batch(batch, out)
             found.update(
                 paired if paired is not None else {r: self.inspect_image(r) for r in batch}
@@ -143,7 +164,7 @@ class WhalesEngine:
     def load(self, path: Path) -> list[str]:
         # Our own command: python-on-whales keeps only the last word of "Loaded image" lines,
         # which drops all but one of podman's comma-separated "Loaded image(s): a,b".
-        return loaded_refs(run_command([self.binary, "load", "--input", path]).stdout)
+        return loaded_refs(run_command([*self.cli, "load", "--input", path]).stdout)
 
     def push(
         self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
@@ -151,17 +172,17 @@ class WhalesEngine:
         # dockerd decides TLS itself: 127.0.0.0/8 registries are insecure by default, others
         # must be listed in its daemon.json `insecure-registries`; the CLI has no flag.
         # `docker push` takes no destination: the image is tagged with it for the push.
-        run_command([self.binary, "tag", ref, destination])
+        run_command([*self.cli, "tag", ref, destination])
         try:
-            out = run_command([self.binary, "push", destination], log=log, merge_output=True)
+            out = run_command([*self.cli, "push", destination], log=log, merge_output=True)
         finally:
             # The source keeps its own tag, so this only drops the destination name.
-            run_command([self.binary, "rmi", destination], check=False)
+            run_command([*self.cli, "rmi", destination], check=False)
         return pushed_digest(out.stdout, destination)
 
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
         # dockerd decides TLS itself (see push); podman overrides this with its flag.
-        return self._pulled(ref, [self.binary, "pull", ref], log)
+        return self._pulled(ref, [*self.cli, "pull", ref], log)
 
     def _pulled(self, ref: str, argv: Sequence[str], log: LogSink | None) -> str | None:
         """Run the pull command `argv`; the ID of `ref` after it, None on a registry miss."""
@@ -221,7 +242,7 @@ class WhalesEngine:
         # the host: its user sets `netns = "host"` in containers.conf, which makes the
         # host's network the default one, so it is read back from the container.
         on_host = network == "host"
-        argv = [self.binary, "run", "--detach", "--name", name, "--label", f"{OWNED_LABEL}=true"]
+        argv = [*self.cli, "run", "--detach", "--name", name, "--label", f"{OWNED_LABEL}=true"]
         if entrypoint is not None:
             argv += ["--entrypoint", entrypoint]
         if network:
@@ -229,7 +250,8 @@ class WhalesEngine:
         if not on_host:
             # An empty host port lets the engine pick a free one, without the race of
             # choosing it here; we read back what it chose.
-            argv += [flag for port in publish for flag in ("--publish", f"127.0.0.1::{port}")]
+            bind = f"{LOOPBACK}::" if self.address == LOOPBACK else ""
+            argv += [flag for port in publish for flag in ("--publish", f"{bind}{port}")]
         try:
             container_id = (
                 run_command([*argv, image, *(command or ())], timeout=seconds_left(deadline))
@@ -239,7 +261,7 @@ class WhalesEngine:
             ports = None
             if publish and not on_host:
                 inspected = run_command(
-                    [self.binary, "container", "inspect", name], timeout=seconds_left(deadline)
+                    [*self.cli, "container", "inspect", name], timeout=seconds_left(deadline)
                 ).stdout
                 document = json.loads(inspected)[0]
                 on_host = (document.get("HostConfig") or {}).get("NetworkMode") == "host"
@@ -248,13 +270,14 @@ class WhalesEngine:
                 id=container_id,
                 name=name,
                 ports={p: p for p in publish} if on_host else published_ports(ports, publish),
+                host=self.address,
             )
         finally:
             self._remove_container(name)
 
     def _remove_container(self, name: str) -> None:
         """Force-remove container `name`; a container that is already gone is fine."""
-        argv = [self.binary, "rm", "--force", name]
+        argv = [*self.cli, "rm", "--force", name]
         removed = remove_containers(argv, check=False)
         if removed.returncode != 0:
             from python_on_whales.exceptions import NoSuchContainer
@@ -268,7 +291,7 @@ class WhalesEngine:
             return str(self.client.container.execute(container.id, list(command)))
 
     def logs(self, container: RunningContainer, *, timeout: float | None = None) -> str:
-        out = run_command([self.binary, "logs", container.name], timeout=timeout)
+        out = run_command([*self.cli, "logs", container.name], timeout=timeout)
         return out.stdout + out.stderr
 
     def run_once(
@@ -285,7 +308,7 @@ class WhalesEngine:
         with self._started(
             image=image, command=command, network=network, deadline=deadline
         ) as container:
-            wait = [self.binary, "wait", container.name]
+            wait = [*self.cli, "wait", container.name]
             try:
                 code = int(run_command(wait, timeout=seconds_left(deadline)).stdout.split()[-1])
             except EngineTimedOut as exc:
@@ -310,7 +333,7 @@ class WhalesEngine:
     def named_containers(self, run_id: str) -> frozenset[str]:
         """IDs of the containers named with run `run_id`'s prefix, in any state."""
         prefix = container_name_prefix(run_id)
-        argv = [self.binary, "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
+        argv = [*self.cli, "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]
         # `--filter name=` is a substring match on docker; the prefix is checked here.
         out = run_command([*argv, "--filter", f"name={prefix}"], timeout=QUICK_TIMEOUT_S).stdout
         return frozenset(
@@ -320,13 +343,13 @@ class WhalesEngine:
         )
 
     def untagged_images(self, *, label: str) -> frozenset[str]:
-        argv = [self.binary, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
+        argv = [*self.cli, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
         out = run_command([*argv, "--filter", f"label={label}"], timeout=QUICK_TIMEOUT_S).stdout
         return frozenset(out.split())
 
     def labelled_images(self, label: str) -> list[ImageInfo]:
         # --all: an earlier build a later one was built on is an "intermediate" image.
-        argv = [self.binary, "images", "--all", "--quiet", "--no-trunc"]
+        argv = [*self.cli, "images", "--all", "--quiet", "--no-trunc"]
         argv += ["--filter", f"label={label}"]
         ids = list(dict.fromkeys(run_command(argv, timeout=QUICK_TIMEOUT_S).stdout.split()))
         found = self.inspect_sized(ids)
@@ -340,11 +363,11 @@ class WhalesEngine:
     def image_store_bytes(self) -> int:
         # dockerd's `system df` counts each layer once; it prints the total rounded.
         template = "{{.Type}}|{{.Size}}"
-        out = run_command([self.binary, "system", "df", "--format", template]).stdout
+        out = run_command([*self.cli, "system", "df", "--format", template]).stdout
         try:
             return store_bytes(out)
         except ValueError as exc:
-            raise EngineError([self.binary, "system", "df"], 0, str(exc)) from exc
+            raise EngineError([*self.cli, "system", "df"], 0, str(exc)) from exc
 
     def remove_containers(self, ids: Iterable[str]) -> None:
         for container in sorted(ids):
@@ -356,7 +379,7 @@ class WhalesEngine:
     """Engine-specific `commit` flags (podman: keep the docker format, print only the ID)."""
 
     def commit(self, container: RunningContainer, request: CommitRequest) -> str:
-        argv: list[str] = [self.binary, "commit", *self.commit_flags]
+        argv: list[str] = [*self.cli, "commit", *self.commit_flags]
         if request.author:
             argv += ["--author", request.author]
         if request.message:
@@ -389,7 +412,7 @@ class WhalesEngine:
         c.Labels() in libpod/container_commit.go) and no change can remove a label, only
         set it. It is found by its name (lowbuild-…) instead."""
         name = new_container_name()
-        argv = [self.binary, "run", "--detach", "--name", name, *self._working_flags(base)]
+        argv = [*self.cli, "run", "--detach", "--name", name, *self._working_flags(base)]
         if network:
             argv += ["--network", network]
         if entrypoint is not None:
@@ -410,7 +433,7 @@ class WhalesEngine:
         given = parse_changes(commit.changes)
         base_info = self.inspect_image(base)
         if base_info is None:
-            raise EngineError([self.binary, "image", "inspect", base], 1, f"no local image {base}")
+            raise EngineError([*self.cli, "image", "inspect", base], 1, f"no local image {base}")
         # The working container idles in a shell loop. docker and podman commit the
         # container's own command, so the base's CMD/ENTRYPOINT are put back as changes
         # unless the recipe sets them. The entrypoint is overridden only when the base has
@@ -459,5 +482,5 @@ class WhalesEngine:
             pass
         info = self.inspect_image(printed.strip())
         if info is None:
-            raise EngineError([self.binary, "image", "inspect", printed], 1, "no such image")
+            raise EngineError([*self.cli, "image", "inspect", printed], 1, "no such image")
         return info.id

@@ -60,6 +60,9 @@ class Plan:
     images: tuple[PlannedImage, ...]  # in build order
     external_ids: Mapping[str, str]  # every external base → its local ID (pins checked)
     known_ids: Mapping[str, str]  # family images whose ID is final: up to date, or not selected
+    # With several stores (make_plan `stores`): family image → store name → the ID of the
+    # image that store holds under the image's ref (any version).
+    held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def by_name(self) -> dict[str, PlannedImage]:
         return {image.name: image for image in self.images}
@@ -151,8 +154,13 @@ def make_plan(
     with_deps: bool = True,
     cache_lookup: CacheLookup | None = None,
     missing_bases_ok: bool = False,
+    stores: Mapping[str, Engine] | None = None,
 ) -> Plan:
     """Decide, for the selected images (all when `names` is empty), what to build and why.
+
+    `stores`: several engines the family is split over (run/hosts.py), the first being
+    `engine`: an image is up to date when any of them holds it built from exactly its
+    inputs, and each must have every external base as the same image.
 
     `missing_bases_ok` (for `plan`, which only shows): an image whose external base is
     not in local storage is planned "build" with that as its reason, instead of an
@@ -171,10 +179,14 @@ def make_plan(
     # at once (one engine call, not one per image: that dominated planning a large family).
     wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
     external = list(graph.external_images())
-    local = engine.inspect_images([*external, *(project.ref(name) for name in sorted(wanted))])
-    external_ids = external_image_ids(
-        project, graph, local, engine.name, missing_ok=missing_bases_ok
-    )
+    refs = [*external, *(project.ref(name) for name in sorted(wanted))]
+    views = {store: held.inspect_images(refs) for store, held in (stores or {"": engine}).items()}
+    external_ids = _same_external_ids(project, graph, views, engine, missing_ok=missing_bases_ok)
+    # The first store holding each ref; one up to date is chosen per image below.
+    local = {
+        ref: next((view[ref] for view in views.values() if view[ref] is not None), None)
+        for ref in refs
+    }
     planned: dict[str, PlannedImage] = {}
     known_ids: dict[str, str] = {}  # family images whose ID is final: existing and not rebuilt
     asked: dict[str, Future[str | None]] = {}  # out of date: what the cache holds, on its way
@@ -195,6 +207,7 @@ def make_plan(
             node = graph.nodes[name]
             known_ids.update(_unselected_needs(project, node, planned, known_ids, local))
             existing = local[project.ref(node.spec)]
+            held = [view[project.ref(node.spec)] for view in views.values()]
             inventory = take_inventory(node.spec)
             rebuilt = [
                 need for need in node.needs if need in planned and settle(need).action == "build"
@@ -216,6 +229,9 @@ def make_plan(
                     inventory=inventory,
                 )
                 reasons = rebuild_reasons(existing.labels if existing else None, inputs)
+                for other in held:  # another store may hold it up to date
+                    if reasons and other is not None and not rebuild_reasons(other.labels, inputs):
+                        existing, reasons = other, ()
             action: Action = "build" if reasons else "up-to-date"
             if action == "up-to-date" and existing is not None:
                 known_ids[name] = existing.id
@@ -233,6 +249,13 @@ def make_plan(
             )
         for name in list(asked):
             settle(name)
+    held_ids: dict[str, dict[str, str]] = {}
+    if stores:
+        for name in wanted:
+            for store, view in views.items():
+                info = view[project.ref(name)]
+                if info is not None:
+                    held_ids.setdefault(name, {})[store] = info.id
     return Plan(
         project=project,
         graph=graph,
@@ -240,7 +263,35 @@ def make_plan(
         images=tuple(planned[name] for name in selected),
         external_ids=external_ids,
         known_ids=known_ids,
+        held=held_ids,
     )
+
+
+def _same_external_ids(
+    project: Project,
+    graph: FamilyGraph,
+    views: Mapping[str, Mapping[str, ImageInfo | None]],
+    engine: Engine,
+    *,
+    missing_ok: bool,
+) -> dict[str, str]:
+    """external_image_ids of every store; they must agree (several stores: the same family
+    would otherwise be built from different bases depending on where it lands)."""
+    found: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for store, view in views.items():
+        where = f"endpoint {store}" if store else engine.name
+        ids = external_image_ids(project, graph, view, where, missing_ok=missing_ok)
+        for ref, image_id in ids.items():
+            if ref in found and found[ref] != image_id:
+                raise VerificationError(
+                    f"base image {ref} is {found[ref]} on endpoint {first[ref]} but {image_id} "
+                    f"on endpoint {store}: load the same image on every endpoint, or pin it "
+                    "(`bases:` in lowbuild.yaml)"
+                )
+            found.setdefault(ref, image_id)
+            first.setdefault(ref, store)
+    return found
 
 
 def _unselected_needs(

@@ -35,7 +35,7 @@ from lowbuild.engines.base import (
 )
 from lowbuild.engines.changes import label_change
 from lowbuild.engines.commands import RUN_ID, stop_running_commands
-from lowbuild.errors import EngineError, Interrupted, VerificationError
+from lowbuild.errors import EngineError, Interrupted, LowbuildError, VerificationError
 from lowbuild.plan.fingerprint import (
     FINGERPRINT_LABEL,
     BuildInputs,
@@ -46,8 +46,9 @@ from lowbuild.plan.fingerprint import (
 from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.redact import redact
+from lowbuild.run.hosts import Handover, HandoverFailed
 from lowbuild.run.report import RunLogs
-from lowbuild.run.scheduler import Event, Outcome, WorkResult, run_in_order
+from lowbuild.run.scheduler import LOCAL, EndpointLost, Event, Outcome, WorkResult, run_placed
 from lowbuild.sources.cache import Cache
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
@@ -103,6 +104,9 @@ class FamilyBuilder:
     not all there: the run fetches up front only what it plans to build, so this is an
     image planned "pull" that the cache no longer gives, or one a registry cache could
     not say it has (a login only the engine has: it tried to pull first)."""
+    handover: Handover | None = None
+    """Several endpoints (run/hosts.py): each image is built on one of them, its parents
+    handed over to it first; `engine` is then only the first endpoint's."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
@@ -115,15 +119,24 @@ class FamilyBuilder:
         self._ids = dict(plan.known_ids)
         planned = plan.by_name()
 
-        def work(name: str, cancel: threading.Event) -> WorkResult:
-            return self._build_one(plan, planned[name], cancel)
+        def work(name: str, endpoint: str, cancel: threading.Event) -> WorkResult:
+            try:
+                return self._build_one(plan, planned[name], cancel, endpoint)
+            except (EngineError, HandoverFailed) as exc:
+                lost = self.handover.fleet.why_lost(endpoint) if self.handover else None
+                if lost is None:
+                    raise
+                lines = str(exc).strip().splitlines()
+                raise EndpointLost(endpoint, f"{lost}; {lines[-1] if lines else exc}") from exc
 
+        jobs = self.handover.fleet.jobs() if self.handover else {LOCAL: self.jobs}
         try:
-            return run_in_order(
+            return run_placed(
                 order=[image.name for image in plan.images],
                 needs={image.name: image.needs for image in plan.images},
                 work=work,
-                jobs=self.jobs,
+                endpoints=jobs,
+                prefer=lambda name: self._preferred(plan, name),
                 fail_fast=self.fail_fast,
                 on_event=self._record,
                 on_interrupt=self._stop_engine_commands,
@@ -131,12 +144,42 @@ class FamilyBuilder:
         except KeyboardInterrupt:
             # Only this run's containers, by its mark (RUN_ID): never those of a build
             # another process runs on the same host meanwhile.
-            leftovers = self.engine.run_containers(RUN_ID)
-            self.engine.remove_containers(leftovers)
+            removed = 0
+            for engine in self._engines():
+                try:
+                    leftovers = engine.run_containers(RUN_ID)
+                    engine.remove_containers(leftovers)
+                except LowbuildError:
+                    if self.handover is None:
+                        raise
+                    continue  # an endpoint that is gone has no containers left to remove
+                removed += len(leftovers)
             raise Interrupted(
                 f"interrupted: stopped {self._stopped} running engine command(s), "
-                f"removed {len(leftovers)} container(s) of this run"
+                f"removed {removed} container(s) of this run"
             ) from None
+
+    def _engines(self) -> list[Engine]:
+        return list(self.handover.fleet.engines.values()) if self.handover else [self.engine]
+
+    def _engine_at(self, endpoint: str) -> Engine:
+        return self.handover.fleet.engines[endpoint] if self.handover else self.engine
+
+    def _preferred(self, plan: Plan, name: str) -> list[str]:
+        """The endpoints holding `name` as planned (up to date), then those holding what
+        it is built from, its parent first: building there hands nothing over."""
+        if self.handover is None:
+            return []
+        found: list[str] = []
+        existing = plan.by_name()[name].existing_id
+        if existing:
+            found += self.handover.holding(name, existing)
+        with self._lock:
+            needs = [(need, self._ids.get(need)) for need in plan.graph.nodes[name].needs]
+        for need, image_id in needs:
+            if image_id:
+                found += [e for e in self.handover.holding(need, image_id) if e not in found]
+        return found
 
     def _stop_engine_commands(self) -> None:
         self._stopped = stop_running_commands()
@@ -150,28 +193,51 @@ class FamilyBuilder:
                 self.logs.sink(event.name)(f"blocked: {outcome.blocked_by} failed")
         self.on_event(event)
 
-    def _build_one(self, plan: Plan, planned: PlannedImage, cancel: threading.Event) -> WorkResult:
+    def _build_one(
+        self, plan: Plan, planned: PlannedImage, cancel: threading.Event, endpoint: str
+    ) -> WorkResult:
         name = planned.name
+        engine, handover = self._engine_at(endpoint), self.handover
         if planned.action == "up-to-date":
-            return WorkResult(state="up-to-date", image_id=planned.existing_id or "")
+            image_id = planned.existing_id or ""
+            held = handover.holding(name, image_id) if handover else []
+            return WorkResult(
+                state="up-to-date", image_id=image_id, endpoint=held[0] if held else None
+            )
         sink = self.wrap_sink(name, self.logs.sink(name))
         node = plan.graph.nodes[name]
         spec = node.spec
+        if handover is not None:
+            # Every ancestor, not only the parent: each endpoint then holds whole lines of
+            # the family, so its own `plan` sees them up to date (a missing grandparent
+            # would read as "parent rebuilt"). Their layers are already there with the
+            # parent's: an ancestor costs a manifest and a config.
+            sink(f"on endpoint {endpoint}")
+            with self._lock:
+                needed = [(a, self._ids[a]) for a in plan.graph.ancestors(name) if a in self._ids]
+            for need, need_id in needed:
+                handover.bring(need, need_id, endpoint, sink)
         inventory = planned.inventory or take_inventory(spec)
         inputs, reasons = planned.inputs, planned.reasons
         if inputs is None:  # a need was rebuilt: its new ID is an input, known only now
-            inputs, reasons, existing = self._inputs_now(plan, node, inventory, ref=planned.ref)
+            inputs, reasons, existing = self._inputs_now(
+                plan, node, inventory, ref=planned.ref, engine=engine
+            )
             if not reasons and existing is not None:
                 sink("up to date once its parents were built (same IDs)")
                 with self._lock:
                     self._ids[name] = existing.id
+                if handover is not None:
+                    handover.record(name, endpoint, existing.id)
                 return WorkResult(state="up-to-date", image_id=existing.id)
         if self.cache_from is not None:
             expected = fingerprint(inputs)
-            pulled = self._pull_from_cache(spec, expected, self.cache_from, sink)
+            pulled = self._pull_from_cache(spec, expected, self.cache_from, sink, engine)
             if pulled is not None:
                 with self._lock:
                     self._ids[name] = pulled
+                if handover is not None:
+                    handover.record(name, endpoint, pulled)
                 detail = f"from {cache_ref(self.cache_from, name, expected)}"
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
         if any(not self.cache.contains(artifact.sha256) for artifact in spec.artifacts):
@@ -188,7 +254,7 @@ class FamilyBuilder:
             raise Interrupted(f"{name}: interrupted before building")
         self.on_build_start(labels[FINGERPRINT_LABEL])
         if spec.kind == "commit":
-            image_id = self._commit_recipe(spec, staged, refs, labels, sink)
+            image_id = self._commit_recipe(spec, staged, refs, labels, sink, engine)
         else:
             request = BuildRequest(
                 context=staged.path,
@@ -199,16 +265,23 @@ class FamilyBuilder:
                 labels=labels,
                 network=spec.engine_network,
             )
-            image_id = self.engine.build(request, log=sink)
+            image_id = engine.build(request, log=sink)
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
-        if self.cache_to is not None:
-            self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink)
-        return WorkResult(state="built", image_id=image_id, detail="; ".join(reasons))
+        digest = ""
+        if handover is not None:
+            handover.record(name, endpoint, image_id)
+            if handover.fleet.registry is not None:  # several endpoints: hand it over
+                digest = handover.publish(name, endpoint, image_id, sink)
+        handed_to = handover.fleet.registry if handover is not None else None
+        if self.cache_to is not None and self.cache_to != handed_to:  # not the same push twice
+            self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink, engine)
+        detail = "; ".join(reasons)
+        return WorkResult(state="built", image_id=image_id, detail=detail, digest=digest)
 
     def _pull_from_cache(
-        self, spec: ImageSpec, expected: str, registry: Registry, sink: LogSink
+        self, spec: ImageSpec, expected: str, registry: Registry, sink: LogSink, engine: Engine
     ) -> str | None:
         """The image pulled from the registry cache and tagged as if built, or None when
         the cache does not have it (or cannot be reached: then it is built). A pulled
@@ -217,34 +290,36 @@ class FamilyBuilder:
         ref = cache_ref(registry, spec.name, expected)
         sink(f"looking for {ref} in the registry cache")
         try:
-            image_id = self.engine.pull(ref, tls_verify=registry.tls_verify, log=sink)
+            image_id = engine.pull(ref, tls_verify=registry.tls_verify, log=sink)
         except EngineError as exc:
             sink(f"registry cache not usable, building instead: {redact(str(exc))}")
             return None
         if image_id is None:
             sink("not in the registry cache: building")
             return None
-        info = self.engine.inspect_image(ref)
+        info = engine.inspect_image(ref)
         found = info.labels.get(FINGERPRINT_LABEL) if info else None
         if found != expected:
             with contextlib.suppress(EngineError):
                 # Not forced: when the image also carries other names (a family image
                 # pushed under the wrong tag), only this name goes.
-                self.engine.remove_image(ref)
+                engine.remove_image(ref)
             raise VerificationError(
                 f"{spec.name}: refused {ref} from the registry cache, nothing tagged: its "
                 f"fingerprint is {found}, expected {expected} (the pulled copy was removed)"
             )
         for local in self.project.refs(spec):
-            self.engine.tag(ref, local)
+            engine.tag(ref, local)
         sink(f"pulled {ref} ({image_id}) instead of building")
         return image_id
 
-    def _push_to_cache(self, name: str, built_from: str, registry: Registry, sink: LogSink) -> None:
+    def _push_to_cache(
+        self, name: str, built_from: str, registry: Registry, sink: LogSink, engine: Engine
+    ) -> None:
         """Push a built image under its fingerprint tag; a failure is said, not fatal."""
         ref = cache_ref(registry, name, built_from)
         try:
-            digest = self.engine.push(
+            digest = engine.push(
                 self.project.ref(name), ref, tls_verify=registry.tls_verify, log=sink
             )
         except EngineError as exc:
@@ -253,7 +328,7 @@ class FamilyBuilder:
         sink(f"pushed to the registry cache as {ref} ({digest})")
 
     def _inputs_now(
-        self, plan: Plan, node: Node, inventory: ContextInventory, *, ref: str
+        self, plan: Plan, node: Node, inventory: ContextInventory, *, ref: str, engine: Engine
     ) -> tuple[BuildInputs, tuple[str, ...], ImageInfo | None]:
         """`node`'s inputs with its needs' IDs as this run left them, the reasons to build
         it (none: the existing image already has those inputs), and that image."""
@@ -261,12 +336,12 @@ class FamilyBuilder:
             family_ids = {need: self._ids[need] for need in node.needs}
         inputs = current_inputs(
             node,
-            engine=self.engine,
+            engine=engine,
             family_ids=family_ids,
             external_ids=plan.external_ids,
             inventory=inventory,
         )
-        existing = self.engine.inspect_image(ref)
+        existing = engine.inspect_image(ref)
         return inputs, rebuild_reasons(existing.labels if existing else None, inputs), existing
 
     def _labels(self, node: Node, staged: StagedContext, inputs: BuildInputs) -> dict[str, str]:
@@ -289,6 +364,7 @@ class FamilyBuilder:
         refs: Sequence[str],
         labels: Mapping[str, str],
         sink: LogSink,
+        engine: Engine,
     ) -> str:
         """A commit recipe: the engine runs the steps in a container from the base (a family
         image's ref, or an external one) and commits it with the labels as changes."""
@@ -312,7 +388,7 @@ class FamilyBuilder:
             ref=refs[0], author=recipe.author, message=recipe.message, changes=changes
         )
         request = RecipeRequest(base=base, steps=steps, commit=commit, network=spec.engine_network)
-        image_id = self.engine.commit_steps(request, log=sink)
+        image_id = engine.commit_steps(request, log=sink)
         for ref in refs[1:]:
-            self.engine.tag(refs[0], ref)
+            engine.tag(refs[0], ref)
         return image_id

@@ -202,7 +202,10 @@ def _doctor() -> Schema:
                     "description": "inside a project, for a working engine: one check per "
                     "external base image (its name is the image's)",
                 },
-            }
+                "endpoint": {**_STR, "description": "with --hosts/--endpoint: its name"},
+                "url": {**_STR, "description": "with --hosts/--endpoint: its URL ('': local)"},
+            },
+            optional=("endpoint", "url"),
         )
     )
 
@@ -304,9 +307,18 @@ def _plan() -> Schema:
             "needs": _STRINGS,
             "existing_id": _STR_OR_NULL,
             "fingerprint": _FINGERPRINT,
-        }
+            "endpoint": {
+                **_STR,
+                "description": "with endpoints: where it is held (up to date) or meant to go",
+            },
+        },
+        optional=("endpoint",),
     )
-    return _record({"engine": _enum(_engine_names()), "images": _list(image)})
+    endpoints = {**_STRINGS, "description": "with endpoints: their names, as declared"}
+    return _record(
+        {"engine": _enum(_engine_names()), "images": _list(image), "endpoints": endpoints},
+        optional=("endpoints",),
+    )
 
 
 def _test_record() -> Schema:
@@ -349,8 +361,17 @@ def _build() -> Schema:
                 "log": _STR,
                 "test": {**_test_record(), "description": "with --test, when the test ran"},
                 "push": {**_list(_push_record()), "description": "with --push"},
+                "endpoint": {
+                    **_STR_OR_NULL,
+                    "description": "with endpoints: where it was built or is held",
+                },
+                "handover_ref": {
+                    **_STR_OR_NULL,
+                    "description": "with several endpoints: PREFIX/IMAGE@DIGEST in the "
+                    "handover registry, null when it was not pushed there",
+                },
             },
-            optional=("test", "push"),
+            optional=("test", "push", "endpoint", "handover_ref"),
         )
     )
 

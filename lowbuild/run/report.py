@@ -118,23 +118,36 @@ def outcome_record(outcome: Outcome, *, ref: str = "", tags: Sequence[str] = ())
 
 
 def summary_table(
-    outcomes: Mapping[str, Outcome], *, tags: Mapping[str, Sequence[str]] | None = None
+    outcomes: Mapping[str, Outcome],
+    *,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    handed: Mapping[str, str | None] | None = None,
 ) -> Table:
+    """The run's summary; with endpoints (`handed`: each image's by-digest reference in
+    the handover registry), which endpoint built or holds each image, and that reference."""
     table = Table(title="lowbuild summary", title_justify="left")
-    for column in ("image", "state", "duration", "image ID", "tags", "detail"):
+    columns = ["image", "state", "duration", "image ID", "tags", "detail"]
+    if handed is not None:
+        columns[1:1] = ["endpoint"]
+        columns[-1:-1] = ["by digest"]
+    for column in columns:
         table.add_column(column, overflow="fold")
     for name, outcome in outcomes.items():
         duration = f"{outcome.duration:.1f}s" if outcome.duration is not None else "-"
         shown_id = short_id(outcome.image_id) or "-"
-        detail = _summary_detail(outcome)
-        table.add_row(
+        detail = escape(_summary_detail(outcome))
+        cells = [
             name,
             f"[{_STATE_STYLE[outcome.state]}]{outcome.state}[/]",
             duration,
             shown_id,
-            ", ".join((tags or {}).get(name, ())),
+            escape(", ".join((tags or {}).get(name, ()))),
             detail,
-        )
+        ]
+        if handed is not None:
+            cells[1:1] = [escape(outcome.endpoint) or "-"]
+            cells[-1:-1] = [escape(handed.get(name) or "-")]
+        table.add_row(*cells)
     return table
 
 
@@ -156,16 +169,21 @@ def run_exit_code(outcomes: Mapping[str, Outcome]) -> int:
     return max([EXIT_FAILED, *(o.exit_code for o in outcomes.values() if o.state == "failed")])
 
 
-def plan_table(plan: Plan) -> Table:
-    """`lowbuild plan`: each image, build or up to date, and why."""
-    table = Table(title=f"plan ({plan.engine})", title_justify="left")
+def plan_table(plan: Plan, *, placement: Mapping[str, str] | None = None) -> Table:
+    """`lowbuild plan`: each image, build or up to date, and why; with endpoints
+    (`placement`), where it is meant to be built or is held."""
+    title = f"plan ({plan.engine})" if placement is None else "plan (endpoints)"
+    table = Table(title=title, title_justify="left")
     table.add_column("image")
     table.add_column("action")
+    if placement is not None:
+        table.add_column("endpoint")
     table.add_column("why", overflow="fold")
     for image in plan.images:
         style = {"build": "yellow", "pull": "blue"}.get(image.action, "cyan")
         why = "; ".join(image.reasons) if image.reasons else "fingerprint matches the local image"
-        table.add_row(image.name, f"[{style}]{image.action}[/]", escape(why))
+        where = [] if placement is None else [escape(placement.get(image.name, "-"))]
+        table.add_row(image.name, f"[{style}]{image.action}[/]", *where, escape(why))
     return table
 
 
@@ -201,7 +219,7 @@ def doctor_table(reports: Sequence[EngineReport]) -> Table:
     for report in reports:
         table.add_section()
         verdict = Text("works", style="green") if report.ok else Text("BROKEN", style="bold red")
-        table.add_row(report.engine, Text(report.version or "-"), verdict, "", "")
+        table.add_row(report.title, Text(report.version or "-"), verdict, "", "")
         for check in report.checks:
             mark = Text("ok", style="green") if check.ok else Text("FAIL", style="red")
             table.add_row("", check.name, mark, Text(check.detail), Text(check.fix))
@@ -226,7 +244,7 @@ def doctor_bases_table(
         table.add_section()
         for check in report.family_bases:
             mark = Text("yes", style="green") if check.ok else Text("MISSING", style="yellow")
-            table.add_row(report.engine, check.name, mark, Text(check.detail), Text(check.fix))
+            table.add_row(report.title, check.name, mark, Text(check.detail), Text(check.fix))
     return table
 
 

@@ -10,6 +10,12 @@ What the scheduler promises:
   called (to stop what the work waits on), nothing new starts, and the
   interrupt is re-raised once running work has returned.
 
+Over several endpoints (`run_placed`), each has its own job limit; a ready image
+goes where placement.choose_endpoint says. Work that raises EndpointLost takes
+its endpoint out of the run (nothing new starts there) and is started once more
+on another endpoint; lost a second time, it fails with both reasons, and only
+its descendants are blocked.
+
 The work itself (assemble, fingerprint, engine build, smoke test) is a callable
 given by the caller; the scheduler knows nothing of engines.
 """
@@ -21,14 +27,30 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from lowbuild.errors import EXIT_FAILED, LowbuildError
+from lowbuild.errors import EXIT_ENVIRONMENT, EXIT_FAILED, LowbuildError
+from lowbuild.run.placement import choose_endpoint
 
 State = Literal["built", "pulled", "up-to-date", "failed", "blocked", "skipped"]
 FINISHED_OK: frozenset[State] = frozenset({"built", "pulled", "up-to-date"})
 """The states of an image that exists as planned: its children may start."""
+
+
+LOCAL = ""
+"""The endpoint of a run on one engine (`run_in_order`)."""
+
+
+class EndpointLost(LowbuildError):
+    """The endpoint a piece of work ran on stopped answering (its engine died, its
+    socket went away): the work is worth trying on another endpoint."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"endpoint {endpoint} lost: {reason}")
+        self.endpoint = endpoint
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,8 @@ class WorkResult:
     state: Literal["built", "pulled", "up-to-date"]
     image_id: str = ""
     detail: str = ""
+    digest: str = ""  # the manifest digest of the copy it left in a registry, if it did
+    endpoint: str | None = None  # where the image is, when not where the work ran
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,9 @@ class Outcome:
     started: float | None = None  # time.time() stamps, for reports and for proving concurrency
     ended: float | None = None
     exit_code: int = 0  # a failure's: that of the LowbuildError it raised (1 otherwise)
+    endpoint: str = LOCAL  # where it ran (its last try)
+    digest: str = ""  # WorkResult.digest
+    tries: int = 0  # how many endpoints it was started on (2: lost once, retried)
 
     @property
     def duration(self) -> float | None:
@@ -70,6 +97,15 @@ class Event:
 
 
 Work = Callable[[str, threading.Event], WorkResult]
+PlacedWork = Callable[[str, str, threading.Event], WorkResult]
+"""work(name, endpoint, cancel)."""
+
+
+@dataclass(frozen=True)
+class _Started:
+    name: str
+    endpoint: str
+    started: float
 
 
 @dataclass
@@ -77,11 +113,20 @@ class _Run:
     order: Sequence[str]
     needs: Mapping[str, Sequence[str]]
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    running: dict[Future[WorkResult], tuple[str, float]] = field(default_factory=dict)
+    running: dict[Future[WorkResult], _Started] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)  # endpoint → why it was lost
+    # name → (endpoint, why) for each endpoint it was lost on
+    tried: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def lost_on(self, name: str) -> frozenset[str]:
+        return frozenset(endpoint for endpoint, _ in self.tried.get(name, ()))
+
+    def why_lost(self, name: str) -> str:
+        return "; then ".join(why for _, why in self.tried.get(name, ()))
 
     def ready(self) -> list[str]:
         """Names whose needs are done (or outside the selection), in the given order."""
-        busy = {name for name, _ in self.running.values()}
+        busy = {started.name for started in self.running.values()}
         out = []
         for name in self.order:
             if name in self.outcomes or name in busy:
@@ -114,14 +159,23 @@ class _Run:
                     frontier.append(name)
 
 
-def _outcome_of(future: Future[WorkResult], name: str, started: float) -> Outcome:
+def _outcome_of(future: Future[WorkResult], run: _Started, *, tries: int) -> Outcome:
     """The Outcome of finished work: its result, or "failed" with what it raised."""
-    ended = time.time()
+    ended, name, started = time.time(), run.name, run.started
     exc = future.exception()
     if exc is not None:
         code = exc.exit_code if isinstance(exc, LowbuildError) else EXIT_FAILED
         detail = _describe_failure(exc)
-        return Outcome(name, "failed", detail=detail, started=started, ended=ended, exit_code=code)
+        return Outcome(
+            name,
+            "failed",
+            detail=detail,
+            started=started,
+            ended=ended,
+            exit_code=code,
+            endpoint=run.endpoint,
+            tries=tries,
+        )
     result = future.result()
     return Outcome(
         name,
@@ -130,6 +184,9 @@ def _outcome_of(future: Future[WorkResult], name: str, started: float) -> Outcom
         detail=result.detail,
         started=started,
         ended=ended,
+        endpoint=run.endpoint if result.endpoint is None else result.endpoint,
+        digest=result.digest,
+        tries=tries,
     )
 
 
@@ -156,31 +213,73 @@ def run_in_order(
     `order` counts as satisfied (it is outside the selection: up to date or external).
     Returns one Outcome per name, in `order`.
     """
-    if jobs < 1:
-        raise ValueError("jobs must be at least 1")
+    return run_placed(
+        order=order,
+        needs=needs,
+        work=lambda name, endpoint, cancel: work(name, cancel),
+        endpoints={LOCAL: jobs},
+        fail_fast=fail_fast,
+        on_event=on_event,
+        on_interrupt=on_interrupt,
+    )
+
+
+def run_placed(
+    *,
+    order: Sequence[str],
+    needs: Mapping[str, Sequence[str]],
+    work: PlacedWork,
+    endpoints: Mapping[str, int],
+    prefer: Callable[[str], Sequence[str]] = lambda name: (),
+    fail_fast: bool = False,
+    on_event: Callable[[Event], None] = lambda event: None,
+    on_interrupt: Callable[[], object] = lambda: None,
+) -> dict[str, Outcome]:
+    """`run_in_order` over several endpoints: `endpoints` maps each (in the order they
+    were declared) to its job limit; `work(name, endpoint, cancel)` runs there.
+    `prefer(name)`: the endpoints that already hold what `name` is built from."""
+    if not endpoints or any(jobs < 1 for jobs in endpoints.values()):
+        raise ValueError("every endpoint needs a job limit of at least 1")
     state = _Run(order=order, needs=needs)
     cancel = threading.Event()
     stop_starting = False
 
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="lowbuild") as pool:
+    with ThreadPoolExecutor(
+        max_workers=sum(endpoints.values()), thread_name_prefix="lowbuild"
+    ) as pool:
         try:
             while len(state.outcomes) < len(order):
                 if not stop_starting:
-                    for name in state.ready()[: jobs - len(state.running)]:
-                        started = time.time()
-                        on_event(Event(name=name, kind="start"))
-                        state.running[pool.submit(work, name, cancel)] = (name, started)
+                    _start_ready(state, pool, work, endpoints, prefer, cancel, on_event)
                 if not state.running:
                     break  # nothing running and nothing can start: fail-fast leftovers
                 # A timeout, so that Ctrl-C reaches this thread promptly: a blocked
                 # lock wait is not woken by a signal another thread received.
                 done, _ = wait(list(state.running), timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in done:
-                    name, started = state.running.pop(future)
-                    outcome = _outcome_of(future, name, started)
+                    run = state.running.pop(future)
+                    exc = future.exception()
+                    if isinstance(exc, EndpointLost):
+                        state.lost.setdefault(exc.endpoint, str(exc))
+                        tried = state.tried.setdefault(run.name, [])
+                        tried.append((exc.endpoint, str(exc)))
+                        if len(tried) < 2 and not cancel.is_set():
+                            continue  # started again elsewhere on the next round
+                    outcome = _outcome_of(future, run, tries=len(state.tried.get(run.name, ())))
+                    if outcome.state == "failed" and run.name in state.tried:
+                        # Lost before: say so, then how its last try ended.
+                        last = (
+                            "" if isinstance(exc, EndpointLost) else f"; then on {run.endpoint}: "
+                        )
+                        detail = state.why_lost(run.name) + (last + outcome.detail if last else "")
+                        outcome = replace(outcome, detail=detail)
+                    elif run.name in state.tried:
+                        retried = f"{state.why_lost(run.name)}; retried on {run.endpoint}"
+                        detail = f"{outcome.detail} ({retried})" if outcome.detail else retried
+                        outcome = replace(outcome, detail=detail)
                     state.finish(outcome, on_event)
                     if outcome.state == "failed":
-                        state.block_descendants(name, on_event)
+                        state.block_descendants(run.name, on_event)
                         stop_starting = stop_starting or fail_fast
         except KeyboardInterrupt:
             # Tell running work to stop and stop what it is waiting on (`on_interrupt`:
@@ -193,3 +292,34 @@ def run_in_order(
         if name not in state.outcomes:
             state.finish(Outcome(name, "skipped", detail="not started: --fail-fast"), on_event)
     return {name: state.outcomes[name] for name in order}
+
+
+def _start_ready(
+    state: _Run,
+    pool: ThreadPoolExecutor,
+    work: PlacedWork,
+    endpoints: Mapping[str, int],
+    prefer: Callable[[str], Sequence[str]],
+    cancel: threading.Event,
+    on_event: Callable[[Event], None],
+) -> None:
+    """Start every ready image that has an endpoint with a free slot."""
+    busy: dict[str, int] = {}
+    for started in state.running.values():
+        busy[started.endpoint] = busy.get(started.endpoint, 0) + 1
+    free = {e: jobs - busy.get(e, 0) for e, jobs in endpoints.items() if e not in state.lost}
+    for name in state.ready():
+        if not free:  # every endpoint lost: nothing can build what is left
+            detail = "no endpoint left: " + "; ".join(state.lost.values())
+            state.finish(
+                Outcome(name, "failed", detail=detail, exit_code=EXIT_ENVIRONMENT), on_event
+            )
+            state.block_descendants(name, on_event)
+            continue
+        chosen = choose_endpoint(prefer(name), free, exclude=state.lost_on(name))
+        if chosen is None:
+            continue  # every live endpoint is busy
+        free[chosen] -= 1
+        stamp = time.time()
+        on_event(Event(name=name, kind="start"))
+        state.running[pool.submit(work, name, chosen, cancel)] = _Started(name, chosen, stamp)

@@ -95,7 +95,8 @@ def _http_test(
     wanted = f"status {test.status}" + (f" with {test.expect!r} in the body" if test.expect else "")
     try:
         with engine.run(image=image, publish=[test.port], timeout=test.timeout) as container:
-            url = f"http://127.0.0.1:{container.ports[test.port]}{test.path}"
+            host = f"[{container.host}]" if ":" in container.host else container.host  # IPv6
+            url = f"http://{host}:{container.ports[test.port]}{test.path}"
             if log:
                 log(f"smoke: GET {url} (container port {test.port}), expecting {test.status}")
             last = "no answer yet"
@@ -229,23 +230,24 @@ class SmokeTester:
             self._cancel.set()
         self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
 
-    def submit(self, name: str) -> None:
-        """Start `name`'s smoke test (when it declares one, and only once)."""
+    def submit(self, name: str, *, engine: Engine | None = None) -> None:
+        """Start `name`'s smoke test (when it declares one, and only once), on `engine`
+        (the endpoint holding the image; default: the tester's)."""
         spec = self.project.image(name)
         if spec.test is not None and name not in self._futures:
-            self._futures[name] = self._pool.submit(self._one, spec)
+            self._futures[name] = self._pool.submit(self._one, spec, engine or self.engine)
 
     def results(self) -> dict[str, TestOutcome]:
         """Every submitted test's outcome, once all have ended, in the order submitted."""
         return {name: future.result() for name, future in self._futures.items()}
 
-    def _one(self, spec: ImageSpec) -> TestOutcome:
+    def _one(self, spec: ImageSpec, engine: Engine) -> TestOutcome:
         assert spec.test is not None
         started = time.monotonic()
         sink = self.logs.sink(spec.name) if self.logs else None
         try:
             result = run_smoke_test(
-                self.engine,
+                engine,
                 image=self.project.ref(spec),
                 test=spec.test,
                 network=spec.engine_network,

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
     from lowbuild.engines.base import Engine, LogSink
+    from lowbuild.engines.endpoints import Hosts
     from lowbuild.plan.planner import CacheLookup, PlannedImage
+    from lowbuild.run.hosts import Fleet, Handover
     from lowbuild.run.publish import PushOutcome
     from lowbuild.run.report import RunLogs
     from lowbuild.run.scheduler import Outcome
@@ -69,6 +71,8 @@ class Selection:
     with_deps: bool = True
     engine: str | None = None
     overrides: tuple[str, ...] = ()  # --set IMAGE.FIELD[.KEY]=VALUE (spec/overrides.py)
+    hosts_file: Path | None = None  # --hosts (else $LOWBUILD_HOSTS): engines/endpoints.py
+    endpoints: tuple[str, ...] = ()  # --endpoint NAME=ENGINE+URL[,jobs=N]
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,16 @@ class Resolved:
 
     project: Project
     graph: FamilyGraph
-    engine: Engine
+    engine: Engine  # with hosts: the first endpoint's
     named: tuple[str, ...]  # the images named (all when none were), checked, in build order
+    hosts: Hosts | None = None  # the endpoints to split the family over (None: one engine)
 
 
 def resolve(selection: Selection) -> Resolved:
     """Load the spec, build the graph (parents checked), check the names and pick the
     engine (flag, $LOWBUILD_ENGINE, lowbuild.yaml, then the first that works)."""
     from lowbuild.engines.detect import ENGINE_ENV, select_engine
+    from lowbuild.engines.endpoints import endpoint_engine, find_hosts
 
     project = load_project(selection.project_file)
     if selection.overrides:
@@ -93,6 +99,12 @@ def resolve(selection: Selection) -> Resolved:
         project = apply_overrides(project, selection.overrides)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
+    hosts = find_hosts(selection.hosts_file, selection.endpoints)
+    if hosts is not None:
+        if selection.engine:
+            raise UsageError("--engine picks one engine; with endpoints each names its own")
+        first = endpoint_engine(hosts.endpoints[0])
+        return Resolved(project=project, graph=graph, engine=first, named=named, hosts=hosts)
     engine_name = selection.engine or os.environ.get(ENGINE_ENV) or project.engine
     return Resolved(project=project, graph=graph, engine=select_engine(engine_name), named=named)
 
@@ -113,6 +125,8 @@ def run_doctor(
     out: Console,
     err: Console | None = None,
     project_file: Path | None = None,
+    hosts_file: Path | None = None,
+    endpoints: tuple[str, ...] = (),
 ) -> int:
     """`lowbuild doctor`: examine every engine (or the named one) and print the reports;
     EngineUnavailable (exit 3) when none works, or not the named one. With `as_json`,
@@ -125,14 +139,20 @@ def run_doctor(
     from lowbuild.doctor import examine_engines, require_working
     from lowbuild.engines.base import ENGINE_NAMES
     from lowbuild.engines.detect import known_name
+    from lowbuild.engines.endpoints import find_hosts
     from lowbuild.run.report import doctor_bases_table, doctor_table
     from lowbuild.spec.load import nearest_project_file
 
+    hosts = find_hosts(hosts_file, endpoints)
+    if hosts is not None and engine:
+        raise UsageError("--engine picks one engine; with endpoints each names its own")
     bases = None
+    project = None
     found = project_file or nearest_project_file()  # walked up once, loaded from there
     if found is not None:
         try:
-            bases = build_graph(load_project(found)).external_images()
+            project = load_project(found)
+            bases = build_graph(project).external_images()
         except SpecError as exc:
             if project_file is not None:  # asked for: its mistakes are the answer
                 raise
@@ -142,6 +162,8 @@ def run_doctor(
                 highlight=False,
                 markup=False,
             )
+    if hosts is not None:
+        return _doctor_hosts(hosts, project, bases, as_json=as_json, out=out, err=err)
     reports = examine_engines([known_name(engine)] if engine else ENGINE_NAMES, bases=bases)
     if not as_json:
         out.print(doctor_table(reports))
@@ -155,6 +177,62 @@ def run_doctor(
     except EngineUnavailable as exc:
         (err or Console(stderr=True)).print(f"error: {exc}", highlight=False, markup=False)
         return exc.exit_code
+    return 0
+
+
+def _doctor_hosts(
+    hosts: Hosts,
+    project: Project | None,
+    bases: Mapping[str, Sequence[str]] | None,
+    *,
+    as_json: bool,
+    out: Console,
+    err: Console | None,
+) -> int:
+    """`lowbuild doctor --hosts`: every endpoint, at once; exit 3 unless all work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lowbuild.doctor import read_host_facts
+    from lowbuild.doctor.probes import examine_endpoint
+    from lowbuild.run.publish import chosen_registries
+    from lowbuild.run.report import doctor_bases_table, doctor_table
+
+    registry = None
+    if hosts.registry is not None:
+        if project is not None:
+            [registry] = chosen_registries(project, [hosts.registry], tls_verify=hosts.tls_verify)
+        else:
+            prefix = hosts.registry.rstrip("/")
+            registry = Registry(name=prefix, prefix=prefix, tls_verify=hosts.tls_verify)
+    facts = read_host_facts()
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts.endpoints))) as pool:
+        reports = list(
+            pool.map(
+                lambda e: examine_endpoint(e, facts=facts, bases=bases, registry=registry),
+                hosts.endpoints,
+            )
+        )
+    broken = [r.title for r in reports if not r.ok]
+    if as_json:
+        out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
+    else:
+        out.print(doctor_table(reports))
+        if bases:
+            out.print(doctor_bases_table(reports, bases))
+        if registry is None and len(hosts.endpoints) > 1:
+            (err or Console(stderr=True)).print(
+                "note: no `registry:` in the hosts file, so whether the endpoints reach the "
+                "handover registry was not checked",
+                highlight=False,
+                markup=False,
+            )
+    if broken:
+        (err or Console(stderr=True)).print(
+            f"error: {len(broken)} of {len(reports)} endpoint(s) do not work: " + ", ".join(broken),
+            highlight=False,
+            markup=False,
+        )
+        return EngineUnavailable.exit_code
     return 0
 
 
@@ -174,25 +252,77 @@ def run_plan(
 
     resolved = resolve(selection)
     cache_from, _ = _registry_cache(resolved.project, cache or RegistryCache(), offline=offline)
+    placement: dict[str, str] | None = None
     with _cache_client(cache_from, err=err) as client:
-        plan = make_plan(
-            resolved.project,
-            resolved.graph,
-            resolved.engine,
-            names=selection.names,
-            with_deps=selection.with_deps,
-            cache_lookup=_lookup(client),
-            missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
-        )
+        if resolved.hosts is not None:
+            from lowbuild.run.hosts import intended_placement, plan_over
+
+            fleet = _fleet(resolved, None, err=err, build=False)
+            plan, holders = plan_over(
+                resolved.project,
+                resolved.graph,
+                fleet,
+                names=selection.names,
+                with_deps=selection.with_deps,
+                cache_lookup=_lookup(client),
+                missing_bases_ok=True,
+            )
+            placement = intended_placement(plan, fleet.jobs(), holders)
+        else:
+            plan = make_plan(
+                resolved.project,
+                resolved.graph,
+                resolved.engine,
+                names=selection.names,
+                with_deps=selection.with_deps,
+                cache_lookup=_lookup(client),
+                missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
+            )
     if as_json:
+        records = plan.to_records()
+        document: dict[str, object] = {"engine": plan.engine, "images": records}
+        if placement is not None and resolved.hosts is not None:
+            document["endpoints"] = [e.name for e in resolved.hosts.endpoints]
+            for record in records:
+                record["endpoint"] = placement[record["image"]]
         # Straight to the console's file: rich's print_json highlights every token, which
         # took longer than the planning itself for a family of hundreds of images.
-        console.file.write(
-            json.dumps({"engine": plan.engine, "images": plan.to_records()}, indent=2) + "\n"
-        )
+        console.file.write(json.dumps(document, indent=2) + "\n")
     else:
-        console.print(plan_table(plan))
+        console.print(plan_table(plan, placement=placement))
     return 0
+
+
+def _fleet(
+    resolved: Resolved, registry: Registry | None, *, err: Console, build: bool = True
+) -> Fleet:
+    """The run's endpoints, each asked for its version first: one that does not answer
+    is left out, said on `err` (EngineUnavailable when none answers). To `build` on
+    several, the handover `registry` is needed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lowbuild.engines.endpoints import Hosts
+    from lowbuild.run.hosts import Fleet
+
+    hosts = resolved.hosts
+    assert hosts is not None
+    fleet = Fleet.connect(hosts, registry, handover=False)
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts.endpoints))) as pool:
+        lost = dict(zip(fleet.engines, pool.map(fleet.why_lost, fleet.engines), strict=True))
+    answering = tuple(e for e in hosts.endpoints if lost[e.name] is None)
+    for endpoint in hosts.endpoints:
+        if lost[endpoint.name] is not None:
+            err.print(
+                f"warning: endpoint {endpoint.describe()} left out: {lost[endpoint.name]}",
+                highlight=False,
+                markup=False,
+            )
+    if not answering:
+        raise EngineUnavailable("no endpoint answers; run `lowbuild doctor --hosts …` to see why")
+    kept = Hosts(
+        answering, registry=hosts.registry, tls_verify=hosts.tls_verify, source=hosts.source
+    )
+    return Fleet.connect(kept, registry, handover=build)
 
 
 @dataclass(frozen=True)
@@ -364,15 +494,35 @@ def _build(
     project, engine = resolved.project, resolved.engine
     registries = _push_registries(project, options.push)  # a bad --to: before any build
     cache_from, cache_to = _registry_cache(project, options.cache, offline=options.offline)
+    handover: Handover | None = None
     with _cache_client(cache_from, err=err) as client:
-        plan = make_plan(
-            project,
-            resolved.graph,
-            engine,
-            names=selection.names,
-            with_deps=selection.with_deps,
-            cache_lookup=_lookup(client),
-        )
+        if resolved.hosts is not None:
+            from lowbuild.run.hosts import Handover, plan_over
+
+            if registries:
+                raise UsageError(
+                    "--push with endpoints: not supported yet; each image built is in the "
+                    "handover registry by digest (see the summary), or push from one endpoint"
+                )
+            fleet = _fleet(resolved, _handover_registry(resolved, cache_to, options), err=err)
+            plan, holders = plan_over(
+                project,
+                resolved.graph,
+                fleet,
+                names=selection.names,
+                with_deps=selection.with_deps,
+                cache_lookup=_lookup(client),
+            )
+            handover = Handover(project, fleet, holders)
+        else:
+            plan = make_plan(
+                project,
+                resolved.graph,
+                engine,
+                names=selection.names,
+                with_deps=selection.with_deps,
+                cache_lookup=_lookup(client),
+            )
     if client is not None and client.failure and "pull" not in plan.actions():
         cache_from = None  # unreachable: the builds do not ask it again, one by one
     to_build = [image for image in plan.images if image.action == "build"]
@@ -384,10 +534,19 @@ def _build(
     with RunLogs(state_dir / "logs") as logs:
         if to_build and not fetch_late:
             _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
+        where = f"engine {engine.name}"
+        if handover is not None:
+            fleet = handover.fleet
+            where = "endpoints " + ", ".join(
+                f"{e.describe()} x{e.jobs}" for e in fleet.hosts.endpoints
+            )
+            if fleet.registry is not None:
+                where += f"; parents handed over through {fleet.registry.prefix}"
         err.print(
-            f"engine {engine.name}; {len(to_build)} of {len(plan.images)} image(s) to build; "
+            f"{where}; {len(to_build)} of {len(plan.images)} image(s) to build; "
             f"logs in {logs.directory}",
             highlight=False,
+            markup=False,
         )
         # With --test, each image's smoke test starts as soon as it is built, pulled or
         # found up to date, while the rest of the family is still on its way.
@@ -400,7 +559,11 @@ def _build(
                 board.event(event)
                 state = event.outcome.state if event.outcome is not None else None
                 if options.test and state in FINISHED_OK:
-                    tester.submit(event.name)
+                    assert event.outcome is not None
+                    at = None
+                    if handover is not None:  # tested where it is
+                        at = handover.fleet.engines.get(event.outcome.endpoint)
+                    tester.submit(event.name, engine=at)
 
             builder = FamilyBuilder(
                 project=project,
@@ -418,6 +581,7 @@ def _build(
                 fetch_inputs=lambda spec, log: _fetch_late(
                     project, spec, cache, log, offline=options.offline
                 ),
+                handover=handover,
             )
             outcomes = builder.build(plan)
             finished = tester.results()
@@ -443,7 +607,14 @@ def _build(
                 err=err,
             )
         _report(
-            project, outcomes, tests, logs, pushes=pushes, console=console, as_json=options.as_json
+            project,
+            outcomes,
+            tests,
+            logs,
+            pushes=pushes,
+            console=console,
+            as_json=options.as_json,
+            handover=handover,
         )
         if pushes and not options.as_json:
             _print_published(pushes, console)
@@ -453,6 +624,29 @@ def _build(
     if any(not push.pushed for push in pushes):
         code = max(code, EXIT_FAILED)
     return code
+
+
+def _handover_registry(
+    resolved: Resolved, cache_to: Registry | None, options: BuildOptions
+) -> Registry | None:
+    """Where parents go from one endpoint to another: the hosts file's `registry:`, else
+    the registry cache pushed to; None with one endpoint (nothing is handed over)."""
+    from lowbuild.run.publish import chosen_registries
+
+    hosts = resolved.hosts
+    assert hosts is not None
+    if len(hosts.endpoints) < 2:
+        return None
+    if options.offline:
+        raise UsageError(
+            "several endpoints hand parents over through a registry, which --offline forbids"
+        )
+    if hosts.registry is not None:
+        [registry] = chosen_registries(
+            resolved.project, [hosts.registry], tls_verify=hosts.tls_verify
+        )
+        return registry
+    return cache_to
 
 
 def _registry_cache(
@@ -716,16 +910,23 @@ def _report(
     pushes: Sequence[PushOutcome] = (),
     console: Console,
     as_json: bool,
+    handover: Handover | None = None,
 ) -> None:
     from rich.markup import escape
 
     from lowbuild.run.report import outcome_record, summary_table, test_record, tests_table
 
+    by_digest = {}
+    if handover is not None:
+        by_digest = {name: handover.by_digest(name) for name in outcomes}
     if as_json:
         records = []
         for name, outcome in outcomes.items():
             spec = project.image(name)
             record = outcome_record(outcome, ref=project.ref(spec), tags=project.refs(spec))
+            if handover is not None:
+                record["endpoint"] = outcome.endpoint or None
+                record["handover_ref"] = by_digest[name]
             record["log"] = str(logs.path(name))
             if name in tests:
                 record["test"] = test_record(tests[name])
@@ -735,7 +936,9 @@ def _report(
         console.print_json(json.dumps(records))
         return
     tags = {name: project.refs(project.image(name)) for name in outcomes}
-    console.print(summary_table(outcomes, tags=tags))
+    console.print(
+        summary_table(outcomes, tags=tags, handed=by_digest if handover is not None else None)
+    )
     if tests:
         console.print(tests_table(tests))
     failed = [name for name, o in outcomes.items() if o.state == "failed"]

@@ -68,6 +68,23 @@ def registry_cas(host: str) -> Iterator[Path]:
             continue
 
 
+def split_ref(ref: str) -> tuple[str, str, str]:
+    """`host[:port]/path/name:tag` as (host[:port], path/name, tag)."""
+    host, _, rest = ref.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    if not host or not repository or not tag or "/" in tag:
+        raise ValueError(f"not a registry reference with a tag: {ref!r}")
+    return host, repository, tag
+
+
+def registry_digest(ref: str, *, tls_verify: bool = True) -> str | None:
+    """The manifest digest the registry serves as `ref` (`host/path:tag`), asked of the
+    registry itself (anonymously); None when it serves none or cannot be asked."""
+    host, repository, tag = split_ref(ref)
+    with RegistryClient(Registry(name=host, prefix=host, tls_verify=tls_verify)) as client:
+        return client.manifest_digest(repository, tag)
+
+
 class RegistryClient:
     """Anonymous manifest requests to one registry over one connection pool.
 
