@@ -9,7 +9,8 @@ integration test.
 - `registry`: a real `docker-registry serve` on 127.0.0.1, one per session.
 - `site_context`: a build context that ADDs a .tar.gz and serves it (live_services.py).
 Plain helpers (wait_for_http, free_port, Registry, make_site_context) are in
-live_services.py: `from live_services import wait_for_http`.
+live_services.py: `from live_services import wait_for_http`. Extra engine endpoints (a
+podman service, a dockerd of its own) started inside a test are in endpoint_services.py.
 """
 
 from __future__ import annotations
