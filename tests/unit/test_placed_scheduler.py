@@ -49,7 +49,7 @@ class Recorder:
                 self.running[endpoint] -= 1
 
     def held_by(self) -> dict[str, str]:
-        return {name: endpoint for name, endpoint in self.ran}
+        return dict(self.ran)  # the last endpoint each ran on
 
 
 def parent_first(recorder: Recorder) -> object:
