@@ -27,7 +27,7 @@ lint: venv
 	$(BIN)/ruff format --check lowbuild tests scripts
 	$(BIN)/ruff check lowbuild tests scripts
 	$(BIN)/mypy
-	cd scripts && ../$(BIN)/mypy --strict --cache-dir ../.mypy_cache/scripts bench.py
+	cd scripts && MYPYPATH=$(CURDIR) ../$(BIN)/mypy --strict --cache-dir ../.mypy_cache/scripts bench.py
 
 test-unit: venv
 	$(BIN)/pytest tests/unit

@@ -14,6 +14,11 @@ Sections (each runs alone with --only; issue 7):
   registry  a fresh runner (empty storage) with a warm registry cache vs the cold build,
          and a re-push of the unchanged family (blobs uploaded, counted from the
          registry's log) vs `podman push` of each tag in turn (issue 13).
+  hosts  several build hosts (issue 16): a busybox fan-out and the seed family on one vs
+         two `podman system service` endpoints started here (the same cores: no gain
+         expected, the handover's cost is the figure), and a simulation of a generated
+         500-image family over 1-16 endpoints, with lowbuild's own placement, against
+         the critical path.
 
 Nothing here touches the images of the project or of other users: the seed family is
 copied to --work under its own namespaces, and every podman command runs on a storage
@@ -25,7 +30,9 @@ and --out/bench.md; the Markdown is printed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -43,12 +50,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks.generate import TreeShape, copy_seed_family, write_family, write_tree
+from benchmarks.hosts import (
+    DEFAULT_BUILD_TIMES,
+    DEFAULT_HANDOVER_S,
+    ENDPOINT_COUNTS,
+    generated_family,
+    logged_seconds,
+    scaling,
+    width,
+)
 from benchmarks.stats import Goal, Results, figure_of, markdown_table, ratio
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
 LOWBUILD = [str(PYTHON), "-m", "lowbuild"]
-SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan", "registry")
+SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan", "registry", "hosts")
 BENCH_NS = "lowbuildbench"  # lowbuild's copy of the seed family
 TUTORIAL_NS = "lowbuildtut"  # the baselines' copy (podman scripts and bake)
 BOOKWORM = "localhost/lowbuild/bookworm:latest"
@@ -120,6 +136,26 @@ def run_with_rss(argv: Sequence[str], *, env: dict[str, str] | None = None) -> T
         raise BenchFailed(f"{' '.join(argv)} exited {done.returncode}:\n{errors[-4000:]}")
     found = re.findall(r"^maxrss-kb=(\d+)$", errors, flags=re.MULTILINE)
     return Timed(seconds=seconds, max_rss_mb=int(found[-1]) / 1024, output=errors)
+
+
+def _endpoint_services() -> Any:
+    """The test suite's podman services (tests/integration/endpoint_services.py): each on
+    its own storage, network and socket, stopped by PID and removed whatever happens."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    return importlib.import_module("endpoint_services")
+
+
+def write_fan_out(root: Path, *, base: str) -> None:
+    """A busybox-sized parent and four children: the handover benchmark's family."""
+    root.mkdir(parents=True)
+    (root / "lowbuild.yaml").write_text("name: fan\nnamespace: lowbuildhosts\n")
+    for name in ("parent", "c1", "c2", "c3", "c4"):
+        context = root / "contexts" / name
+        context.mkdir(parents=True)
+        source = base if name == "parent" else "lowbuildhosts/parent:latest"
+        (context / "Dockerfile").write_text(f"FROM {source}\nRUN echo {name} > /{name}\n")
+        parent = "" if name == "parent" else "parent: parent\n"
+        (context / "image.yaml").write_text(f"name: {name}\n{parent}")
 
 
 def say(message: str) -> None:
@@ -781,6 +817,162 @@ class Bench:
             )
         )
 
+    def hosts(self) -> None:
+        section = "9 several build hosts"
+        handover_s, build_times = DEFAULT_HANDOVER_S, list(DEFAULT_BUILD_TIMES)
+        measured = "defaults, not measured"
+        try:
+            handover_s = self.hosts_fan_out(section)
+            measured = "measured handover"
+            if not self.quick:
+                build_times = self.hosts_seed(section) or build_times
+                measured = "measured handover and seed build times"
+        finally:
+            self.hosts_simulation(section, handover_s, build_times, measured)
+
+    def hosts_fan_out(self, section: str) -> float:
+        """A busybox parent and four children on one endpoint vs two (one job each):
+        the children split, and the parent is handed over once. Fresh endpoints each
+        run. The median seconds of one handover (pull by digest, ID check, tags)."""
+        services = _endpoint_services()
+        family = self.ws.root / "hosts" / "fan"
+        shutil.rmtree(family, ignore_errors=True)
+        write_fan_out(family, base=BUSYBOX)
+        one: list[float] = []
+        two: list[float] = []
+        handed: list[float] = []
+        pushed: list[float] = []
+        with local_registry(self.ws.root / "hosts-registry") as (host, _):
+            for run in range(max(1, min(self.runs, 3))):
+                for count, samples in ((1, one), (2, two)):
+                    shutil.rmtree(family / ".lowbuild", ignore_errors=True)
+                    with contextlib.ExitStack() as stack:
+                        where = []
+                        for name in "ab"[:count]:
+                            root = self.ws.root / "hosts" / f"{name}{run}{count}"
+                            shutil.rmtree(root, ignore_errors=True)
+                            service = stack.enter_context(services.podman_service(root))
+                            services.load_image(service.client, BUSYBOX)
+                            where.append(f"--endpoint={name}=podman+{service.url},jobs=1")
+                        timed = run_timed(
+                            [
+                                *LOWBUILD,
+                                "build",
+                                "-f",
+                                str(family / "lowbuild.yaml"),
+                                *where,
+                                f"--cache-to={host}/fan",
+                                "--no-tls-verify",
+                                "--json",
+                            ]
+                        )
+                    samples.append(timed.seconds)
+                    if count == 2:
+                        h, p = logged_seconds(family / ".lowbuild" / "logs" / "latest")
+                        handed += h
+                        pushed += p
+                say(f"fan-out run {run + 1}: 1 endpoint {one[-1]:.1f}s, 2 endpoints {two[-1]:.1f}s")
+        if not handed:
+            raise BenchFailed("no handover happened in the two-endpoint runs")
+        f_one = self.results.add(figure_of(section, "busybox fan-out (1+4), 1 endpoint", one))
+        f_two = self.results.add(figure_of(section, "busybox fan-out (1+4), 2 endpoints", two))
+        f_handed = self.results.add(
+            figure_of(section, "one handover (pull by digest, check, tag)", handed)
+        )
+        self.results.add(figure_of(section, "one handover push (each image built)", pushed))
+        self.results.add(figure_of(section, "2 endpoints / 1", [ratio(f_two, f_one)], "x"))
+        self.results.goals.append(
+            Goal(
+                section,
+                "registry handover under 1.5 s per parent→child edge (busybox-sized parent)",
+                f"{f_handed.median:.2f} s (max {f_handed.high:.2f} s)",
+                f_handed.median < 1.5,
+            )
+        )
+        return f_handed.median
+
+    def hosts_seed(self, section: str) -> list[float]:
+        """The seed family cold on one podman service vs two (one job each); the
+        per-image build seconds of the one-endpoint run."""
+        services = _endpoint_services()
+        if not self.prepared:
+            copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
+            copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
+            self.prepared = True
+        project = self.ws.lowbuild_project / "lowbuild.yaml"
+        seconds: dict[int, float] = {}
+        durations: list[float] = []
+        with local_registry(self.ws.root / "hosts-registry") as (host, _):
+            for count in (1, 2):
+                with contextlib.ExitStack() as stack:
+                    where = []
+                    for name in "ab"[:count]:
+                        root = self.ws.root / "hosts" / f"seed-{name}{count}"
+                        shutil.rmtree(root, ignore_errors=True)
+                        service = stack.enter_context(services.podman_service(root))
+                        services.load_image(service.client, BOOKWORM)
+                        where.append(f"--endpoint={name}=podman+{service.url},jobs=1")
+                    argv = [
+                        *LOWBUILD,
+                        "build",
+                        "-f",
+                        str(project),
+                        *where,
+                        f"--cache-to={host}/seed",
+                        "--no-tls-verify",
+                        "--json",
+                    ]
+                    started = time.perf_counter()
+                    # stdout alone: the JSON records (run_timed merges stderr in).
+                    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+                    took = time.perf_counter() - started
+                    if done.returncode != 0:
+                        raise BenchFailed(f"seed over {count} endpoint(s): {done.stderr[-3000:]}")
+                seconds[count] = took
+                if count == 1:
+                    durations = [
+                        float(r["duration"]) for r in json.loads(done.stdout) if r["duration"]
+                    ]
+                say(f"seed family cold, {count} endpoint(s): {took:.1f}s")
+        f_one = self.results.add(figure_of(section, "seed family cold, 1 endpoint", [seconds[1]]))
+        f_two = self.results.add(figure_of(section, "seed family cold, 2 endpoints", [seconds[2]]))
+        self.results.add(
+            figure_of(section, "seed: 2 endpoints / 1 (same 2 cores)", [ratio(f_two, f_one)], "x")
+        )
+        return durations
+
+    def hosts_simulation(
+        self, section: str, handover_s: float, build_times: Sequence[float], source: str
+    ) -> None:
+        """A generated 500-image family over 1-16 endpoints (and its width), one job
+        each, placed as lowbuild places: makespan against the critical path."""
+        family = generated_family(500, build_times=build_times)
+        wide = width(family)
+        counts = sorted({*ENDPOINT_COUNTS, wide})
+        rows = scaling(family, handover_s=handover_s, counts=counts)
+        for row in rows:
+            self.results.add(
+                figure_of(
+                    section,
+                    f"simulated 500 images, {row.endpoints} endpoint(s): makespan",
+                    [row.makespan],
+                    note=f"critical path {row.critical_path:.0f} s ({row.ratio:.2f}x); lower "
+                    f"bound {row.bound:.0f} s ({row.over_bound:.2f}x); {row.handovers} "
+                    f"handovers ({source}, {handover_s:.2f} s each)",
+                )
+            )
+        at_width = [row for row in rows if row.endpoints >= wide]
+        worst = max(row.ratio for row in at_width)
+        self.results.goals.append(
+            Goal(
+                section,
+                f"simulated makespan within 1.2x of the critical path once N >= the "
+                f"family's width ({wide})",
+                f"{worst:.3f}x at N >= {wide} ({source})",
+                worst <= 1.2,
+            )
+        )
+
     def plan(self) -> None:
         section = "6 planning at scale"
         env = self.ws.storage_env()
@@ -874,6 +1066,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fetch": bench.fetch,
         "plan": bench.plan,
         "registry": bench.registry,
+        "hosts": bench.hosts,
     }
     code = 0
     for section in SECTIONS:

@@ -136,7 +136,7 @@ class FamilyBuilder:
                 needs={image.name: image.needs for image in plan.images},
                 work=work,
                 endpoints=jobs,
-                prefer=lambda name: self._preferred(plan, name),
+                prefer=lambda name: self._preferred(plan, planned[name]),
                 fail_fast=self.fail_fast,
                 on_event=self._record,
                 on_interrupt=self._stop_engine_commands,
@@ -165,14 +165,14 @@ class FamilyBuilder:
     def _engine_at(self, endpoint: str) -> Engine:
         return self.handover.fleet.engines[endpoint] if self.handover else self.engine
 
-    def _preferred(self, plan: Plan, name: str) -> list[str]:
-        """The endpoints holding `name` as planned (up to date), then those holding what
-        it is built from, its parent first: building there hands nothing over."""
+    def _preferred(self, plan: Plan, planned: PlannedImage) -> list[str]:
+        """The endpoints holding the image as planned (up to date), then those holding
+        what it is built from, its parent first: building there hands nothing over."""
         if self.handover is None:
             return []
         found: list[str] = []
-        existing = plan.by_name()[name].existing_id
-        if existing:
+        name, existing = planned.name, planned.existing_id
+        if existing and planned.action == "up-to-date":
             found += self.handover.holding(name, existing)
         with self._lock:
             needs = [(need, self._ids.get(need)) for need in plan.graph.nodes[name].needs]

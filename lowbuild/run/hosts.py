@@ -149,7 +149,7 @@ class Handover:
             digest = asked or reported
             if asked is not None and asked != reported:
                 sink(f"note: {endpoint} reported {reported}, the registry serves {asked}")
-            sink(f"pushed to {tag} ({digest}) in {time.monotonic() - started:.1f}s")
+            sink(f"pushed to {tag} ({digest}) in {time.monotonic() - started:.2f}s")
             self.published[name] = (image_id, digest)
             return digest
 
@@ -195,7 +195,7 @@ class Handover:
             self.record(name, to, image_id)
             sink(
                 f"{name} handed over from {sources[0]} to {to} as {remote} "
-                f"in {time.monotonic() - started:.1f}s"
+                f"in {time.monotonic() - started:.2f}s"
             )
             return True
 

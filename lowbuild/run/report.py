@@ -358,7 +358,9 @@ class LiveBoard:
             if event.kind == "start":
                 self._state[event.name] = "running"
                 self._started[event.name] = time.monotonic()
-                line = f"→ {event.name}: started"
+                line = f"→ {event.name}: started" + (
+                    f" on {event.endpoint}" if event.endpoint else ""
+                )
             else:
                 assert event.outcome is not None
                 outcome = event.outcome

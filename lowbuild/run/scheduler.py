@@ -94,6 +94,7 @@ class Event:
     name: str
     kind: Literal["start", "end"]
     outcome: Outcome | None = None
+    endpoint: str = LOCAL  # "start": where it starts
 
 
 Work = Callable[[str, threading.Event], WorkResult]
@@ -321,5 +322,5 @@ def _start_ready(
             continue  # every live endpoint is busy
         free[chosen] -= 1
         stamp = time.time()
-        on_event(Event(name=name, kind="start"))
+        on_event(Event(name=name, kind="start", endpoint=chosen))
         state.running[pool.submit(work, name, chosen, cancel)] = _Started(name, chosen, stamp)

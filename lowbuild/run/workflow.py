@@ -253,6 +253,7 @@ def run_plan(
     resolved = resolve(selection)
     cache_from, _ = _registry_cache(resolved.project, cache or RegistryCache(), offline=offline)
     placement: dict[str, str] | None = None
+    answering: list[str] = []
     with _cache_client(cache_from, err=err) as client:
         if resolved.hosts is not None:
             from lowbuild.run.hosts import intended_placement, plan_over
@@ -268,6 +269,7 @@ def run_plan(
                 missing_bases_ok=True,
             )
             placement = intended_placement(plan, fleet.jobs(), holders)
+            answering = list(fleet.engines)  # those left out (not answering) are not
         else:
             plan = make_plan(
                 resolved.project,
@@ -281,8 +283,8 @@ def run_plan(
     if as_json:
         records = plan.to_records()
         document: dict[str, object] = {"engine": plan.engine, "images": records}
-        if placement is not None and resolved.hosts is not None:
-            document["endpoints"] = [e.name for e in resolved.hosts.endpoints]
+        if placement is not None:
+            document["endpoints"] = answering
             for record in records:
                 record["endpoint"] = placement[record["image"]]
         # Straight to the console's file: rich's print_json highlights every token, which

@@ -337,10 +337,11 @@ def test_doctor_examines_every_endpoint(
     assert "live" in done.stdout and "works" in done.stdout and "BROKEN" not in done.stdout
 
 
-def test_a_dockerd_endpoint_used_alone(
+def test_a_dockerd_endpoint_used_alone_by_docker_and_by_buildx(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, registry: Registry
 ) -> None:
-    """One docker endpoint: no registry needed, smoke tests over HTTP on it."""
+    """One dockerd endpoint, driven by the classic builder then by buildx: no registry
+    needed, smoke tests over HTTP on it, nothing on the host's own daemon."""
     family = chain_family(tmp_path / "alone")
     with dockerd_service(tmp_path_factory.mktemp("dk1"), insecure_registries=[registry.host]) as d:
         load_image(d.client, BASE_IMAGE)
@@ -352,3 +353,14 @@ def test_a_dockerd_endpoint_used_alone(
         assert all(r["handover_ref"] is None for r in built.values())
         assert built["leafa"]["test"]["passed"] is True  # type: ignore[index]
         assert image_id(["docker"], "hosts/leafa:latest") != built["leafa"]["image_id"]
+        # buildx on the same daemon: the family is up to date there (one image store) ...
+        x = endpoint_arg("x", "buildx", d.url, jobs=2)
+        again = records(family.lowbuild("build", x, "--json"))
+        assert {r["state"] for r in again.values()} == {"up-to-date"}
+        # ... and a change is built by BuildKit on that daemon, tested there.
+        dockerfile = family.root / "contexts" / "leafa" / "Dockerfile"
+        dockerfile.write_text(dockerfile.read_text().replace("echo leaf", "echo leaf; echo x"))
+        changed = records(family.lowbuild("build", x, "--test", "--json"))
+        assert changed["leafa"]["state"] == "built" and changed["leafa"]["endpoint"] == "x"
+        assert changed["leafa"]["test"]["passed"] is True  # type: ignore[index]
+        assert image_id(d.client, "hosts/leafa:latest") == changed["leafa"]["image_id"]
