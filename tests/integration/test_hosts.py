@@ -359,7 +359,8 @@ def test_a_dockerd_endpoint_used_alone_by_docker_and_by_buildx(
         assert {r["state"] for r in again.values()} == {"up-to-date"}
         # ... and a change is built by BuildKit on that daemon, tested there.
         dockerfile = family.root / "contexts" / "leafa" / "Dockerfile"
-        dockerfile.write_text(dockerfile.read_text().replace("echo leaf", "echo leaf; echo x"))
+        text = dockerfile.read_text()
+        dockerfile.write_text(text.replace("/www/index.html", "/www/index.html && touch /x"))
         changed = records(family.lowbuild("build", x, "--test", "--json"))
         assert changed["leafa"]["state"] == "built" and changed["leafa"]["endpoint"] == "x"
         assert changed["leafa"]["test"]["passed"] is True  # type: ignore[index]
