@@ -834,7 +834,6 @@ class Bench:
         """A busybox parent and four children on one endpoint vs two (one job each):
         the children split, and the parent is handed over once. Fresh endpoints each
         run. The median seconds of one handover (pull by digest, ID check, tags)."""
-        services = _endpoint_services()
         family = self.ws.root / "hosts" / "fan"
         shutil.rmtree(family, ignore_errors=True)
         write_fan_out(family, base=BUSYBOX)
@@ -847,13 +846,7 @@ class Bench:
                 for count, samples in ((1, one), (2, two)):
                     shutil.rmtree(family / ".lowbuild", ignore_errors=True)
                     with contextlib.ExitStack() as stack:
-                        where = []
-                        for name in "ab"[:count]:
-                            root = self.ws.root / "hosts" / f"{name}{run}{count}"
-                            shutil.rmtree(root, ignore_errors=True)
-                            service = stack.enter_context(services.podman_service(root))
-                            services.load_image(service.client, BUSYBOX)
-                            where.append(f"--endpoint={name}=podman+{service.url},jobs=1")
+                        where = self.podman_endpoints(stack, count, f"{run}{count}", BUSYBOX)
                         timed = run_timed(
                             [
                                 *LOWBUILD,
@@ -891,10 +884,24 @@ class Bench:
         )
         return f_handed.median
 
+    def podman_endpoints(
+        self, stack: contextlib.ExitStack, count: int, run: str, base: str
+    ) -> list[str]:
+        """`count` fresh podman services (stopped and removed when `stack` closes), each
+        holding `base`: the `--endpoint` options naming them a, b, … with one job each."""
+        services = _endpoint_services()
+        where = []
+        for name in "abcdefgh"[:count]:
+            root = self.ws.root / "hosts" / f"{name}{run}"
+            shutil.rmtree(root, ignore_errors=True)
+            service = stack.enter_context(services.podman_service(root))
+            services.load_image(service.client, base)
+            where.append(f"--endpoint={name}=podman+{service.url},jobs=1")
+        return where
+
     def hosts_seed(self, section: str) -> list[float]:
         """The seed family cold on one podman service vs two (one job each); the
         per-image build seconds of the one-endpoint run."""
-        services = _endpoint_services()
         if not self.prepared:
             copy_seed_family(REPO, self.ws.lowbuild_project, namespace=BENCH_NS)
             copy_seed_family(REPO, self.ws.tutorial_project, namespace=TUTORIAL_NS)
@@ -905,13 +912,7 @@ class Bench:
         with local_registry(self.ws.root / "hosts-registry") as (host, _):
             for count in (1, 2):
                 with contextlib.ExitStack() as stack:
-                    where = []
-                    for name in "ab"[:count]:
-                        root = self.ws.root / "hosts" / f"seed-{name}{count}"
-                        shutil.rmtree(root, ignore_errors=True)
-                        service = stack.enter_context(services.podman_service(root))
-                        services.load_image(service.client, BOOKWORM)
-                        where.append(f"--endpoint={name}=podman+{service.url},jobs=1")
+                    where = self.podman_endpoints(stack, count, f"seed{count}", BOOKWORM)
                     argv = [
                         *LOWBUILD,
                         "build",

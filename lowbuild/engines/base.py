@@ -174,6 +174,9 @@ class Engine(Protocol):
     """
 
     name: EngineName
+    cli: tuple[str, ...]
+    """The words every engine command starts with: the client, and how it reaches its
+    engine (`podman --url …` for an endpoint); what stop_commands_of picks commands by."""
 
     def version(self) -> str: ...
 

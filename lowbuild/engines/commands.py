@@ -125,19 +125,10 @@ def run_command(
     full_env = {**os.environ, **env} if env else None
     try:
         if log is None and not merge_output and stdin is None:
-            done = subprocess.run(
-                args,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-            )
+            done = _run_quick(args, env=full_env, timeout=timeout)
             if done.returncode != 0 and check:
                 raise EngineError(args, done.returncode, done.stderr or done.stdout)
-            return CommandOutput(stdout=done.stdout, stderr=done.stderr, returncode=done.returncode)
+            return done
         return _run_merged(
             args,
             env=full_env,
@@ -156,8 +147,60 @@ def run_command(
         raise EngineTimedOut(args, seconds=timeout) from exc
 
 
-_LIVE: set[subprocess.Popen[str]] = set()
+_LIVE: set[subprocess.Popen[str]] = set()  # streamed commands, each under its guard
+_QUICK: set[subprocess.Popen[str]] = set()  # the others (inspect, tag, version, …)
 _LIVE_LOCK = threading.Lock()
+
+
+def _run_quick(
+    args: list[str], *, env: dict[str, str] | None, timeout: float | None
+) -> CommandOutput:
+    """`args` to completion, its output captured (subprocess.run's way), known while it
+    runs so that `stop_commands_of` can kill it (an endpoint that stopped answering)."""
+    with subprocess.Popen(
+        args,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    ) as process:
+        with _LIVE_LOCK:
+            _QUICK.add(process)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _QUICK.discard(process)
+    return CommandOutput(stdout=stdout, stderr=stderr, returncode=process.returncode)
+
+
+def _runs(process: subprocess.Popen[str], words: Sequence[str]) -> bool:
+    """Whether `process`'s command line has `words` in a row (a guard's has the engine
+    command after its own words)."""
+    argv = [str(a) for a in process.args] if isinstance(process.args, list) else []
+    width = len(words)
+    return any(argv[i : i + width] == list(words) for i in range(len(argv) - width + 1))
+
+
+def stop_commands_of(words: Sequence[str], *, grace: float = 5.0) -> int:
+    """Stop the engine commands running now whose command line has `words` in a row (an
+    endpoint's `podman --url …`): streamed ones as `stop_running_commands` does, with
+    `grace`, the others killed at once. Their callers get an EngineError. Returns how
+    many there were."""
+    with _LIVE_LOCK:
+        streamed = [process for process in _LIVE if _runs(process, words)]
+        quick = [process for process in _QUICK if _runs(process, words)]
+    for process in quick:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    _stop(streamed, grace=grace)
+    return len(streamed) + len(quick)
 
 
 _GUARD = Path(__file__).with_name("guard.py")
@@ -170,6 +213,12 @@ def stop_running_commands(*, grace: float = 20.0) -> int:
     Returns how many were running."""
     with _LIVE_LOCK:
         running = list(_LIVE)
+    _stop(running, grace=grace)
+    return len(running)
+
+
+def _stop(running: Sequence[subprocess.Popen[str]], *, grace: float) -> None:
+    """SIGTERM to each guard; SIGKILL to its whole group once `grace` seconds are over."""
     for process in running:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
@@ -180,7 +229,6 @@ def stop_running_commands(*, grace: float = 20.0) -> int:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-    return len(running)
 
 
 def _run_merged(

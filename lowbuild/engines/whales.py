@@ -154,8 +154,7 @@ class WhalesEngine:
         return found
 
     def tag(self, ref: str, new_ref: str) -> None:
-        with whales_errors():
-            self.client.image.tag(ref, new_ref)
+        run_command([*self.cli, "tag", ref, new_ref], timeout=QUICK_TIMEOUT_S)
 
     def save(self, refs: Sequence[str], path: Path) -> None:
         with whales_errors():

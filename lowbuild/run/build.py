@@ -46,7 +46,7 @@ from lowbuild.plan.fingerprint import (
 from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.redact import redact
-from lowbuild.run.hosts import Handover, HandoverFailed
+from lowbuild.run.hosts import Handover, HandoverFailed, Watchdog
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import LOCAL, EndpointLost, Event, Outcome, WorkResult, run_placed
 from lowbuild.sources.cache import Cache
@@ -119,28 +119,43 @@ class FamilyBuilder:
         self._ids = dict(plan.known_ids)
         planned = plan.by_name()
 
+        busy: dict[str, int] = {}  # endpoint → pieces of work running there
+
         def work(name: str, endpoint: str, cancel: threading.Event) -> WorkResult:
+            with self._lock:
+                busy[endpoint] = busy.get(endpoint, 0) + 1
             try:
                 return self._build_one(plan, planned[name], cancel, endpoint)
             except (EngineError, HandoverFailed) as exc:
-                lost = self.handover.fleet.why_lost(endpoint) if self.handover else None
-                if lost is None:
+                fleet = self.handover.fleet if self.handover else None
+                lost = fleet.why_lost(endpoint) if fleet else None
+                if fleet is None or lost is None:
                     raise
+                fleet.give_up(endpoint, lost)  # what else runs there is stopped too
                 lines = str(exc).strip().splitlines()
                 raise EndpointLost(endpoint, f"{lost}; {lines[-1] if lines else exc}") from exc
+            finally:
+                with self._lock:
+                    busy[endpoint] -= 1
+
+        def running_on() -> set[str]:
+            with self._lock:
+                return {endpoint for endpoint, count in busy.items() if count}
 
         jobs = self.handover.fleet.jobs() if self.handover else {LOCAL: self.jobs}
+        watching = Watchdog(self.handover.fleet, running_on) if self.handover else None
         try:
-            return run_placed(
-                order=[image.name for image in plan.images],
-                needs={image.name: image.needs for image in plan.images},
-                work=work,
-                endpoints=jobs,
-                prefer=lambda name: self._preferred(plan, planned[name]),
-                fail_fast=self.fail_fast,
-                on_event=self._record,
-                on_interrupt=self._stop_engine_commands,
-            )
+            with watching or contextlib.nullcontext():
+                return run_placed(
+                    order=[image.name for image in plan.images],
+                    needs={image.name: image.needs for image in plan.images},
+                    work=work,
+                    endpoints=jobs,
+                    prefer=lambda name: self._preferred(plan, planned[name]),
+                    fail_fast=self.fail_fast,
+                    on_event=self._record,
+                    on_interrupt=self._stop_engine_commands,
+                )
         except KeyboardInterrupt:
             # Only this run's containers, by its mark (RUN_ID): never those of a build
             # another process runs on the same host meanwhile.

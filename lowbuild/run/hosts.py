@@ -23,22 +23,29 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lowbuild.engines.base import Engine, LogSink
+from lowbuild.engines.commands import stop_commands_of
 from lowbuild.engines.endpoints import Endpoint, Hosts, endpoint_engine
 from lowbuild.errors import EngineError, LowbuildError, UsageError, VerificationError
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
-from lowbuild.plan.graph import FamilyGraph
-from lowbuild.plan.planner import CacheLookup, Plan, make_plan
+from lowbuild.plan.planner import Plan
 from lowbuild.redact import redact
 from lowbuild.run.placement import simulate
 from lowbuild.sources.registry import cache_ref, registry_digest
 from lowbuild.spec.model import Project, Registry
 
 ANSWER_TIMEOUT_S = 10.0
-"""How long an endpoint has to answer a version query before it counts as lost."""
+"""How long an endpoint has to answer a version query before the answer counts as none."""
+
+WATCH_INTERVAL_S = 5.0
+"""How often the watchdog asks each endpoint with work running whether it answers."""
+
+WATCH_MISSES = 2
+"""Unanswered questions in a row after which the watchdog gives an endpoint up: one slow
+answer on a busy machine is not a lost endpoint."""
 
 
 class HandoverFailed(LowbuildError):
@@ -53,6 +60,7 @@ class Fleet:
     hosts: Hosts
     engines: dict[str, Engine]  # endpoint name → its engine, in declared order
     registry: Registry | None
+    lost: dict[str, str] = field(default_factory=dict)  # endpoint given up → why
 
     @classmethod
     def connect(cls, hosts: Hosts, registry: Registry | None, *, handover: bool = True) -> Fleet:
@@ -73,14 +81,67 @@ class Fleet:
     def jobs(self) -> dict[str, int]:
         return {endpoint.name: endpoint.jobs for endpoint in self.hosts.endpoints}
 
-    def why_lost(self, endpoint: str) -> str | None:
-        """None when `endpoint` answers a version query now, else why it does not."""
-        try:
-            self.engines[endpoint].version()
-        except LowbuildError as exc:
-            lines = str(exc).strip().splitlines()
-            return f"it no longer answers ({lines[-1] if lines else type(exc).__name__})"
-        return None
+    def why_lost(self, endpoint: str, *, timeout: float = ANSWER_TIMEOUT_S) -> str | None:
+        """None when `endpoint` answers a version query within `timeout` seconds, else why
+        it does not (at once for one given up already)."""
+        if endpoint in self.lost:
+            return self.lost[endpoint]
+        answers: list[str | None] = []
+
+        def ask() -> None:
+            try:
+                self.engines[endpoint].version()
+            except LowbuildError as exc:
+                lines = str(exc).strip().splitlines()
+                answers.append(f"it no longer answers ({lines[-1] if lines else exc})")
+            else:
+                answers.append(None)
+
+        # A thread, so that a hung endpoint costs `timeout`, not the command's own limit;
+        # a question left hanging is killed with the rest when the endpoint is given up.
+        asking = threading.Thread(target=ask, name=f"ask-{endpoint}", daemon=True)
+        asking.start()
+        asking.join(timeout)
+        if not answers:
+            return f"it does not answer a version query within {timeout:g} s"
+        return answers[0]
+
+    def give_up(self, endpoint: str, reason: str) -> int:
+        """Count `endpoint` lost for the rest of the run and stop every engine command
+        running there (their work then fails with EndpointLost and is started once more
+        elsewhere); how many commands were stopped."""
+        self.lost.setdefault(endpoint, reason)
+        return stop_commands_of(self.engines[endpoint].cli)
+
+
+class Watchdog:
+    """While a build runs, asks each endpoint with work running whether it still
+    answers; one that misses WATCH_MISSES questions in a row is given up (Fleet.give_up).
+    This is how an endpoint that hangs, without dropping its connection, is noticed."""
+
+    def __init__(self, fleet: Fleet, busy: Callable[[], set[str]]) -> None:
+        self.fleet, self.busy = fleet, busy
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self.given_up: list[str] = []
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        misses: dict[str, int] = {}
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            for endpoint in sorted(self.busy() - set(self.fleet.lost)):
+                reason = self.fleet.why_lost(endpoint)
+                misses[endpoint] = misses.get(endpoint, 0) + 1 if reason else 0
+                if reason and misses[endpoint] >= WATCH_MISSES and not self._stop.is_set():
+                    self.fleet.give_up(endpoint, reason)
+                    self.given_up.append(endpoint)
 
 
 @dataclass
@@ -91,6 +152,7 @@ class Handover:
     fleet: Fleet
     holders: dict[str, dict[str, str]] = field(default_factory=dict)  # name → endpoint → ID
     published: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (ID, digest)
+    published_by: dict[str, str] = field(default_factory=dict)  # name → endpoint that pushed
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -151,6 +213,7 @@ class Handover:
                 sink(f"note: {endpoint} reported {reported}, the registry serves {asked}")
             sink(f"pushed to {tag} ({digest}) in {time.monotonic() - started:.2f}s")
             self.published[name] = (image_id, digest)
+            self.published_by[name] = endpoint
             return digest
 
     def bring(self, name: str, image_id: str, to: str, sink: LogSink) -> bool:
@@ -166,15 +229,22 @@ class Handover:
             if info is not None and info.id == image_id:
                 self.record(name, to, image_id)
                 return False
-            sources = self.holding(name, image_id) or self._find(name, image_id, ref)
-            if not sources:
-                raise HandoverFailed(
-                    f"{name} ({image_id}) is needed on {to}, but no endpoint holds it"
-                )
             registry = self.fleet.registry
             assert registry is not None  # more than one endpoint
             started = time.monotonic()
-            digest = self.publish(name, sources[0], image_id, sink)
+            done = self.published.get(name)
+            if done is not None and done[0] == image_id:  # no endpoint needed to ask
+                digest, source = done[1], self.published_by.get(name, "the registry")
+            else:
+                live = [e for e in self.holding(name, image_id) if e not in self.fleet.lost]
+                sources = live or self._find(name, image_id, ref)
+                if not sources:
+                    raise HandoverFailed(
+                        f"{name} ({image_id}) is needed on {to}, but no endpoint that answers "
+                        "holds it, and it was never pushed to the handover registry"
+                    )
+                source = sources[0]
+                digest = self.publish(name, source, image_id, sink)
             remote = f"{registry.prefix}/{name}@{digest}"
             try:
                 pulled = engine.pull(remote, tls_verify=registry.tls_verify, log=sink)
@@ -187,14 +257,14 @@ class Handover:
                 raise HandoverFailed(f"{name}: the handover registry has no {remote}")
             if pulled != image_id:
                 raise VerificationError(
-                    f"{name}: {to} pulled {remote} as {pulled}, but {sources[0]} built "
+                    f"{name}: {to} pulled {remote} as {pulled}, but {source} built "
                     f"{image_id}; nothing was tagged"
                 )
             for local in self.project.refs(spec):
                 engine.tag(image_id, local)
             self.record(name, to, image_id)
             sink(
-                f"{name} handed over from {sources[0]} to {to} as {remote} "
+                f"{name} handed over from {source} to {to} as {remote} "
                 f"in {time.monotonic() - started:.2f}s"
             )
             return True
@@ -203,37 +273,13 @@ class Handover:
         """Ask every endpoint for `ref` (an image this run did not see: outside the plan)."""
         found = []
         for endpoint, engine in self.fleet.engines.items():
+            if endpoint in self.fleet.lost:
+                continue  # it would not answer
             info = engine.inspect_image(ref)
             if info is not None and info.id == image_id:
                 self.record(name, endpoint, image_id)
                 found.append(endpoint)
         return found
-
-
-def plan_over(
-    project: Project,
-    graph: FamilyGraph,
-    fleet: Fleet,
-    *,
-    names: Sequence[str] = (),
-    with_deps: bool = True,
-    cache_lookup: CacheLookup | None = None,
-    missing_bases_ok: bool = False,
-) -> tuple[Plan, dict[str, dict[str, str]]]:
-    """One plan for the whole fleet (an image is up to date when some endpoint holds it
-    up to date), and which endpoint holds which family image, by ID."""
-    first = next(iter(fleet.engines.values()))
-    plan = make_plan(
-        project,
-        graph,
-        first,
-        names=names,
-        with_deps=with_deps,
-        cache_lookup=cache_lookup,
-        missing_bases_ok=missing_bases_ok,
-        stores=fleet.engines,
-    )
-    return plan, {name: dict(held) for name, held in plan.held.items()}
 
 
 def intended_placement(

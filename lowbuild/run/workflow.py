@@ -252,39 +252,28 @@ def run_plan(
 
     resolved = resolve(selection)
     cache_from, _ = _registry_cache(resolved.project, cache or RegistryCache(), offline=offline)
-    placement: dict[str, str] | None = None
-    answering: list[str] = []
+    fleet = _fleet(resolved, None, err=err, build=False) if resolved.hosts is not None else None
     with _cache_client(cache_from, err=err) as client:
-        if resolved.hosts is not None:
-            from lowbuild.run.hosts import intended_placement, plan_over
+        plan = make_plan(
+            resolved.project,
+            resolved.graph,
+            next(iter(fleet.engines.values())) if fleet is not None else resolved.engine,
+            names=selection.names,
+            with_deps=selection.with_deps,
+            cache_lookup=_lookup(client),
+            missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
+            stores=fleet.engines if fleet is not None else None,
+        )
+    placement: dict[str, str] | None = None
+    if fleet is not None:
+        from lowbuild.run.hosts import intended_placement
 
-            fleet = _fleet(resolved, None, err=err, build=False)
-            plan, holders = plan_over(
-                resolved.project,
-                resolved.graph,
-                fleet,
-                names=selection.names,
-                with_deps=selection.with_deps,
-                cache_lookup=_lookup(client),
-                missing_bases_ok=True,
-            )
-            placement = intended_placement(plan, fleet.jobs(), holders)
-            answering = list(fleet.engines)  # those left out (not answering) are not
-        else:
-            plan = make_plan(
-                resolved.project,
-                resolved.graph,
-                resolved.engine,
-                names=selection.names,
-                with_deps=selection.with_deps,
-                cache_lookup=_lookup(client),
-                missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
-            )
+        placement = intended_placement(plan, fleet.jobs(), plan.held)
     if as_json:
         records = plan.to_records()
         document: dict[str, object] = {"engine": plan.engine, "images": records}
-        if placement is not None:
-            document["endpoints"] = answering
+        if fleet is not None and placement is not None:
+            document["endpoints"] = list(fleet.engines)  # those that answered
             for record in records:
                 record["endpoint"] = placement[record["image"]]
         # Straight to the console's file: rich's print_json highlights every token, which
@@ -497,34 +486,29 @@ def _build(
     registries = _push_registries(project, options.push)  # a bad --to: before any build
     cache_from, cache_to = _registry_cache(project, options.cache, offline=options.offline)
     handover: Handover | None = None
+    fleet: Fleet | None = None
+    if resolved.hosts is not None:
+        if registries:
+            raise UsageError(
+                "--push with endpoints: not supported yet; each image built is in the "
+                "handover registry by digest (see the summary), or push from one endpoint"
+            )
+        fleet = _fleet(resolved, _handover_registry(resolved, cache_to, options), err=err)
+        engine = next(iter(fleet.engines.values()))  # the first that answered
     with _cache_client(cache_from, err=err) as client:
-        if resolved.hosts is not None:
-            from lowbuild.run.hosts import Handover, plan_over
+        plan = make_plan(
+            project,
+            resolved.graph,
+            engine,
+            names=selection.names,
+            with_deps=selection.with_deps,
+            cache_lookup=_lookup(client),
+            stores=fleet.engines if fleet is not None else None,
+        )
+    if fleet is not None:
+        from lowbuild.run.hosts import Handover
 
-            if registries:
-                raise UsageError(
-                    "--push with endpoints: not supported yet; each image built is in the "
-                    "handover registry by digest (see the summary), or push from one endpoint"
-                )
-            fleet = _fleet(resolved, _handover_registry(resolved, cache_to, options), err=err)
-            plan, holders = plan_over(
-                project,
-                resolved.graph,
-                fleet,
-                names=selection.names,
-                with_deps=selection.with_deps,
-                cache_lookup=_lookup(client),
-            )
-            handover = Handover(project, fleet, holders)
-        else:
-            plan = make_plan(
-                project,
-                resolved.graph,
-                engine,
-                names=selection.names,
-                with_deps=selection.with_deps,
-                cache_lookup=_lookup(client),
-            )
+        handover = Handover(project, fleet, {name: dict(h) for name, h in plan.held.items()})
     if client is not None and client.failure and "pull" not in plan.actions():
         cache_from = None  # unreachable: the builds do not ask it again, one by one
     to_build = [image for image in plan.images if image.action == "build"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,28 +39,25 @@ class Family:
 
     root: Path
 
-    def lowbuild(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    @property
+    def env(self) -> dict[str, str]:
+        """This environment with a cache of the family's own, and no hosts file of the
+        caller's (each run names its endpoints)."""
         env = {k: v for k, v in os.environ.items() if k != "LOWBUILD_HOSTS"}
-        env["LOWBUILD_CACHE"] = str(self.root / ".cache")
+        return {**env, "LOWBUILD_CACHE": str(self.root / ".cache")}
+
+    def lowbuild(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "lowbuild", *args]
         return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            argv, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if k != "LOWBUILD_HOSTS"}
-        env["LOWBUILD_CACHE"] = str(self.root / ".cache")
+        """The same, running on: its stdout and stderr are pipes."""
+        argv = [sys.executable, "-m", "lowbuild", *args]
+        pipe = subprocess.PIPE
         return subprocess.Popen(
-            [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            argv, cwd=self.root, env=self.env, stdout=pipe, stderr=pipe, text=True
         )
 
 
@@ -234,49 +232,64 @@ def test_a_parent_built_by_podman_serves_a_docker_endpoint(
         assert actions["base"] == "up-to-date" and actions[on_docker] == "up-to-date"
 
 
-def test_an_endpoint_killed_mid_build_costs_a_retry_elsewhere(
-    tmp_path: Path, two_podman: list[PodmanService], registry: Registry
+SLOW_FAMILY = {
+    "slow": (None, "RUN echo start && sleep 8 && echo done > /done\n", ""),
+    "quick": (None, "RUN echo quick > /quick\n", ""),
+    "quickchild": ("quick", "RUN echo child > /child\n", ""),
+}
+
+
+def endpoint_of_running(family: Family, image: str, marker: str = "start") -> str:
+    """The endpoint `image` is being built on, once its build log shows `marker`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list((family.root / ".lowbuild" / "logs").glob(f"*/{image}.log"))
+        text = logs[0].read_text() if logs else ""
+        if marker in text:
+            return text.split("on endpoint ", 1)[1].split()[0]
+        time.sleep(0.1)
+    pytest.fail(f"{image} never started")
+
+
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_an_endpoint_lost_mid_build_costs_a_retry_elsewhere(
+    tmp_path: Path, two_podman: list[PodmanService], registry: Registry, how: str
 ) -> None:
-    family = write_family(
-        tmp_path / "killed",
-        {
-            "slow": (None, "RUN echo start && sleep 8 && echo done > /done\n", ""),
-            "quick": (None, "RUN echo quick > /quick\n", ""),
-            "quickchild": ("quick", "RUN echo child > /child\n", ""),
-        },
-    )
-    a, b = two_podman
-    where = [endpoint_arg("a", "podman", a.url), endpoint_arg("b", "podman", b.url)]
+    """Killed: its socket refuses at once. Hung (SIGSTOP): it keeps the connection and
+    says nothing; the watchdog gives it up after two unanswered questions."""
+    family = write_family(tmp_path / how, SLOW_FAMILY)
+    services = dict(zip("ab", two_podman, strict=True))
+    where = [endpoint_arg(n, "podman", s.url) for n, s in services.items()]
     run = family.popen(
-        "build", *where, f"--cache-to={registry.host}/killed", "--no-tls-verify", "--json"
+        "build", *where, f"--cache-to={registry.host}/{how}", "--no-tls-verify", "--json"
     )
+    first = ""
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            logs = list((family.root / ".lowbuild" / "logs").glob("*/slow.log"))
-            if logs and "start" in logs[0].read_text():
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("slow never started")
-        first = logs[0].read_text().split("on endpoint ", 1)[1][0]
-        services = {"a": a, "b": b}
-        other = "b" if first == "a" else "a"
+        first = endpoint_of_running(family, "slow")  # its `sleep 8` has begun
         started = time.monotonic()
-        services[first].kill()  # mid-RUN: its `sleep 8` has begun
-        stdout, stderr = run.communicate(timeout=120)
+        if how == "killed":
+            services[first].kill()
+        else:
+            os.kill(services[first].pid, signal.SIGSTOP)
+        stdout, stderr = run.communicate(timeout=180)
     finally:
+        if how == "hung" and first:
+            os.kill(services[first].pid, signal.SIGCONT)  # for its cleanup
         if run.poll() is None:
             run.kill()
             run.wait()
     assert run.returncode == 0, stderr[-3000:]
     built = {r["image"]: r for r in conforming("build", stdout)}
     assert {r["state"] for r in built.values()} == {"built"}
+    other = "b" if first == "a" else "a"
     assert built["slow"]["endpoint"] == other
-    assert f"endpoint {first} lost" in str(built["slow"]["detail"])
+    detail = str(built["slow"]["detail"])
+    assert f"endpoint {first} lost" in detail and f"retried on {other}" in detail
+    if how == "hung":
+        assert "does not answer a version query within 10 s" in detail
     assert image_id(services[other].client, "hosts/slow:latest") == built["slow"]["image_id"]
-    # Noticed at once, not after a timeout: the retry's 8 s sleep is most of the wait.
-    assert time.monotonic() - started < 60
+    # Killed: noticed at once. Hung: two questions of 10 s, then the retry's 8 s sleep.
+    assert time.monotonic() - started < (30 if how == "killed" else 90)
 
 
 def test_a_registry_that_takes_nothing_blocks_what_needs_a_handover(

@@ -41,3 +41,40 @@ def test_a_command_that_hangs_is_stopped_at_the_timeout() -> None:
     with pytest.raises(EngineError) as raised:
         run_command(["sleep", "5"], timeout=0.2)
     assert raised.value.returncode == -1
+
+
+def test_the_commands_of_one_endpoint_are_stopped_and_no_other() -> None:
+    """stop_commands_of: what an endpoint given up has running (a quick command and a
+    streamed one, under its guard) fails at once; another endpoint's goes on."""
+    import threading
+    import time
+
+    from lowbuild.engines.commands import stop_commands_of
+
+    results: dict[str, object] = {}
+
+    def run(key: str, argv: list[str], **kw: object) -> None:
+        try:
+            results[key] = run_command(argv, **kw)  # type: ignore[arg-type]
+        except EngineError as exc:
+            results[key] = exc
+
+    # `sh -c CMD NAME`: NAME stands for the endpoint's words in the command line.
+    lost = ["sh", "-c", "exec sleep 30", "endpoint-lost"]  # one process, as an engine client
+    kept = ["sh", "-c", "sleep 2", "endpoint-kept"]
+    threads = [
+        threading.Thread(target=run, args=("quick", lost)),
+        threading.Thread(target=run, args=("streamed", lost), kwargs={"merge_output": True}),
+        threading.Thread(target=run, args=("other", kept)),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    assert stop_commands_of(["exec sleep 30", "endpoint-lost"], grace=1.0) == 2
+    for thread in threads:
+        thread.join(timeout=10)
+    assert isinstance(results["quick"], EngineError)
+    assert isinstance(results["streamed"], EngineError)
+    assert not isinstance(results["other"], EngineError)  # ran its 2 s to the end
+    assert time.monotonic() - started < 5

@@ -7,20 +7,10 @@ import threading
 import time
 from collections.abc import Sequence
 
+from test_scheduler import NEEDS, ORDER  # base ─┬─ jdk ── tomcat, ├─ nginx, └─ haproxy
+
 from lowbuild.errors import EXIT_ENVIRONMENT, LowbuildError
 from lowbuild.run.scheduler import EndpointLost, WorkResult, run_placed
-
-# base ─┬─ jdk ── tomcat
-#       ├─ nginx
-#       └─ haproxy
-NEEDS: dict[str, tuple[str, ...]] = {
-    "base": (),
-    "jdk": ("base",),
-    "tomcat": ("jdk",),
-    "nginx": ("base",),
-    "haproxy": ("base",),
-}
-ORDER = ["base", "haproxy", "jdk", "nginx", "tomcat"]
 
 
 class Recorder:
