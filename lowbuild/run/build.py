@@ -47,6 +47,7 @@ from lowbuild.plan.graph import Node
 from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.redact import redact
 from lowbuild.run.hosts import Handover, HandoverFailed, Watchdog
+from lowbuild.run.placement import preferred_endpoints
 from lowbuild.run.report import RunLogs
 from lowbuild.run.scheduler import LOCAL, EndpointLost, Event, Outcome, WorkResult, run_placed
 from lowbuild.sources.cache import Cache
@@ -191,10 +192,8 @@ class FamilyBuilder:
             found += self.handover.holding(name, existing)
         with self._lock:
             needs = [(need, self._ids.get(need)) for need in plan.graph.nodes[name].needs]
-        for need, image_id in needs:
-            if image_id:
-                found += [e for e in self.handover.holding(need, image_id) if e not in found]
-        return found
+        held = [self.handover.holding(need, image_id) for need, image_id in needs if image_id]
+        return found + [e for e in preferred_endpoints(held) if e not in found]
 
     def _stop_engine_commands(self) -> None:
         self._stopped = stop_running_commands()

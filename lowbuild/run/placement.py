@@ -41,6 +41,14 @@ def choose_endpoint(
     return best
 
 
+def preferred_endpoints(holders: Sequence[Sequence[str]]) -> list[str]:
+    """The endpoints to prefer for an image, from the endpoints holding each of what it
+    is built from (`holders`: its parent's first): those holding the most of them first
+    (each one they lack is a handover), ties in the order met (the parent's first)."""
+    met = list(dict.fromkeys(endpoint for held in holders for endpoint in held))
+    return sorted(met, key=lambda e: -sum(e in held for held in holders))
+
+
 @dataclass(frozen=True)
 class Placed:
     """One image of a simulated run: where it ran, and when (seconds from the start)."""
@@ -93,9 +101,7 @@ def simulate(
         for name in list(todo):
             if any(need in wanted and need not in ended for need in needs.get(name, ())):
                 continue
-            preferred = list(
-                dict.fromkeys(e for n in needs.get(name, ()) for e in where.get(n, ()))
-            )
+            preferred = preferred_endpoints([where.get(n, []) for n in needs.get(name, ())])
             free = {e: jobs[e] - busy[e] for e in jobs}
             chosen = choose_endpoint(preferred, free)
             if chosen is None:

@@ -125,8 +125,12 @@ def push_family(
     log_for: Callable[[str], LogSink] = lambda name: lambda line: None,
     on_result: Callable[[PushOutcome], None] = lambda outcome: None,
     sleep: Callable[[float], None] = time.sleep,
+    engine_for: Callable[[str], Engine] | None = None,
 ) -> list[PushOutcome]:
     """Push `names` (in build order) to every registry, parents before children.
+
+    `engine_for`: the engine that holds each image (a family split over endpoints: the
+    one that built it or holds it); default `engine` for all.
 
     `refused` names images that must not be pushed and why (failed, blocked, a smoke
     test failed); their descendants are not pushed either, nor those of an image whose
@@ -137,8 +141,16 @@ def push_family(
     PushOutcome per image and registry."""
     refused = dict(refused or {})
     outcomes: list[PushOutcome] = []
-    # Every local image at once: one engine call, not one per image.
-    local = engine.inspect_images([project.ref(name) for name in names if name not in refused])
+    engine_of = engine_for or (lambda name: engine)
+    # Every local image at once: one call per engine, not one per image.
+    holding: dict[int, tuple[Engine, list[str]]] = {}
+    for name in names:
+        if name not in refused:
+            held = engine_of(name)
+            holding.setdefault(id(held), (held, []))[1].append(project.ref(name))
+    local: dict[str, ImageInfo | None] = {}
+    for held, asked in holding.values():
+        local.update(held.inspect_images(asked))
     for registry in registries:
         held_back = dict(refused)  # image → why it is not pushed to this registry
         with _RegistryView(registry, published) as view:
@@ -152,7 +164,7 @@ def push_family(
                     outcome = PushOutcome(name, registry.name, registry.prefix, tags, error=why)
                 else:
                     outcome = _push_image(
-                        engine,
+                        engine_of(name),
                         name,
                         tags,
                         project.ref(name),

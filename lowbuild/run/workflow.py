@@ -488,11 +488,6 @@ def _build(
     handover: Handover | None = None
     fleet: Fleet | None = None
     if resolved.hosts is not None:
-        if registries:
-            raise UsageError(
-                "--push with endpoints: not supported yet; each image built is in the "
-                "handover registry by digest (see the summary), or push from one endpoint"
-            )
         fleet = _fleet(resolved, _handover_registry(resolved, cache_to, options), err=err)
         engine = next(iter(fleet.engines.values()))  # the first that answered
     with _cache_client(cache_from, err=err) as client:
@@ -583,6 +578,10 @@ def _build(
                 {name: "its smoke test failed" for name, t in tests.items() if not t.passed}
             )
             assert options.push is not None  # registries are chosen only with --push
+            held_by = None
+            if handover is not None:  # each image from the endpoint that built or holds it
+                engines = handover.fleet.engines
+                held_by = {name: engines[o.endpoint] for name, o in outcomes.items() if o.endpoint}
             pushes = _push(
                 resolved,
                 list(outcomes),
@@ -591,6 +590,7 @@ def _build(
                 force=options.push.force,
                 logs=logs,
                 err=err,
+                held_by=held_by,
             )
         _report(
             project,
@@ -703,6 +703,7 @@ def _push(
     force: bool,
     logs: RunLogs,
     err: Console,
+    held_by: Mapping[str, Engine] | None = None,
 ) -> list[PushOutcome]:
     """Push `names` (build order) to `registries`, say each result on `err` as it comes,
     and record the pushed ones in PUBLISHED_FILE. What the registry already serves as
@@ -730,6 +731,7 @@ def _push(
         published=None if force else record,
         log_for=logs.sink,
         on_result=show,
+        engine_for=(lambda name: held_by.get(name, resolved.engine)) if held_by else None,
     )
     record.add(outcomes)
     record.write()

@@ -176,9 +176,23 @@ def test_a_family_split_over_two_podman_services(
         actions = {r["image"]: r["action"] for r in json.loads(alone.stdout)["images"]}
         holds = {n for n, r in built.items() if image_id(client, f"hosts/{n}:latest")}
         assert holds and all(actions[n] == "up-to-date" for n in holds), (name, actions)
-    # And together, nothing is left to build.
-    again = records(family.lowbuild("build", *where, handover, "--no-tls-verify", "--json"))
+    # And together, nothing is left to build; --push publishes each image from the
+    # endpoint that holds it.
+    to = f"--to={registry.host}/published"
+    again = records(
+        family.lowbuild("build", *where, handover, "--no-tls-verify", "--push", to, "--json")
+    )
     assert {r["state"] for r in again.values()} == {"up-to-date"}
+    for name, record in again.items():
+        [push] = record["push"]  # type: ignore[misc]
+        assert push["pushed"] is True, push
+        repository, _, digest = str(push["ref"]).removeprefix(f"{registry.host}/").partition("@")
+        assert repository == f"published/{name}"
+        answer = httpx.head(
+            f"{registry.url}/v2/{repository}/manifests/{digest}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
+        assert answer.status_code == 200, (name, answer.status_code)
     plan = family.lowbuild("plan", *where, "--json")
     document = conforming("plan", plan.stdout)
     assert {r["endpoint"] for r in document["images"]} <= {"a", "b"}

@@ -126,3 +126,13 @@ def test_with_enough_endpoints_and_free_handovers_the_makespan_is_the_critical_p
     durations = {"p": 1.0, "c1": 5.0, "c2": 2.0, "c3": 2.0, "c4": 4.0}
     run = simulate(list(FAN), FAN, durations, dict.fromkeys("vwxyz", 1), handover_s=0.0)
     assert run.makespan == critical_path(list(FAN), FAN, durations) == 6.0
+
+
+def test_the_endpoint_holding_more_of_what_an_image_needs_comes_first() -> None:
+    from lowbuild.run.placement import preferred_endpoints
+
+    # The parent is on x and y, a COPY --from source only on y: y saves a handover.
+    assert preferred_endpoints([["x", "y"], ["y"]]) == ["y", "x"]
+    # Ties keep the parent's order.
+    assert preferred_endpoints([["x", "y"], ["z"]]) == ["x", "y", "z"]
+    assert preferred_endpoints([]) == []
