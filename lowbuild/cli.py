@@ -414,6 +414,7 @@ def plan_command(
         overrides=tuple(overrides or ()),
         hosts_file=hosts,
         endpoints=tuple(endpoint or ()),
+        over_hosts=True,
     )
     code = run_plan(
         selection,
@@ -541,6 +542,7 @@ def build_command(
         overrides=tuple(overrides or ()),
         hosts_file=hosts,
         endpoints=tuple(endpoint or ()),
+        over_hosts=True,
     )
     options = BuildOptions(
         jobs=jobs or default_jobs(),

@@ -73,6 +73,9 @@ class Selection:
     overrides: tuple[str, ...] = ()  # --set IMAGE.FIELD[.KEY]=VALUE (spec/overrides.py)
     hosts_file: Path | None = None  # --hosts (else $LOWBUILD_HOSTS): engines/endpoints.py
     endpoints: tuple[str, ...] = ()  # --endpoint NAME=ENGINE+URL[,jobs=N]
+    # Whether the command works over endpoints (plan, build): the others use one engine
+    # even when $LOWBUILD_HOSTS is set.
+    over_hosts: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def resolve(selection: Selection) -> Resolved:
         project = apply_overrides(project, selection.overrides)
     graph = build_graph(project)
     named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
-    hosts = find_hosts(selection.hosts_file, selection.endpoints)
+    hosts = find_hosts(selection.hosts_file, selection.endpoints) if selection.over_hosts else None
     if hosts is not None:
         if selection.engine:
             raise UsageError("--engine picks one engine; with endpoints each names its own")

@@ -392,3 +392,30 @@ def test_a_dockerd_endpoint_used_alone_by_docker_and_by_buildx(
         assert changed["leafa"]["state"] == "built" and changed["leafa"]["endpoint"] == "x"
         assert changed["leafa"]["test"]["passed"] is True  # type: ignore[index]
         assert image_id(d.client, "hosts/leafa:latest") == changed["leafa"]["image_id"]
+
+
+def test_lowbuild_hosts_applies_to_plan_and_build_only(tmp_path: Path) -> None:
+    """$LOWBUILD_HOSTS points plan and build at the endpoints; `images` (one engine) is
+    not sent there, and an --endpoint option wins over the variable."""
+    family = chain_family(tmp_path / "envvar")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(
+        f"endpoints:\n  - {{name: gone, engine: podman, url: 'unix://{tmp_path}/gone.sock'}}\n"
+    )
+    env = {**family.env, "LOWBUILD_HOSTS": str(hosts)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "lowbuild", *args]
+        return subprocess.run(
+            argv, cwd=family.root, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    plan = run("plan")
+    assert plan.returncode == 3, plan.stderr
+    assert (
+        "endpoint gone (podman at unix://" in plan.stderr and "no endpoint answers" in plan.stderr
+    )
+    images = run("images", "-e", "podman", "--json")
+    assert images.returncode == 0, images.stderr
+    bad = run("plan", "--endpoint", "x=podmn")
+    assert bad.returncode == 2 and "did you mean 'podman'" in bad.stderr
