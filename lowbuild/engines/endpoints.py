@@ -94,9 +94,6 @@ class Hosts:
     tls_verify: bool = True
     source: Path | None = None  # the hosts file, when there was one
 
-    def by_name(self) -> dict[str, Endpoint]:
-        return {endpoint.name: endpoint for endpoint in self.endpoints}
-
 
 def endpoint_engine(endpoint: Endpoint) -> Engine:
     """The engine object that drives `endpoint` (not probed)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from lowbuild.engines.base import Engine, LogSink
 from lowbuild.engines.commands import stop_commands_of
-from lowbuild.engines.endpoints import Endpoint, Hosts, endpoint_engine
+from lowbuild.engines.endpoints import Hosts, endpoint_engine
 from lowbuild.errors import EngineError, LowbuildError, UsageError, VerificationError
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.planner import Plan
@@ -73,10 +73,6 @@ class Fleet:
             )
         engines = {endpoint.name: endpoint_engine(endpoint) for endpoint in hosts.endpoints}
         return cls(hosts=hosts, engines=engines, registry=registry)
-
-    @property
-    def endpoints(self) -> dict[str, Endpoint]:
-        return self.hosts.by_name()
 
     def jobs(self) -> dict[str, int]:
         return {endpoint.name: endpoint.jobs for endpoint in self.hosts.endpoints}
@@ -123,7 +119,6 @@ class Watchdog:
         self.fleet, self.busy = fleet, busy
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
-        self.given_up: list[str] = []
 
     def __enter__(self) -> Watchdog:
         self._thread.start()
@@ -141,7 +136,6 @@ class Watchdog:
                 misses[endpoint] = misses.get(endpoint, 0) + 1 if reason else 0
                 if reason and misses[endpoint] >= WATCH_MISSES and not self._stop.is_set():
                     self.fleet.give_up(endpoint, reason)
-                    self.given_up.append(endpoint)
 
 
 @dataclass

@@ -326,6 +326,13 @@ def test_doctor_examines_every_endpoint(
     tmp_path: Path, two_podman: list[PodmanService], registry: Registry
 ) -> None:
     a, _ = two_podman
+    # Inside a project whose second base the endpoint lacks: its own finding, not exit 3.
+    write_family(
+        tmp_path / "project",
+        {"base": (None, "RUN true\n", ""), "other": (None, "RUN true\n", "")},
+    )
+    other = tmp_path / "project" / "contexts" / "other" / "Dockerfile"
+    other.write_text("FROM localhost/lowbuild/not-loaded:1\nRUN true\n")
     hosts = tmp_path / "lowbuild-hosts.yaml"
     hosts.write_text(
         f"registry: {registry.host}/doctor\ntls-verify: false\nendpoints:\n"
@@ -334,7 +341,7 @@ def test_doctor_examines_every_endpoint(
     )
     done = subprocess.run(
         [sys.executable, "-m", "lowbuild", "doctor", "--hosts", str(hosts), "--json"],
-        cwd=tmp_path,
+        cwd=tmp_path / "project",
         capture_output=True,
         text=True,
         timeout=120,
@@ -348,6 +355,8 @@ def test_doctor_examines_every_endpoint(
         "run",
         "registry",
     }
+    bases = {c["name"]: c["ok"] for c in reports["live"]["family_bases"]}
+    assert bases == {BASE_IMAGE: True, "localhost/lowbuild/not-loaded:1": False}
     assert reports["dead"]["ok"] is False
     assert reports["dead"]["checks"][0]["name"] == "reachable"
     assert "dead" in done.stderr and "1 of 2 endpoint(s)" in done.stderr
