@@ -159,6 +159,16 @@ HostsFile = Annotated[
         show_default=False,
     ),
 ]
+PlatformOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        metavar="OS/ARCH",
+        help="Only the variants for this platform (repeatable), of a family that declares "
+        "`platforms:`, e.g. linux/arm64.",
+        show_default=False,
+    ),
+]
 EndpointOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -400,6 +410,7 @@ def plan_command(
     no_tls_verify: NoTlsVerify = False,
     hosts: HostsFile = None,
     endpoint: EndpointOption = None,
+    platform: PlatformOption = None,
 ) -> None:
     """Show what `build` would build and why (new, which input changed, which parent was
     rebuilt). With endpoints: an image is up to date when one endpoint holds it up to
@@ -415,6 +426,7 @@ def plan_command(
         hosts_file=hosts,
         endpoints=tuple(endpoint or ()),
         over_hosts=True,
+        platforms=tuple(platform or ()),
     )
     code = run_plan(
         selection,
@@ -506,6 +518,7 @@ def build_command(
     ] = "auto",
     hosts: HostsFile = None,
     endpoint: EndpointOption = None,
+    platform: PlatformOption = None,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
 
@@ -543,6 +556,7 @@ def build_command(
         hosts_file=hosts,
         endpoints=tuple(endpoint or ()),
         over_hosts=True,
+        platforms=tuple(platform or ()),
     )
     options = BuildOptions(
         jobs=jobs or default_jobs(),

@@ -17,6 +17,9 @@ CONF_MARKER="# written by lowbuild's scripts/provision.sh"
 PLUGIN=/usr/libexec/docker/cli-plugins/docker-buildx
 BUSYBOX_IMAGE=localhost/lowbuild/busybox:latest
 BOOKWORM_IMAGE=localhost/lowbuild/bookworm:latest
+# The busybox base for each foreign platform lowbuild's multi-arch tests build for, under
+# the tag a family looks for it by (the platform appended: see lowbuild/spec/platforms.py).
+FOREIGN_ARCHES=(arm64)
 # The suite after this host's one carries docker-buildx (bookworm has none).
 BUILDX_SUITE=trixie
 IMAGE_PATH_ENV='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
@@ -130,6 +133,7 @@ $(tail -n 25 "$DOCKERD_LOG")"
 import_everywhere() {
     local name=$1 tarball=$2 cmd=$3 tmp
     if ! podman image exists "$name"; then
+        [[ -f $tarball ]] || die "$name: no $tarball to import"
         podman import --quiet --change "$IMAGE_PATH_ENV" --change "CMD [\"$cmd\"]" \
             "$tarball" "$name" >/dev/null
         log "images: imported $name into podman/buildah storage"
@@ -167,6 +171,73 @@ busybox_image() {
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
     tar --numeric-owner -C "$root" -cf "$tmp/rootfs.tar" .
     import_everywhere "$BUSYBOX_IMAGE" "$tmp/rootfs.tar" /bin/sh
+}
+
+# busybox-static of architecture $1 from this host's own Debian mirror, through a private
+# apt state whose architecture is $1 (no dpkg --add-architecture), laid out like the
+# native image (its applet links are listed by the native busybox: the same package
+# version has the same applets) and imported with that architecture.
+foreign_busybox_image() {
+    local arch=$1 name="${BUSYBOX_IMAGE}-linux-$1" mirror tmp root signed_by="" p
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    image_missing_somewhere "$name" || return 0
+    if ! podman image exists "$name"; then
+        mirror=$(debian_mirror)
+        new_scratch
+        mkdir -p "$tmp/lists/partial" "$tmp/parts" "$tmp/cache/archives/partial" "$tmp/deb"
+        [[ -f $keyring ]] && signed_by="[signed-by=$keyring] "
+        echo "deb ${signed_by}${mirror} bookworm main" >"$tmp/sources.list"
+        local opts=(
+            -o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=$tmp/parts"
+            -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
+            -o "APT::Sandbox::User=root" -o "APT::Architecture=$arch" -o "APT::Architectures::=$arch"
+        )
+        log "images: fetching busybox-static:$arch (private apt state in $tmp)"
+        apt-get -q "${opts[@]}" update >/dev/null
+        (cd "$tmp/deb" && apt-get -q "${opts[@]}" download busybox-static >/dev/null)
+        dpkg -x "$tmp"/deb/busybox-static_*.deb "$tmp/pkg"
+        root=$tmp/rootfs
+        mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,proc,sys,dev,run,var/www}
+        install -d -m 1777 "$root/tmp"
+        install -m 0755 "$tmp/pkg/bin/busybox" "$root/bin/busybox"
+        for p in $(/bin/busybox --list-full); do
+            [[ -e $root/$p || -L $root/$p ]] || ln -s /bin/busybox "$root/$p"
+        done
+        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+            >"$root/etc/passwd"
+        printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+        tar --numeric-owner -C "$root" -cf "$tmp/rootfs.tar" .
+        podman import --quiet --arch "$arch" --change "$IMAGE_PATH_ENV" --change 'CMD ["/bin/sh"]' \
+            "$tmp/rootfs.tar" "$name" >/dev/null
+        log "images: imported $name ($arch) into podman/buildah storage"
+    fi
+    import_everywhere "$name" /nonexistent /bin/sh
+}
+
+# qemu-user-static's binfmt_misc handlers: its own start is blocked by policy-rc.d in
+# containers, so mount binfmt_misc and register the handler of each foreign architecture
+# from the package's binfmt.d file (flag F: the interpreter is opened now, so containers
+# and chroots use it too). Where binfmt_misc cannot be mounted (an unprivileged
+# container), say so: the multi-arch tests then skip, naming this.
+register_binfmt() {
+    local dir=/proc/sys/fs/binfmt_misc arch qemu conf
+    if [[ ! -e $dir/register ]] && ! mount -t binfmt_misc binfmt_misc "$dir" 2>/dev/null; then
+        log "binfmt: cannot mount binfmt_misc here: foreign platforms cannot run (multi-arch tests skip)"
+        return 0
+    fi
+    for arch in "${FOREIGN_ARCHES[@]}"; do
+        case $arch in arm64) qemu=aarch64 ;; *) qemu=$arch ;; esac
+        conf=/usr/lib/binfmt.d/qemu-$qemu.conf
+        if [[ -e $dir/qemu-$qemu ]]; then
+            grep -qx enabled "$dir/qemu-$qemu" || echo 1 >"$dir/qemu-$qemu"
+        elif [[ -f $conf ]]; then
+            cat "$conf" >"$dir/register" || die "could not register $conf with binfmt_misc"
+            log "binfmt: registered qemu-$qemu"
+        else
+            die "no $conf: is qemu-user-static installed?"
+        fi
+    done
+    log "binfmt: $(cd "$dir" && ls -d qemu-* 2>/dev/null | tr '\n' ' ')"
 }
 
 bookworm_image() {
@@ -279,7 +350,7 @@ $probe_output"
 
 verify_base_images() {
     local image
-    for image in "$BUSYBOX_IMAGE" "$BOOKWORM_IMAGE"; do
+    for image in "$BUSYBOX_IMAGE" "$BOOKWORM_IMAGE" "${FOREIGN_ARCHES[@]/#/$BUSYBOX_IMAGE-linux-}"; do
         podman image exists "$image" || die "$image missing from podman storage"
         docker image inspect "$image" >/dev/null 2>&1 || die "$image missing from dockerd"
         [[ $(docker_image_id "$image") == "$(podman_image_id "$image")" ]] ||
@@ -294,6 +365,8 @@ start_dockerd
 busybox_image
 configure_podman
 bookworm_image
+for arch in "${FOREIGN_ARCHES[@]}"; do foreign_busybox_image "$arch"; done
+register_binfmt
 verify_base_images
 
 elapsed_ms=$((($(date +%s%N) - START_NS) / 1000000))

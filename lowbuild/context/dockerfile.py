@@ -399,3 +399,70 @@ def _final_base(stages: list[Stage]) -> ImageUse | None:
     if stage.base == SCRATCH:
         return None
     return ImageUse(stage.base, stage.line, "FROM")
+
+
+# ---- pointing a Dockerfile at one platform's images ----
+
+
+def retarget_dockerfile(
+    text: str,
+    *,
+    path: Path,
+    build_args: Mapping[str, str] | None = None,
+    targets: Mapping[str, str],
+) -> str:
+    """`text` with each image it uses from outside (FROM, COPY --from, RUN --mount from)
+    that `targets` maps (by the ref as parsed: ARGs substituted) written as its target
+    instead: how a platform's variant builds on its parent's variant and its bases'
+    images for that platform. Every other byte stays. A use that cannot be rewritten in
+    place (split over continuation lines) is a SpecError naming its line."""
+    lines = text.splitlines(keepends=True)
+    overrides = dict(build_args or {})
+    global_args: dict[str, str | None] = {}
+    stages: list[Stage] = []
+    for instruction in instructions(text, path=path):
+        where = Location(path, instruction.line)
+        if instruction.keyword == "ARG" and not stages:
+            _declare_global_args(instruction.value, global_args, overrides, where=where)
+        elif instruction.keyword == "FROM":
+            stage = _stage(instruction, stages, global_args, where=where)
+            stages.append(stage)
+            if stage.base_stage is None and stage.base in targets:
+                written = [word for word in instruction.value.split() if not word.startswith("--")]
+                _rewrite(
+                    lines, where, rf"(?<=\s){re.escape(written[0])}(?=\s|$)", targets[stage.base]
+                )
+        elif instruction.keyword in ("COPY", "RUN") and stages:
+            source = _from_flag(instruction, global_args, where=where)
+            if source is None or source not in targets:
+                continue
+            if _image_from_source(source, stages, instruction, where=where) is None:
+                continue
+            for word in instruction.value.split():
+                if not word.startswith("--"):
+                    break
+                if word.startswith("--from="):
+                    pattern = rf"(?<=--from=){re.escape(word.removeprefix('--from='))}(?=\s|$)"
+                    _rewrite(lines, where, pattern, targets[source])
+                elif word.startswith("--mount="):
+                    options = dict(
+                        option.partition("=")[::2]
+                        for option in word.removeprefix("--mount=").split(",")
+                    )
+                    if options.get("from"):
+                        pattern = rf"(?<=from=){re.escape(options['from'])}(?=[,\s]|$)"
+                        _rewrite(lines, where, pattern, targets[source])
+    return "".join(lines)
+
+
+def _rewrite(lines: list[str], where: Location, pattern: str, target: str) -> None:
+    assert where.line is not None
+    index = where.line - 1
+    changed, count = re.subn(pattern, lambda _: target, lines[index], count=1)
+    if count != 1:
+        raise SpecError(
+            f"cannot point this line at {target} (the image it names is split over lines): "
+            "write it on the instruction's first line",
+            where,
+        )
+    lines[index] = changed

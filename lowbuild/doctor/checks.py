@@ -7,6 +7,7 @@ All are pure functions over `HostFacts`, tested table-driven without an engine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lowbuild.doctor.facts import (
     has_subid_range,
     kernel_version,
 )
+from lowbuild.spec.platforms import QEMU_NAMES, architecture, native_platform
 
 # podman asks the runtime for these when containers.conf sets no default_ulimits (root);
 # above the host's hard limit the runtime's setrlimit fails
@@ -241,3 +243,70 @@ def suggested_ulimits(facts: HostFacts) -> str:
         if allowed is not None:
             parts.append(f'"{kind.lower()}={allowed}:{allowed}"')
     return f"default_ulimits = [{', '.join(parts)}]"
+
+
+# ---- emulation of foreign platforms ---------------------------------------------------------
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def emulation_checks(
+    platforms: Sequence[str],
+    *,
+    binfmt_dir: Path = BINFMT_DIR,
+    native: str | None = None,
+    rootless: bool = False,
+) -> list[Check]:
+    """Whether this host can run each foreign platform of `platforms` (a build's RUN
+    steps and smoke tests need to): binfmt_misc mounted, and a qemu handler registered and
+    enabled for the architecture with flag F (the interpreter opened at registration, so
+    it works inside containers, whose root has no qemu). Read from `binfmt_dir`."""
+    native = native or native_platform()
+    foreign = [p for p in dict.fromkeys(platforms) if architecture(p) != architecture(native)]
+    if not foreign:
+        return []
+    as_root = "as root: " if rootless else ""
+    mount = "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"
+    if not (binfmt_dir / "register").exists():
+        return [
+            Check(
+                "binfmt_misc",
+                False,
+                f"{binfmt_dir} is not mounted: {', '.join(foreign)} cannot run here",
+                f"{as_root}`apt-get install qemu-user-static binfmt-support && {mount}`"
+                " (in a container: run it on the host, or with --privileged)",
+            )
+        ]
+    checks = [Check("binfmt_misc", True, f"mounted at {binfmt_dir}")]
+    for platform in foreign:
+        qemu = QEMU_NAMES.get(architecture(platform), architecture(platform))
+        handler = binfmt_dir / f"qemu-{qemu}"
+        register = (
+            f"{as_root}`apt-get install qemu-user-static binfmt-support && "
+            f"update-binfmts --enable qemu-{qemu}` (or `cat /usr/lib/binfmt.d/qemu-{qemu}.conf "
+            f"> {binfmt_dir}/register`)"
+        )
+        name = f"emulation {platform}"
+        try:
+            text = handler.read_text()
+        except OSError:
+            detail = f"no qemu-{qemu} handler in {binfmt_dir}: RUN steps and tests of "
+            checks.append(
+                Check(name, False, detail + f"{platform} fail (exec format error)", register)
+            )
+            continue
+        fields = dict(line.split(" ", 1) for line in text.splitlines()[1:] if " " in line)
+        interpreter, flags = fields.get("interpreter", "?"), fields.get("flags:", "")
+        if text.splitlines()[:1] != ["enabled"]:
+            fix = f"{as_root}`echo 1 > {handler}`"
+            checks.append(Check(name, False, f"qemu-{qemu} is registered but disabled", fix))
+        elif "F" not in flags:
+            detail = (
+                f"qemu-{qemu} ({interpreter}) has no F flag: containers, which have no "
+                f"{interpreter}, cannot use it"
+            )
+            fix = f"{as_root}`echo -1 > {handler}` then register it again with flags F"
+            checks.append(Check(name, False, detail, fix))
+        else:
+            checks.append(Check(name, True, f"qemu-{qemu} → {interpreter} (flags {flags})"))
+    return checks

@@ -42,6 +42,7 @@ from lowbuild.engines.docker import DockerEngine
 from lowbuild.engines.endpoints import Endpoint, endpoint_engine
 from lowbuild.errors import EngineError, EngineUnavailable, LowbuildError
 from lowbuild.spec.model import Registry
+from lowbuild.spec.platforms import architecture, split_key
 
 PROBE_PROGRAM = "lowbuild-probe"
 # Exec form: scratch has no shell. The RUN proves build containers start; the run, that
@@ -72,6 +73,9 @@ class EngineReport:
     checks: tuple[Check, ...]
     family_bases: tuple[Check, ...] = ()
     endpoint: Endpoint | None = None  # `doctor --hosts`: the endpoint examined
+    # A multi-platform family: whether this host emulates each foreign platform (host-wide:
+    # the same for every engine; does not change `ok`).
+    emulation: tuple[Check, ...] = ()
 
     @property
     def title(self) -> str:
@@ -85,6 +89,7 @@ class EngineReport:
             "version": self.version,
             "checks": [_check_json(c) for c in self.checks],
             "family_bases": [_check_json(c) for c in self.family_bases],
+            "emulation": [_check_json(c) for c in self.emulation],
         }
         if self.endpoint is not None:
             document["endpoint"] = self.endpoint.name
@@ -203,9 +208,17 @@ def family_base_checks(engine: Engine, bases: Mapping[str, Sequence[str]]) -> tu
     for ref in sorted(bases):
         users = ", ".join(bases[ref])
         info = found.get(ref)
+        platforms = {split_key(user)[1] for user in bases[ref]} - {None}
+        wrong = sorted(
+            p for p in platforms if p and info and info.architecture not in ("", architecture(p))
+        )
         if info is None:
             detail = f"not in {engine.name}'s image store; {users} cannot build until it is"
             checks.append(Check(ref, False, detail, MISSING_BASE_HINT))
+        elif wrong:
+            detail = f"a {info.architecture} image, but {users} build for {', '.join(wrong)}"
+            fix = "declare that platform's image under `bases:` (`platforms:`) in lowbuild.yaml"
+            checks.append(Check(ref, False, detail, fix))
         else:
             checks.append(Check(ref, True, f"{info.id[:19]}, used by {users}"))
     return tuple(checks)

@@ -84,6 +84,7 @@ class ImageInfo:
     size: int | None = None  # bytes, as the engine's inspect says (None: not asked)
     created: str = ""  # RFC 3339, as the engine's inspect says
     layers: tuple[str, ...] = ()  # RootFS diff IDs, base first (only with the size)
+    architecture: str = ""  # "amd64", "arm64", … ("": the engine did not say)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class BuildRequest:
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     network: str | None = None  # None: the engine's default network
+    platform: str | None = None  # None: the engine's own (the machine's)
 
     def flags(self, *, dockerfile: Path | None = None) -> list[str | Path]:
         """The flags podman, buildah and the docker CLI spell the same way; `dockerfile`
@@ -141,6 +143,8 @@ class BuildRequest:
             argv += ["--label", f"{key}={value}"]
         if self.network:
             argv += ["--network", self.network]
+        if self.platform:
+            argv += ["--platform", self.platform]
         return argv
 
 
@@ -164,6 +168,7 @@ class RecipeRequest:
     steps: Sequence[WorkStep]
     commit: CommitRequest
     network: str | None = None
+    platform: str | None = None  # the working container's (None: the machine's)
 
 
 class Engine(Protocol):
@@ -255,6 +260,19 @@ class Engine(Protocol):
 
     def load(self, path: Path) -> list[str]:
         """Load an image archive; return the references or IDs it held."""
+        ...
+
+    def join_manifest(
+        self,
+        instances: Sequence[str],
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+    ) -> str:
+        """Push a manifest list joining `instances` (images the registry already holds,
+        `host/path@sha256:…`, one per platform) as `destination` (`host/path:tag`);
+        return its digest."""
         ...
 
     def push(

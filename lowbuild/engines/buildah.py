@@ -10,6 +10,7 @@ podman installed (`lowbuild doctor` checks both).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -63,13 +64,14 @@ class BuildahEngine(PodmanEngine):
         # `inspect`, only in `images`.
         docker = document.get("Docker") or {}
         listed = json.loads(run_command([self.buildah, "images", "--json", ref]).stdout or "[]")
-        return image_info_from_config(
+        info = image_info_from_config(
             image_id=document["FromImageID"],
             tags=[name for entry in listed for name in entry.get("names") or ()],
             author=docker.get("author") or "",
             comment=docker.get("comment") or "",
             config=docker.get("config") or {},
         )
+        return dataclasses.replace(info, architecture=str(docker.get("architecture") or ""))
 
     def inspect_images(self, refs: Sequence[str]) -> dict[str, ImageInfo | None]:
         # `buildah inspect` takes one name; one `buildah images --json` per ref is what
@@ -112,7 +114,10 @@ class BuildahEngine(PodmanEngine):
         if commit.message:
             config += ["--comment", commit.message]
         name = new_container_name()
-        argv = [self.buildah, "from", "--pull=never", "--quiet", "--name", name, request.base]
+        argv = [self.buildah, "from", "--pull=never", "--quiet", "--name", name]
+        if request.platform:
+            argv += ["--platform", request.platform]
+        argv.append(request.base)
         working = run_command(argv).stdout.strip()
         try:
             for step in request.steps:

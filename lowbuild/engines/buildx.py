@@ -4,6 +4,7 @@ another `build`; everything else is DockerEngine's."""
 from __future__ import annotations
 
 import json
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,10 @@ class BuildxEngine(DockerEngine):
         # lowbuild (commands.run_command through engines/guard.py).
         # The context is sent as a tar (below): the Dockerfile is named by its path in it.
         context = request.context
-        in_tar = None if request.dockerfile is None else _path_inside(request.dockerfile, context)
+        outside = request.dockerfile is not None and not _is_inside(request.dockerfile, context)
+        in_tar: Path | None = None
+        if request.dockerfile is not None:
+            in_tar = OUTSIDE_DOCKERFILE if outside else _path_inside(request.dockerfile, context)
         argv: list[str | Path] = [
             *self.cli,
             "buildx",
@@ -54,6 +58,11 @@ class BuildxEngine(DockerEngine):
             # reached no image: seen with buildx 0.13 on dockerd 20.10. A tar is read whole.
             stream = Path(scratch) / "context.tar"
             pack_deterministic(context, stream, "tar")
+            if outside and request.dockerfile is not None:
+                # A Dockerfile written for this build (a platform's variant): it goes in
+                # the tar beside the context, under a name no context file has.
+                with tarfile.open(stream, "a") as tar:
+                    tar.add(request.dockerfile, arcname=str(OUTSIDE_DOCKERFILE))
             run_command(
                 [*argv, "--metadata-file", metadata, "-"],
                 log=log,
@@ -69,6 +78,13 @@ class BuildxEngine(DockerEngine):
         if not printed:
             raise EngineError(["docker", "buildx", "build"], 0, f"no image ID in {written}")
         return self.resolve_image_id(printed)
+
+
+OUTSIDE_DOCKERFILE = Path(".lowbuild-platform.Dockerfile")
+
+
+def _is_inside(path: Path, context: Path) -> bool:
+    return path.resolve().is_relative_to(context.resolve())
 
 
 def _path_inside(dockerfile: Path, context: Path) -> Path:

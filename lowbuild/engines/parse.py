@@ -61,6 +61,7 @@ def image_info_from_inspect(document: Mapping[str, Any]) -> ImageInfo:
         size=size if isinstance(size, int) else None,
         created=str(document.get("Created") or ""),
         layers=tuple((document.get("RootFS") or {}).get("Layers") or ()),
+        architecture=str(document.get("Architecture") or ""),
     )
 
 

@@ -31,7 +31,12 @@ from lowbuild.engines.commands import (
     run_scratch,
 )
 from lowbuild.engines.parse import build_secrets, pushed_digest
-from lowbuild.engines.whales import QUICK_TIMEOUT_S, WhalesEngine, remove_containers
+from lowbuild.engines.whales import (
+    QUICK_TIMEOUT_S,
+    WhalesEngine,
+    new_container_name,
+    remove_containers,
+)
 from lowbuild.errors import EngineError
 from lowbuild.spec.changes import Change
 
@@ -149,6 +154,37 @@ class PodmanEngine(WhalesEngine):
         return push_with_digestfile(
             self.image_cli, ref, destination, tls_verify=tls_verify, log=log
         )
+
+    def join_manifest(
+        self,
+        instances: Sequence[str],
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+    ) -> str:
+        # A local list under a name of this run only, pushed with its instances' manifests
+        # (`--all`: they are in the registry already, so nothing else is sent), removed.
+        tls = f"--tls-verify={str(tls_verify).lower()}"
+        cli = self.image_cli
+        name = f"localhost/{new_container_name()}:list"
+        run_command([*cli, "manifest", "create", name])
+        try:
+            for instance in instances:
+                run_command([*cli, "manifest", "add", tls, name, f"docker://{instance}"], log=log)
+            with tempfile.TemporaryDirectory(prefix="push-", dir=run_scratch()) as scratch:
+                digestfile = Path(scratch) / "digest"
+                argv: list[str | Path] = [*cli, "manifest", "push", "--all", tls]
+                argv += ["--format", "v2s2", "--digestfile", digestfile]
+                run_command([*argv, name, f"docker://{destination}"], log=log, merge_output=True)
+                written = digestfile.read_text() if digestfile.exists() else ""
+        finally:
+            run_command([*cli, "manifest", "rm", name], check=False)
+        if not written.strip():
+            from lowbuild.sources.registry import registry_digest
+
+            written = registry_digest(destination, tls_verify=tls_verify) or ""
+        return pushed_digest(written, destination)
 
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
         tls = f"--tls-verify={str(tls_verify).lower()}"

@@ -179,6 +179,22 @@ class WhalesEngine:
             run_command([*self.cli, "rmi", destination], check=False)
         return pushed_digest(out.stdout, destination)
 
+    def join_manifest(
+        self,
+        instances: Sequence[str],
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+    ) -> str:
+        # dockerd keeps no manifest lists: buildx joins them in the registry itself (it
+        # decides TLS as dockerd does: loopback registries are plain http).
+        argv = [*self.cli, "buildx", "imagetools", "create", "--tag", destination, *instances]
+        run_command(argv, log=log, merge_output=True)
+        from lowbuild.sources.registry import registry_digest
+
+        return pushed_digest(registry_digest(destination, tls_verify=tls_verify) or "", destination)
+
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:
         # dockerd decides TLS itself (see push); podman overrides this with its flag.
         return self._pulled(ref, [*self.cli, "pull", ref], log)
@@ -403,6 +419,7 @@ class WhalesEngine:
         entrypoint: str | None,
         command: Sequence[str],
         network: str | None,
+        platform: str | None = None,
     ) -> Iterator[RunningContainer]:
         """The commit recipe's working container, idling in `command`; removed at the end.
 
@@ -414,6 +431,8 @@ class WhalesEngine:
         argv = [*self.cli, "run", "--detach", "--name", name, *self._working_flags(base)]
         if network:
             argv += ["--network", network]
+        if platform:
+            argv += ["--platform", platform]
         if entrypoint is not None:
             argv += ["--entrypoint", entrypoint]
         try:
@@ -455,6 +474,7 @@ class WhalesEngine:
             entrypoint=entrypoint,
             command=idle,
             network=request.network,
+            platform=request.platform,
         ) as working:
             for step in request.steps:
                 if isinstance(step, ShellStep):

@@ -44,6 +44,10 @@ class Node:
     base: str | None
     needs: tuple[str, ...]
     external: tuple[str, ...]
+    # A variant (multi-platform family): the platform it is built for, and each image
+    # its recipe names (as written, ARGs substituted) → the one to use for that platform.
+    platform: str | None = None
+    retarget: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,19 +111,105 @@ def build_graph(project: Project) -> FamilyGraph:
         for spec in sorted(project.images, key=lambda image: image.name)
     }
     _check_acyclic(nodes)
+    if project.multi_platform:
+        nodes = _variants(project, nodes)
     return FamilyGraph(project=project, nodes=nodes)
 
 
-def select(graph: FamilyGraph, names: Iterable[str], *, with_deps: bool = True) -> tuple[str, ...]:
+def _variants(project: Project, nodes: Mapping[str, Node]) -> dict[str, Node]:
+    """Each image once per platform it is built for (a variant, named by project.key),
+    standing on its needs' variants for that platform and on each base's image for it.
+    An image asking for a platform a family image it needs lacks is a SpecError."""
+    variants: dict[str, Node] = {}
+    for name, node in nodes.items():
+        platforms = project.platforms_of(node.spec)
+        for need in node.needs:
+            theirs = project.platforms_of(nodes[need].spec)
+            lacking = [platform for platform in platforms if platform not in theirs]
+            if lacking:
+                raise SpecError(
+                    f"image {name!r} is built for {', '.join(lacking)}, which "
+                    f"{'its parent' if need == node.parent else 'family image'} {need!r} "
+                    f"({nodes[need].spec.location}) is not built for (it has "
+                    f"{', '.join(theirs)}); an image's platforms must be among its "
+                    "parent's: narrow its `platforms:` or widen the parent's",
+                    node.spec.platforms_location or node.spec.location,
+                )
+        written = _written_uses(project, node)
+        for platform in platforms:
+            key = project.key(name, platform)
+            targets = {
+                use: project.ref(project.key(need, platform))
+                if need
+                else project.base_for(use, platform)[0]
+                for use, need in written.items()
+            }
+            variants[key] = Node(
+                name=key,
+                spec=node.spec,
+                parent=project.key(node.parent, platform) if node.parent else None,
+                base=project.base_for(node.base, platform)[0] if node.base else None,
+                needs=tuple(project.key(need, platform) for need in node.needs),
+                external=tuple(
+                    sorted({project.base_for(ref, platform)[0] for ref in node.external})
+                ),
+                platform=platform,
+                retarget=tuple(sorted(targets.items())),
+            )
+    return dict(sorted(variants.items()))
+
+
+def _written_uses(project: Project, node: Node) -> dict[str, str | None]:
+    """Every image `node`'s recipe names as written (ARGs substituted) → the family image
+    it is (None: from outside the family)."""
+    family = _family_refs(project)
+    spec = node.spec
+    if spec.commit is not None:
+        base = spec.commit.base
+        return {base: node.parent}
+    parsed = parse_dockerfile(spec.dockerfile_path, build_args=dict(spec.args))
+    return {use.ref: family.get(normalise_ref(use.ref)) for use in parsed.images}
+
+
+def select(
+    graph: FamilyGraph,
+    names: Iterable[str],
+    *,
+    with_deps: bool = True,
+    platforms: Iterable[str] = (),
+) -> tuple[str, ...]:
     """The images to consider, in build order: `names` (all when empty) and, with
     `with_deps`, every family image they need (the planner decides which of those
-    are out of date). Unknown names are a UsageError listing the known ones."""
-    wanted = list(dict.fromkeys(names)) or list(graph.nodes)
-    for name in wanted:
-        if name not in graph.nodes:
-            hint = did_you_mean(name, graph.names())
+    are out of date). Unknown names are a UsageError listing the known ones.
+
+    In a multi-platform family an image's name stands for all its variants, and
+    `platforms` (none: all) keeps only the variants for those."""
+    images = sorted({node.spec.name for node in graph.nodes.values()})
+    known = list(dict.fromkeys([*images, *graph.nodes]))
+    wanted: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in graph.nodes:
+            wanted.append(name)
+        elif name in images:
+            wanted += [key for key, node in graph.nodes.items() if node.spec.name == name]
+        else:
+            hint = did_you_mean(name, known)
+            raise UsageError(f"unknown image {name!r}{hint}; the family has: {', '.join(images)}")
+    wanted = wanted or list(graph.nodes)
+    narrowed = set(platforms)
+    if narrowed:
+        declared = {node.platform for node in graph.nodes.values()}
+        unknown = sorted(narrowed - declared)
+        if unknown:
+            have = ", ".join(sorted(p for p in declared if p)) or "none declared"
             raise UsageError(
-                f"unknown image {name!r}{hint}; the family has: {', '.join(graph.names())}"
+                f"--platform {', '.join(unknown)}: the family is not built for it "
+                f"(its platforms: {have})"
+            )
+        wanted = [key for key in wanted if graph.nodes[key].platform in narrowed]
+        if not wanted:
+            raise UsageError(
+                f"none of the selected images is built for {', '.join(sorted(narrowed))}"
             )
     chosen = set(wanted)
     if with_deps:

@@ -21,6 +21,14 @@ from lowbuild.errors import UsageError, VerificationError
 from lowbuild.plan.fingerprint import BuildInputs, fingerprint, inputs_for, rebuild_reasons
 from lowbuild.plan.graph import FamilyGraph, Node, select
 from lowbuild.spec.model import Project
+from lowbuild.spec.platforms import architecture, native_platform
+
+FOREIGN_BASE_HINT = (
+    "a base for another platform is looked for under its platform's tag "
+    "(`REF-linux-arm64`) unless `bases:` in lowbuild.yaml names it "
+    "(`platforms: {linux/arm64: REF}`); `scripts/provision.sh --platforms linux/arm64` "
+    "makes lowbuild's own"
+)
 
 Action = Literal["build", "pull", "up-to-date"]
 """build: out of date; pull: out of date, but the registry cache has the image built from
@@ -99,23 +107,37 @@ def external_image_ids(
     Nothing is pulled: a missing base is an error saying how to get it (with
     `missing_ok`, it is left out of the answer instead).
     """
-    pins = {pin.ref: pin for pin in project.bases}
+    pins = {pin.ref: (pin.id, pin.location) for pin in project.bases if pin.id}
+    for pin in project.bases:
+        pins.update({each.ref: (each.id, pin.location) for each in pin.platforms if each.id})
     ids: dict[str, str] = {}
     for ref, users in graph.external_images().items():
         info = infos[ref]
+        platforms = sorted({graph.nodes[user].platform or "" for user in users} - {""})
         if info is None:
             if missing_ok:
                 continue
+            hint = MISSING_BASE_HINT
+            if platforms and platforms != [native_platform()]:
+                hint = f"{FOREIGN_BASE_HINT}; {MISSING_BASE_HINT}"
             raise UsageError(
                 f"base image {ref} (used by {', '.join(users)}) is not in {engine}'s "
-                f"local storage, and {MISSING_BASE_HINT}."
+                f"local storage, and {hint}."
             )
-        pin = pins.get(ref)
-        if pin is not None and pin.id != info.id:
+        pinned, where = pins.get(ref, ("", None))
+        if pinned and pinned != info.id:
             raise VerificationError(
-                f"base image {ref} is pinned to {pin.id}"
-                + (f" ({pin.location})" if pin.location else "")
+                f"base image {ref} is pinned to {pinned}"
+                + (f" ({where})" if where else "")
                 + f" but {engine} has {info.id}; load the pinned image or update the pin"
+            )
+        wrong = [p for p in platforms if info.architecture not in ("", architecture(p))]
+        if wrong:
+            raise VerificationError(
+                f"base image {ref} (used by {', '.join(users)}) is a {info.architecture} image "
+                f"in {engine}'s storage, not {architecture(wrong[0])}: building on it would make "
+                f"a {wrong[0]} image of the wrong architecture; declare the right one under "
+                "`bases:` (`platforms:`) in lowbuild.yaml"
             )
         ids[ref] = info.id
     return ids
@@ -132,6 +154,7 @@ def current_inputs(
     """The inputs of building `node` now, with its needs' image IDs known."""
     return inputs_for(
         node,
+        options={"platform": node.platform} if node.platform else None,
         engine=engine.name,
         context_digest=inventory.digest,
         context_files=inventory.files,
@@ -155,6 +178,7 @@ def make_plan(
     cache_lookup: CacheLookup | None = None,
     missing_bases_ok: bool = False,
     stores: Mapping[str, Engine] | None = None,
+    platforms: Iterable[str] = (),
 ) -> Plan:
     """Decide, for the selected images (all when `names` is empty), what to build and why.
 
@@ -174,7 +198,7 @@ def make_plan(
     waits only for its own parents' answers, so a family costs about one round trip
     per generation, not one per image.
     """
-    selected = select(graph, names, with_deps=with_deps)
+    selected = select(graph, names, with_deps=with_deps, platforms=platforms)
     # Every image the plan may ask about, external bases and family images, inspected
     # at once (one engine call, not one per image: that dominated planning a large family).
     wanted = {*selected, *(need for name in selected for need in graph.nodes[name].needs)}
@@ -206,8 +230,8 @@ def make_plan(
         for name in selected:
             node = graph.nodes[name]
             known_ids.update(_unselected_needs(project, node, planned, known_ids, local))
-            existing = local[project.ref(node.spec)]
-            held = [view[project.ref(node.spec)] for view in views.values()]
+            existing = local[project.ref(name)]
+            held = [view[project.ref(name)] for view in views.values()]
             inventory = take_inventory(node.spec)
             rebuilt = [
                 need for need in node.needs if need in planned and settle(need).action == "build"
@@ -239,7 +263,7 @@ def make_plan(
                 asked[name] = pool.submit(cache_lookup, name, fingerprint(inputs))
             planned[name] = PlannedImage(
                 name=name,
-                ref=project.ref(node.spec),
+                ref=project.ref(name),
                 action=action,
                 reasons=reasons,
                 needs=tuple(need for need in node.needs if need in selected),

@@ -8,6 +8,7 @@ was rebuilt to the very same ID is still recognised as up to date.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -22,6 +23,7 @@ from lowbuild.context.assemble import (
     assemble_context,
     take_inventory,
 )
+from lowbuild.context.dockerfile import retarget_dockerfile
 from lowbuild.engines.base import (
     BuildRequest,
     CommitRequest,
@@ -246,7 +248,7 @@ class FamilyBuilder:
                 return WorkResult(state="up-to-date", image_id=existing.id)
         if self.cache_from is not None:
             expected = fingerprint(inputs)
-            pulled = self._pull_from_cache(spec, expected, self.cache_from, sink, engine)
+            pulled = self._pull_from_cache(name, expected, self.cache_from, sink, engine)
             if pulled is not None:
                 with self._lock:
                     self._ids[name] = pulled
@@ -263,21 +265,26 @@ class FamilyBuilder:
         )
         sink(f"context staged at {staged.path} ({staged.digest})")
         labels = self._labels(node, staged, inputs)
-        refs = self.project.refs(spec)
+        refs = self.project.refs_for(name)
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
         self.on_build_start(labels[FINGERPRINT_LABEL])
         if spec.kind == "commit":
-            image_id = self._commit_recipe(spec, staged, refs, labels, sink, engine)
+            image_id = self._commit_recipe(node, staged, refs, labels, sink, engine)
         else:
+            # The staged copy, never the source: what was checked and fingerprinted (a
+            # variant's: pointed at its platform's parent and bases, beside the context).
+            dockerfile = staged.path / spec.dockerfile
+            if node.platform is not None:
+                dockerfile = self._variant_dockerfile(node, dockerfile, sink)
             request = BuildRequest(
                 context=staged.path,
-                # The staged copy, never the source: what was checked and fingerprinted.
-                dockerfile=staged.path / spec.dockerfile,
+                dockerfile=dockerfile,
                 tags=refs,
                 build_args=dict(spec.args),
                 labels=labels,
                 network=spec.engine_network,
+                platform=node.platform,
             )
             image_id = engine.build(request, log=sink)
         sink(f"built {image_id}")
@@ -294,13 +301,33 @@ class FamilyBuilder:
         detail = "; ".join(reasons)
         return WorkResult(state="built", image_id=image_id, detail=detail, digest=digest)
 
+    def _variant_dockerfile(self, node: Node, staged: Path, sink: LogSink) -> Path:
+        """The staged Dockerfile pointed at `node`'s platform's images (its `retarget`),
+        written beside the staged context (which stays as checked), by content."""
+        text = staged.read_text(encoding="utf-8")
+        spec = node.spec
+        variant = retarget_dockerfile(
+            text, path=spec.dockerfile_path, build_args=dict(spec.args), targets=dict(node.retarget)
+        )
+        digest = hashlib.sha256(variant.encode()).hexdigest()[:20]
+        target = self.stage_root / "platform-dockerfiles" / f"{node.name}-{digest}.Dockerfile"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            part.write_text(variant, encoding="utf-8")
+            part.replace(target)
+        for before, after in node.retarget:
+            sink(f"for {node.platform}: {before} → {after}")
+        return target
+
     def _pull_from_cache(
-        self, spec: ImageSpec, expected: str, registry: Registry, sink: LogSink, engine: Engine
+        self, key: str, expected: str, registry: Registry, sink: LogSink, engine: Engine
     ) -> str | None:
         """The image pulled from the registry cache and tagged as if built, or None when
         the cache does not have it (or cannot be reached: then it is built). A pulled
         image whose fingerprint label is not `expected` is a VerificationError, and it
         gets none of the family's tags."""
+        spec = self.project.image(key)
         ref = cache_ref(registry, spec.name, expected)
         sink(f"looking for {ref} in the registry cache")
         try:
@@ -322,7 +349,7 @@ class FamilyBuilder:
                 f"{spec.name}: refused {ref} from the registry cache, nothing tagged: its "
                 f"fingerprint is {found}, expected {expected} (the pulled copy was removed)"
             )
-        for local in self.project.refs(spec):
+        for local in self.project.refs_for(key):
             engine.tag(ref, local)
         sink(f"pulled {ref} ({image_id}) instead of building")
         return image_id
@@ -373,7 +400,7 @@ class FamilyBuilder:
 
     def _commit_recipe(
         self,
-        spec: ImageSpec,
+        node: Node,
         staged: StagedContext,
         refs: Sequence[str],
         labels: Mapping[str, str],
@@ -382,9 +409,10 @@ class FamilyBuilder:
     ) -> str:
         """A commit recipe: the engine runs the steps in a container from the base (a family
         image's ref, or an external one) and commits it with the labels as changes."""
+        spec = node.spec
         recipe = spec.commit
         assert recipe is not None  # the spec loader guarantees it for kind: commit
-        base = recipe.base
+        base = dict(node.retarget).get(recipe.base, recipe.base)  # a variant's: its platform's
         if base in self.project.image_names():
             base = self.project.ref(base)
         steps: list[WorkStep] = []
@@ -401,7 +429,13 @@ class FamilyBuilder:
         commit = CommitRequest(
             ref=refs[0], author=recipe.author, message=recipe.message, changes=changes
         )
-        request = RecipeRequest(base=base, steps=steps, commit=commit, network=spec.engine_network)
+        request = RecipeRequest(
+            base=base,
+            steps=steps,
+            commit=commit,
+            network=spec.engine_network,
+            platform=node.platform,
+        )
         image_id = engine.commit_steps(request, log=sink)
         for ref in refs[1:]:
             engine.tag(refs[0], ref)

@@ -202,6 +202,11 @@ def _doctor() -> Schema:
                     "description": "inside a project, for a working engine: one check per "
                     "external base image (its name is the image's)",
                 },
+                "emulation": {
+                    **_list(check),
+                    "description": "a family with `platforms:`: binfmt_misc and a qemu handler "
+                    "per foreign platform (the host's, the same for every engine)",
+                },
                 "endpoint": {**_STR, "description": "with --hosts/--endpoint: its name"},
                 "url": {**_STR, "description": "with --hosts/--endpoint: its URL ('': local)"},
             },

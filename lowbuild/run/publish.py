@@ -28,6 +28,7 @@ from lowbuild.sources.cache import write_atomically
 from lowbuild.sources.registry import RegistryClient
 from lowbuild.spec.load import registry_prefix_problem
 from lowbuild.spec.model import Project, Registry
+from lowbuild.spec.platforms import split_key
 
 PUBLISHED_FILE = "published.json"
 """In the project's state directory: image → what was pushed where, by digest."""
@@ -59,28 +60,39 @@ class PushOutcome:
     error: str = ""
     image_id: str | None = None  # the local image that was pushed
     unchanged: bool = False  # the registry already served it at `digest`: nothing sent
+    # A manifest list (a multi-platform image): each platform → its image's digest.
+    platforms: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def pushed(self) -> bool:
         return self.digest is not None
 
     @property
+    def repository(self) -> str:
+        """Where in the registry: the image's name (a variant, `web@linux-arm64`, is
+        pushed as its image `web`, under its own tags)."""
+        return split_key(self.image)[0]
+
+    @property
     def by_digest(self) -> str | None:
         """The pullable reference that names exactly what was pushed."""
-        return f"{self.prefix}/{self.image}@{self.digest}" if self.digest else None
+        return f"{self.prefix}/{self.repository}@{self.digest}" if self.digest else None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "image": self.image,
             "registry": self.registry,
             "pushed": self.pushed,
             "ref": self.by_digest,
-            "tags": [f"{self.prefix}/{self.image}:{tag}" for tag in self.tags],
+            "tags": [f"{self.prefix}/{self.repository}:{tag}" for tag in self.tags],
             "digest": self.digest,
             "fingerprint": self.fingerprint,
             "unchanged": self.unchanged,
             "error": self.error or None,
         }
+        if self.platforms:
+            record["platforms"] = dict(self.platforms)
+        return record
 
 
 def chosen_registries(
@@ -156,8 +168,7 @@ def push_family(
         with _RegistryView(registry, published) as view:
             for name in names:
                 node = graph.nodes[name]
-                refs = project.refs(project.image(name))
-                tags = tuple(dict.fromkeys(ref.rpartition(":")[2] for ref in refs))
+                tags = _tags(project, name)
                 why = held_back.get(name) or _parent_held_back(node.needs, held_back)
                 if why is not None:
                     held_back.setdefault(name, why)
@@ -178,7 +189,81 @@ def push_family(
                         held_back[name] = outcome.error
                 outcomes.append(outcome)
                 on_result(outcome)
+            if project.multi_platform:
+                for outcome in _join_platforms(
+                    project, graph, names, outcomes, registry, engine_of, log_for
+                ):
+                    outcomes.append(outcome)
+                    on_result(outcome)
     return outcomes
+
+
+def _tags(project: Project, key: str) -> tuple[str, ...]:
+    """The tags `key` is pushed under: an image's own; a variant's, only those with its
+    platform (the image's own name its manifest list)."""
+    name, platform = split_key(key)
+    refs = project.refs_for(key)
+    if platform is not None:
+        plain = set(project.refs(project.image(name)))
+        refs = tuple(ref for ref in refs if ref not in plain)
+    return tuple(dict.fromkeys(ref.rpartition(":")[2] for ref in refs))
+
+
+def _join_platforms(
+    project: Project,
+    graph: FamilyGraph,
+    names: Sequence[str],
+    outcomes: Sequence[PushOutcome],
+    registry: Registry,
+    engine_of: Callable[[str], Engine],
+    log_for: Callable[[str], LogSink],
+) -> list[PushOutcome]:
+    """A manifest list per image all of whose variants were pushed to `registry`, under the
+    image's own tags: what `docker pull` of the plain tag resolves per platform. An image
+    with a variant not pushed (or not part of this run) gets none: a list missing a
+    platform would replace a whole one."""
+    pushed = {o.image: o for o in outcomes if o.registry == registry.name and o.pushed}
+    joined: list[PushOutcome] = []
+    images = dict.fromkeys(split_key(name)[0] for name in names if split_key(name)[1])
+    for image in images:
+        spec = project.image(image)
+        keys = [project.key(image, platform) for platform in project.platforms_of(spec)]
+        tags = _tags(project, image)
+        log = log_for(keys[0])
+        missing = [key for key in keys if key not in pushed]
+        if missing:
+            why = f"no manifest list: {', '.join(missing)} not pushed in this run"
+            joined.append(PushOutcome(image, registry.name, registry.prefix, tags, error=why))
+            log(why)
+            continue
+        instances = [f"{registry.prefix}/{image}@{pushed[key].digest}" for key in keys]
+        digests: set[str] = set()
+        try:
+            for tag in tags:
+                destination = registry.ref(image, tag)
+                log(f"manifest list {destination} ← {', '.join(instances)}")
+                digests.add(
+                    engine_of(keys[0]).join_manifest(
+                        instances, destination, tls_verify=registry.tls_verify, log=log
+                    )
+                )
+        except EngineError as exc:
+            why = f"manifest list {registry.ref(image, tags[0])} failed: {_last_line(exc)}"
+            joined.append(PushOutcome(image, registry.name, registry.prefix, tags, error=why))
+            continue
+        platforms = {graph.nodes[key].platform or "": pushed[key].digest or "" for key in keys}
+        joined.append(
+            PushOutcome(
+                image,
+                registry.name,
+                registry.prefix,
+                tags,
+                digest=sorted(digests)[0] if len(digests) == 1 else None,
+                error="" if len(digests) == 1 else f"tags joined as {', '.join(sorted(digests))}",
+                platforms=platforms,
+            )
+        )
+    return joined
 
 
 def _parent_held_back(needs: Sequence[str], held_back: Mapping[str, str]) -> str | None:
@@ -199,13 +284,14 @@ def _push_image(
 ) -> PushOutcome:
     """Every tag of the local image `local` (`info`: the engine's view of it) to one
     registry as `name`; the digest is the same for all tags."""
+    repository = split_key(name)[0]
     if info is None:
-        why = f"no local image {local}: build it first (lowbuild build {name})"
+        why = f"no local image {local}: build it first (lowbuild build {repository})"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     fingerprint = info.labels.get(FINGERPRINT_LABEL)
-    served = view.serves(name, info.id, tags)
+    served = view.serves(repository, info.id, tags, record_as=name)
     if served is not None:
-        log(f"{registry.prefix}/{name} already serves {local} as {served} under every tag")
+        log(f"{registry.prefix}/{repository} already serves {local} as {served} under every tag")
         return PushOutcome(
             name,
             registry.name,
@@ -218,7 +304,7 @@ def _push_image(
         )
     digests: set[str] = set()
     for tag in tags:
-        destination = registry.ref(name, tag)
+        destination = registry.ref(repository, tag)
         log(f"push {local} → {destination}")
         try:
             digest = _push_with_retries(engine, local, destination, registry, log, sleep)
@@ -262,12 +348,17 @@ class _RegistryView:
         if self._client is not None:
             self._client.close()
 
-    def serves(self, name: str, image_id: str, tags: Sequence[str]) -> str | None:
+    def serves(
+        self, name: str, image_id: str, tags: Sequence[str], *, record_as: str | None = None
+    ) -> str | None:
         """The digest the registry serves `name` at under every one of `tags`, when that
-        is what an earlier push of the local image `image_id` recorded; else None."""
+        is what an earlier push of the local image `image_id` recorded (under `record_as`,
+        a variant's key; default `name`); else None."""
         if self.published is None:
             return None
-        digest = self.published.recorded_digest(self.registry, name, image_id, tags)
+        digest = self.published.recorded_digest(
+            self.registry, record_as or name, image_id, tags, repository=name
+        )
         if digest is None:
             return None
         if self._client is None:
@@ -340,13 +431,19 @@ class PublishedRecord:
                 registries = {}  # a new build: what was pushed of the old one is history
             registries[outcome.registry] = {
                 "ref": outcome.by_digest,
-                "tags": [f"{outcome.prefix}/{outcome.image}:{t}" for t in outcome.tags],
+                "tags": [f"{outcome.prefix}/{outcome.repository}:{t}" for t in outcome.tags],
                 "image_id": outcome.image_id,
             }
             entry.update(fingerprint=outcome.fingerprint, registries=registries)
 
     def recorded_digest(
-        self, registry: Registry, name: str, image_id: str, tags: Sequence[str]
+        self,
+        registry: Registry,
+        name: str,
+        image_id: str,
+        tags: Sequence[str],
+        *,
+        repository: str | None = None,
     ) -> str | None:
         """The digest recorded for the local image `image_id` pushed as `name` to
         `registry` under (at least) `tags`; None when the record says otherwise."""
@@ -356,8 +453,9 @@ class PublishedRecord:
         if not isinstance(pushed, dict) or pushed.get("image_id") != image_id:
             return None
         ref, recorded_tags = pushed.get("ref"), pushed.get("tags")
-        repository, _, digest = ref.partition("@") if isinstance(ref, str) else ("", "", "")
-        if repository != f"{registry.prefix}/{name}" or not isinstance(recorded_tags, list):
+        pushed_to, _, digest = ref.partition("@") if isinstance(ref, str) else ("", "", "")
+        name = repository or name
+        if pushed_to != f"{registry.prefix}/{name}" or not isinstance(recorded_tags, list):
             return None
         if not {registry.ref(name, tag) for tag in tags} <= set(recorded_tags):
             return None

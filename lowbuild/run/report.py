@@ -21,6 +21,7 @@ from lowbuild.run.scheduler import FINISHED_OK, Event, Outcome
 
 if TYPE_CHECKING:  # the tables only read these; a build run need not import doctor
     from lowbuild.doctor import EngineReport
+    from lowbuild.doctor.checks import Check
     from lowbuild.plan.planner import Plan
     from lowbuild.run.images import FamilyImage, PruneResult
     from lowbuild.run.smoke import TestOutcome
@@ -245,6 +246,19 @@ def doctor_bases_table(
         for check in report.family_bases:
             mark = Text("yes", style="green") if check.ok else Text("MISSING", style="yellow")
             table.add_row(report.title, check.name, mark, Text(check.detail), Text(check.fix))
+    return table
+
+
+def doctor_emulation_table(checks: Sequence[Check]) -> Table:
+    """Whether this host runs the family's foreign platforms (binfmt_misc and qemu)."""
+    table = Table(title="emulation of foreign platforms (this host's, for every engine)")
+    table.add_column("check", style="bold")
+    table.add_column("ok")
+    table.add_column("detail", overflow="fold")
+    table.add_column("fix", overflow="fold")
+    for check in checks:
+        mark = Text("yes", style="green") if check.ok else Text("NO", style="red")
+        table.add_row(check.name, mark, Text(check.detail), Text(check.fix))
     return table
 
 

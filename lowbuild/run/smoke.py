@@ -11,6 +11,7 @@ the container's log is part of the error.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import threading
 import time
@@ -22,11 +23,16 @@ from typing import TYPE_CHECKING
 from lowbuild.engines.base import LOG_AFTER_TIMEOUT_S, Engine, LogSink, RunningContainer
 from lowbuild.errors import EngineTimedOut, LowbuildError, SmokeTestFailed
 from lowbuild.spec.model import CommandTest, HttpTest, ImageSpec, Project
+from lowbuild.spec.platforms import native_platform, split_key
 
 if TYPE_CHECKING:
     from lowbuild.run.report import RunLogs
 
 _SHOWN_COMMAND_CHARS = 120
+EMULATION_SLOWDOWN = 5
+"""How much longer a test of a foreign platform's variant may take: qemu user emulation
+runs 3–8× slower than native (measured on a two-core runner); a JVM under it starts at
+the slow end, and a tiny server at the fast one."""
 _PROBE_TIMEOUT_S = 5.0  # one HTTP request, at most (and never past the test's deadline)
 _POLL_S = 0.1  # between probes: a refused connection on loopback costs next to nothing
 
@@ -235,31 +241,39 @@ class SmokeTester:
         (the endpoint holding the image; default: the tester's)."""
         spec = self.project.image(name)
         if spec.test is not None and name not in self._futures:
-            self._futures[name] = self._pool.submit(self._one, spec, engine or self.engine)
+            self._futures[name] = self._pool.submit(self._one, name, spec, engine or self.engine)
 
     def results(self) -> dict[str, TestOutcome]:
         """Every submitted test's outcome, once all have ended, in the order submitted."""
         return {name: future.result() for name, future in self._futures.items()}
 
-    def _one(self, spec: ImageSpec, engine: Engine) -> TestOutcome:
+    def _one(self, name: str, spec: ImageSpec, engine: Engine) -> TestOutcome:
+        """The test of `name` (an image, or a platform's variant: run under emulation when
+        foreign, with its timeout scaled by EMULATION_SLOWDOWN)."""
         assert spec.test is not None
         started = time.monotonic()
-        sink = self.logs.sink(spec.name) if self.logs else None
+        sink = self.logs.sink(name) if self.logs else None
+        test = spec.test
+        platform = split_key(name)[1]
+        if platform is not None and platform != native_platform():
+            test = dataclasses.replace(test, timeout=test.timeout * EMULATION_SLOWDOWN)
+            if sink:
+                sink(f"{platform} runs under emulation: timeout {test.timeout:g} s")
         try:
             result = run_smoke_test(
                 engine,
-                image=self.project.ref(spec),
-                test=spec.test,
+                image=self.project.ref(name),
+                test=test,
                 network=spec.engine_network,
                 log=sink,
                 cancel=self._cancel,
             )
         except LowbuildError as exc:
-            outcome = TestOutcome(spec.name, False, str(exc), time.monotonic() - started)
+            outcome = TestOutcome(name, False, str(exc), time.monotonic() - started)
             if sink:
                 sink(f"smoke test FAILED: {exc}")
         else:
-            outcome = TestOutcome(spec.name, True, result.summary, result.seconds)
+            outcome = TestOutcome(name, True, result.summary, result.seconds)
             if sink:
                 sink(f"smoke test passed: {result.summary}")
         self.on_result(outcome)

@@ -6,6 +6,7 @@ command does lives here so that it can be tested and reused without the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from lowbuild.redact import redact
 from lowbuild.sources.cache import Cache, admit_declared, default_cache_root
 from lowbuild.spec.load import load_project
 from lowbuild.spec.model import ImageSpec, Project, Registry
+from lowbuild.spec.platforms import platform_problem, split_key
 
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
@@ -76,6 +78,7 @@ class Selection:
     # Whether the command works over endpoints (plan, build): the others use one engine
     # even when $LOWBUILD_HOSTS is set.
     over_hosts: bool = False
+    platforms: tuple[str, ...] = ()  # --platform: only these variants (plan, build)
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,18 @@ def resolve(selection: Selection) -> Resolved:
 
         project = apply_overrides(project, selection.overrides)
     graph = build_graph(project)
-    named = select(graph, selection.names, with_deps=False)  # unknown names: UsageError
+    for platform in selection.platforms:
+        problem = platform_problem(platform)
+        if problem is not None:
+            raise UsageError(f"--platform: {problem}")
+    # Unknown names and platforms: UsageError.
+    named = select(graph, selection.names, with_deps=False, platforms=selection.platforms)
     hosts = find_hosts(selection.hosts_file, selection.endpoints) if selection.over_hosts else None
+    if hosts is not None and project.multi_platform:
+        raise UsageError(
+            "a family that declares `platforms:` is built on one engine for now: several "
+            "endpoints (--hosts, --endpoint, $LOWBUILD_HOSTS) do not hand variants over yet"
+        )
     if hosts is not None:
         if selection.engine:
             raise UsageError("--engine picks one engine; with endpoints each names its own")
@@ -143,7 +156,7 @@ def run_doctor(
     from lowbuild.engines.base import ENGINE_NAMES
     from lowbuild.engines.detect import known_name
     from lowbuild.engines.endpoints import find_hosts
-    from lowbuild.run.report import doctor_bases_table, doctor_table
+    from lowbuild.run.report import doctor_bases_table, doctor_emulation_table, doctor_table
     from lowbuild.spec.load import nearest_project_file
 
     hosts = find_hosts(hosts_file, endpoints)
@@ -168,10 +181,18 @@ def run_doctor(
     if hosts is not None:
         return _doctor_hosts(hosts, project, bases, as_json=as_json, out=out, err=err)
     reports = examine_engines([known_name(engine)] if engine else ENGINE_NAMES, bases=bases)
+    if project is not None and project.multi_platform:
+        from lowbuild.doctor.checks import emulation_checks
+
+        platforms = [p for spec in project.images for p in project.platforms_of(spec)]
+        emulation = tuple(emulation_checks(platforms, rootless=os.geteuid() != 0))
+        reports = [dataclasses.replace(report, emulation=emulation) for report in reports]
     if not as_json:
         out.print(doctor_table(reports))
         if bases:
             out.print(doctor_bases_table(reports, bases))
+        if reports and reports[0].emulation:
+            out.print(doctor_emulation_table(reports[0].emulation))
         require_working(reports, asked=engine)
         return 0
     out.file.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
@@ -263,6 +284,7 @@ def run_plan(
             next(iter(fleet.engines.values())) if fleet is not None else resolved.engine,
             names=selection.names,
             with_deps=selection.with_deps,
+            platforms=selection.platforms,
             cache_lookup=_lookup(client),
             missing_bases_ok=True,  # a fresh host gets the whole plan, missing bases named
             stores=fleet.engines if fleet is not None else None,
@@ -500,6 +522,7 @@ def _build(
             engine,
             names=selection.names,
             with_deps=selection.with_deps,
+            platforms=selection.platforms,
             cache_lookup=_lookup(client),
             stores=fleet.engines if fleet is not None else None,
         )
@@ -913,8 +936,7 @@ def _report(
     if as_json:
         records = []
         for name, outcome in outcomes.items():
-            spec = project.image(name)
-            record = outcome_record(outcome, ref=project.ref(spec), tags=project.refs(spec))
+            record = outcome_record(outcome, ref=project.ref(name), tags=project.refs_for(name))
             if handover is not None:
                 record["endpoint"] = outcome.endpoint or None
                 record["handover_ref"] = by_digest[name]
@@ -922,11 +944,13 @@ def _report(
             if name in tests:
                 record["test"] = test_record(tests[name])
             if pushes:
-                record["push"] = [p.to_json() for p in pushes if p.image == name]
+                # A variant's record also carries its image's manifest list.
+                mine = (name, split_key(name)[0])
+                record["push"] = [p.to_json() for p in pushes if p.image in mine]
             records.append(record)
         console.print_json(json.dumps(records))
         return
-    tags = {name: project.refs(project.image(name)) for name in outcomes}
+    tags = {name: project.refs_for(name) for name in outcomes}
     console.print(
         summary_table(outcomes, tags=tags, handed=by_digest if handover is not None else None)
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowbuild.spec.model import Registry
+from lowbuild.spec.platforms import split_key
 
 if TYPE_CHECKING:
     import httpx
@@ -49,8 +50,9 @@ def cache_tag(fingerprint: str) -> str:
 
 def cache_ref(registry: Registry, name: str, fingerprint: str) -> str:
     """Where the registry cache keeps image `name` built from inputs with `fingerprint`:
-    `<prefix>/<name>:lb-<first 20 hex digits>`."""
-    return registry.ref(name, cache_tag(fingerprint))
+    `<prefix>/<name>:lb-<first 20 hex digits>` (a variant's `name`, `web@linux-arm64`,
+    is its image's: the platform is in the fingerprint)."""
+    return registry.ref(split_key(name)[0], cache_tag(fingerprint))
 
 
 def certs_dirs() -> list[Path]:

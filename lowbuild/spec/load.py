@@ -39,11 +39,13 @@ from lowbuild.spec.model import (
     ImageSpec,
     Pack,
     PackFormat,
+    PlatformBase,
     Project,
     RecipeKind,
     Registry,
     Rewrite,
 )
+from lowbuild.spec.platforms import platform_problem
 
 PROJECT_FILE = "lowbuild.yaml"
 DEFAULT_CONTEXTS = ("contexts/*",)
@@ -80,9 +82,11 @@ PROJECT_KEYS = (
     "max-download",
     "registries",
     "cache",
+    "platforms",
 )
 MIRROR_KEYS = ("prefix", "replacement")
-BASE_KEYS = ("ref", "id")
+BASE_KEYS = ("ref", "id", "platforms")
+PLATFORM_BASE_KEYS = ("ref", "id")
 REGISTRY_KEYS = ("name", "prefix", "tls-verify")
 CACHE_KEYS = ("registry",)
 IMAGE_KEYS = (
@@ -99,6 +103,7 @@ IMAGE_KEYS = (
     "packs",
     "test",
     "commit",
+    "platforms",
 )
 ARTIFACT_KEYS = ("file", "urls", "sha256", "sha512", "size")
 PACK_KEYS = ("into", "from", "format")
@@ -180,6 +185,7 @@ def _project(doc: _Document) -> tuple[Project, list[Path] | None]:
         cache_registry=doc.value(
             fields, "cache", lambda node: _cache(doc, node, registries_read), None
         ),
+        platforms=doc.value(fields, "platforms", lambda node: _platforms(doc, node), ()),
     ), doc.attempt(lambda: _context_directories(doc, fields.get("contexts")))
 
 
@@ -765,7 +771,7 @@ def _cache(doc: _Document, node: yaml.Node, registries: Sequence[Registry] | Non
 
 def _bases(doc: _Document, node: yaml.Node) -> tuple[BasePin, ...]:
     pins: dict[str, BasePin] = {}
-    for what, item, fields in doc.records(node, what="bases", keys=BASE_KEYS, required=BASE_KEYS):
+    for what, item, fields in doc.records(node, what="bases", keys=BASE_KEYS, required=("ref",)):
         pin = _base(doc, what, item, fields)
         if not pin.ref:
             continue
@@ -778,11 +784,68 @@ def _bases(doc: _Document, node: yaml.Node) -> tuple[BasePin, ...]:
 
 
 def _base(doc: _Document, what: str, item: yaml.Node, fields: dict[str, yaml.Node]) -> BasePin:
+    if "id" not in fields and "platforms" not in fields:
+        doc.note(f"{what}: give its `id:`, its `platforms:`, or both", item)
     return BasePin(
         ref=doc.value(fields, "ref", lambda n: doc.text(n, what=f"{what}.ref"), ""),
         id=doc.value(fields, "id", lambda n: _image_id(doc, n, what=f"{what}.id"), ""),
         location=doc.at(item),
+        platforms=doc.value(
+            fields, "platforms", lambda n: _platform_bases(doc, n, what=f"{what}.platforms"), ()
+        ),
     )
+
+
+def _platform_bases(doc: _Document, node: yaml.Node, *, what: str) -> tuple[PlatformBase, ...]:
+    """`{linux/arm64: REF}` or `{linux/arm64: {ref: REF, id: ID}}`: the image a base
+    stands for on each platform."""
+    if not isinstance(node, yaml.MappingNode):
+        doc.fail(f"{what} must be a mapping (PLATFORM: ref lines), not {_kind(node)}", node)
+    found: dict[str, PlatformBase] = {}
+    for key_node, value_node in node.value:
+        try:
+            platform = _platform(doc, key_node, what=f"{what} key")
+            if platform in found:
+                doc.fail(f"{what}: {platform!r} is given twice", key_node)
+            where = f"{what}.{platform}"
+            if isinstance(value_node, yaml.MappingNode):
+                fields = doc.fields(
+                    value_node, what=where, keys=PLATFORM_BASE_KEYS, required=("ref",)
+                )
+                ref_node, id_node = fields.get("ref"), fields.get("id")
+                ref = doc.text(ref_node, what=f"{where}.ref") if ref_node is not None else ""
+                image_id = _image_id(doc, id_node, what=f"{where}.id") if id_node else ""
+            else:
+                ref, image_id = doc.text(value_node, what=where), ""
+            found[platform] = PlatformBase(platform=platform, ref=ref, id=image_id)
+        except SpecError as exc:
+            doc.keep(exc)
+    return tuple(found.values())
+
+
+def _platform(doc: _Document, node: yaml.Node, *, what: str) -> str:
+    value = doc.text(node, what=what)
+    problem = platform_problem(value)
+    if problem is not None:
+        doc.fail(f"{what}: {problem}", node)
+    return value
+
+
+def _platforms(doc: _Document, node: yaml.Node) -> tuple[str, ...]:
+    """A non-empty list of distinct platforms, e.g. [linux/amd64, linux/arm64]."""
+    items = doc.items(node, what="platforms")
+    if not items:
+        doc.fail("platforms must list at least one platform, e.g. [linux/amd64]", node)
+    found: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            platform = _platform(doc, item, what=f"platforms[{index}]")
+            if platform in found:
+                doc.fail(f"platforms: {platform!r} is given twice", item)
+            found.append(platform)
+        except SpecError as exc:
+            doc.keep(exc)
+    return tuple(found)
 
 
 def _image_id(doc: _Document, node: yaml.Node, *, what: str) -> str:
@@ -932,8 +995,10 @@ def _image_sections(doc: _Document, directory: Path, *, allow_missing_digests: b
             lambda node: doc.choice(node, what="network", choices=NETWORKS, default="default"),
             "default",
         ),
+        platforms=doc.value(fields, "platforms", lambda node: _platforms(doc, node), ()),
         location=doc.at(fields.get("name", root)),
         parent_location=doc.at(fields["parent"]) if "parent" in fields else None,
+        platforms_location=doc.at(fields["platforms"]) if "platforms" in fields else None,
     )
 
 

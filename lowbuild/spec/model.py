@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from lowbuild.errors import Location
+from lowbuild.spec.platforms import native_platform, split_key, variant_key, variant_ref
 
 RecipeKind = Literal["dockerfile", "commit"]
 PackFormat = Literal["tar", "tar.gz"]
@@ -131,7 +132,10 @@ class ImageSpec:
     test: HttpTest | CommandTest | None = None
     commit: CommitRecipe | None = None
     network: Literal["default", "none", "host"] = "default"
+    # The platforms it is built for (`platforms:`); empty: the project's.
+    platforms: tuple[str, ...] = ()
     location: Location | None = field(default=None, compare=False)  # the `name:` line
+    platforms_location: Location | None = field(default=None, compare=False)
     # The `parent:` line, so a parent/FROM disagreement can name it.
     parent_location: Location | None = field(default=None, compare=False)
 
@@ -154,12 +158,24 @@ class Rewrite:
 
 
 @dataclass(frozen=True)
+class PlatformBase:
+    """The image a base stands for on one platform (`bases: [{ref, platforms: {P: …}}]`),
+    pinned when `id` is given."""
+
+    platform: str
+    ref: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
 class BasePin:
-    """An external base image pinned by ID (`sha256:...`)."""
+    """An external base image pinned by ID (`sha256:...`; "" when only its `platforms`
+    are declared), and the images it stands for on other platforms."""
 
     ref: str
     id: str
     location: Location | None = field(default=None, compare=False)
+    platforms: tuple[PlatformBase, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,35 @@ class Project:
     # `cache: {registry: NAME}`: the registry whose fingerprint tags a build pulls from
     # instead of building, and pushes to after building.
     cache_registry: str | None = None
+    # `platforms:` in lowbuild.yaml: what every image is built for unless it says otherwise.
+    platforms: tuple[str, ...] = ()
+
+    @property
+    def multi_platform(self) -> bool:
+        """Whether the family is built per platform (any `platforms:` declared): its plan
+        names variants (`web@linux-arm64`), not images."""
+        return bool(self.platforms) or any(spec.platforms for spec in self.images)
+
+    def platforms_of(self, spec: ImageSpec) -> tuple[str, ...]:
+        """The platforms `spec` is built for: its own, else the project's, else the
+        machine's."""
+        return spec.platforms or self.platforms or (native_platform(),)
+
+    def base_for(self, ref: str, platform: str) -> tuple[str, str]:
+        """The image base `ref` stands for on `platform`, and its pinned ID ("" unpinned):
+        as `bases:` declares it, else `ref` itself on the native platform, else `ref`
+        with the platform in its tag (variant_ref)."""
+        for pin in self.bases:
+            if pin.ref != ref:
+                continue
+            for declared in pin.platforms:
+                if declared.platform == platform:
+                    return declared.ref, declared.id
+            if platform == native_platform():
+                return ref, pin.id
+        if platform == native_platform():
+            return ref, ""
+        return variant_ref(ref, platform), ""
 
     def registry(self, name: str) -> Registry:
         for registry in self.registries:
@@ -210,18 +255,38 @@ class Project:
         return tuple(spec.name for spec in self.images)
 
     def image(self, name: str) -> ImageSpec:
+        """The image named `name`, or the image of variant key `name` (`web@linux-arm64`)."""
+        name = split_key(name)[0]
         for spec in self.images:
             if spec.name == name:
                 return spec
         raise KeyError(name)
 
     def ref(self, image: ImageSpec | str) -> str:
-        """The local reference an image is built as: `<namespace>/<name>:<tag>`."""
+        """The local reference an image is built as: `<namespace>/<name>:<tag>`; a variant
+        key's: `<namespace>/<name>:<tag>-<os>-<arch>`."""
         name = image if isinstance(image, str) else image.name
-        return f"{self.namespace}/{name}:{self.tag}"
+        name, platform = split_key(name)
+        ref = f"{self.namespace}/{name}:{self.tag}"
+        return variant_ref(ref, platform) if platform else ref
 
-    def refs(self, image: ImageSpec) -> tuple[str, ...]:
+    def refs(self, image: ImageSpec, platform: str | None = None) -> tuple[str, ...]:
         """Every reference a build of `image` is tagged with: `ref()` first, then its `tags`
-        in the namespace, then its own `refs`."""
+        in the namespace, then its own `refs`. With `platform`, each with the platform in
+        its tag; the native platform's variant also gets the plain ones."""
         extra = tuple(f"{self.namespace}/{image.name}:{tag}" for tag in image.tags)
-        return tuple(dict.fromkeys((self.ref(image), *extra, *image.refs)))
+        plain = tuple(dict.fromkeys((self.ref(image), *extra, *image.refs)))
+        if platform is None:
+            return plain
+        own = tuple(variant_ref(ref, platform) for ref in plain)
+        return own + plain if platform == native_platform() else own
+
+    def refs_for(self, key: str) -> tuple[str, ...]:
+        """refs() of the image or variant named `key` in a plan."""
+        name, platform = split_key(key)
+        return self.refs(self.image(name), platform)
+
+    def key(self, image: ImageSpec | str, platform: str | None) -> str:
+        """The plan's name of `image` built for `platform` (None: the image's own name)."""
+        name = image if isinstance(image, str) else image.name
+        return variant_key(name, platform) if platform else name

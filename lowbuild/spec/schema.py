@@ -15,6 +15,7 @@ from typing import Any
 
 from lowbuild.spec import load
 from lowbuild.spec.model import ENGINE_NAMES, MAX_TEST_TIMEOUT_S
+from lowbuild.spec.platforms import KNOWN_ARCHITECTURES, KNOWN_VARIANTS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -85,6 +86,15 @@ _URL = _text(
 _REGISTRY_PREFIX = load.REGISTRY_PREFIX_PATTERN.pattern.removesuffix("$") + "/*$"
 # Not lowbuild's own (lowbuild.*), and no spaces or '=' in a label key.
 _LABEL_KEY = "^(?!" + re.escape(load.RESERVED_LABEL_PREFIX) + r")[^\s=]+$"
+_VARIANTS = sorted({variant for known in KNOWN_VARIANTS.values() for variant in known})
+_PLATFORM_PATTERN = f"^linux/({'|'.join(KNOWN_ARCHITECTURES)})(/({'|'.join(_VARIANTS)}))?$"
+_PLATFORMS = {
+    "type": "array",
+    "items": {"type": "string", "pattern": _PLATFORM_PATTERN},
+    "minItems": 1,
+    "uniqueItems": True,
+    "description": "Platforms to build for, e.g. [linux/amd64, linux/arm64].",
+}
 
 
 def project_schema() -> dict[str, Any]:
@@ -114,10 +124,31 @@ def project_schema() -> dict[str, Any]:
                         {
                             "ref": _text("An external base image."),
                             "id": _text("Its image ID.", pattern=load.IMAGE_ID_PATTERN.pattern),
+                            "platforms": {
+                                "type": "object",
+                                "propertyNames": {"pattern": _PLATFORM_PATTERN},
+                                "additionalProperties": {
+                                    "oneOf": [
+                                        _TEXT,
+                                        _record(
+                                            {
+                                                "ref": _TEXT,
+                                                "id": _text(
+                                                    "Its image ID.",
+                                                    pattern=load.IMAGE_ID_PATTERN.pattern,
+                                                ),
+                                            },
+                                            required=("ref",),
+                                        ),
+                                    ]
+                                },
+                                "description": "The image it stands for on each platform.",
+                            },
                         },
-                        required=("ref", "id"),
+                        required=("ref",),
+                        anyOf=_requiring("id", "platforms"),
                     ),
-                    "External base images pinned to an image ID.",
+                    "External base images pinned to an image ID, per platform.",
                 ),
                 "max-download": {**_BYTES, "description": "Largest artifact download, e.g. 2GiB."},
                 "registries": _list(
@@ -136,6 +167,7 @@ def project_schema() -> dict[str, Any]:
                     required=("registry",),
                     description="The registry cache.",
                 ),
+                "platforms": _PLATFORMS,
             },
             required=("name",),
         ),
@@ -178,6 +210,7 @@ def image_schema() -> dict[str, Any]:
                 "args": _text_map("Build args.", key_pattern=load.ARG_NAME_PATTERN.pattern),
                 "labels": _text_map("Image labels.", key_pattern=_LABEL_KEY),
                 "network": {"enum": list(load.NETWORKS)},
+                "platforms": _PLATFORMS,
                 "artifacts": _list(
                     _record(
                         {

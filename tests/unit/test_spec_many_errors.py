@@ -48,7 +48,7 @@ def test_three_mistakes_in_one_image_yaml_are_named_in_one_run(tmp_path: Path) -
         f"{web}:7: artifact 'a.tgz' sha256 must be 64 lowercase hex digits, not 'ABC'",
         f"{web}:8: unknown key 'networks' in image.yaml (did you mean 'network'?); "
         "valid keys: name, parent, kind, dockerfile, tags, refs, args, labels, network, "
-        "artifacts, packs, test, commit",
+        "artifacts, packs, test, commit, platforms",
         f"{web}:10: test.http.port must be between 1 and 65535, not 0",
         "4 mistakes in 1 file",
     ]

@@ -29,6 +29,7 @@ PROJECT_RECORDS = {
     (): "PROJECT_KEYS",
     ("mirrors",): "MIRROR_KEYS",
     ("bases",): "BASE_KEYS",
+    ("bases", "platforms", "*"): "PLATFORM_BASE_KEYS",
     ("registries",): "REGISTRY_KEYS",
     ("cache",): "CACHE_KEYS",
 }
@@ -59,6 +60,10 @@ def records(
             yield from records(value, (*path, key))
     if isinstance(schema.get("items"), dict):
         yield from records(schema["items"], path)
+    if isinstance(schema.get("additionalProperties"), dict):  # a map's values: at "*"
+        yield from records(schema["additionalProperties"], (*path, "*"))
+    for choice in schema.get("oneOf", []):
+        yield from records(choice, path)
 
 
 def test_the_schemas_are_valid_json_schema() -> None:

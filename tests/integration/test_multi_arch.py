@@ -1,0 +1,228 @@
+"""A multi-platform family built for linux/amd64 and linux/arm64 on real engines: each
+variant of the architecture it claims, its smoke test run under qemu emulation, and one
+manifest list per image pushed to a real registry with every platform's digest recorded.
+
+The arm64 base is scripts/provision.sh's (busybox-static:arm64 from the host's own
+Debian mirror, no registry); foreign RUN steps need binfmt_misc with a qemu-aarch64
+handler. Where this host has none, every test here is skipped, and -ra shows why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from live_services import BASE_IMAGE, Registry
+
+from lowbuild.doctor.checks import emulation_checks
+from lowbuild.spec.platforms import native_platform
+
+ARM = "linux/arm64"
+ARM_BASE = f"{BASE_IMAGE}-linux-arm64"
+LIST_TYPES = (
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+
+def _emulation_missing() -> str | None:
+    if native_platform() != "linux/amd64":
+        return f"written for an amd64 host (this is {native_platform()})"
+    broken = [c for c in emulation_checks(["linux/amd64", ARM]) if not c.ok]
+    if broken:
+        return f"no arm64 emulation here: {broken[0].detail} ({broken[0].fix})"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_emulation_missing() is not None, reason=str(_emulation_missing()))
+
+# base: built on busybox for both; app: serves its own architecture over HTTP (shell
+# script app); tool: arm64 only, checks what it was built on.
+IMAGES = {
+    "base": (
+        "name: base\ntest:\n  command: [uname, -m]\n",
+        f"FROM {BASE_IMAGE}\nRUN uname -m > /built-on\n",
+    ),
+    "app": (
+        "name: app\nparent: base\ntest:\n  http: {port: 8080, path: /arch}\n",
+        "FROM {ns}/base:1\nCOPY serve.sh /serve.sh\nRUN sh /serve.sh prepare\n"
+        'CMD ["sh", "/serve.sh"]\n',
+    ),
+    "tool": (
+        "name: tool\nparent: base\nplatforms: [linux/arm64]\n"
+        "test:\n  command: [cat, /built-on]\n  expect: aarch64\n",
+        'FROM {ns}/base:1\nRUN test "$(uname -m)" = aarch64\n',
+    ),
+}
+SERVE = """\
+if [ "$1" = prepare ]; then mkdir -p /www && uname -m > /www/arch; exit 0; fi
+exec httpd -f -p 8080 -h /www
+"""
+
+
+@dataclass
+class Family:
+    root: Path
+    namespace: str
+    env: dict[str, str]
+
+    def lowbuild(self, *args: str, engine: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lowbuild", *args, "--engine", engine],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+
+@pytest.fixture
+def family(tmp_path: Path) -> Iterator[Family]:
+    namespace = f"lbarch{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "family"
+    (root / "contexts").mkdir(parents=True)
+    (root / "lowbuild.yaml").write_text(
+        f"name: arches\nnamespace: {namespace}\ntag: '1'\nplatforms: [linux/amd64, linux/arm64]\n"
+    )
+    for name, (image_yaml, dockerfile) in IMAGES.items():
+        context = root / "contexts" / name
+        context.mkdir()
+        (context / "image.yaml").write_text(image_yaml)
+        (context / "Dockerfile").write_text(dockerfile.replace("{ns}", namespace))
+    (root / "contexts" / "app" / "serve.sh").write_text(SERVE)
+    made = Family(root, namespace, {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")})
+    yield made
+    for cli in ("podman", "docker"):
+        listed = subprocess.run(
+            [cli, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.split()
+        mine = [ref for ref in listed if namespace in ref]
+        if mine:
+            subprocess.run([cli, "rmi", "--force", *mine], capture_output=True, timeout=300)
+
+
+def architecture(cli: str, ref: str) -> str:
+    out = subprocess.run(
+        [cli, "image", "inspect", "--format", "{{.Architecture}}", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.strip()
+
+
+def manifest_list(registry: Registry, repository: str, tag: str) -> tuple[str, dict[str, str]]:
+    """The registry's list for repository:tag: its digest, and each platform's digest."""
+    answer = httpx.get(
+        f"http://{registry.host}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": ", ".join(LIST_TYPES)},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    assert answer.headers["Content-Type"] in LIST_TYPES
+    platforms = {
+        f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+        for m in answer.json()["manifests"]
+    }
+    return answer.headers["Docker-Content-Digest"], platforms
+
+
+@pytest.mark.parametrize("engine", ["podman", "buildah", "docker"])
+def test_a_family_is_built_tested_and_published_per_platform(
+    family: Family, registry: Registry, engine: str
+) -> None:
+    cli = "docker" if engine == "docker" else "podman"
+    built = family.lowbuild("build", "--test", "--json", "--progress", "quiet", engine=engine)
+    assert built.returncode == 0, built.stderr + built.stdout
+    records = {record["image"]: record for record in json.loads(built.stdout)}
+    assert sorted(records) == [
+        "app@linux-amd64",
+        "app@linux-arm64",
+        "base@linux-amd64",
+        "base@linux-arm64",
+        "tool@linux-arm64",
+    ]
+    for key, record in records.items():
+        assert record["state"] == "built"
+        assert record["test"]["passed"], record["test"]
+        arch = key.rpartition("-")[2]
+        assert architecture(cli, record["ref"]) == arch
+    # The plain tag is the native variant (what `run NS/app:1` starts here).
+    assert architecture(cli, f"{family.namespace}/app:1") == "amd64"
+    served = subprocess.run(
+        [cli, "run", "--rm", f"{family.namespace}/app:1-linux-arm64", "cat", "/www/arch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert served.stdout.strip() == "aarch64"
+
+    prefix = f"{registry.host}/{family.namespace}-{engine}"
+    pushed = family.lowbuild("push", "--to", prefix, "--no-tls-verify", "--json", engine=engine)
+    assert pushed.returncode == 0, pushed.stderr + pushed.stdout
+    outcomes = {(o["image"]): o for o in json.loads(pushed.stdout)}
+    repository = f"{family.namespace}-{engine}/app"
+    digest, platforms = manifest_list(registry, repository, "1")
+    assert sorted(platforms) == ["linux/amd64", ARM]
+    assert outcomes["app"]["digest"] == digest
+    assert outcomes["app"]["ref"] == f"{prefix}/app@{digest}"
+    # Each platform's image is the variant pushed under its own tag, by digest.
+    assert outcomes["app"]["platforms"] == platforms
+    assert platforms[ARM] == outcomes["app@linux-arm64"]["digest"]
+    assert outcomes["app@linux-arm64"]["tags"] == [f"{prefix}/app:1-linux-arm64"]
+    # tool is arm64 only: a one-platform list.
+    assert sorted(manifest_list(registry, f"{family.namespace}-{engine}/tool", "1")[1]) == [ARM]
+    published = json.loads((family.root / ".lowbuild" / "published.json").read_text())
+    assert published["images"]["app"]["registries"][prefix]["ref"] == f"{prefix}/app@{digest}"
+
+
+def test_plan_and_build_narrow_to_one_platform(family: Family) -> None:
+    planned = family.lowbuild("plan", "--platform", ARM, "--json", engine="podman")
+    assert planned.returncode == 0, planned.stderr
+    assert [r["image"] for r in json.loads(planned.stdout)["images"]] == [
+        "base@linux-arm64",
+        "app@linux-arm64",
+        "tool@linux-arm64",
+    ]
+    built = family.lowbuild("build", "tool", "--platform", ARM, engine="podman")
+    assert built.returncode == 0, built.stderr
+    assert architecture("podman", f"{family.namespace}/tool:1-linux-arm64") == "arm64"
+    wrong = family.lowbuild("build", "--platform", "linux/s390x", engine="podman")
+    assert wrong.returncode == 2
+    assert "not built for it" in wrong.stderr
+
+
+def test_a_failing_test_names_its_platform_and_a_missing_base_says_how(family: Family) -> None:
+    # The arm64 variant's test expects what only an amd64 machine prints.
+    app = family.root / "contexts" / "app" / "image.yaml"
+    app.write_text(
+        "name: app\nparent: base\nplatforms: [linux/amd64, linux/arm64]\n"
+        "test:\n  command: [cat, /www/arch]\n  expect: x86_64\n"
+    )
+    built = family.lowbuild("build", "app", "--test", "--progress", "plain", engine="podman")
+    assert built.returncode == 1
+    assert "test app@linux-arm64" in built.stderr + built.stdout
+    assert "✓ test app@linux-amd64" in built.stderr + built.stdout
+
+    (family.root / "lowbuild.yaml").write_text(
+        f"name: arches\nnamespace: {family.namespace}\ntag: '1'\n"
+        "platforms: [linux/amd64, linux/arm64, linux/s390x]\n"
+    )
+    (family.root / "contexts" / "tool").rename(family.root / "tool-aside")
+    failed = family.lowbuild("build", "base", engine="podman")
+    assert failed.returncode == 2
+    assert f"{BASE_IMAGE}-linux-s390x" in failed.stderr
+    assert "bases:" in failed.stderr
