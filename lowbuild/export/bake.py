@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowbuild.context.assemble import assemble_context
+from lowbuild.errors import UsageError
 from lowbuild.plan.graph import FamilyGraph, select
 from lowbuild.sources.cache import Cache, write_atomically
 from lowbuild.sources.fetch import FetchPolicy, FetchReporter, fetch_artifacts
@@ -111,6 +112,15 @@ class BakeFile:
         }
 
 
+def _refuse_platforms(project: Project) -> None:
+    if project.multi_platform:
+        raise UsageError(
+            "a family that declares `platforms:` has no bake file yet: each platform's "
+            "variant builds from its parent's variant, through a FROM lowbuild points at "
+            "it, which bake cannot do; build it with `lowbuild build --engine buildx`"
+        )
+
+
 def bake_file(
     project: Project,
     graph: FamilyGraph,
@@ -121,6 +131,7 @@ def bake_file(
     """The bake file for the selected images (all when `names` is empty) and their
     ancestors. `context_for(spec)` gives the directory bake should send as the context
     (the staged one); pure apart from what `context_for` does."""
+    _refuse_platforms(project)
     selected = select(graph, names, with_deps=True)
     targets: list[BakeTarget] = []
     skipped: list[str] = []
@@ -165,6 +176,7 @@ def export_bake(
     """Fetch (unless cached) and verify the selected images' artifacts, stage each
     Dockerfile image's context under `stage_root/<name>`, and write the bake file to
     `out` (through a temp file and a rename). Returns what was written."""
+    _refuse_platforms(project)
     selected = select(graph, names, with_deps=True)
     specs = [graph.nodes[name].spec for name in selected]
     fetch_artifacts(

@@ -171,9 +171,17 @@ def contents_for(
     artifacts, every image the family takes from outside (the planner checks all of
     them, even for a selection), and the built family images `with_built` asks for."""
     unknown = [n for n in [*names, *with_built] if n not in graph.nodes]
+    images = {node.spec.name for node in graph.nodes.values()}
+    if unknown and graph.project.multi_platform:
+        # An image's name stands for all its variants (each platform's), as in `build`.
+        from lowbuild.plan.graph import select
+
+        unknown = [n for n in unknown if n not in images]
+        names = select(graph, names, with_deps=False) if names else ()
+        with_built = select(graph, with_built, with_deps=False) if with_built else ()
     if unknown:
         raise UsageError(
-            f"unknown image(s): {', '.join(unknown)}; the family has: {', '.join(graph.nodes)}"
+            f"unknown image(s): {', '.join(unknown)}; the family has: {', '.join(sorted(images))}"
         )
     if names:
         selected = set(names) | {a for n in names for a in graph.ancestors(n)}

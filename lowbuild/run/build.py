@@ -62,8 +62,11 @@ ARTIFACTS_LABEL = "lowbuild.artifacts"
 PROJECT_LABEL = "lowbuild.project"
 
 
-def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[str, str]:
-    """The org.opencontainers.image.* labels lowbuild puts on every image.
+def oci_labels(
+    project: Project, spec: ImageSpec, *, base: str | None, key: str | None = None
+) -> dict[str, str]:
+    """The org.opencontainers.image.* labels lowbuild puts on every image (`key`: a
+    platform's variant, whose ref it is built as carries the platform).
 
     `created` comes from SOURCE_DATE_EPOCH when set (reproducible), else now.
     """
@@ -71,7 +74,7 @@ def oci_labels(project: Project, spec: ImageSpec, *, base: str | None) -> dict[s
     when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
     labels = {
         "org.opencontainers.image.title": spec.name,
-        "org.opencontainers.image.ref.name": project.ref(spec),
+        "org.opencontainers.image.ref.name": project.ref(key or spec.name),
         "org.opencontainers.image.created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if spec.tags:
@@ -392,7 +395,7 @@ class FamilyBuilder:
         artifacts = {file: f"sha256:{d}" for file, d in sorted(staged.artifact_digests.items())}
         return {
             **dict(spec.labels),
-            **oci_labels(self.project, spec, base=parent_ref),
+            **oci_labels(self.project, spec, base=parent_ref, key=node.name),
             PROJECT_LABEL: self.project.name,
             ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
             **fingerprint_labels(inputs),

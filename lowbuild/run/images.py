@@ -29,6 +29,7 @@ from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, label_changes
 from lowbuild.plan.graph import normalise_ref
 from lowbuild.run.build import PROJECT_LABEL
 from lowbuild.spec.model import Project
+from lowbuild.spec.platforms import split_key
 
 REF_LABEL = "org.opencontainers.image.ref.name"
 BASE_LABEL = "org.opencontainers.image.base.name"
@@ -140,8 +141,10 @@ def family_images(project: Project, engine: Engine) -> list[FamilyImage]:
     for image in built:
         if REF_LABEL in image.labels:
             by_ref.setdefault(normalise_ref(image.labels[REF_LABEL]), []).append(image)
-    current = {spec.name: by_tag.get(normalise_ref(project.ref(spec))) for spec in project.images}
-    family = {spec.name for spec in project.images}
+    # In a multi-platform family, a row per variant (`web@linux-arm64`, parent likewise).
+    keys = {key: spec for spec in project.images for key in project.keys(spec)}
+    current = {key: by_tag.get(normalise_ref(project.ref(key))) for key in keys}
+    family = set(keys)
     bases = sorted(
         {
             info.labels[BASE_LABEL]
@@ -153,29 +156,31 @@ def family_images(project: Project, engine: Engine) -> list[FamilyImage]:
     base_sizes = {ref: found.size for ref, found in engine.inspect_sized(bases).items() if found}
 
     rows = []
-    for spec in project.images:
-        info = current[spec.name]
+    for key, spec in keys.items():
+        info = current[key]
+        platform = split_key(key)[1]
+        family_parent = project.key(spec.parent, platform) if spec.parent else None
         if info is None:
-            rows.append(FamilyImage(spec.name, project.ref(spec), parent=spec.parent))
+            rows.append(FamilyImage(key, project.ref(key), parent=family_parent))
             continue
         base = info.labels.get(BASE_LABEL)
-        parent = spec.parent or base
-        if spec.parent is not None:
-            parent_info = current.get(spec.parent)
+        parent = family_parent or base
+        if family_parent is not None:
+            parent_info = current.get(family_parent)
             parent_size = parent_info.size if parent_info is not None else None
         else:
             parent_size = base_sizes.get(base) if base else None
         adds = info.size - parent_size if info.size is not None and parent_size else None
         earlier = [
             other
-            for other in by_ref.get(normalise_ref(project.ref(spec)), ())
+            for other in by_ref.get(normalise_ref(project.ref(key)), ())
             if other.id != info.id
         ]
         previous = _newest(earlier)
         rows.append(
             FamilyImage(
-                name=spec.name,
-                ref=project.ref(spec),
+                name=key,
+                ref=project.ref(key),
                 id=info.id,
                 tags=tuple(sorted(info.tags)),
                 size=info.size,
@@ -263,7 +268,12 @@ def _ours(project: Project, info: ImageInfo) -> bool:
 def prune_candidates(project: Project, engine: Engine) -> list[PruneItem]:
     """This family's earlier builds: each with `kept` set when it must stay (a ref of the
     family names it now, or a tag outside the family's namespace: somebody else's)."""
-    current_refs = {normalise_ref(ref) for spec in project.images for ref in project.refs(spec)}
+    current_refs = {
+        normalise_ref(ref)
+        for spec in project.images
+        for key in project.keys(spec)
+        for ref in project.refs_for(key)
+    }
     items = []
     for info in builds(engine.labelled_images(f"{PROJECT_LABEL}={project.name}")):
         if not _ours(project, info):

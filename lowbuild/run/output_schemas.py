@@ -342,7 +342,14 @@ def _push_record() -> Schema:
             "fingerprint": _STR_OR_NULL,
             "unchanged": _BOOL,
             "error": _STR_OR_NULL,
-        }
+            "platforms": {
+                "type": "object",
+                "additionalProperties": _STR,
+                "description": "a manifest list (a family with `platforms:`): each "
+                "platform → the digest of its image in the list",
+            },
+        },
+        optional=("platforms",),
     )
 
 

@@ -281,6 +281,13 @@ class Project:
         own = tuple(variant_ref(ref, platform) for ref in plain)
         return own + plain if platform == native_platform() else own
 
+    def keys(self, image: ImageSpec) -> tuple[str, ...]:
+        """The plan's names of `image`: its variants' keys in a multi-platform family,
+        else its own name."""
+        if not self.multi_platform:
+            return (image.name,)
+        return tuple(self.key(image, platform) for platform in self.platforms_of(image))
+
     def refs_for(self, key: str) -> tuple[str, ...]:
         """refs() of the image or variant named `key` in a plan."""
         name, platform = split_key(key)

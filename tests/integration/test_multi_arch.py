@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from json_outputs import conforming
 from live_services import BASE_IMAGE, Registry
 
 from lowbuild.doctor.checks import emulation_checks
@@ -46,7 +48,7 @@ pytestmark = pytest.mark.skipif(_emulation_missing() is not None, reason=str(_em
 
 # base: built on busybox for both; app: serves its own architecture over HTTP (shell
 # script app); tool: arm64 only, checks what it was built on.
-IMAGES = {
+IMAGES: dict[str, tuple[str, str | None]] = {
     "base": (
         "name: base\ntest:\n  command: [uname, -m]\n",
         f"FROM {BASE_IMAGE}\nRUN uname -m > /built-on\n",
@@ -62,6 +64,14 @@ IMAGES = {
         'FROM {ns}/base:1\nRUN test "$(uname -m)" = aarch64\n',
     ),
 }
+# A commit recipe (the tutorial's `docker commit`): its working container runs per
+# platform too, and the commit keeps that platform.
+IMAGES["hand"] = (
+    "name: hand\nkind: commit\ncommit:\n  base: base\n  author: me\n  message: by hand\n"
+    "  steps:\n    - run: uname -m > /hand-arch\n"
+    'test:\n  command: [sh, -c, \'test "$(cat /hand-arch)" = "$(uname -m)"\']\n',
+    None,
+)
 SERVE = """\
 if [ "$1" = prepare ]; then mkdir -p /www && uname -m > /www/arch; exit 0; fi
 exec httpd -f -p 8080 -h /www
@@ -97,7 +107,8 @@ def family(tmp_path: Path) -> Iterator[Family]:
         context = root / "contexts" / name
         context.mkdir()
         (context / "image.yaml").write_text(image_yaml)
-        (context / "Dockerfile").write_text(dockerfile.replace("{ns}", namespace))
+        if dockerfile is not None:
+            (context / "Dockerfile").write_text(dockerfile.replace("{ns}", namespace))
     (root / "contexts" / "app" / "serve.sh").write_text(SERVE)
     made = Family(root, namespace, {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")})
     yield made
@@ -140,19 +151,21 @@ def manifest_list(registry: Registry, repository: str, tag: str) -> tuple[str, d
     return answer.headers["Docker-Content-Digest"], platforms
 
 
-@pytest.mark.parametrize("engine", ["podman", "buildah", "docker"])
+@pytest.mark.parametrize("engine", ["podman", "buildah", "docker", "buildx"])
 def test_a_family_is_built_tested_and_published_per_platform(
     family: Family, registry: Registry, engine: str
 ) -> None:
-    cli = "docker" if engine == "docker" else "podman"
+    cli = "docker" if engine in ("docker", "buildx") else "podman"
     built = family.lowbuild("build", "--test", "--json", "--progress", "quiet", engine=engine)
     assert built.returncode == 0, built.stderr + built.stdout
-    records = {record["image"]: record for record in json.loads(built.stdout)}
+    records = {record["image"]: record for record in conforming("build", built.stdout)}
     assert sorted(records) == [
         "app@linux-amd64",
         "app@linux-arm64",
         "base@linux-amd64",
         "base@linux-arm64",
+        "hand@linux-amd64",
+        "hand@linux-arm64",
         "tool@linux-arm64",
     ]
     for key, record in records.items():
@@ -173,7 +186,7 @@ def test_a_family_is_built_tested_and_published_per_platform(
     prefix = f"{registry.host}/{family.namespace}-{engine}"
     pushed = family.lowbuild("push", "--to", prefix, "--no-tls-verify", "--json", engine=engine)
     assert pushed.returncode == 0, pushed.stderr + pushed.stdout
-    outcomes = {(o["image"]): o for o in json.loads(pushed.stdout)}
+    outcomes = {(o["image"]): o for o in conforming("push", pushed.stdout)}
     repository = f"{family.namespace}-{engine}/app"
     digest, platforms = manifest_list(registry, repository, "1")
     assert sorted(platforms) == ["linux/amd64", ARM]
@@ -195,11 +208,23 @@ def test_plan_and_build_narrow_to_one_platform(family: Family) -> None:
     assert [r["image"] for r in json.loads(planned.stdout)["images"]] == [
         "base@linux-arm64",
         "app@linux-arm64",
+        "hand@linux-arm64",
         "tool@linux-arm64",
     ]
     built = family.lowbuild("build", "tool", "--platform", ARM, engine="podman")
     assert built.returncode == 0, built.stderr
     assert architecture("podman", f"{family.namespace}/tool:1-linux-arm64") == "arm64"
+    # Every variant is current: prune keeps them all, `images` lists each.
+    pruned = family.lowbuild("prune", engine="podman")
+    assert pruned.returncode == 0, pruned.stderr
+    assert architecture("podman", f"{family.namespace}/tool:1-linux-arm64") == "arm64"
+    assert architecture("podman", f"{family.namespace}/base:1-linux-arm64") == "arm64"
+    listed = family.lowbuild("images", "--json", engine="podman")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["image"]: row for row in conforming("images", listed.stdout)["images"]}
+    assert rows["tool@linux-arm64"]["parent"] == "base@linux-arm64"
+    assert rows["tool@linux-arm64"]["id"] is not None
+    assert rows["app@linux-amd64"]["id"] is None  # not built: --platform left it out
     wrong = family.lowbuild("build", "--platform", "linux/s390x", engine="podman")
     assert wrong.returncode == 2
     assert "not built for it" in wrong.stderr
@@ -226,3 +251,102 @@ def test_a_failing_test_names_its_platform_and_a_missing_base_says_how(family: F
     assert failed.returncode == 2
     assert f"{BASE_IMAGE}-linux-s390x" in failed.stderr
     assert "bases:" in failed.stderr
+
+
+def _podman_refs(env: dict[str, str]) -> list[str]:
+    """`REF ARCH` of every tagged image of the podman storage `env` selects."""
+
+    def podman(*args: str) -> str:
+        return subprocess.run(
+            ["podman", *args], env=env, capture_output=True, text=True, check=True, timeout=120
+        ).stdout
+
+    refs = podman("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    refs = [ref for ref in refs if ref != "<none>:<none>"]
+    arches = (
+        podman("image", "inspect", "--format", "{{.Architecture}}", *refs).split() if refs else []
+    )
+    return sorted(f"{ref} {arch}" for ref, arch in zip(refs, arches, strict=True))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
+)
+def test_a_bundle_carries_every_platforms_bases_and_builds_both_offline(
+    family: Family, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "arches.bundle"
+    exported = family.lowbuild("bundle", "export", str(bundle), "app", engine="podman")
+    assert exported.returncode == 0, exported.stderr
+    # A fresh podman storage and an empty cache, as on an air-gapped host.
+    storage = tmp_path / "storage"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{storage}/graph"\nrunroot = "{storage}/run"\n'
+    )
+    env = {
+        **family.env,
+        "CONTAINERS_STORAGE_CONF": str(conf),
+        "LOWBUILD_CACHE": str(tmp_path / "empty-cache"),
+    }
+    offline = Family(family.root, family.namespace, env)
+    try:
+        assert _podman_refs(env) == []
+        # A network namespace with nothing but its loopback (up: the HTTP test's port).
+        no_net = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+        no_net += [sys.executable, "-m", "lowbuild"]
+        imported = subprocess.run(
+            [*no_net, "bundle", "import", str(bundle), "--engine", "podman"],
+            cwd=family.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert _podman_refs(env) == [f"{BASE_IMAGE} amd64", f"{ARM_BASE} arm64"]
+        built = subprocess.run(
+            [*no_net, "build", "app", "--offline", "--test", "--engine", "podman"],
+            cwd=offline.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert built.returncode == 0, built.stderr + built.stdout
+        refs = _podman_refs(env)
+        for arch in ("amd64", "arm64"):
+            assert f"localhost/{family.namespace}/app:1-linux-{arch} {arch}" in refs
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def test_the_registry_cache_works_per_platform(family: Family, registry: Registry) -> None:
+    cache = f"{registry.host}/{family.namespace}-cache"
+    pushed = family.lowbuild(
+        "build", "base", "--cache-to", cache, "--no-tls-verify", engine="podman"
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    tags = registry.tags(f"{family.namespace}-cache/base")
+    assert len(tags) == 2 and all(tag.startswith("lb-") for tag in tags)  # one per platform
+    ids = {
+        arch: architecture("podman", f"{family.namespace}/base:1-linux-{arch}")
+        for arch in ("amd64", "arm64")
+    }
+    assert ids == {"amd64": "amd64", "arm64": "arm64"}
+    for arch in ("amd64", "arm64"):
+        subprocess.run(
+            ["podman", "rmi", "--force", f"{family.namespace}/base:1-linux-{arch}"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+    subprocess.run(["podman", "rmi", "--force", f"{family.namespace}/base:1"], timeout=120)
+    pulled = family.lowbuild(
+        "build", "base", "--cache-from", cache, "--no-tls-verify", "--json", engine="podman"
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    states = {r["image"]: r["state"] for r in json.loads(pulled.stdout)}
+    assert states == {"base@linux-amd64": "pulled", "base@linux-arm64": "pulled"}
+    assert architecture("podman", f"{family.namespace}/base:1-linux-arm64") == "arm64"
