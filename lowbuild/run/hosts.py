@@ -36,6 +36,7 @@ from lowbuild.redact import redact
 from lowbuild.run.placement import simulate
 from lowbuild.sources.registry import cache_ref, registry_digest
 from lowbuild.spec.model import Project, Registry
+from lowbuild.spec.platforms import split_key
 
 ANSWER_TIMEOUT_S = 10.0
 """How long an endpoint has to answer a version query before the answer counts as none."""
@@ -172,7 +173,7 @@ class Handover:
         found = self.published.get(name)
         if found is None or self.fleet.registry is None:
             return None
-        return f"{self.fleet.registry.prefix}/{name}@{found[1]}"
+        return f"{self.fleet.registry.prefix}/{split_key(name)[0]}@{found[1]}"
 
     def publish(self, name: str, endpoint: str, image_id: str, sink: LogSink) -> str:
         """Push `name` (`image_id`, held by `endpoint`) to the handover registry under its
@@ -217,8 +218,7 @@ class Handover:
             if to in self.holding(name, image_id):
                 return False
             engine = self.fleet.engines[to]
-            spec = self.project.image(name)
-            ref = self.project.ref(spec)
+            ref = self.project.ref(name)
             info = engine.inspect_image(ref)
             if info is not None and info.id == image_id:
                 self.record(name, to, image_id)
@@ -239,7 +239,9 @@ class Handover:
                     )
                 source = sources[0]
                 digest = self.publish(name, source, image_id, sink)
-            remote = f"{registry.prefix}/{name}@{digest}"
+            # A variant (`web@linux-arm64`) by its image's name: a digest names one
+            # platform's image, which every engine pulls whatever the host's platform.
+            remote = f"{registry.prefix}/{split_key(name)[0]}@{digest}"
             try:
                 pulled = engine.pull(remote, tls_verify=registry.tls_verify, log=sink)
             except EngineError as exc:
@@ -254,7 +256,7 @@ class Handover:
                     f"{name}: {to} pulled {remote} as {pulled}, but {source} built "
                     f"{image_id}; nothing was tagged"
                 )
-            for local in self.project.refs(spec):
+            for local in self.project.refs_for(name):
                 engine.tag(image_id, local)
             self.record(name, to, image_id)
             sink(

@@ -111,11 +111,6 @@ def resolve(selection: Selection) -> Resolved:
     # Unknown names and platforms: UsageError.
     named = select(graph, selection.names, with_deps=False, platforms=selection.platforms)
     hosts = find_hosts(selection.hosts_file, selection.endpoints) if selection.over_hosts else None
-    if hosts is not None and project.multi_platform:
-        raise UsageError(
-            "a family that declares `platforms:` is built on one engine for now: several "
-            "endpoints (--hosts, --endpoint, $LOWBUILD_HOSTS) do not hand variants over yet"
-        )
     if hosts is not None:
         if selection.engine:
             raise UsageError("--engine picks one engine; with endpoints each names its own")

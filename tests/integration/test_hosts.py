@@ -27,6 +27,8 @@ from endpoint_services import PodmanService, dockerd_service, load_image, podman
 from json_outputs import conforming
 from live_services import BASE_IMAGE, Registry, free_port
 
+from lowbuild.doctor.checks import emulation_checks
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starts engine services as root")
 
 HTTP_TEST = "test:\n  http: {port: 8080, path: /index.html, expect: leaf}\n"
@@ -428,3 +430,35 @@ def test_lowbuild_hosts_applies_to_plan_and_build_only(tmp_path: Path) -> None:
     assert images.returncode == 0, images.stderr
     bad = run("plan", "--endpoint", "x=podmn")
     assert bad.returncode == 2 and "did you mean 'podman'" in bad.stderr
+
+
+def test_a_multi_platform_family_split_over_two_podman_services(
+    tmp_path: Path, two_podman: list[PodmanService], registry: Registry
+) -> None:
+    if any(not check.ok for check in emulation_checks(["linux/amd64", "linux/arm64"])):
+        pytest.skip("no arm64 emulation here (lowbuild doctor says why)")
+    family = chain_family(tmp_path / "arches")
+    lowbuild_yaml = family.root / "lowbuild.yaml"
+    lowbuild_yaml.write_text(lowbuild_yaml.read_text() + "platforms: [linux/amd64, linux/arm64]\n")
+    a, b = two_podman
+    for service in (a, b):
+        load_image(service.client, f"{BASE_IMAGE}-linux-arm64")
+    where = [endpoint_arg("a", "podman", a.url), endpoint_arg("b", "podman", b.url)]
+    handover = f"--cache-to={registry.host}/arches"
+    done = family.lowbuild("build", *where, handover, "--no-tls-verify", "--test", "--json")
+    built = records(done)
+    assert len(built) == 8 and {r["state"] for r in built.values()} == {"built"}
+    tested = {key: r["test"]["passed"] for key, r in built.items() if "test" in r}  # type: ignore[index]
+    assert sorted(tested) == [f"leaf{x}@linux-{a}" for x in "ab" for a in ("amd64", "arm64")]
+    assert all(tested.values()), tested  # the leaves' HTTP and command tests, on their endpoint
+    assert {str(r["endpoint"]) for r in built.values()} == {"a", "b"}
+    clients = {"a": a.client, "b": b.client}
+    for key, record in built.items():
+        arch = key.rpartition("-")[2]
+        client = clients[str(record["endpoint"])]
+        found = inspect(client, f"hosts/{key.partition('@')[0]}:latest-linux-{arch}")
+        assert found is not None and found["Architecture"] == arch, key
+        # Handed over by its image's name, the variant's digest.
+        assert str(record["handover_ref"]).startswith(
+            f"{registry.host}/arches/{key.partition('@')[0]}@sha256:"
+        )
