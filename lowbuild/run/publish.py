@@ -220,8 +220,9 @@ def _join_platforms(
 ) -> list[PushOutcome]:
     """A manifest list per image all of whose variants were pushed to `registry`, under the
     image's own tags: what `docker pull` of the plain tag resolves per platform. An image
-    with a variant not pushed (or not part of this run) gets none: a list missing a
-    platform would replace a whole one."""
+    with a variant not pushed gets none, and that is its push's failure; one with a
+    variant not part of this run (`build --platform`) gets none either, said in its log:
+    a list missing a platform would replace a whole one."""
     pushed = {o.image: o for o in outcomes if o.registry == registry.name and o.pushed}
     joined: list[PushOutcome] = []
     images = dict.fromkeys(split_key(name)[0] for name in names if split_key(name)[1])
@@ -230,9 +231,13 @@ def _join_platforms(
         keys = [project.key(image, platform) for platform in project.platforms_of(spec)]
         tags = _tags(project, image)
         log = log_for(keys[0])
+        left_out = [key for key in keys if key not in names]
+        if left_out:  # the run was narrowed (build --platform): not a failure
+            log(f"no manifest list for {image}: {', '.join(left_out)} not part of this run")
+            continue
         missing = [key for key in keys if key not in pushed]
         if missing:
-            why = f"no manifest list: {', '.join(missing)} not pushed in this run"
+            why = f"no manifest list: {', '.join(missing)} not pushed"
             joined.append(PushOutcome(image, registry.name, registry.prefix, tags, error=why))
             log(why)
             continue

@@ -350,3 +350,17 @@ def test_the_registry_cache_works_per_platform(family: Family, registry: Registr
     states = {r["image"]: r["state"] for r in json.loads(pulled.stdout)}
     assert states == {"base@linux-amd64": "pulled", "base@linux-arm64": "pulled"}
     assert architecture("podman", f"{family.namespace}/base:1-linux-arm64") == "arm64"
+
+
+def test_a_run_narrowed_to_one_platform_pushes_no_partial_list(
+    family: Family, registry: Registry
+) -> None:
+    prefix = f"{registry.host}/{family.namespace}-narrow"
+    args = ("build", "base", "--platform", ARM, "--push", "--to", prefix, "--no-tls-verify")
+    done = family.lowbuild(*args, "--json", engine="podman")
+    assert done.returncode == 0, done.stderr
+    [record] = conforming("build", done.stdout)
+    assert record["image"] == "base@linux-arm64"
+    assert [p["pushed"] for p in record["push"]] == [True]
+    # Its own tag only: the plain one would be a list missing linux/amd64.
+    assert registry.tags(f"{family.namespace}-narrow/base") == ["1-linux-arm64"]
