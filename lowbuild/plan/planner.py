@@ -26,8 +26,8 @@ from lowbuild.spec.platforms import architecture, native_platform
 FOREIGN_BASE_HINT = (
     "a base for another platform is looked for under its platform's tag "
     "(`REF-linux-arm64`) unless `bases:` in lowbuild.yaml names it "
-    "(`platforms: {linux/arm64: REF}`); `scripts/provision.sh --platforms linux/arm64` "
-    "makes lowbuild's own"
+    "(`platforms: {linux/arm64: REF}`); `scripts/provision.sh` makes lowbuild's own "
+    "busybox for linux/arm64"
 )
 
 Action = Literal["build", "pull", "up-to-date"]

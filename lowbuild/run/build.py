@@ -316,7 +316,9 @@ class FamilyBuilder:
         target = self.stage_root / "platform-dockerfiles" / f"{node.name}-{digest}.Dockerfile"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            # Beside the staged contexts, as `*.tmp`: what a killed run leaves half written
+            # there is removed by the next run (run/session.py).
+            part = self.stage_root / f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
             part.write_text(variant, encoding="utf-8")
             part.replace(target)
         for before, after in node.retarget:
