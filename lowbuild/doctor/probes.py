@@ -216,7 +216,7 @@ def family_base_checks(engine: Engine, bases: Mapping[str, Sequence[str]]) -> tu
             detail = f"not in {engine.name}'s image store; {users} cannot build until it is"
             checks.append(Check(ref, False, detail, MISSING_BASE_HINT))
         elif wrong:
-            detail = f"a {info.architecture} image, but {users} build for {', '.join(wrong)}"
+            detail = f"built for {info.architecture}, but {users} build for {', '.join(wrong)}"
             fix = "declare that platform's image under `bases:` (`platforms:`) in lowbuild.yaml"
             checks.append(Check(ref, False, detail, fix))
         else:

@@ -134,8 +134,9 @@ def external_image_ids(
         wrong = [p for p in platforms if info.architecture not in ("", architecture(p))]
         if wrong:
             raise VerificationError(
-                f"base image {ref} (used by {', '.join(users)}) is a {info.architecture} image "
-                f"in {engine}'s storage, not {architecture(wrong[0])}: building on it would make "
+                f"base image {ref} (used by {', '.join(users)}) is built for "
+                f"{info.architecture} in {engine}'s storage, not {architecture(wrong[0])}: "
+                "building on it would make "
                 f"a {wrong[0]} image of the wrong architecture; declare the right one under "
                 "`bases:` (`platforms:`) in lowbuild.yaml"
             )

@@ -364,3 +364,23 @@ def test_a_run_narrowed_to_one_platform_pushes_no_partial_list(
     assert [p["pushed"] for p in record["push"]] == [True]
     # Its own tag only: the plain one would be a list missing linux/amd64.
     assert registry.tags(f"{family.namespace}-narrow/base") == ["1-linux-arm64"]
+
+
+def test_a_base_of_the_wrong_architecture_is_refused_before_any_build(family: Family) -> None:
+    # Declared by mistake: the amd64 busybox as the arm64 base.
+    (family.root / "lowbuild.yaml").write_text(
+        f"name: arches\nnamespace: {family.namespace}\ntag: '1'\n"
+        "platforms: [linux/amd64, linux/arm64]\n"
+        f"bases:\n  - ref: {BASE_IMAGE}\n    platforms:\n      linux/arm64: {BASE_IMAGE}\n"
+    )
+    done = family.lowbuild("build", "base", engine="podman")
+    assert done.returncode == 4, done.stderr
+    assert f"base image {BASE_IMAGE}" in done.stderr
+    assert "is built for amd64" in done.stderr and "wrong architecture" in done.stderr
+    listed = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert family.namespace not in listed.stdout  # nothing was built
