@@ -216,7 +216,8 @@ def family_base_checks(engine: Engine, bases: Mapping[str, Sequence[str]]) -> tu
             detail = f"not in {engine.name}'s image store; {users} cannot build until it is"
             checks.append(Check(ref, False, detail, MISSING_BASE_HINT))
         elif wrong:
-            detail = f"built for {info.architecture}, but {users} build for {', '.join(wrong)}"
+            on = ", ".join(user for user in bases[ref] if split_key(user)[1] in wrong)
+            detail = f"built for {info.architecture}, but used for {', '.join(wrong)} by {on}"
             fix = "declare that platform's image under `bases:` (`platforms:`) in lowbuild.yaml"
             checks.append(Check(ref, False, detail, fix))
         else:

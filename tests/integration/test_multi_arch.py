@@ -384,3 +384,26 @@ def test_a_base_of_the_wrong_architecture_is_refused_before_any_build(family: Fa
         timeout=60,
     )
     assert family.namespace not in listed.stdout  # nothing was built
+
+
+def test_doctor_checks_emulation_and_each_platforms_base(family: Family) -> None:
+    done = family.lowbuild("doctor", "--json", engine="podman")
+    assert done.returncode == 0, done.stderr
+    [report] = conforming("doctor", done.stdout)
+    emulation = {check["name"]: check for check in report["emulation"]}
+    assert emulation["binfmt_misc"]["ok"] is True
+    assert emulation[f"emulation {ARM}"]["ok"] is True
+    assert "qemu-aarch64" in emulation[f"emulation {ARM}"]["detail"]
+    bases = {check["name"]: check for check in report["family_bases"]}
+    assert bases[ARM_BASE]["ok"] is True and "base@linux-arm64" in bases[ARM_BASE]["detail"]
+    assert bases[BASE_IMAGE]["ok"] is True
+    # The arm64 base declared as the amd64 image: doctor says so before a build would.
+    (family.root / "lowbuild.yaml").write_text(
+        f"name: arches\nnamespace: {family.namespace}\ntag: '1'\n"
+        "platforms: [linux/amd64, linux/arm64]\n"
+        f"bases:\n  - ref: {BASE_IMAGE}\n    platforms:\n      linux/arm64: {BASE_IMAGE}\n"
+    )
+    again = conforming("doctor", family.lowbuild("doctor", "--json", engine="podman").stdout)
+    [check] = again[0]["family_bases"]
+    assert check["ok"] is False
+    assert check["detail"] == "built for amd64, but used for linux/arm64 by base@linux-arm64"
