@@ -19,6 +19,8 @@ Sections (each runs alone with --only; issue 7):
          expected, the handover's cost is the figure), and a simulation of a generated
          500-image family over 1-16 endpoints, with lowbuild's own placement, against
          the critical path.
+  multiarch  a three-image busybox family built cold for amd64, for arm64 under qemu, and
+         for both in one run, then pushed with its manifest lists (issue 17).
 
 Nothing here touches the images of the project or of other users: the seed family is
 copied to --work under its own namespaces, and every podman command runs on a storage
@@ -59,12 +61,12 @@ from benchmarks.hosts import (
     scaling,
     width,
 )
-from benchmarks.stats import Goal, Results, figure_of, markdown_table, ratio
+from benchmarks.stats import Figure, Goal, Results, figure_of, markdown_table, ratio
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
 LOWBUILD = [str(PYTHON), "-m", "lowbuild"]
-SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan", "registry", "hosts")
+SECTIONS = ("noop", "leaf", "cold", "pack", "fetch", "plan", "registry", "hosts", "multiarch")
 BENCH_NS = "lowbuildbench"  # lowbuild's copy of the seed family
 TUTORIAL_NS = "lowbuildtut"  # the baselines' copy (podman scripts and bake)
 BOOKWORM = "localhost/lowbuild/bookworm:latest"
@@ -212,6 +214,36 @@ def ensure_base_images(env: dict[str, str], refs: Sequence[str]) -> None:
         )
         if save.wait() != 0:
             raise BenchFailed(f"podman save {ref} failed: run `make provision` first")
+
+
+MULTIARCH_ARM_BASE = f"{BUSYBOX}-linux-arm64"  # scripts/provision.sh makes it
+MULTIARCH_RUNS = {
+    "amd64": ("linux/amd64",),
+    "arm64 (qemu)": ("linux/arm64",),
+    "amd64 + arm64": ("linux/amd64", "linux/arm64"),
+}
+# A RUN step that computes (100,000 shell additions), so that what emulation costs shows.
+MULTIARCH_WORK = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
+
+
+def write_multiarch_family(root: Path, platforms: Sequence[str], *, stamp: str) -> None:
+    """base (busybox) → left, right; each copies `stamp` and runs MULTIARCH_WORK."""
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "contexts").mkdir(parents=True)
+    (root / "lowbuild.yaml").write_text(
+        f"name: multiarch\nnamespace: lbmultiarch\nplatforms: [{', '.join(platforms)}]\n"
+    )
+    for name, parent in (("base", None), ("left", "base"), ("right", "base")):
+        context = root / "contexts" / name
+        context.mkdir()
+        (context / "stamp").write_text(stamp + "\n")
+        (context / "image.yaml").write_text(
+            f"name: {name}\n" + (f"parent: {parent}\n" if parent else "")
+        )
+        source = f"lbmultiarch/{parent}:latest" if parent else BUSYBOX
+        (context / "Dockerfile").write_text(
+            f"FROM {source}\nCOPY stamp /{name}.stamp\nRUN {MULTIARCH_WORK}\n"
+        )
 
 
 def lowbuild_build(
@@ -974,6 +1006,53 @@ class Bench:
             )
         )
 
+    def multiarch(self) -> None:
+        """A busybox family of three images (base → two children), each with a CPU-bound
+        RUN step, built cold for linux/amd64 alone, for linux/arm64 alone (under qemu)
+        and for both in one run; then both pushed with their manifest lists."""
+        section = "10 multi-arch"
+        env = self.fresh_storage("multiarch", keep=False)
+        ensure_base_images(env, [BUSYBOX, MULTIARCH_ARM_BASE])
+        medians: dict[str, Figure] = {}
+        project = self.ws.root / "multiarch-family"
+        for label, platforms in MULTIARCH_RUNS.items():
+            samples = []
+            for run in range(max(1, min(self.runs, 3))):
+                # A new stamp each run: every image is out of date and no layer is cached.
+                write_multiarch_family(project, platforms, stamp=f"{label} {run} {time.time()}")
+                spec = str(project / "lowbuild.yaml")
+                build = [*LOWBUILD, "build", "-f", spec, "-e", "podman", "--jobs", str(self.jobs)]
+                timed = run_timed(build, env=env)
+                samples.append(timed.seconds)
+                say(f"multi-arch {label} run {run + 1}: {timed.seconds:.1f}s")
+            medians[label] = self.results.add(
+                figure_of(section, f"cold build, 3 images, {label}", samples)
+            )
+        native, foreign, both = (medians[label] for label in MULTIARCH_RUNS)
+        self.results.add(
+            figure_of(section, "arm64 under qemu / amd64", [ratio(foreign, native)], "x")
+        )
+        summed = native.median + foreign.median
+        self.results.goals.append(
+            Goal(
+                section,
+                "both platforms in one run cost no more than the two runs one after the other",
+                f"{both.median:.1f} s vs {summed:.1f} s",
+                both.median <= summed * 1.05,
+            )
+        )
+        with local_registry(self.ws.root / "multiarch-registry") as (host, _log):
+            push = [*LOWBUILD, "push", "-f", str(project / "lowbuild.yaml"), "-e", "podman"]
+            timed = run_timed([*push, "--to", f"{host}/multiarch", "--no-tls-verify"], env=env)
+        self.results.add(
+            figure_of(
+                section,
+                "push of 6 variants + 3 manifest lists (first push)",
+                [timed.seconds],
+                note="each variant by digest, then one list per image",
+            )
+        )
+
     def plan(self) -> None:
         section = "6 planning at scale"
         env = self.ws.storage_env()
@@ -1068,6 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": bench.plan,
         "registry": bench.registry,
         "hosts": bench.hosts,
+        "multiarch": bench.multiarch,
     }
     code = 0
     for section in SECTIONS:
