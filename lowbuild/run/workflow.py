@@ -704,7 +704,8 @@ def _lookup(client: RegistryClient | None) -> CacheLookup | None:
 
     if client is None:
         return None
-    return lambda name, fingerprint: client.image_id(name, cache_tag(fingerprint))
+    # A variant (`web@linux-arm64`) is kept under its image's name: its fingerprint differs.
+    return lambda name, fingerprint: client.image_id(split_key(name)[0], cache_tag(fingerprint))
 
 
 def _push_registries(project: Project, push: PushTargets | None) -> tuple[Registry, ...]:

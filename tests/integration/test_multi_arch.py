@@ -347,6 +347,12 @@ def test_the_registry_cache_works_per_platform(family: Family, registry: Registr
             timeout=120,
         )
     subprocess.run(["podman", "rmi", "--force", f"{family.namespace}/base:1"], timeout=120)
+    planned = family.lowbuild(
+        "plan", "base", "--cache-from", cache, "--no-tls-verify", "--json", engine="podman"
+    )
+    assert planned.returncode == 0, planned.stderr
+    actions = {r["image"]: r["action"] for r in conforming("plan", planned.stdout)["images"]}
+    assert actions == {"base@linux-amd64": "pull", "base@linux-arm64": "pull"}
     pulled = family.lowbuild(
         "build", "base", "--cache-from", cache, "--no-tls-verify", "--json", engine="podman"
     )
