@@ -215,6 +215,22 @@ class FamilyBuilder:
     def _build_one(
         self, plan: Plan, planned: PlannedImage, cancel: threading.Event, endpoint: str
     ) -> WorkResult:
+        try:
+            return self._build_image(plan, planned, cancel, endpoint)
+        except EngineError as exc:
+            platform = plan.graph.nodes[planned.name].platform
+            if platform is None or "exec format error" not in str(exc):
+                raise
+            raise EngineError(
+                exc.command,
+                exc.returncode,
+                f"{exc.stderr.rstrip()}\n{platform} cannot run on this host: register a qemu "
+                "handler for it with binfmt_misc (`lowbuild doctor` says how)",
+            ) from exc
+
+    def _build_image(
+        self, plan: Plan, planned: PlannedImage, cancel: threading.Event, endpoint: str
+    ) -> WorkResult:
         name = planned.name
         engine, handover = self._engine_at(endpoint), self.handover
         if planned.action == "up-to-date":

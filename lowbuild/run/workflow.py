@@ -528,6 +528,8 @@ def _build(
     if client is not None and client.failure and "pull" not in plan.actions():
         cache_from = None  # unreachable: the builds do not ask it again, one by one
     to_build = [image for image in plan.images if image.action == "build"]
+    if fleet is None:  # endpoints emulate (or not) on their own hosts
+        _warn_without_emulation(resolved.graph, [image.name for image in plan.images], err)
     # A cache that could not answer every question (a login it wants from the engine):
     # each build asks the engine to pull first, and fetches inputs only on a miss.
     fetch_late = cache_from is not None and client is not None and client.unsure
@@ -695,6 +697,24 @@ def _cache_client(registry: Registry | None, *, err: Console) -> Iterator[Regist
             highlight=False,
             markup=False,
         )
+
+
+def _warn_without_emulation(graph: FamilyGraph, names: Sequence[str], err: Console) -> None:
+    """Say before building when a foreign platform of the run cannot run on this host:
+    its RUN steps, commit recipes and smoke tests would fail with "exec format error"
+    (a variant that only copies files still builds, so this is not an error)."""
+    from lowbuild.doctor.checks import emulation_checks
+
+    platforms = [graph.nodes[name].platform for name in names]
+    checks = emulation_checks([p for p in platforms if p])
+    for check in checks:
+        if not check.ok:
+            err.print(
+                f"warning: {check.name}: {check.detail}; fix: {check.fix} "
+                "(`lowbuild doctor` checks it)",
+                highlight=False,
+                markup=False,
+            )
 
 
 def _lookup(client: RegistryClient | None) -> CacheLookup | None:

@@ -417,3 +417,23 @@ def test_doctor_checks_emulation_and_each_platforms_base(family: Family) -> None
     [check] = again[0]["family_bases"]
     assert check["ok"] is False
     assert check["detail"] == "built for amd64, but used for linux/arm64 by base@linux-arm64"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="turns the host's qemu-aarch64 handler off and on")
+def test_without_emulation_the_run_warns_first_and_the_failure_names_the_fix(
+    family: Family,
+) -> None:
+    handler = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    handler.write_text("0")  # off for this one run: RUN steps of arm64 cannot execute
+    try:
+        done = family.lowbuild("build", "base", "--progress", "plain", engine="podman")
+    finally:
+        handler.write_text("1")
+    assert handler.read_text().splitlines()[0] == "enabled"
+    said = done.stderr + done.stdout
+    assert done.returncode == 1, said
+    assert "warning: emulation linux/arm64: qemu-aarch64 is registered but disabled" in said
+    assert "exec format error" in said
+    assert "linux/arm64 cannot run on this host" in said
+    # The native variant is not held back by the foreign one.
+    assert architecture("podman", f"{family.namespace}/base:1-linux-amd64") == "amd64"
