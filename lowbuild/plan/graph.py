@@ -112,11 +112,13 @@ def build_graph(project: Project) -> FamilyGraph:
     }
     _check_acyclic(nodes)
     if project.multi_platform:
-        nodes = _variants(project, nodes)
+        nodes = _variants(project, nodes, family)
     return FamilyGraph(project=project, nodes=nodes)
 
 
-def _variants(project: Project, nodes: Mapping[str, Node]) -> dict[str, Node]:
+def _variants(
+    project: Project, nodes: Mapping[str, Node], family: Mapping[str, str]
+) -> dict[str, Node]:
     """Each image once per platform it is built for (a variant, named by project.key),
     standing on its needs' variants for that platform and on each base's image for it.
     An image asking for a platform a family image it needs lacks is a SpecError."""
@@ -135,7 +137,7 @@ def _variants(project: Project, nodes: Mapping[str, Node]) -> dict[str, Node]:
                     "parent's: narrow its `platforms:` or widen the parent's",
                     node.spec.platforms_location or node.spec.location,
                 )
-        written = _written_uses(project, node)
+        written = _written_uses(node, family)
         for platform in platforms:
             key = project.key(name, platform)
             targets = {
@@ -159,10 +161,9 @@ def _variants(project: Project, nodes: Mapping[str, Node]) -> dict[str, Node]:
     return dict(sorted(variants.items()))
 
 
-def _written_uses(project: Project, node: Node) -> dict[str, str | None]:
+def _written_uses(node: Node, family: Mapping[str, str]) -> dict[str, str | None]:
     """Every image `node`'s recipe names as written (ARGs substituted) → the family image
-    it is (None: from outside the family)."""
-    family = _family_refs(project)
+    it is (None: from outside the family; `family`: _family_refs)."""
     spec = node.spec
     if spec.commit is not None:
         base = spec.commit.base

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from json_outputs import conforming
 from live_services import BASE_IMAGE, Registry
+from test_publish import Family
 
 from lowbuild.doctor.checks import emulation_checks
 from lowbuild.spec.platforms import native_platform
@@ -76,23 +76,6 @@ SERVE = """\
 if [ "$1" = prepare ]; then mkdir -p /www && uname -m > /www/arch; exit 0; fi
 exec httpd -f -p 8080 -h /www
 """
-
-
-@dataclass
-class Family:
-    root: Path
-    namespace: str
-    env: dict[str, str]
-
-    def lowbuild(self, *args: str, engine: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args, "--engine", engine],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
 
 
 @pytest.fixture

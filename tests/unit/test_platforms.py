@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from test_graph import write_family
 
 from lowbuild.context.dockerfile import retarget_dockerfile
 from lowbuild.doctor.checks import emulation_checks
@@ -24,15 +25,10 @@ AMD = "linux/amd64"
 
 
 def write(root: Path, project: str, images: Mapping[str, tuple[str, str | None]]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "lowbuild.yaml").write_text(textwrap.dedent(project))
-    for name, (image_yaml, dockerfile) in images.items():
-        directory = root / "contexts" / name
-        directory.mkdir(parents=True)
-        (directory / "image.yaml").write_text(textwrap.dedent(image_yaml))
-        if dockerfile is not None:
-            (directory / "Dockerfile").write_text(textwrap.dedent(dockerfile))
-    return root / "lowbuild.yaml"
+    """test_graph's family on disk, with `project` as its lowbuild.yaml."""
+    path = write_family(root, images)
+    path.write_text(textwrap.dedent(project))
+    return path
 
 
 FAMILY = {
