@@ -519,8 +519,22 @@ def build_command(
     hosts: HostsFile = None,
     endpoint: EndpointOption = None,
     platform: PlatformOption = None,
+    no_sbom: Annotated[
+        bool,
+        typer.Option(
+            "--no-sbom",
+            envvar="LOWBUILD_NO_SBOM",
+            help="Write no SBOM or provenance for the images built, and label none "
+            "(saves a container run and a label step per image).",
+            metavar="",
+        ),
+    ] = False,
 ) -> None:
     """Build the family in dependency order, in parallel, skipping what has not changed.
+
+    Each image built gets a CycloneDX SBOM (.lowbuild/sbom/) whose digest it carries in
+    its `lowbuild.sbom` label, and an in-toto provenance statement (.lowbuild/provenance/);
+    `lowbuild sbom IMAGE` shows them.
 
     With --hosts or --endpoint, the family is split over those engines: each image is
     built on one endpoint (the one holding its parent when it has a free job), its
@@ -570,6 +584,7 @@ def build_command(
         push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
         cache=RegistryCache(pull_from=cache_from, push_to=cache_to, tls_verify=not no_tls_verify),
         progress=progress,
+        sbom=not no_sbom,
     )
     raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
 
@@ -743,6 +758,54 @@ def images_command(
     raise typer.Exit(run_images(selection, as_json=as_json, out=_out(as_json=as_json)))
 
 
+@app.command("sbom")
+def sbom_command(
+    image: Annotated[
+        str,
+        typer.Argument(help="A family image (or its variant, IMAGE@OS-ARCH).", show_default=False),
+    ],
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    platform: PlatformOption = None,
+    provenance: Annotated[
+        bool,
+        typer.Option(
+            "--provenance",
+            help="The build's provenance (an in-toto statement, SLSA provenance v1) instead.",
+            metavar="",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write it to this file (default: standard output).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the image's SBOM (CycloneDX 1.6 JSON) as its last build wrote it.
+
+    The SBOM lists every artifact (URL, sha256, package URL), every pack (digest), the
+    parent and base images (by ID, and by registry digest once published) and the OS
+    packages installed in the image (dpkg, rpm or apk). When the image is here, the file
+    is checked against the digest in its `lowbuild.sbom` label first.
+
+    Exit 0, 2 when the image has no SBOM here, 4 when the file is not the one the image
+    names.
+    """
+    from lowbuild.run.exports import run_sbom
+    from lowbuild.run.workflow import Selection
+
+    selection = Selection(
+        project_file=file, names=(image,), engine=engine, platforms=tuple(platform or ())
+    )
+    raise typer.Exit(
+        run_sbom(selection, provenance=provenance, output=output, out=_out(as_json=True), err=err)
+    )
+
+
 @app.command("prune")
 def prune_command(
     file: ProjectFile = None,
@@ -823,13 +886,22 @@ def bundle_import_command(
     engine: EngineName = None,
     cache_dir: CacheDir = None,
     as_json: AsJson = False,
+    file: ProjectFile = None,
 ) -> None:
     """Verify every member against the manifest, then admit the artifacts to the cache and
-    load the images. Exit 4, with nothing imported, if any member does not match."""
+    load the images. Exit 4, with nothing imported, if any member does not match.
+
+    The built images' SBOMs and provenance statements it carries go to the project's
+    .lowbuild/ (the project of -f, else the nearest lowbuild.yaml, if any)."""
     from lowbuild.run.exports import run_bundle_import
 
     code = run_bundle_import(
-        bundle, engine=engine, cache_dir=cache_dir, as_json=as_json, out=_out(as_json=as_json)
+        bundle,
+        engine=engine,
+        cache_dir=cache_dir,
+        as_json=as_json,
+        out=_out(as_json=as_json),
+        project_file=file,
     )
     raise typer.Exit(code)
 

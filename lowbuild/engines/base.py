@@ -229,8 +229,10 @@ class Engine(Protocol):
         command: Sequence[str],
         network: str | None = None,
         timeout: float | None = None,
+        entrypoint: str | None = None,
     ) -> tuple[int, str]:
         """Run a command in a fresh container to completion; (exit code, stdout+stderr).
+        `entrypoint` replaces the image's (the command is then its arguments).
         The container is removed whatever happens. When the command (container start
         included) has not finished within `timeout` seconds, or an engine command hangs
         that long, raises EngineTimedOut carrying the output so far."""

@@ -316,12 +316,13 @@ class WhalesEngine:
         command: Sequence[str],
         network: str | None = None,
         timeout: float | None = None,
+        entrypoint: str | None = None,
     ) -> tuple[int, str]:
         # Detached + wait instead of `run --rm`: the exit code of the command must not be
         # confused with the engine's own failures (both would make `run` exit non-zero).
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._started(
-            image=image, command=command, network=network, deadline=deadline
+            image=image, command=command, entrypoint=entrypoint, network=network, deadline=deadline
         ) as container:
             wait = [*self.cli, "wait", container.name]
             try:

@@ -5,6 +5,8 @@ A bundle is a plain (uncompressed) tar written by the one deterministic tar writ
 
     artifacts/sha256/<hex>     a cache entry, by digest
     images/<safe-ref>.tar      an image archive written by `engine.save` (docker-archive)
+    sbom/<image>.<fmt>.json    a built image's SBOM: the file its `lowbuild.sbom` label names
+    provenance/<image>.intoto.json  its provenance statement
     manifest.json              every other member's path, kind, name, sha256 and size;
                                the images' refs, IDs and (built ones) fingerprints
     manifest.json.sha256       `sha256sum` line of manifest.json (so `sha256sum -c` works)
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,8 +38,14 @@ from lowbuild import __version__
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import Engine
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
-from lowbuild.sources.cache import CHUNK, SHA256_HEX, Cache, corrupt_entry_message, hash_file
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, SBOM_LABEL
+from lowbuild.sources.cache import (
+    CHUNK,
+    SHA256_HEX,
+    Cache,
+    corrupt_entry_message,
+    hash_file,
+)
 
 if TYPE_CHECKING:
     from lowbuild.plan.graph import FamilyGraph
@@ -46,11 +56,15 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 ARTIFACT_DIR = "artifacts/sha256"
 IMAGE_DIR = "images"
+# Each built image's SBOM and provenance, under the names and in the directories they
+# have in a project's state directory (run/sbom.py).
+DOCUMENT_DIRS = {"sbom": "sbom", "provenance": "provenance"}
 # Directory entries the tar writer emits; any other directory is an unexpected member.
-_DIRECTORIES = frozenset({"artifacts", ARTIFACT_DIR, IMAGE_DIR})
+_DIRECTORIES = frozenset({"artifacts", ARTIFACT_DIR, IMAGE_DIR, *DOCUMENT_DIRS.values()})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DOCUMENT_NAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]*\.json")
 
-MemberKind = Literal["artifact", "image", "manifest"]
+MemberKind = Literal["artifact", "image", "manifest", "sbom", "provenance"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,7 @@ class BundledImage:
     built: bool
     image: str | None = None
     fingerprint: str | None = None
+    sbom: str | None = None  # its lowbuild.sbom label: the digest of its SBOM member
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +145,7 @@ class Manifest:
                     built=bool(i["built"]),
                     image=i.get("image"),
                     fingerprint=i.get("fingerprint"),
+                    sbom=i.get("sbom"),
                 )
                 for i in document["images"]
             )
@@ -158,6 +174,8 @@ class BundleContents:
     base_refs: tuple[str, ...]  # images from outside the family
     built: Mapping[str, str]  # family image name → its ref
     project: str = ""
+    # family image name → {"sbom": file, "provenance": file}: what its build wrote
+    documents: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
 
 
 def contents_for(
@@ -216,6 +234,7 @@ class ExportResult:
     manifest: Manifest
     size: int
     sha256: str
+    without_sbom: tuple[str, ...] = ()  # built images whose SBOM is not on this host
 
 
 def export_bundle(
@@ -236,6 +255,7 @@ def export_bundle(
             + "\nfetch them first: lowbuild fetch"
         )
     images = _images_to_save(contents, engine)
+    documents = _documents_to_carry(contents, images)
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lowbuild-bundle-", dir=out.parent) as scratch:
@@ -266,6 +286,13 @@ def export_bundle(
                     image.archive, "image", image.ref, hash_file(target), target.stat().st_size
                 )
             )
+        for kind, key, source in documents:
+            rel = f"{DOCUMENT_DIRS[kind]}/{source.name}"
+            (stage / DOCUMENT_DIRS[kind]).mkdir(parents=True, exist_ok=True)
+            data = source.read_bytes()
+            (stage / rel).write_bytes(data)
+            sha = hashlib.sha256(data).hexdigest()
+            members.append(BundleMember(rel, kind, key, sha, len(data)))  # type: ignore[arg-type]
         manifest = Manifest(
             project=contents.project,
             engine=engine.name,
@@ -276,7 +303,44 @@ def export_bundle(
         (stage / MANIFEST).write_bytes(data)
         (stage / MANIFEST_SUM).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
         pack_deterministic(stage, out, "tar")
-    return ExportResult(path=out, manifest=manifest, size=out.stat().st_size, sha256=hash_file(out))
+    carried = {key for kind, key, _ in documents if kind == "sbom"}
+    return ExportResult(
+        path=out,
+        manifest=manifest,
+        size=out.stat().st_size,
+        sha256=hash_file(out),
+        without_sbom=tuple(
+            i.image for i in images if i.image and i.sbom and i.image not in carried
+        ),
+    )
+
+
+def _documents_to_carry(
+    contents: BundleContents, images: Sequence[BundledImage]
+) -> list[tuple[str, str, Path]]:
+    """(kind, image, file) of each SBOM and provenance statement to carry: those of the
+    built images whose SBOM is here. An SBOM file that is not the one the image's label
+    names is a VerificationError (it would travel as the image's when it is not)."""
+    carried: list[tuple[str, str, Path]] = []
+    for image in images:
+        if not image.image or not image.sbom:
+            continue
+        files = contents.documents.get(image.image, {})
+        sbom = files.get("sbom")
+        if sbom is None or not sbom.is_file():
+            continue
+        actual = "sha256:" + hash_file(sbom)
+        if actual != image.sbom:
+            raise VerificationError(
+                f"{image.image}: its SBOM {sbom} hashes to {actual}, but the image's "
+                f"{SBOM_LABEL} label says {image.sbom}: rebuild it (lowbuild build "
+                f"{image.image}) or remove that file"
+            )
+        carried.append(("sbom", image.image, sbom))
+        provenance = files.get("provenance")
+        if provenance is not None and provenance.is_file():
+            carried.append(("provenance", image.image, provenance))
+    return carried
 
 
 def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledImage]:
@@ -298,6 +362,7 @@ def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledIma
                 built=name is not None,
                 image=name,
                 fingerprint=info.labels.get(FINGERPRINT_LABEL) if name else None,
+                sbom=(info.labels.get(SBOM_LABEL) or None) if name else None,
             )
         )
     if absent:
@@ -383,6 +448,8 @@ def _unsafe_reason(info: tarfile.TarInfo) -> str | None:
         return None
     if parent == IMAGE_DIR and path.name.endswith(".tar") and not path.name.startswith("."):
         return None
+    if parent in DOCUMENT_DIRS.values() and _DOCUMENT_NAME.fullmatch(path.name):
+        return None
     return "not a member a bundle may hold"
 
 
@@ -431,11 +498,20 @@ class ImportResult:
     artifacts: tuple[ImportedArtifact, ...]  # admitted (or already present)
     images: tuple[ImportedImage, ...]  # now in the engine
     engine: str | None  # the engine loaded into (None: the bundle held no image)
+    documents: tuple[Path, ...] = ()  # SBOMs and provenance written to `documents_dir`
 
 
-def import_bundle(bundle: Path, *, engine: Callable[[], Engine], cache: Cache) -> ImportResult:
+def import_bundle(
+    bundle: Path,
+    *,
+    engine: Callable[[], Engine],
+    cache: Cache,
+    documents_dir: Path | None = None,
+) -> ImportResult:
     """Verify every member of `bundle`, then admit its artifacts to `cache` and load its
-    images into `engine()` (re-tagging refs a load did not restore).
+    images into `engine()` (re-tagging refs a load did not restore), and write the
+    images' SBOMs and provenance statements under `documents_dir` (a project's state
+    directory: `sbom/`, `provenance/`) when given.
 
     Verification comes first and covers everything: any problem is one
     VerificationError listing every bad member, and nothing is admitted or loaded.
@@ -476,11 +552,21 @@ def import_bundle(bundle: Path, *, engine: Callable[[], Engine], cache: Cache) -
                         already_present=had is not None and had.id == image.id,
                     )
                 )
+        written: list[Path] = []
+        for member in manifest.members:
+            if member.kind in DOCUMENT_DIRS and documents_dir is not None:
+                target = documents_dir / member.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                shutil.copyfile(staged[member.path].path, part)
+                part.replace(target)  # whole or not at all
+                written.append(target)
     return ImportResult(
         manifest=manifest,
         artifacts=tuple(admitted),
         images=tuple(loaded),
         engine=chosen.name if chosen is not None else None,
+        documents=tuple(written),
     )
 
 

@@ -35,6 +35,9 @@ from lowbuild.spec.model import CommitRecipe, ImageSpec, RecipeKind
 FORMAT_VERSION = 2  # 2: the engine left the fingerprint
 FINGERPRINT_LABEL = "lowbuild.fingerprint"
 INPUTS_LABEL = "lowbuild.inputs"
+# "sha256:<hex>" of the image's SBOM (run/sbom.py); "" on an image built without one
+# (a parent's is not inherited). Not an input: it is known only once the image is built.
+SBOM_LABEL = "lowbuild.sbom"
 MAX_RECORDED_FILES = 128
 SHORT_DIGEST = 16  # hex digits kept per file / value in the inputs label: enough to see a change
 MAX_NAMED_FILES = 10  # a reason names at most this many files, then "and N more"

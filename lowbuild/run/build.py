@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from lowbuild.engines.base import (
     WorkStep,
 )
 from lowbuild.engines.changes import label_change
-from lowbuild.engines.commands import RUN_ID, stop_running_commands
+from lowbuild.engines.commands import RUN_ID, run_scratch, stop_running_commands
 from lowbuild.errors import EngineError, Interrupted, LowbuildError, VerificationError
 from lowbuild.plan.fingerprint import (
     FINGERPRINT_LABEL,
@@ -50,11 +51,29 @@ from lowbuild.plan.planner import Plan, PlannedImage, current_inputs
 from lowbuild.redact import redact
 from lowbuild.run.hosts import Handover, HandoverFailed, Watchdog
 from lowbuild.run.placement import preferred_endpoints
+from lowbuild.run.publish import PUBLISHED_FILE, PublishedRecord
 from lowbuild.run.report import RunLogs
+from lowbuild.run.sbom import (
+    PACKAGE_LIST_TIMEOUT_S,
+    SBOM_LABEL,
+    ArtifactFact,
+    BuildRun,
+    ImageFacts,
+    ImageRef,
+    PackFact,
+    provenance_path,
+    provenance_statement,
+    read_packages,
+    render_sbom,
+    sbom_digest,
+    sbom_path,
+)
 from lowbuild.run.scheduler import LOCAL, EndpointLost, Event, Outcome, WorkResult, run_placed
-from lowbuild.sources.cache import Cache
+from lowbuild.run.smoke import EMULATION_SLOWDOWN
+from lowbuild.sources.cache import Cache, write_atomically
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
+from lowbuild.spec.platforms import native_platform
 
 ARTIFACTS_LABEL = "lowbuild.artifacts"
 # The project (lowbuild.yaml `name:`) an image was built for: with the namespace of its
@@ -113,11 +132,19 @@ class FamilyBuilder:
     handover: Handover | None = None
     """Several endpoints (run/hosts.py): each image is built on one of them, its parents
     handed over to it first; `engine` is then only the first endpoint's."""
+    sbom_dir: Path | None = None
+    """The project's state directory: each image built gets its SBOM there (`sbom/`) and
+    the SBOM's digest as a label (run/sbom.py), and a provenance statement
+    (`provenance/`). None: neither (`build --no-sbom`)."""
 
     def __post_init__(self) -> None:
         self._ids: dict[str, str] = {}  # family image → ID, final or built by this run
         self._lock = threading.Lock()
         self._stopped = 0
+        self._engine_versions: dict[str, str] = {}
+        self._published = (
+            PublishedRecord.read(self.sbom_dir / PUBLISHED_FILE) if self.sbom_dir else None
+        )
 
     def build(self, plan: Plan) -> dict[str, Outcome]:
         # What the plan resolved stays valid for the run: bases, and the family images
@@ -288,6 +315,7 @@ class FamilyBuilder:
         if cancel.is_set():
             raise Interrupted(f"{name}: interrupted before building")
         self.on_build_start(labels[FINGERPRINT_LABEL])
+        started = datetime.now(UTC)
         if spec.kind == "commit":
             image_id = self._commit_recipe(node, staged, refs, labels, sink, engine)
         else:
@@ -306,6 +334,10 @@ class FamilyBuilder:
                 platform=node.platform,
             )
             image_id = engine.build(request, log=sink)
+        if self.sbom_dir is not None:
+            image_id = self._attach_sbom(
+                node, inputs, staged, refs, labels, image_id, engine, sink, started
+            )
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
@@ -319,6 +351,128 @@ class FamilyBuilder:
             self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink, engine)
         detail = "; ".join(reasons)
         return WorkResult(state="built", image_id=image_id, detail=detail, digest=digest)
+
+    def _attach_sbom(
+        self,
+        node: Node,
+        inputs: BuildInputs,
+        staged: StagedContext,
+        refs: Sequence[str],
+        labels: Mapping[str, str],
+        built: str,
+        engine: Engine,
+        sink: LogSink,
+        started: datetime,
+    ) -> str:
+        """Write the SBOM of the image just built (its OS packages asked of the image
+        itself), label the image with the SBOM's digest (a new image ID: the refs move to
+        it, the unlabelled one is removed), then write its provenance; return the new ID."""
+        assert self.sbom_dir is not None
+        spec = node.spec
+        foreign = node.platform is not None and node.platform != native_platform()
+        timeout = PACKAGE_LIST_TIMEOUT_S * (EMULATION_SLOWDOWN if foreign else 1)
+        listing = read_packages(engine, refs[0], timeout=timeout)
+        sink(f"sbom: {listing.summary()}")
+        facts = ImageFacts(
+            key=node.name,
+            name=spec.name,
+            ref=refs[0],
+            version=spec.tags[0] if spec.tags else self.project.tag,
+            project=self.project.name,
+            fingerprint=labels[FINGERPRINT_LABEL],
+            created=labels.get("org.opencontainers.image.created", ""),
+            platform=node.platform or "",
+            artifacts=tuple(
+                ArtifactFact(file=a.file, sha256=a.sha256, urls=a.urls) for a in spec.artifacts
+            ),
+            packs=tuple(
+                PackFact(into=p.into, source=p.source, sha256=_file_sha256(staged.path / p.into))
+                for p in spec.packs
+            ),
+            parents=(
+                *(
+                    ImageRef(
+                        ref=self.project.ref(need),
+                        image_id=need_id,
+                        digest=self._published_digest(need, need_id),
+                    )
+                    for need, need_id in inputs.family
+                ),
+                *(ImageRef(ref=ref, image_id=i, family=False) for ref, i in inputs.external),
+            ),
+            packages=listing,
+        )
+        document = render_sbom(facts)
+        digest = sbom_digest(document)
+        with tempfile.TemporaryDirectory(prefix="sbom-label-", dir=run_scratch()) as scratch:
+            dockerfile = Path(scratch) / "Dockerfile"
+            dockerfile.write_text(f'FROM {refs[0]}\nLABEL {SBOM_LABEL}="{digest}"\n')
+            request = BuildRequest(
+                context=Path(scratch),
+                dockerfile=dockerfile,
+                tags=refs,
+                build_args={},
+                labels={},
+                network="none",
+                platform=node.platform,
+            )
+            image_id = engine.build(request, log=sink)
+        if image_id != built:
+            # Untagged now; docker keeps it as the labelled image's parent (refused here).
+            with contextlib.suppress(EngineError):
+                engine.remove_image(built)
+        run = BuildRun(
+            engine=engine.name,
+            engine_version=self._engine_version(engine),
+            started=started,
+            finished=datetime.now(UTC),
+            run_id=RUN_ID,
+            recipe_kind=spec.kind,
+            recipe_file=spec.dockerfile if spec.kind == "dockerfile" else "image.yaml",
+            args=dict(spec.args),
+            context_digest=staged.digest,
+            image_id=image_id,
+            refs=refs,
+        )
+        statement = provenance_statement(facts, run, sbom=digest)
+        try:
+            for path, text in (
+                (sbom_path(self.sbom_dir, node.name), document.decode("utf-8")),
+                (
+                    provenance_path(self.sbom_dir, node.name),
+                    json.dumps(statement, indent=2, sort_keys=True) + "\n",
+                ),
+            ):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, text)
+        except OSError as exc:
+            raise LowbuildError(f"{node.name}: could not write its SBOM: {exc}") from exc
+        sink(f"sbom: {sbom_path(self.sbom_dir, node.name)} ({digest}), labelled {SBOM_LABEL}")
+        return image_id
+
+    def _engine_version(self, engine: Engine) -> str:
+        with self._lock:
+            known = self._engine_versions.get(engine.name)
+        if known is None:
+            try:
+                known = engine.version()
+            except EngineError:
+                known = "unknown"
+            with self._lock:
+                self._engine_versions[engine.name] = known
+        return known
+
+    def _published_digest(self, name: str, image_id: str) -> str:
+        """The registry digest published.json records for family image `name` pushed as
+        the local image `image_id` (any registry), or ""."""
+        entry = self._published.images.get(name) if self._published else None
+        registries = entry.get("registries") if isinstance(entry, dict) else None
+        for pushed in registries.values() if isinstance(registries, dict) else ():
+            if isinstance(pushed, dict) and pushed.get("image_id") == image_id:
+                ref = pushed.get("ref")
+                if isinstance(ref, str) and "@" in ref:
+                    return ref.partition("@")[2]
+        return ""
 
     def _variant_dockerfile(self, node: Node, staged: Path, sink: LogSink) -> Path:
         """The staged Dockerfile pointed at `node`'s platform's images (its `retarget`),
@@ -417,6 +571,7 @@ class FamilyBuilder:
             PROJECT_LABEL: self.project.name,
             ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
             **fingerprint_labels(inputs),
+            SBOM_LABEL: "",  # not the parent's: set once the image's own SBOM is written
         }
 
     def _commit_recipe(
@@ -461,3 +616,11 @@ class FamilyBuilder:
         for ref in refs[1:]:
             engine.tag(refs[0], ref)
         return image_id
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,6 +3,7 @@ gap, lowbuild/export/bundle.py) and `export bake` (lowbuild/export/bake.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -10,8 +11,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lowbuild.errors import UsageError
+from lowbuild.run.sbom import provenance_path, sbom_digest, sbom_path
 from lowbuild.run.workflow import STATE_DIR, Selection, project_session, resolve
-from lowbuild.sources.cache import Cache, default_cache_root
+from lowbuild.sources.cache import Cache, default_cache_root, write_atomically
+from lowbuild.spec.load import nearest_project_file
 
 
 def _say(err: Console, line: str) -> None:
@@ -35,9 +39,17 @@ def run_bundle_export(
     contents = contents_for(
         resolved.project, resolved.graph, names=selection.names, with_built=with_built
     )
+    state_dir = resolved.project.root / STATE_DIR
+    documents = {
+        key: {"sbom": sbom_path(state_dir, key), "provenance": provenance_path(state_dir, key)}
+        for key in contents.built
+    }
+    contents = dataclasses.replace(contents, documents=documents)
     cache = Cache(default_cache_root(cache_dir))
     with project_session(resolved.project, engine=resolved.engine, wait=wait, err=err):
         result = export_bundle(contents, engine=resolved.engine, cache=cache, out=out)
+    for key in result.without_sbom:
+        _say(err, f"note: {key}: its SBOM is not on this host (built elsewhere): not carried")
     _say(
         err,
         f"wrote {result.path}: {len(result.manifest.members)} member(s), {result.size} bytes, "
@@ -47,17 +59,31 @@ def run_bundle_export(
 
 
 def run_bundle_import(
-    bundle: Path, *, engine: str | None, cache_dir: Path | None, as_json: bool, out: Console
+    bundle: Path,
+    *,
+    engine: str | None,
+    cache_dir: Path | None,
+    as_json: bool,
+    out: Console,
+    project_file: Path | None = None,
 ) -> int:
     """`lowbuild bundle import`: verify every member, then fill the cache and the engine
-    (chosen only when the bundle holds images: artifacts alone need none)."""
+    (chosen only when the bundle holds images: artifacts alone need none), and give the
+    project (`project_file`, else the nearest lowbuild.yaml, if any) the images' SBOMs."""
     from lowbuild.engines.detect import known_name, select_engine
     from lowbuild.export.bundle import import_bundle
 
     if engine:
         known_name(engine)  # a typo is bad input even for a bundle without images
+    if project_file is None:
+        project_file = nearest_project_file()
+    if project_file is not None and not project_file.is_file():
+        raise UsageError(f"{project_file}: no such project file")
+    state_dir = project_file.absolute().parent / STATE_DIR if project_file else None
     cache = Cache(default_cache_root(cache_dir))
-    result = import_bundle(bundle, engine=lambda: select_engine(engine), cache=cache)
+    result = import_bundle(
+        bundle, engine=lambda: select_engine(engine), cache=cache, documents_dir=state_dir
+    )
     if as_json:
         document = {
             "bundle": str(bundle.absolute()),
@@ -66,6 +92,7 @@ def run_bundle_import(
             "cache": str(cache.root),
             "artifacts": [a.to_json() for a in result.artifacts],
             "images": [i.to_json() for i in result.images],
+            "documents": [str(path) for path in result.documents],
         }
         out.file.write(json.dumps(document, indent=2) + "\n")
         return 0
@@ -73,6 +100,10 @@ def run_bundle_import(
         _say(out, f"artifact sha256:{artifact.sha256} in {cache.root}")
     for image in result.images:
         _say(out, f"image {image.ref} {image.id}")
+    for path in result.documents:
+        _say(out, f"wrote {path}")
+    if state_dir is None and any(m.kind == "sbom" for m in result.manifest.members):
+        _say(out, "note: no project here (-f FILE): the SBOMs it carries were not kept")
     return 0
 
 
@@ -134,4 +165,64 @@ def run_export_bake(
     if as_json:
         document = bake.summary(file=out.absolute(), stage=stage_root)
         console.file.write(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+def run_sbom(
+    selection: Selection, *, provenance: bool, output: Path | None, out: Console, err: Console
+) -> int:
+    """`lowbuild sbom IMAGE`: the image's SBOM (or provenance statement) as its build
+    wrote it, checked against the digest in the image's label when the image is here."""
+    from lowbuild.engines.detect import select_engine
+    from lowbuild.errors import EngineUnavailable, VerificationError
+    from lowbuild.plan.fingerprint import SBOM_LABEL
+    from lowbuild.plan.graph import build_graph, select
+    from lowbuild.spec.load import load_project
+
+    project = load_project(selection.project_file)
+    graph = build_graph(project)
+    keys = select(graph, selection.names, with_deps=False, platforms=selection.platforms)
+    if len(keys) != 1:
+        raise UsageError(
+            f"{selection.names[0]} is built for {len(keys)} platforms ({', '.join(keys)}): "
+            "name one with --platform, or give its variant (IMAGE@PLATFORM)"
+        )
+    key = keys[0]
+    state_dir = project.root / STATE_DIR
+    sbom_file = sbom_path(state_dir, key)
+    if not sbom_file.is_file():
+        raise UsageError(
+            f"{key}: no SBOM at {sbom_file}: one is written when lowbuild builds the image "
+            f"(`lowbuild build {key}`); an image pulled from a registry cache, imported "
+            "without its project or built with --no-sbom has none here"
+        )
+    document = sbom_file.read_bytes()
+    digest = sbom_digest(document)
+    try:
+        engine = select_engine(selection.engine or project.engine)
+        info = engine.inspect_image(project.ref(key))
+    except EngineUnavailable:
+        info = None
+    if info is None:
+        _say(err, f"{key}: no local image to check {sbom_file} against")
+    else:
+        labelled = info.labels.get(SBOM_LABEL) or ""
+        if labelled != digest:
+            raise VerificationError(
+                f"{key}: {sbom_file} is {digest}, but {project.ref(key)} carries "
+                f"{SBOM_LABEL}={labelled or '(none)'}: it is not this image's SBOM; "
+                f"rebuild it (lowbuild build {key})"
+            )
+        _say(err, f"{key}: {sbom_file} is the SBOM {project.ref(key)} names ({digest})")
+    shown = sbom_file
+    if provenance:
+        shown = provenance_path(state_dir, key)
+        if not shown.is_file():
+            raise UsageError(f"{key}: no provenance statement at {shown}")
+    data = shown.read_bytes()
+    if output is not None:
+        write_atomically(output, data.decode("utf-8"))
+        _say(err, f"wrote {output}")
+    else:
+        out.file.write(data.decode("utf-8"))
     return 0

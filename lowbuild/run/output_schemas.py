@@ -168,6 +168,11 @@ def _bundle_import() -> Schema:
             "cache": _STR,
             "artifacts": _list(artifact),
             "images": _list(image),
+            "documents": {
+                **_STRINGS,
+                "description": "the SBOMs and provenance statements written to the project's "
+                ".lowbuild/ (none without a project)",
+            },
         }
     )
 
@@ -342,6 +347,11 @@ def _push_record() -> Schema:
             "fingerprint": _STR_OR_NULL,
             "unchanged": _BOOL,
             "error": _STR_OR_NULL,
+            "sbom": {
+                **_STR_OR_NULL,
+                "description": "sha256 of the image's SBOM (its lowbuild.sbom label; "
+                "`lowbuild sbom IMAGE` prints it), null for an image built without one",
+            },
             "platforms": {
                 "type": "object",
                 "additionalProperties": _STR,

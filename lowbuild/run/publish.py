@@ -24,6 +24,7 @@ from lowbuild.errors import EngineError, UsageError, did_you_mean
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import FamilyGraph
 from lowbuild.redact import redact
+from lowbuild.run.sbom import SBOM_LABEL
 from lowbuild.sources.cache import write_atomically
 from lowbuild.sources.registry import RegistryClient
 from lowbuild.spec.load import registry_prefix_problem
@@ -62,6 +63,7 @@ class PushOutcome:
     unchanged: bool = False  # the registry already served it at `digest`: nothing sent
     # A manifest list (a multi-platform image): each platform → its image's digest.
     platforms: Mapping[str, str] = field(default_factory=dict)
+    sbom: str | None = None  # the image's SBOM digest (its lowbuild.sbom label)
 
     @property
     def pushed(self) -> bool:
@@ -89,6 +91,7 @@ class PushOutcome:
             "fingerprint": self.fingerprint,
             "unchanged": self.unchanged,
             "error": self.error or None,
+            "sbom": self.sbom,
         }
         if self.platforms:
             record["platforms"] = dict(self.platforms)
@@ -294,6 +297,7 @@ def _push_image(
         why = f"no local image {local}: build it first (lowbuild build {repository})"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     fingerprint = info.labels.get(FINGERPRINT_LABEL)
+    sbom = info.labels.get(SBOM_LABEL) or None
     served = view.serves(repository, info.id, tags, record_as=name)
     if served is not None:
         log(f"{registry.prefix}/{repository} already serves {local} as {served} under every tag")
@@ -306,6 +310,7 @@ def _push_image(
             fingerprint=fingerprint,
             image_id=info.id,
             unchanged=True,
+            sbom=sbom,
         )
     digests: set[str] = set()
     for tag in tags:
@@ -332,6 +337,7 @@ def _push_image(
         digest=digests.pop(),
         fingerprint=fingerprint,
         image_id=info.id,
+        sbom=sbom,
     )
 
 

@@ -359,6 +359,7 @@ class BuildOptions:
     push: PushTargets | None = None  # --push: where to (None: no push)
     cache: RegistryCache = field(default_factory=RegistryCache)  # --cache-from/--cache-to
     progress: str = "auto"  # --progress: auto, tty, plain or quiet (report.LiveBoard)
+    sbom: bool = True  # --no-sbom: no SBOM, SBOM label nor provenance for what is built
 
 
 @dataclass(frozen=True)
@@ -586,6 +587,7 @@ def _build(
                     project, spec, cache, log, offline=options.offline
                 ),
                 handover=handover,
+                sbom_dir=state_dir if options.sbom else None,
             )
             outcomes = builder.build(plan)
             finished = tester.results()
