@@ -59,10 +59,12 @@ for f in /etc/os-release /usr/lib/os-release; do
   if [ -r "$f" ]; then . "$f"; break; fi
 done
 echo "@distro ${ID:-} ${VERSION_ID:-}"
-if command -v dpkg-query >/dev/null 2>&1; then
+# A database as well as the command: busybox has `rpm` and `dpkg` applets and neither.
+if [ -f /var/lib/dpkg/status ] && command -v dpkg-query >/dev/null 2>&1; then
   echo "@manager dpkg"
   dpkg-query -W -f='@pkg ${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n'
-elif command -v rpm >/dev/null 2>&1; then
+elif { [ -d /var/lib/rpm ] || [ -d /usr/lib/sysimage/rpm ]; } &&
+    command -v rpm >/dev/null 2>&1; then
   echo "@manager rpm"
   rpm -qa --qf '@pkg ii \t%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n'
 elif [ -r /lib/apk/db/installed ]; then

@@ -12,6 +12,7 @@ rewritten; nothing else changes. Its images are removed afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from lowbuild.engines.detect import engine_by_name
 from lowbuild.spec.load import load_project
@@ -76,8 +79,33 @@ def test_whole_seed_family_builds_cold_and_passes_on(engine: str, tmp_path: Path
         for name, record in records.items():
             assert record["state"] == "built", (name, record["detail"])
             assert record["test"]["passed"], (name, record["test"])
+        _check_sboms(engine, root)
     finally:
         _remove_namespace(engine, root)
+
+
+def _check_sboms(engine: str, root: Path) -> None:
+    """Each image's SBOM: valid CycloneDX 1.6, the one its label names, listing each
+    artifact with its pinned digest and the Debian packages really installed."""
+    store = engine_by_name(engine)
+    project = load_project(root / "lowbuild.yaml")
+    validator = JsonStrictValidator(SchemaVersion.V1_6)
+    packages: dict[str, set[str]] = {}
+    for spec in project.images:
+        data = (root / ".lowbuild" / "sbom" / f"{spec.name}.cyclonedx.json").read_bytes()
+        assert validator.validate_str(data.decode()) is None, spec.name
+        info = store.inspect_image(project.ref(spec.name))
+        assert info is not None
+        assert info.labels["lowbuild.sbom"] == "sha256:" + hashlib.sha256(data).hexdigest()
+        found = json.loads(data)["components"]
+        hashes = {c["bom-ref"]: c.get("hashes") for c in found}
+        for artifact in spec.artifacts:
+            expected = [{"alg": "SHA-256", "content": artifact.sha256}]
+            assert hashes[f"artifact:{artifact.file}"] == expected, (spec.name, artifact.file)
+        packages[spec.name] = {c["name"] for c in found if c["type"] == "library"}
+        assert len(packages[spec.name]) > 50, spec.name  # all Debian-based
+    assert "openssl" in packages["haproxy"] and "libssl3" in packages["haproxy"]
+    assert "nginx" in packages["nginx-pkg"]  # installed from Debian's packages
 
 
 def _remove_namespace(engine: str, root: Path) -> None:
