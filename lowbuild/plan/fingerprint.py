@@ -38,6 +38,9 @@ INPUTS_LABEL = "lowbuild.inputs"
 # "sha256:<hex>" of the image's SBOM (run/sbom.py); "" on an image built without one
 # (a parent's is not inherited). Not an input: it is known only once the image is built.
 SBOM_LABEL = "lowbuild.sbom"
+# What the build gives the label until the SBOM step relabels the image: an image still
+# carrying it is one whose run was cut short between the two, and is built again.
+SBOM_PENDING = "pending"
 MAX_RECORDED_FILES = 128
 SHORT_DIGEST = 16  # hex digits kept per file / value in the inputs label: enough to see a change
 MAX_NAMED_FILES = 10  # a reason names at most this many files, then "and N more"
@@ -172,6 +175,8 @@ def rebuild_reasons(labels: Mapping[str, str] | None, inputs: BuildInputs) -> tu
     if before_fingerprint is None:
         return (f"existing image has no {FINGERPRINT_LABEL} label (not built by lowbuild)",)
     if before_fingerprint == fingerprint(inputs):
+        if labels.get(SBOM_LABEL) == SBOM_PENDING:
+            return ("its SBOM was never written (the run that built it was cut short)",)
         return ()
     return _record_changes(labels, _record(inputs))
 

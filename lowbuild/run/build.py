@@ -41,6 +41,7 @@ from lowbuild.engines.commands import RUN_ID, run_scratch, stop_running_commands
 from lowbuild.errors import EngineError, Interrupted, LowbuildError, VerificationError
 from lowbuild.plan.fingerprint import (
     FINGERPRINT_LABEL,
+    SBOM_PENDING,
     BuildInputs,
     fingerprint,
     fingerprint_labels,
@@ -571,7 +572,8 @@ class FamilyBuilder:
             PROJECT_LABEL: self.project.name,
             ARTIFACTS_LABEL: json.dumps(artifacts, separators=(",", ":")),
             **fingerprint_labels(inputs),
-            SBOM_LABEL: "",  # not the parent's: set once the image's own SBOM is written
+            # Never the parent's: its own once its SBOM is written (_attach_sbom).
+            SBOM_LABEL: SBOM_PENDING if self.sbom_dir is not None else "",
         }
 
     def _commit_recipe(

@@ -27,7 +27,7 @@ from fault_server import FaultServer
 from json_outputs import conforming
 from live_services import BASE_IMAGE, Registry
 
-from lowbuild.engines.base import Engine
+from lowbuild.engines.base import BuildRequest, Engine
 
 DEBIAN = "localhost/lowbuild/bookworm:latest"
 TOOL = "tool-1.4.2.tar.gz"
@@ -217,6 +217,25 @@ def test_a_no_op_build_leaves_sboms_and_images_alone_and_sbom_checks_the_label(
     assert states == {"deb": "up-to-date", "child": "up-to-date", "tiny": "built"}
     assert family.label("tiny") != before["tiny"][1]
     assert files["tiny"].stat().st_mtime_ns != before["tiny"][0]
+
+    # an image left as a run cut short between its build and its SBOM step leaves it
+    # (its label still "pending") is built again, and gets its SBOM
+    step = family.root.parent / "cut-short"
+    step.mkdir()
+    (step / "Dockerfile").write_text(f"FROM {family.ref('tiny')}\nLABEL lowbuild.sbom=pending\n")
+    family.engine.build(
+        BuildRequest(
+            context=step, dockerfile=step / "Dockerfile", tags=[family.ref("tiny")], network="none"
+        )
+    )
+    files["tiny"].unlink()
+    plan = family.lowbuild("plan", "tiny", "--no-deps")
+    assert "its SBOM was never written" in plan.stdout + plan.stderr
+    healed = family.lowbuild("build", "tiny", "--no-deps", "--json")
+    assert [r["state"] for r in json.loads(healed.stdout)] == ["built"]
+    assert (
+        family.label("tiny") == "sha256:" + hashlib.sha256(files["tiny"].read_bytes()).hexdigest()
+    )
 
 
 @pytest.mark.parametrize("engine", ["podman"], indirect=True)

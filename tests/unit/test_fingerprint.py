@@ -13,6 +13,8 @@ from lowbuild.plan.fingerprint import (
     FINGERPRINT_LABEL,
     INPUTS_LABEL,
     MAX_RECORDED_FILES,
+    SBOM_LABEL,
+    SBOM_PENDING,
     BuildInputs,
     fingerprint,
     fingerprint_labels,
@@ -263,4 +265,15 @@ def test_unreadable_inputs_label_still_rebuilds(family: FamilyGraph) -> None:
     labels = {FINGERPRINT_LABEL: "sha256:" + "0" * 64, INPUTS_LABEL: "{not json"}
     assert rebuild_reasons(labels, nginx_inputs(family)) == (
         "fingerprint changed (no readable record of the previous inputs)",
+    )
+
+
+def test_an_image_whose_sbom_step_never_ran_is_built_again(family: FamilyGraph) -> None:
+    inputs = nginx_inputs(family)
+    labels = labels_of(inputs)
+    assert rebuild_reasons({**labels, SBOM_LABEL: "sha256:" + "0" * 64}, inputs) == ()
+    assert rebuild_reasons({**labels, SBOM_LABEL: ""}, inputs) == ()  # built with --no-sbom
+    assert rebuild_reasons(labels, inputs) == ()  # built before SBOMs
+    assert rebuild_reasons({**labels, SBOM_LABEL: SBOM_PENDING}, inputs) == (
+        "its SBOM was never written (the run that built it was cut short)",
     )
