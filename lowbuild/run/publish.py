@@ -297,8 +297,8 @@ def _push_image(
         why = f"no local image {local}: build it first (lowbuild build {repository})"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     fingerprint = info.labels.get(FINGERPRINT_LABEL)
-    sbom = info.labels.get(SBOM_LABEL, "")
-    sbom = sbom if sbom.startswith("sha256:") else None  # none, or a build cut short
+    label = info.labels.get(SBOM_LABEL, "")
+    sbom = label if label.startswith("sha256:") else None  # none, or a build cut short
     served = view.serves(repository, info.id, tags, record_as=name)
     if served is not None:
         log(f"{registry.prefix}/{repository} already serves {local} as {served} under every tag")
