@@ -122,8 +122,14 @@ def family(tmp_path: Path) -> Iterator[Family]:
         subprocess.run([podman, "rmi", "-f", *ours], capture_output=True, check=False)
 
 
-def _builds(calls: list[list[str]]) -> list[list[str]]:
-    return [call for call in calls if call and call[0] == "build"]
+def _builds(calls: list[list[str]], *, sbom: bool = False) -> list[list[str]]:
+    """The image builds among the engine calls (`sbom`: the SBOM label steps instead,
+    one per image built: a context of their own, run/build.py _attach_sbom)."""
+    return [
+        call
+        for call in calls
+        if call and call[0] == "build" and any("sbom-label-" in arg for arg in call) == sbom
+    ]
 
 
 def test_family_builds_in_dependency_order_with_branches_in_parallel(family: Family) -> None:
@@ -137,6 +143,7 @@ def test_family_builds_in_dependency_order_with_branches_in_parallel(family: Fam
     b, d = records["b"], records["d"]
     assert max(b["started"], d["started"]) < min(b["ended"], d["ended"])
     assert len(_builds(family.engine_calls())) == 5
+    assert len(_builds(family.engine_calls(), sbom=True)) == 5  # each image labelled once
 
 
 def test_each_smoke_test_runs_as_soon_as_its_image_is_ready(family: Family) -> None:
