@@ -614,14 +614,47 @@ def push_command(
             metavar="",
         ),
     ] = False,
+    sign: Annotated[
+        bool,
+        typer.Option(
+            "--sign",
+            help="Sign each pushed manifest by digest (GPG simple signing, the key of "
+            "--sign-by); signatures go where registries.d says (README: Signing).",
+            metavar="",
+        ),
+    ] = False,
+    sign_by: Annotated[
+        str | None,
+        typer.Option(
+            "--sign-by",
+            envvar="LOWBUILD_SIGN_BY",
+            metavar="FINGERPRINT",
+            help="The GPG key to sign with: a secret key of the keyring ($GNUPGHOME).",
+            show_default=False,
+        ),
+    ] = None,
+    sign_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-passphrase-file",
+            envvar="LOWBUILD_SIGN_PASSPHRASE_FILE",
+            help="A file holding the key's passphrase (read by the engine, never printed).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Push built images, every tag, to registries, parents first; print each by digest.
+
+    With --sign, each pushed manifest is signed by digest: podman and buildah with their
+    own --sign-by, docker and buildx (no signing of their own) and manifest lists with
+    skopeo, in the registry. Everything is pushed again then, to be signed.
 
     Credentials are the engine's own (podman login, REGISTRY_AUTH_FILE, docker login).
     The pushed digests and fingerprints go to .lowbuild/published.json; an image the
     registry still serves under every tag at the recorded digest is not pushed again
     (one manifest request per tag). Exit 1 when an image was not pushed (each says why;
     the next run pushes it again)."""
+    from lowbuild.engines.base import Signer
     from lowbuild.run.workflow import PushTargets, Selection, run_push
 
     selection = Selection(
@@ -631,7 +664,17 @@ def push_command(
         engine=engine,
         overrides=tuple(overrides or ()),
     )
-    targets = PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify, force=force)
+    signer = None  # --sign-by alone (LOWBUILD_SIGN_BY in the environment) signs nothing
+    if sign:
+        if not sign_by:
+            raise typer.BadParameter(
+                "--sign needs the key: --sign-by FINGERPRINT or LOWBUILD_SIGN_BY",
+                param_hint="--sign",
+            )
+        signer = Signer(key=sign_by, passphrase_file=sign_passphrase_file)
+    targets = PushTargets(
+        to=tuple(to or ()), tls_verify=not no_tls_verify, force=force, sign=signer
+    )
     code = run_push(
         selection,
         targets,

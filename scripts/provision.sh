@@ -26,6 +26,8 @@ IMAGE_PATH_ENV='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 PACKAGES=(
     podman buildah skopeo runc crun docker.io docker-registry debootstrap busybox-static
     uidmap slirp4netns fuse-overlayfs iproute2 curl
+    # push --sign: GPG keys (podman, buildah and skopeo sign through gpgme)
+    gnupg
     # runs doctor's probe program of the other architecture in the unit tests
     qemu-user-static
     # the Makefile's venv needs these; listed so `make provision` alone also fixes them

@@ -149,6 +149,22 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
+class Signer:
+    """A GPG key by fingerprint, and the file holding its passphrase (None: a key without
+    one, or one gpg-agent already holds)."""
+
+    key: str
+    passphrase_file: Path | None = None
+
+    def push_flags(self, *, passphrase: bool = True) -> list[str]:
+        """The `--sign-by` flags of podman push (`passphrase`: it takes a passphrase file)."""
+        flags = ["--sign-by", self.key]
+        if passphrase and self.passphrase_file is not None:
+            flags += ["--sign-passphrase-file", str(self.passphrase_file)]
+        return flags
+
+
+@dataclass(frozen=True)
 class CommitRequest:
     """What a commit makes: the image `ref`, its author and message (`commit -a -m`), and
     Dockerfile instructions applied on the way (`commit -c`, see engines/changes.py)."""
@@ -278,13 +294,20 @@ class Engine(Protocol):
         ...
 
     def push(
-        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+        self,
+        ref: str,
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+        sign: Signer | None = None,
     ) -> str:
         """Push local image `ref` to the registry as `destination` (`host/path:tag`), with
         the engine's own credentials; return the manifest digest the registry stored
         ("sha256:<hex>"). Blobs the registry has are not uploaded again. `tls_verify`:
         False for a registry the user declared plain-http or self-signed (dockerd decides
-        that itself, from its `insecure-registries`)."""
+        that itself, from its `insecure-registries`). `sign`: the pushed manifest is
+        signed by digest for `destination` (engines/signing.py says by what)."""
         ...
 
     def pull(self, ref: str, *, tls_verify: bool = True, log: LogSink | None = None) -> str | None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from lowbuild.engines.base import BuildRequest, EngineName, ImageInfo, LogSink
+from lowbuild.engines.base import BuildRequest, EngineName, ImageInfo, LogSink, Signer
 from lowbuild.engines.changes import podman_changes
 from lowbuild.engines.commands import (
     build_marker,
@@ -31,6 +31,7 @@ from lowbuild.engines.commands import (
     run_scratch,
 )
 from lowbuild.engines.parse import build_secrets, pushed_digest
+from lowbuild.engines.signing import sign_in_registry
 from lowbuild.engines.whales import (
     QUICK_TIMEOUT_S,
     WhalesEngine,
@@ -148,12 +149,29 @@ class PodmanEngine(WhalesEngine):
         return self.cli
 
     def push(
-        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+        self,
+        ref: str,
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+        sign: Signer | None = None,
     ) -> str:
-        # `podman push` and `buildah push` take the same flags.
-        return push_with_digestfile(
-            self.image_cli, ref, destination, tls_verify=tls_verify, log=log
+        # `podman push` and `buildah push` take the same flags, but for a passphrase file:
+        # buildah has none, so skopeo signs what it pushed (engines/signing.py).
+        by_cli = sign is not None and (self.name == "podman" or sign.passphrase_file is None)
+        digest = push_with_digestfile(
+            self.image_cli,
+            ref,
+            destination,
+            tls_verify=tls_verify,
+            log=log,
+            sign_flags=sign.push_flags() if sign is not None and by_cli else (),
         )
+        if sign is not None and not by_cli:
+            repository, _, tag = destination.rpartition(":")
+            sign_in_registry(repository, digest, [tag], sign, tls_verify=tls_verify, log=log)
+        return digest
 
     def join_manifest(
         self,
@@ -192,7 +210,13 @@ class PodmanEngine(WhalesEngine):
 
 
 def push_with_digestfile(
-    cli: Sequence[str], ref: str, destination: str, *, tls_verify: bool, log: LogSink | None
+    cli: Sequence[str],
+    ref: str,
+    destination: str,
+    *,
+    tls_verify: bool,
+    log: LogSink | None,
+    sign_flags: Sequence[str] = (),
 ) -> str:
     """`podman push` or `buildah push` (the same flags) of `ref` to `docker://destination`,
     in the docker format the images were built in; the digest from `--digestfile`."""
@@ -206,6 +230,7 @@ def push_with_digestfile(
             "docker",
             "--digestfile",
             digestfile,
+            *sign_flags,
             ref,
             f"docker://{destination}",
         ]

@@ -33,6 +33,7 @@ from lowbuild.engines.base import (
     RecipeRequest,
     RunningContainer,
     ShellStep,
+    Signer,
     normalise_image_id,
     seconds_left,
 )
@@ -53,6 +54,7 @@ from lowbuild.engines.parse import (
     says_manifest_missing,
     store_bytes,
 )
+from lowbuild.engines.signing import on_loopback, sign_in_registry
 from lowbuild.errors import EngineError, EngineTimedOut
 from lowbuild.spec.changes import Change, parse_changes
 
@@ -166,7 +168,13 @@ class WhalesEngine:
         return loaded_refs(run_command([*self.cli, "load", "--input", path]).stdout)
 
     def push(
-        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+        self,
+        ref: str,
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+        sign: Signer | None = None,
     ) -> str:
         # dockerd decides TLS itself: 127.0.0.0/8 registries are insecure by default, others
         # must be listed in its daemon.json `insecure-registries`; the CLI has no flag.
@@ -177,7 +185,13 @@ class WhalesEngine:
         finally:
             # The source keeps its own tag, so this only drops the destination name.
             run_command([*self.cli, "rmi", destination], check=False)
-        return pushed_digest(out.stdout, destination)
+        digest = pushed_digest(out.stdout, destination)
+        if sign is not None:  # docker has no signing of its own: skopeo signs by digest
+            repository, _, tag = destination.rpartition(":")
+            # as dockerd decided for the push: a loopback registry is plain http
+            tls = tls_verify and not on_loopback(destination)
+            sign_in_registry(repository, digest, [tag], sign, tls_verify=tls, log=log)
+        return digest
 
     def join_manifest(
         self,

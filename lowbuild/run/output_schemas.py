@@ -352,6 +352,10 @@ def _push_record() -> Schema:
                 "description": "sha256 of the image's SBOM (its lowbuild.sbom label; "
                 "`lowbuild sbom IMAGE` prints it), null for an image built without one",
             },
+            "signed_by": {
+                **_STR_OR_NULL,
+                "description": "the fingerprint of the GPG key that signed it (push --sign)",
+            },
             "platforms": {
                 "type": "object",
                 "additionalProperties": _STR,

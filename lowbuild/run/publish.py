@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowbuild.engines.base import Engine, ImageInfo, LogSink
+from lowbuild.engines.base import Engine, ImageInfo, LogSink, Signer
+from lowbuild.engines.signing import on_loopback, sign_in_registry
 from lowbuild.errors import EngineError, UsageError, did_you_mean
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
 from lowbuild.plan.graph import FamilyGraph
@@ -64,6 +65,7 @@ class PushOutcome:
     # A manifest list (a multi-platform image): each platform → its image's digest.
     platforms: Mapping[str, str] = field(default_factory=dict)
     sbom: str | None = None  # the image's SBOM digest (its lowbuild.sbom label)
+    signed_by: str | None = None  # the GPG key (fingerprint) that signed it (push --sign)
 
     @property
     def pushed(self) -> bool:
@@ -92,6 +94,7 @@ class PushOutcome:
             "unchanged": self.unchanged,
             "error": self.error or None,
             "sbom": self.sbom,
+            "signed_by": self.signed_by,
         }
         if self.platforms:
             record["platforms"] = dict(self.platforms)
@@ -141,6 +144,7 @@ def push_family(
     on_result: Callable[[PushOutcome], None] = lambda outcome: None,
     sleep: Callable[[float], None] = time.sleep,
     engine_for: Callable[[str], Engine] | None = None,
+    sign: Signer | None = None,
 ) -> list[PushOutcome]:
     """Push `names` (in build order) to every registry, parents before children.
 
@@ -152,7 +156,8 @@ def push_family(
     push failed. Every push is tried PUSH_ATTEMPTS times when the failure looks
     transient. With `published` (what earlier runs pushed), an image the registry still
     serves under every tag at the digest recorded for this very local image is not
-    pushed again: one manifest request per tag instead of one engine push. Returns one
+    pushed again: one manifest request per tag instead of one engine push (with `sign`,
+    everything is pushed: each push signs what it pushed, by digest). Returns one
     PushOutcome per image and registry."""
     refused = dict(refused or {})
     outcomes: list[PushOutcome] = []
@@ -168,7 +173,7 @@ def push_family(
         local.update(held.inspect_images(asked))
     for registry in registries:
         held_back = dict(refused)  # image → why it is not pushed to this registry
-        with _RegistryView(registry, published) as view:
+        with _RegistryView(registry, None if sign else published) as view:
             for name in names:
                 node = graph.nodes[name]
                 tags = _tags(project, name)
@@ -187,6 +192,7 @@ def push_family(
                         view,
                         log=log_for(name),
                         sleep=sleep,
+                        sign=sign,
                     )
                     if not outcome.pushed:
                         held_back[name] = outcome.error
@@ -194,7 +200,7 @@ def push_family(
                 on_result(outcome)
             if project.multi_platform:
                 for outcome in _join_platforms(
-                    project, graph, names, outcomes, registry, engine_of, log_for
+                    project, graph, names, outcomes, registry, engine_of, log_for, sign
                 ):
                     outcomes.append(outcome)
                     on_result(outcome)
@@ -220,6 +226,7 @@ def _join_platforms(
     registry: Registry,
     engine_of: Callable[[str], Engine],
     log_for: Callable[[str], LogSink],
+    sign: Signer | None = None,
 ) -> list[PushOutcome]:
     """A manifest list per image all of whose variants were pushed to `registry`, under the
     image's own tags: what `docker pull` of the plain tag resolves per platform. An image
@@ -255,6 +262,19 @@ def _join_platforms(
                         instances, destination, tls_verify=registry.tls_verify, log=log
                     )
                 )
+            if sign is not None and len(digests) == 1:  # every engine: skopeo signs lists
+                repository = f"{registry.prefix}/{image}"
+                list_digest = next(iter(digests))
+                log(f"signing {repository}@{list_digest} with {sign.key}")
+                sign_in_registry(
+                    repository,
+                    list_digest,
+                    list(tags),
+                    sign,
+                    tls_verify=registry.tls_verify and not on_loopback(repository),
+                    log=log,
+                    manifest_list=True,
+                )
         except EngineError as exc:
             why = f"manifest list {registry.ref(image, tags[0])} failed: {_last_line(exc)}"
             joined.append(PushOutcome(image, registry.name, registry.prefix, tags, error=why))
@@ -269,6 +289,7 @@ def _join_platforms(
                 digest=sorted(digests)[0] if len(digests) == 1 else None,
                 error="" if len(digests) == 1 else f"tags joined as {', '.join(sorted(digests))}",
                 platforms=platforms,
+                signed_by=sign.key if sign is not None and len(digests) == 1 else None,
             )
         )
     return joined
@@ -289,6 +310,7 @@ def _push_image(
     *,
     log: LogSink,
     sleep: Callable[[float], None],
+    sign: Signer | None = None,
 ) -> PushOutcome:
     """Every tag of the local image `local` (`info`: the engine's view of it) to one
     registry as `name`; the digest is the same for all tags."""
@@ -314,18 +336,31 @@ def _push_image(
             sbom=sbom,
         )
     digests: set[str] = set()
-    for tag in tags:
+    for position, tag in enumerate(tags):
         destination = registry.ref(repository, tag)
         log(f"push {local} → {destination}")
+        # Each tag gets a signature naming it. The engine signs the first push itself; a
+        # later one would replace that signature (podman writes the digest's whole list),
+        # so skopeo adds the others to what the registry's lookaside already holds.
+        own = sign if position == 0 else None
         try:
-            digest = _push_with_retries(engine, local, destination, registry, log, sleep)
+            digest = _push_with_retries(engine, local, destination, registry, log, sleep, own)
+            if sign is not None and own is None:
+                sign_in_registry(
+                    f"{registry.prefix}/{repository}",
+                    digest,
+                    [tag],
+                    sign,
+                    tls_verify=registry.tls_verify and not on_loopback(destination),
+                    log=log,
+                )
         except EngineError as exc:
             why = f"push to {destination} failed: {_last_line(exc)}"
             log(f"not pushed: {redact(str(exc))}")
             return PushOutcome(
                 name, registry.name, registry.prefix, tags, fingerprint=fingerprint, error=why
             )
-        log(f"pushed {destination} as {digest}")
+        log(f"pushed {destination} as {digest}" + (f", signed by {sign.key}" if sign else ""))
         digests.add(digest)
     if len(digests) != 1:  # the same local image under every tag: one manifest
         why = f"the tags were pushed as different manifests: {', '.join(sorted(digests))}"
@@ -339,6 +374,7 @@ def _push_image(
         fingerprint=fingerprint,
         image_id=info.id,
         sbom=sbom,
+        signed_by=sign.key if sign is not None else None,
     )
 
 
@@ -388,10 +424,13 @@ def _push_with_retries(
     registry: Registry,
     log: LogSink,
     sleep: Callable[[float], None],
+    sign: Signer | None = None,
 ) -> str:
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
-            return engine.push(local, destination, tls_verify=registry.tls_verify, log=log)
+            return engine.push(
+                local, destination, tls_verify=registry.tls_verify, log=log, sign=sign
+            )
         except EngineError as exc:
             if attempt == PUSH_ATTEMPTS or not is_transient(exc):
                 raise

@@ -36,7 +36,7 @@ from lowbuild.spec.platforms import platform_problem, split_key
 if TYPE_CHECKING:
     # Imported where used instead: each command pays only for what it runs (a warm
     # `lowbuild fetch` needs neither the engines, the builder, nor an HTTP client).
-    from lowbuild.engines.base import Engine, LogSink
+    from lowbuild.engines.base import Engine, LogSink, Signer
     from lowbuild.engines.endpoints import Hosts
     from lowbuild.plan.planner import CacheLookup, PlannedImage
     from lowbuild.run.hosts import Fleet, Handover
@@ -370,6 +370,7 @@ class PushTargets:
     to: tuple[str, ...] = ()
     tls_verify: bool = True
     force: bool = False  # push even what the registry serves as published.json recorded
+    sign: Signer | None = None  # --sign: sign each pushed manifest by digest
 
 
 @contextmanager
@@ -748,6 +749,7 @@ def _push(
     logs: RunLogs,
     err: Console,
     held_by: Mapping[str, Engine] | None = None,
+    sign: Signer | None = None,
 ) -> list[PushOutcome]:
     """Push `names` (build order) to `registries`, say each result on `err` as it comes,
     and record the pushed ones in PUBLISHED_FILE. What the registry already serves as
@@ -776,6 +778,7 @@ def _push(
         log_for=logs.sink,
         on_result=show,
         engine_for=(lambda name: held_by.get(name, resolved.engine)) if held_by else None,
+        sign=sign,
     )
     record.add(outcomes)
     record.write()
@@ -806,11 +809,24 @@ def run_push(
     project = resolved.project
     registries = _push_registries(project, targets)
     names = select(resolved.graph, selection.names, with_deps=selection.with_deps)
+    if targets.sign is not None:
+        from lowbuild.engines.signing import check_signer
+
+        check_signer(targets.sign)
     with (
         project_session(project, engine=resolved.engine, wait=wait, err=err),
         RunLogs(project.root / STATE_DIR / "logs") as logs,
     ):
-        pushes = _push(resolved, names, registries, {}, force=targets.force, logs=logs, err=err)
+        pushes = _push(
+            resolved,
+            names,
+            registries,
+            {},
+            force=targets.force,
+            logs=logs,
+            err=err,
+            sign=targets.sign,
+        )
     if as_json:
         console.file.write(json.dumps([p.to_json() for p in pushes], indent=2) + "\n")
     else:

@@ -64,7 +64,13 @@ class FakeEngine:
             return {ref: self.images.get(ref) for ref in refs}
 
     def push(
-        self, ref: str, destination: str, *, tls_verify: bool = True, log: LogSink | None = None
+        self,
+        ref: str,
+        destination: str,
+        *,
+        tls_verify: bool = True,
+        log: LogSink | None = None,
+        sign: object = None,
     ) -> str:
         if self.push_failures:
             raise EngineError(["fake", "push", destination], 125, self.push_failures.pop(0))
