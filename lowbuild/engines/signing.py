@@ -11,8 +11,11 @@ Who signs what:
   Notary server), so skopeo signs the image the registry now holds, by its digest.
 * manifest lists (multi-platform images): skopeo, on every engine.
 
-skopeo signs "in place": it copies `repository@digest` onto `repository:tag` with
-`--sign-by`, preserving digests. Nothing is uploaded again; only the signature is written.
+skopeo signs "in place": it copies `repository@digest` onto itself with `--sign-by` and
+`--sign-identity repository:tag`, preserving digests. Nothing is uploaded again, no tag
+moves; only the signature is written. A list's instances are signed for the list's tags
+too: a policy checks the platform's image it pulls through the list against the
+reference pulled.
 
 Signatures go where the containers tools' registries.d configuration says
 (`lookaside-staging:` for the registry): the user's (`~/.config/containers/registries.d`)
@@ -73,9 +76,9 @@ def sign_in_registry(
     log: LogSink | None = None,
     manifest_list: bool = False,
 ) -> None:
-    """Sign `repository@digest` (already in the registry) under each of `tags`, with
-    skopeo: each tag gets a signature naming it (what a policy's default
-    `matchRepoDigestOrExact` checks against the reference pulled)."""
+    """Sign `repository@digest` (already in the registry) for each of `tags`, with skopeo:
+    each tag gets a signature naming it (what a policy's default `matchRepoDigestOrExact`
+    checks against the reference pulled)."""
     if shutil.which(SKOPEO) is None:
         raise EngineUnavailable("skopeo is not installed: it signs what the engine pushed")
     tls = str(tls_verify).lower()
@@ -87,8 +90,10 @@ def sign_in_registry(
             argv += [f"--src-tls-verify={tls}", f"--dest-tls-verify={tls}"]
             if manifest_list:
                 argv += ["--multi-arch", "index-only"]
-            argv += signer.push_flags()
-            argv += [f"docker://{repository}@{digest}", f"docker://{repository}:{tag}"]
+            argv += [*signer.push_flags(), "--sign-identity", f"{repository}:{tag}"]
+            # onto itself, by digest: no tag moves (an instance of a list is signed for the
+            # list's tags, which must keep naming the list)
+            argv += [f"docker://{repository}@{digest}"] * 2
             run_command(argv, log=log, merge_output=True)
 
 

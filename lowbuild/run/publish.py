@@ -263,7 +263,15 @@ def _join_platforms(
                     )
                 )
             if sign is not None and len(digests) == 1:  # every engine: skopeo signs lists
+                # The list and each platform's image, for the list's tags: pulling a tag,
+                # a policy checks both against it.
                 repository = f"{registry.prefix}/{image}"
+                tls = registry.tls_verify and not on_loopback(repository)
+                for key in keys:
+                    instance = pushed[key].digest or ""
+                    sign_in_registry(
+                        repository, instance, list(tags), sign, tls_verify=tls, log=log
+                    )
                 list_digest = next(iter(digests))
                 log(f"signing {repository}@{list_digest} with {sign.key}")
                 sign_in_registry(
@@ -271,7 +279,7 @@ def _join_platforms(
                     list_digest,
                     list(tags),
                     sign,
-                    tls_verify=registry.tls_verify and not on_loopback(repository),
+                    tls_verify=tls,
                     log=log,
                     manifest_list=True,
                 )

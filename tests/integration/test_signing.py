@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from json_outputs import conforming
 from live_services import BASE_IMAGE, Registry
+from test_multi_arch import _emulation_missing
 
 from lowbuild.engines.base import Engine
 
@@ -56,7 +57,7 @@ class Signing:
         return self.run(sys.executable, "-m", "lowbuild", *args)
 
     def pull_requiring_the_key(
-        self, registry: Registry, ref: str
+        self, registry: Registry, ref: str, *flags: str
     ) -> subprocess.CompletedProcess[str]:
         """A pull into a storage of its own, with a policy that accepts from the test
         registry only what the test key signed."""
@@ -91,6 +92,7 @@ class Signing:
             "--tls-verify=false",
             "--signature-policy",
             str(policy),
+            *flags,
             ref,
         )
 
@@ -285,3 +287,46 @@ def test_a_key_with_a_passphrase_signs_from_a_file_and_the_passphrase_is_never_s
     signing.public_key.write_text(exported.stdout)  # the policy now requires this key
     accepted = signing.pull_requiring_the_key(registry, f"{prefix}/app:1.0")
     assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.skipif(_emulation_missing() is not None, reason=str(_emulation_missing()))
+@pytest.mark.parametrize("engine", ["podman", "docker"], indirect=True)
+def test_a_multi_platform_image_is_signed_as_a_list_and_per_platform(
+    signing: Signing, registry: Registry, engine: Engine
+) -> None:
+    (signing.root / "lowbuild.yaml").write_text(
+        f"name: signed\nnamespace: {signing.namespace}\ntag: '1'\n"
+        "platforms: [linux/amd64, linux/arm64]\n"
+    )
+    built = signing.lowbuild("build", "--engine", engine.name, "--no-sbom")
+    assert built.returncode == 0, built.stderr[-2000:]
+    prefix = f"{registry.host}/{signing.namespace}"
+    pushed = signing.lowbuild(
+        "push",
+        "--engine",
+        engine.name,
+        "--to",
+        prefix,
+        "--no-tls-verify",
+        "--json",
+        "--sign",
+        "--sign-by",
+        signing.key,
+    )
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    records = {r["image"]: r for r in conforming("push", pushed.stdout)}
+    assert records["app"]["platforms"] and records["app"]["signed_by"] == signing.key
+    for platform in ("linux/amd64", "linux/arm64"):  # through the list, for the list's tag
+        accepted = signing.pull_requiring_the_key(
+            registry, f"{prefix}/app:1.0", "--platform", platform
+        )
+        assert accepted.returncode == 0, (platform, accepted.stderr)
+    # the tag still names the list: signing moved no tag
+    assert set(registry.tags(f"{signing.namespace}/app")) == {
+        "1",
+        "1.0",
+        "1-linux-amd64",
+        "1-linux-arm64",
+        "1.0-linux-amd64",
+        "1.0-linux-arm64",
+    }
