@@ -801,6 +801,105 @@ def images_command(
     raise typer.Exit(run_images(selection, as_json=as_json, out=_out(as_json=as_json)))
 
 
+@app.command("bump")
+def bump_command(
+    image: Annotated[
+        str, typer.Argument(help="The image whose artifact moves.", show_default=False)
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="The new version of the image's one artifact with a version in its file name.",
+            show_default=False,
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VERSION",
+            help="The new version of the artifact NAME (its file name, or the name before "
+            "the version), repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", "-n", help="Show the diff; change and download nothing.", metavar=""
+        ),
+    ] = False,
+    file: ProjectFile = None,
+    engine: EngineName = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Move a pinned artifact to a new version: its file name, URLs, sha256-url, the build
+    args and tags that carry the version, and its sha256, together.
+
+    The new file is downloaded and verified into the cache first: against the sha256
+    upstream publishes when the artifact has `sha256-url:`, else its sha256 is computed
+    from the download (and said). image.yaml is then edited in place, comments and
+    formatting kept, and the plan shows what will be rebuilt.
+
+    Exit 0; 2 for bad input; 1 when the download fails; 4 when the download is not what
+    upstream's sha256 says (image.yaml is then left as it was).
+    """
+    from lowbuild.run.bump import run_bump
+
+    code = run_bump(
+        file,
+        image,
+        version=version,
+        sets=tuple(sets or ()),
+        dry_run=dry_run,
+        cache_dir=cache_dir,
+        engine=engine,
+        out=_out(),
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
+@app.command("outdated")
+def outdated_command(
+    images: Annotated[list[str] | None, _images("Images to check (default: all).")] = None,
+    file: ProjectFile = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            envvar="LOWBUILD_OFFLINE",
+            help="Open no network connection (nothing can be checked then).",
+            metavar="",
+        ),
+    ] = False,
+    pre_releases: Annotated[
+        bool,
+        typer.Option("--pre-releases", help="Also list pre-releases (rc, beta...).", metavar=""),
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """List the newer versions upstream offers of each pinned artifact that says where
+    upstream lists its releases (`releases: {index: URL, pattern: REGEX}`).
+
+    Exit 0 when every such artifact was checked (up to date or not), 1 when some could
+    not be (offline, unreachable), 2 for bad input.
+    """
+    from lowbuild.run.bump import run_outdated
+
+    code = run_outdated(
+        file,
+        tuple(images or ()),
+        offline=offline,
+        pre_releases=pre_releases,
+        as_json=as_json,
+        out=_out(as_json=as_json),
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
 @app.command("sbom")
 def sbom_command(
     image: Annotated[

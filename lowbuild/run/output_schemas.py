@@ -113,6 +113,22 @@ def _cache_ls() -> Schema:
     return _list(_record({"sha256": _SHA256_HEX, "size": _COUNT, "names": _STRINGS}))
 
 
+def _outdated() -> Schema:
+    return _list(
+        _record(
+            {
+                "image": _STR,
+                "file": _STR,
+                "pinned": {**_STR, "description": "the version in the pinned file's name"},
+                "newer": {**_STRINGS, "description": "upstream's newer versions, oldest first"},
+                "latest": _STR_OR_NULL,
+                "index": _STR,
+                "error": {**_STR_OR_NULL, "description": "why it could not be checked"},
+            }
+        )
+    )
+
+
 def _cache_verify() -> Schema:
     return _record({"verified": _COUNT, "cache": _STR})
 
@@ -449,6 +465,7 @@ _OUTPUTS: dict[str, tuple[str, str, Callable[[], Schema]]] = {
     "images": ("images --json", "run/images.py FamilyImage.to_json", _images),
     "prune": ("prune --json", "run/images.py PruneResult.to_json", _prune),
     "init": ("init --json", "run/adopt.py InitResult.to_json", _init),
+    "outdated": ("outdated --json", "run/bump.py OutdatedRecord.to_json", _outdated),
     "error": ("COMMAND --json", "cli.py error_record", _error),
 }
 # Each name is the command whose `--json` output it describes, its words joined by '-'.

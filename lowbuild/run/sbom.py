@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from lowbuild import __version__
 from lowbuild.engines.base import Engine
 from lowbuild.errors import EngineError, LowbuildError
 from lowbuild.plan.fingerprint import SBOM_LABEL as SBOM_LABEL
+from lowbuild.spec.versions import name_and_version
 
 if TYPE_CHECKING:
     from packageurl import PackageURL
@@ -218,22 +218,6 @@ class ImageFacts:
     packs: tuple[PackFact, ...] = ()
     parents: tuple[ImageRef, ...] = ()
     packages: PackageListing = field(default_factory=lambda: PackageListing(manager=None))
-
-
-_ARCHIVE = re.compile(
-    r"(\.tar\.(gz|bz2|xz|zst|lz)|\.tgz|\.tbz2|\.txz|\.zip|\.tar|\.jar|\.war|\.gz|\.xz|\.whl)$"
-)
-_NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_]v?(?P<version>\d[\w.+~]*(?:[-_]\d[\w.+~]*)*)$")
-
-
-def name_and_version(file: str) -> tuple[str, str]:
-    """An artifact's name and version read from its file name ("haproxy-2.6.12.tar.gz"
-    → ("haproxy", "2.6.12")); ("name", "") when it carries no version."""
-    stem = _ARCHIVE.sub("", file)
-    match = _NAME_VERSION.match(stem)
-    if match is None:
-        return stem, ""
-    return match["name"], match["version"]
 
 
 def render_sbom(facts: ImageFacts) -> bytes:

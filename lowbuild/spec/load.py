@@ -43,6 +43,7 @@ from lowbuild.spec.model import (
     Project,
     RecipeKind,
     Registry,
+    Releases,
     Rewrite,
 )
 from lowbuild.spec.platforms import platform_problem
@@ -105,7 +106,8 @@ IMAGE_KEYS = (
     "commit",
     "platforms",
 )
-ARTIFACT_KEYS = ("file", "urls", "sha256", "sha512", "size")
+ARTIFACT_KEYS = ("file", "urls", "sha256", "sha512", "size", "sha256-url", "releases")
+RELEASES_KEYS = ("index", "pattern")
 PACK_KEYS = ("into", "from", "format")
 TEST_KEYS = ("http", "command", "expect", "timeout")
 HTTP_TEST_KEYS = ("port", "path", "status", "expect", "timeout")
@@ -1140,7 +1142,37 @@ def _artifact(
         ),
         size=doc.value(fields, "size", lambda n: _byte_size(doc, n, what=f"{called} size"), None),
         location=doc.at(node),
+        sha256_url=doc.value(
+            fields, "sha256-url", lambda n: _url(doc, n, what=f"{called} sha256-url"), None
+        ),
+        releases=doc.value(fields, "releases", lambda n: _releases(doc, n, called=called), None),
     )
+
+
+def _url(doc: _Document, node: yaml.Node, *, what: str) -> str:
+    text = doc.text(node, what=what)
+    if urlsplit(text).scheme not in _URL_SCHEMES:
+        doc.fail(f"{what}: URL {redact(text)!r} must start with http://, https:// or file://", node)
+    return text
+
+
+def _releases(doc: _Document, node: yaml.Node, *, called: str) -> Releases:
+    what = f"{called} releases"
+    fields = doc.fields(node, what=what, keys=RELEASES_KEYS, required=RELEASES_KEYS)
+    index = doc.value(fields, "index", lambda n: _url(doc, n, what=f"{what} index"), "")
+    pattern = doc.value(fields, "pattern", lambda n: _version_pattern(doc, n, what=what), "")
+    return Releases(index=index, pattern=pattern)
+
+
+def _version_pattern(doc: _Document, node: yaml.Node, *, what: str) -> str:
+    text = doc.text(node, what=f"{what} pattern")
+    try:
+        groups = re.compile(text).groups
+    except re.error as exc:
+        doc.fail(f"{what} pattern: not a regular expression: {exc}", node)
+    if groups != 1:
+        doc.fail(f"{what} pattern: needs exactly one group, the version (it has {groups})", node)
+    return text
 
 
 def _urls(doc: _Document, node: yaml.Node, *, called: str) -> tuple[str, ...]:

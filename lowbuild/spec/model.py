@@ -40,6 +40,20 @@ class Artifact:
     sha512: str | None = None
     size: int | None = None
     location: Location | None = field(default=None, compare=False)
+    # Where upstream says what the sha256 of this very version is (`bump` checks a new
+    # version's download against it), and where it lists its releases (`outdated`).
+    # Neither is an input of the image: not in the fingerprint.
+    sha256_url: str | None = field(default=None, compare=False)
+    releases: Releases | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Releases:
+    """Where upstream lists an artifact's releases: a page (`index`, e.g. a directory
+    listing) and a regex whose one group is a version (`pattern`)."""
+
+    index: str
+    pattern: str
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,24 @@ def image_schema() -> dict[str, Any]:
                             "sha256": _text("64 hex digits.", pattern=load.SHA256_PATTERN.pattern),
                             "sha512": _text("128 hex digits.", pattern=load.SHA512_PATTERN.pattern),
                             "size": {**_BYTES, "description": "Its size, e.g. 512MiB."},
+                            "sha256-url": {
+                                **_URL,
+                                "description": "Where upstream publishes this version's "
+                                "sha256 (`lowbuild bump` checks a new version against it).",
+                            },
+                            "releases": _record(
+                                {
+                                    "index": {
+                                        **_URL,
+                                        "description": "A page listing the releases.",
+                                    },
+                                    "pattern": _text(
+                                        "A regex whose one group is a version "
+                                        "(`lowbuild outdated`)."
+                                    ),
+                                },
+                                required=("index", "pattern"),
+                            ),
                         },
                         required=("file", "sha256"),
                     ),

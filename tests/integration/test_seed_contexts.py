@@ -260,3 +260,37 @@ def test_hand_made_image_carries_its_author_and_message(
     assert json.loads(labels["lowbuild.inputs"])["recipe"]["kind"] == "commit"
     assert "lowbuild.owned" not in labels
     assert not any(e.startswith(("container=", "TERM=")) for e in info["Config"]["Env"])
+
+
+def test_bumping_haproxy_to_a_newer_version_served_here_rebuilds_haproxy_only(
+    seed: SeedRun, built: dict[str, dict[str, object]], tmp_path: Path
+) -> None:
+    """The seed's haproxy pointed at a loopback upstream (its URLs only: not an input of
+    the image), then bumped from 2.6.12 to 2.6.13: checked against the .sha256 served
+    there, and the plan rebuilds haproxy alone."""
+    from test_bump import serving
+
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    new = b"stand-in for haproxy 2.6.13: the plan needs its digest, not its contents\n"
+    (upstream / "haproxy-2.6.13.tar.gz").write_bytes(new)
+    sha = hashlib.sha256(new).hexdigest()
+    (upstream / "haproxy-2.6.13.tar.gz.sha256").write_text(f"{sha}  haproxy-2.6.13.tar.gz\n")
+    spec = seed.root / "contexts" / "haproxy" / "image.yaml"
+    original = spec.read_text()
+    try:
+        with serving(upstream) as url:
+            spec.write_text(original.replace("https://www.haproxy.org/download/2.6/src", url))
+            before = seed.lowbuild("plan", "--engine", "podman", "--json")
+            actions = {r["image"]: r["action"] for r in json.loads(before.stdout)["images"]}
+            assert set(actions.values()) == {"up-to-date"}, actions
+            bumped = seed.lowbuild("bump", "haproxy", "--version", "2.6.13", "--engine", "podman")
+            assert bumped.returncode == 0, bumped.stderr
+        text = spec.read_text()
+        assert "haproxy-2.6.12" not in text and f"sha256: {sha}" in text
+        assert 'args: {HAPROXY_VERSION: "2.6.13"}' in text and 'tags: ["2.6.13"]' in text
+        after = seed.lowbuild("plan", "--engine", "podman", "--json")
+        actions = {r["image"]: r["action"] for r in json.loads(after.stdout)["images"]}
+        assert {name for name, action in actions.items() if action != "up-to-date"} == {"haproxy"}
+    finally:
+        spec.write_text(original)

@@ -23,12 +23,12 @@ from lowbuild.run.sbom import (
     OsPackage,
     PackageListing,
     PackFact,
-    name_and_version,
     parse_package_listing,
     provenance_statement,
     render_sbom,
     sbom_digest,
 )
+from lowbuild.spec.versions import name_and_version
 
 TAR_SHA = "58f9edb26bf3288f4b502658399281cc5d6478468bd178eafe579c8f41895854"
 PACK_SHA = "c" * 64

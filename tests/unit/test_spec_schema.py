@@ -36,6 +36,7 @@ PROJECT_RECORDS = {
 IMAGE_RECORDS = {
     (): "IMAGE_KEYS",
     ("artifacts",): "ARTIFACT_KEYS",
+    ("artifacts", "releases"): "RELEASES_KEYS",
     ("packs",): "PACK_KEYS",
     ("test",): "TEST_KEYS",
     ("test", "http"): "HTTP_TEST_KEYS",
