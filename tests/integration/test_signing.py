@@ -56,6 +56,13 @@ class Signing:
     def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-m", "lowbuild", *args)
 
+    def signed_push(
+        self, engine: Engine, prefix: str, *flags: str, key: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`lowbuild push --sign` of the family to `prefix` (plain http)."""
+        to = ("--engine", engine.name, "--to", prefix, "--no-tls-verify")
+        return self.lowbuild("push", *to, "--sign", "--sign-by", key or self.key, *flags)
+
     def pull_requiring_the_key(
         self, registry: Registry, ref: str, *flags: str
     ) -> subprocess.CompletedProcess[str]:
@@ -187,32 +194,11 @@ def test_a_signed_push_is_accepted_by_a_policy_requiring_the_key_and_nothing_els
     prefix = f"{registry.host}/{signing.namespace}"
 
     # a key the keyring does not hold: refused before anything is pushed
-    wrong = signing.lowbuild(
-        "push",
-        "--engine",
-        engine.name,
-        "--to",
-        prefix,
-        "--no-tls-verify",
-        "--sign",
-        "--sign-by",
-        "0123456789ABCDEF0123456789ABCDEF01234567",
-    )
+    wrong = signing.signed_push(engine, prefix, key="0123456789ABCDEF0123456789ABCDEF01234567")
     assert wrong.returncode == 2 and "no such secret key" in wrong.stderr
     assert registry.tags(f"{signing.namespace}/app") == []
 
-    pushed = signing.lowbuild(
-        "push",
-        "--engine",
-        engine.name,
-        "--to",
-        prefix,
-        "--no-tls-verify",
-        "--json",
-        "--sign",
-        "--sign-by",
-        signing.key,
-    )
+    pushed = signing.signed_push(engine, prefix, "--json")
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     (record,) = conforming("push", pushed.stdout)
     assert record["signed_by"] == signing.key
@@ -273,12 +259,10 @@ def test_a_key_with_a_passphrase_signs_from_a_file_and_the_passphrase_is_never_s
     bad.write_text("not-it\n")
     assert signing.lowbuild("build", "--engine", engine.name, "--no-sbom").returncode == 0
     prefix = f"{registry.host}/{signing.namespace}"
-    push = ("push", "--engine", engine.name, "--to", prefix, "--no-tls-verify", "--sign")
-
-    refused = signing.lowbuild(*push, "--sign-by", key, "--sign-passphrase-file", str(bad))
+    refused = signing.signed_push(engine, prefix, "--sign-passphrase-file", str(bad), key=key)
     assert refused.returncode == 1
     assert "passphrase" in refused.stderr.lower()
-    signed = signing.lowbuild(*push, "--sign-by", key, "--sign-passphrase-file", str(good))
+    signed = signing.signed_push(engine, prefix, "--sign-passphrase-file", str(good), key=key)
     assert signed.returncode == 0, signed.stderr[-2000:]
     logs = "".join(p.read_text() for p in (signing.root / ".lowbuild" / "logs").rglob("*.log"))
     assert secret not in signed.stdout + signed.stderr + refused.stderr + logs
@@ -301,18 +285,7 @@ def test_a_multi_platform_image_is_signed_as_a_list_and_per_platform(
     built = signing.lowbuild("build", "--engine", engine.name, "--no-sbom")
     assert built.returncode == 0, built.stderr[-2000:]
     prefix = f"{registry.host}/{signing.namespace}"
-    pushed = signing.lowbuild(
-        "push",
-        "--engine",
-        engine.name,
-        "--to",
-        prefix,
-        "--no-tls-verify",
-        "--json",
-        "--sign",
-        "--sign-by",
-        signing.key,
-    )
+    pushed = signing.signed_push(engine, prefix, "--json")
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     records = {r["image"]: r for r in conforming("push", pushed.stdout)}
     assert records["app"]["platforms"] and records["app"]["signed_by"] == signing.key
