@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,19 +206,49 @@ def run_bump(
         _say(err, f"{moved.file}: verified into the cache {cache.root}")
         edits.append(Edit(("artifacts", target.index, "sha256"), target.artifact.sha256, expected))
     after = apply_edits(before, edits, origin=path)
-    shown = str(path.relative_to(project.root)) if path.is_relative_to(project.root) else str(path)
-    out.file.write(unified_diff(before, after, path=shown))
+    changes = [(path, before, after)]
+    dockerfile = _dockerfile_defaults(spec, edits)
+    if dockerfile is not None:
+        changes.append(dockerfile)
+    for changed, old_text, new_text in changes:
+        shown = (
+            changed.relative_to(project.root) if changed.is_relative_to(project.root) else changed
+        )
+        out.file.write(unified_diff(old_text, new_text, path=str(shown)))
     if dry_run:
         _say(err, f"dry run: {path} not changed, nothing downloaded")
         return 0
-    write_atomically(path, after)
+    for changed, _, new_text in changes:
+        write_atomically(changed, new_text)
     try:
         load_project(project_file)
     except SpecError:
-        write_atomically(path, before)  # what it was: the edit made it wrong
+        for changed, old_text, _ in changes:  # what they were: the edit made them wrong
+            write_atomically(changed, old_text)
         raise
-    _say(err, f"wrote {path}")
+    for changed, _, _ in changes:
+        _say(err, f"wrote {changed}")
     return _show_plan(project_file, engine, out=out, err=err)
+
+
+def _dockerfile_defaults(spec: ImageSpec, edits: Sequence[Edit]) -> tuple[Path, str, str] | None:
+    """The Dockerfile with the defaults of the build args bumped (`ARG NAME=old`) moved
+    too, so that they do not go stale: (path, before, after), or None when none is."""
+    if spec.kind != "dockerfile":
+        return None
+    path = spec.directory / spec.dockerfile
+    try:
+        before = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    after = before
+    for edit in edits:
+        if len(edit.path) == 2 and edit.path[0] == "args":
+            name = re.escape(str(edit.path[1]))
+            line = re.compile(rf"(?mi)^(\s*ARG\s+{name}=)([\"']?){re.escape(edit.old)}\2(\s*)$")
+            new = edit.new.replace("\\", "\\\\")  # a replacement template: no group refs
+            after = line.sub(rf"\g<1>\g<2>{new}\g<2>\g<3>", after)
+    return (path, before, after) if after != before else None
 
 
 def _show_plan(project_file: Path | None, engine: str | None, *, out: Console, err: Console) -> int:

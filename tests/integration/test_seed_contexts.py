@@ -277,7 +277,8 @@ def test_bumping_haproxy_to_a_newer_version_served_here_rebuilds_haproxy_only(
     sha = hashlib.sha256(new).hexdigest()
     (upstream / "haproxy-2.6.13.tar.gz.sha256").write_text(f"{sha}  haproxy-2.6.13.tar.gz\n")
     spec = seed.root / "contexts" / "haproxy" / "image.yaml"
-    original = spec.read_text()
+    dockerfile = spec.with_name("Dockerfile")
+    original, original_dockerfile = spec.read_text(), dockerfile.read_text()
     try:
         with serving(upstream) as url:
             spec.write_text(original.replace("https://www.haproxy.org/download/2.6/src", url))
@@ -289,8 +290,13 @@ def test_bumping_haproxy_to_a_newer_version_served_here_rebuilds_haproxy_only(
         text = spec.read_text()
         assert "haproxy-2.6.12" not in text and f"sha256: {sha}" in text
         assert 'args: {HAPROXY_VERSION: "2.6.13"}' in text and 'tags: ["2.6.13"]' in text
+        # the Dockerfile's default of that build arg follows; nothing else of it changes
+        assert dockerfile.read_text() == original_dockerfile.replace(
+            "ARG HAPROXY_VERSION=2.6.12", "ARG HAPROXY_VERSION=2.6.13"
+        )
         after = seed.lowbuild("plan", "--engine", "podman", "--json")
         actions = {r["image"]: r["action"] for r in json.loads(after.stdout)["images"]}
         assert {name for name, action in actions.items() if action != "up-to-date"} == {"haproxy"}
     finally:
         spec.write_text(original)
+        dockerfile.write_text(original_dockerfile)
