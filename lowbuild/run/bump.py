@@ -161,7 +161,7 @@ def run_bump(
         edits += moved_edits + _follower_edits(spec, target.old, target.new)
         expected = None
         if moved.sha256_url:
-            page = fetch_text(moved.sha256_url)
+            page = fetch_text(moved.sha256_url, rewrites=project.rewrites)
             expected = published_sha256(page, moved.file)
             if expected is None:
                 raise FetchError(
@@ -312,7 +312,7 @@ def run_outdated(
             index = artifact.releases.index
             if index not in pages:
                 try:
-                    pages[index] = fetch_text(index, offline=offline)
+                    pages[index] = fetch_text(index, offline=offline, rewrites=project.rewrites)
                 except (FetchError, OfflineMissing) as exc:
                     pages[index] = exc
             page = pages[index]

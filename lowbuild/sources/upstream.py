@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from lowbuild.errors import FetchError, OfflineMissing
+from lowbuild.errors import FetchError, LowbuildError, OfflineMissing
 from lowbuild.redact import redact
+from lowbuild.spec.model import Rewrite
 from lowbuild.spec.versions import is_pre_release, version_key
 
 MAX_PAGE_BYTES = 4 << 20  # a checksum file or a release listing, never a tarball
@@ -18,9 +20,23 @@ TIMEOUT_S = 30.0
 _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 
 
-def fetch_text(url: str, *, offline: bool = False) -> str:
-    """The text `url` serves (http, https or file), at most MAX_PAGE_BYTES. Offline, or
-    unreachable: an error that says it could not be read, naming the URL."""
+def fetch_text(url: str, *, offline: bool = False, rewrites: Sequence[Rewrite] = ()) -> str:
+    """The text `url` serves (http, https or file), at most MAX_PAGE_BYTES: tried through
+    the project's mirror rewrites first, as artifacts are. Offline, or unreachable: an
+    error that says it could not be read, naming each URL tried."""
+    mirrored = [r.replacement + url[len(r.prefix) :] for r in rewrites if url.startswith(r.prefix)]
+    failures: list[LowbuildError] = []
+    for candidate in dict.fromkeys([*mirrored, url]):
+        try:
+            return _fetch_one(candidate, offline=offline)
+        except (FetchError, OfflineMissing) as exc:
+            failures.append(exc)
+    if len(failures) == 1 or all(isinstance(f, OfflineMissing) for f in failures):
+        raise failures[-1]
+    raise FetchError("; ".join(str(f) for f in failures))
+
+
+def _fetch_one(url: str, *, offline: bool) -> str:
     shown = redact(url)
     if urlsplit(url).scheme == "file":
         path = Path(unquote(urlsplit(url).path))

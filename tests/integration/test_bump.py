@@ -224,3 +224,21 @@ def test_outdated_says_when_it_cannot_check(upstream: Upstream) -> None:
     (record,) = conforming("outdated", offline.stdout)
     assert record["newer"] == [] and "cannot check" in record["error"]
     assert "offline" in record["error"]
+
+
+@pytest.mark.parametrize("engine", ["podman"], indirect=True)
+def test_upstream_pages_are_read_through_the_projects_mirrors(upstream: Upstream) -> None:
+    """A spec naming an upstream this host cannot reach, and a `mirrors:` rule to the
+    loopback copy: outdated and bump read the index and the .sha256 through the mirror."""
+    dead = "http://127.0.0.1:9/upstream"  # port 9 (discard): nothing listens here
+    upstream.image_yaml.write_text(upstream.image_yaml.read_text().replace(upstream.url, dead))
+    with (upstream.root / "lowbuild.yaml").open("a") as spec:
+        spec.write(f'mirrors:\n  - {{prefix: "{dead}/", replacement: "{upstream.url}/"}}\n')
+    new_sha = publish(upstream.files, "1.1")
+    outdated = upstream.lowbuild("outdated", "--json")
+    assert outdated.returncode == 0, outdated.stderr
+    assert [r["newer"] for r in conforming("outdated", outdated.stdout)] == [["1.1"]]
+    bumped = upstream.lowbuild("bump", "tool", "--version", "1.1", "--engine", "podman")
+    assert bumped.returncode == 0, bumped.stderr
+    assert f"sha256: {new_sha}" in upstream.image_yaml.read_text()
+    assert f"{dead}/tool-1.1.tar.gz" in upstream.image_yaml.read_text()  # the spec's URL kept
