@@ -252,8 +252,9 @@ class FamilyBuilder:
             raise EngineError(
                 exc.command,
                 exc.returncode,
-                f"{exc.stderr.rstrip()}\n{platform} cannot run on this host: register a qemu "
-                "handler for it with binfmt_misc (`lowbuild doctor` says how)",
+                f"{exc.stderr.rstrip()}\n{platform} cannot run on this host (exec format "
+                "error): register a qemu handler for it with binfmt_misc (`lowbuild doctor` "
+                "says how)",
             ) from exc
 
     def _build_image(

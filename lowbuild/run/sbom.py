@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from lowbuild import __version__
 from lowbuild.engines.base import Engine
-from lowbuild.errors import EngineError, LowbuildError
+from lowbuild.errors import EngineError
 from lowbuild.plan.fingerprint import SBOM_LABEL as SBOM_LABEL
 from lowbuild.spec.versions import name_and_version
 
@@ -168,9 +168,13 @@ def read_packages(engine: Engine, ref: str, *, timeout: float) -> PackageListing
             )
         raise
     if code != 0:
-        tail = output.strip().splitlines()[-3:]
-        raise LowbuildError(
-            f"{ref}: listing the installed packages failed (exit {code}): " + " / ".join(tail)
+        # An EngineError, as a failed RUN step is: "exec format error" (a platform this
+        # host cannot run) then gets the same hint (run/build.py _build_one).
+        tail = " / ".join(output.strip().splitlines()[-3:])
+        raise EngineError(
+            [engine.name, "run", ref, "/bin/sh", "-c", "(list the installed packages)"],
+            code,
+            f"{ref}: listing the installed packages failed (exit {code}): {tail}",
         )
     return parse_package_listing(output)
 
