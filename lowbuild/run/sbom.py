@@ -148,8 +148,8 @@ def parse_package_listing(output: str) -> PackageListing:
 
 def read_packages(engine: Engine, ref: str, *, timeout: float) -> PackageListing:
     """Ask the image's own package manager what is installed, in a container of it with
-    no network. An image without /bin/sh (or that cannot run here) gets no list, said in
-    its note; a command that runs out of time is an EngineError like any other."""
+    no network. An image without /bin/sh gets no list, said in its note; one that cannot
+    run here ("exec format error") or runs out of time is an EngineError."""
     try:
         code, output = engine.run_once(
             image=ref,
@@ -159,7 +159,9 @@ def read_packages(engine: Engine, ref: str, *, timeout: float) -> PackageListing
             timeout=timeout,
         )
     except EngineError as exc:
-        if exc.returncode in (125, 126, 127) or "executable file not found" in exc.stderr:
+        said = exc.stderr.lower()
+        missing = "executable file not found" in said or "no such file or directory" in said
+        if (exc.returncode == 127 or missing) and "exec format error" not in said:
             lines = exc.stderr.strip().splitlines()
             return PackageListing(
                 manager=None,

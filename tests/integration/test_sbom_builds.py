@@ -114,12 +114,17 @@ def sbom_family(engine: Engine, tmp_path: Path) -> Iterator[SbomFamily]:
         tiny.mkdir()
         (tiny / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo tiny > /etc/tiny\n")
         (tiny / "image.yaml").write_text("name: tiny\n")
+        bare = root / "contexts" / "bare"  # no shell at all: nothing can be asked
+        bare.mkdir()
+        (bare / "note.txt").write_text("no shell here\n")
+        (bare / "Dockerfile").write_text("FROM scratch\nCOPY note.txt /note.txt\n")
+        (bare / "image.yaml").write_text("name: bare\n")
         env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache")}
         made = SbomFamily(root, namespace, env, engine, url, sha)
         try:
             yield made
         finally:
-            for name in ("child", "deb", "tiny"):
+            for name in ("child", "deb", "tiny", "bare"):
                 if engine.inspect_image(made.ref(name)) is not None:
                     engine.remove_image(made.ref(name), force=True)
 
@@ -172,6 +177,10 @@ def test_each_image_built_gets_a_valid_sbom_that_its_label_names(
     said = {p["name"]: p["value"] for p in root["properties"]}
     assert said["lowbuild:packages"].startswith("no package manager")
     assert not [c for c in tiny["components"] if c["type"] == "library"]  # type: ignore[attr-defined]
+    bare = family.sbom("bare")["metadata"]["component"]  # type: ignore[index]
+    said = {p["name"]: p["value"] for p in bare["properties"]}
+    assert said["lowbuild:packages"].startswith("the image has no /bin/sh")
+    assert family.label("bare").startswith("sha256:")
 
     provenance = json.loads(
         (family.root / ".lowbuild" / "provenance" / "deb.intoto.json").read_text()
@@ -214,7 +223,12 @@ def test_a_no_op_build_leaves_sboms_and_images_alone_and_sbom_checks_the_label(
     )
     rebuilt = family.lowbuild("build", "--json")
     states = {r["image"]: r["state"] for r in json.loads(rebuilt.stdout)}
-    assert states == {"deb": "up-to-date", "child": "up-to-date", "tiny": "built"}
+    assert states == {
+        "deb": "up-to-date",
+        "child": "up-to-date",
+        "tiny": "built",
+        "bare": "up-to-date",
+    }
     assert family.label("tiny") != before["tiny"][1]
     assert files["tiny"].stat().st_mtime_ns != before["tiny"][0]
 
