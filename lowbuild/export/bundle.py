@@ -38,7 +38,7 @@ from lowbuild import __version__
 from lowbuild.context.pack import pack_deterministic
 from lowbuild.engines.base import Engine
 from lowbuild.errors import UsageError, VerificationError
-from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, SBOM_LABEL
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, SBOM_LABEL, labelled_sbom
 from lowbuild.sources.cache import (
     CHUNK,
     SHA256_HEX,
@@ -362,7 +362,7 @@ def _images_to_save(contents: BundleContents, engine: Engine) -> list[BundledIma
                 built=name is not None,
                 image=name,
                 fingerprint=info.labels.get(FINGERPRINT_LABEL) if name else None,
-                sbom=_sbom_digest(info.labels) if name else None,
+                sbom=labelled_sbom(info.labels) if name else None,
             )
         )
     if absent:
@@ -699,9 +699,3 @@ def list_bundle(bundle: Path) -> list[BundleMember]:
         for name in (MANIFEST, MANIFEST_SUM)
     ]
     return files + sorted(manifest.members, key=lambda m: m.path)
-
-
-def _sbom_digest(labels: Mapping[str, str]) -> str | None:
-    """The image's SBOM digest from its label; None without one (or a build cut short)."""
-    label = labels.get(SBOM_LABEL, "")
-    return label if label.startswith("sha256:") else None

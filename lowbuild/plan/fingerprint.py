@@ -41,6 +41,15 @@ SBOM_LABEL = "lowbuild.sbom"
 # What the build gives the label until the SBOM step relabels the image: an image still
 # carrying it is one whose run was cut short between the two, and is built again.
 SBOM_PENDING = "pending"
+
+
+def labelled_sbom(labels: Mapping[str, str]) -> str | None:
+    """The SBOM digest an image's labels name; None for one built without an SBOM, or
+    whose run was cut short before its SBOM was written."""
+    label = labels.get(SBOM_LABEL, "")
+    return label if label.startswith("sha256:") else None
+
+
 MAX_RECORDED_FILES = 128
 SHORT_DIGEST = 16  # hex digits kept per file / value in the inputs label: enough to see a change
 MAX_NAMED_FILES = 10  # a reason names at most this many files, then "and N more"

@@ -71,7 +71,7 @@ from lowbuild.run.sbom import (
 )
 from lowbuild.run.scheduler import LOCAL, EndpointLost, Event, Outcome, WorkResult, run_placed
 from lowbuild.run.smoke import EMULATION_SLOWDOWN
-from lowbuild.sources.cache import Cache, write_atomically
+from lowbuild.sources.cache import Cache, hash_file, write_atomically
 from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
 from lowbuild.spec.platforms import native_platform
@@ -388,7 +388,7 @@ class FamilyBuilder:
                 ArtifactFact(file=a.file, sha256=a.sha256, urls=a.urls) for a in spec.artifacts
             ),
             packs=tuple(
-                PackFact(into=p.into, source=p.source, sha256=_file_sha256(staged.path / p.into))
+                PackFact(into=p.into, source=p.source, sha256=hash_file(staged.path / p.into))
                 for p in spec.packs
             ),
             parents=(
@@ -396,7 +396,9 @@ class FamilyBuilder:
                     ImageRef(
                         ref=self.project.ref(need),
                         image_id=need_id,
-                        digest=self._published_digest(need, need_id),
+                        digest=self._published.pushed_digest(need, need_id)
+                        if self._published
+                        else "",
                     )
                     for need, need_id in inputs.family
                 ),
@@ -463,18 +465,6 @@ class FamilyBuilder:
             with self._lock:
                 self._engine_versions[engine.name] = known
         return known
-
-    def _published_digest(self, name: str, image_id: str) -> str:
-        """The registry digest published.json records for family image `name` pushed as
-        the local image `image_id` (any registry), or ""."""
-        entry = self._published.images.get(name) if self._published else None
-        registries = entry.get("registries") if isinstance(entry, dict) else None
-        for pushed in registries.values() if isinstance(registries, dict) else ():
-            if isinstance(pushed, dict) and pushed.get("image_id") == image_id:
-                ref = pushed.get("ref")
-                if isinstance(ref, str) and "@" in ref:
-                    return ref.partition("@")[2]
-        return ""
 
     def _variant_dockerfile(self, node: Node, staged: Path, sink: LogSink) -> Path:
         """The staged Dockerfile pointed at `node`'s platform's images (its `retarget`),
@@ -619,11 +609,3 @@ class FamilyBuilder:
         for ref in refs[1:]:
             engine.tag(refs[0], ref)
         return image_id
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

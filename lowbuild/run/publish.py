@@ -22,10 +22,9 @@ from pathlib import Path
 from lowbuild.engines.base import Engine, ImageInfo, LogSink, Signer
 from lowbuild.engines.signing import on_loopback, sign_in_registry
 from lowbuild.errors import EngineError, UsageError, did_you_mean
-from lowbuild.plan.fingerprint import FINGERPRINT_LABEL
+from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, labelled_sbom
 from lowbuild.plan.graph import FamilyGraph
 from lowbuild.redact import redact
-from lowbuild.run.sbom import SBOM_LABEL
 from lowbuild.sources.cache import write_atomically
 from lowbuild.sources.registry import RegistryClient
 from lowbuild.spec.load import registry_prefix_problem
@@ -327,8 +326,7 @@ def _push_image(
         why = f"no local image {local}: build it first (lowbuild build {repository})"
         return PushOutcome(name, registry.name, registry.prefix, tags, error=why)
     fingerprint = info.labels.get(FINGERPRINT_LABEL)
-    label = info.labels.get(SBOM_LABEL, "")
-    sbom = label if label.startswith("sha256:") else None  # none, or a build cut short
+    sbom = labelled_sbom(info.labels)
     served = view.serves(repository, info.id, tags, record_as=name)
     if served is not None:
         log(f"{registry.prefix}/{repository} already serves {local} as {served} under every tag")
@@ -494,6 +492,18 @@ class PublishedRecord:
                 "image_id": outcome.image_id,
             }
             entry.update(fingerprint=outcome.fingerprint, registries=registries)
+
+    def pushed_digest(self, name: str, image_id: str) -> str:
+        """The registry digest recorded for `name` pushed as the local image `image_id`, to
+        any registry (an SBOM names a published parent by it); "" when none is."""
+        entry = self.images.get(name)
+        registries = entry.get("registries") if isinstance(entry, dict) else None
+        for pushed in registries.values() if isinstance(registries, dict) else ():
+            if isinstance(pushed, dict) and pushed.get("image_id") == image_id:
+                ref = pushed.get("ref")
+                if isinstance(ref, str) and "@" in ref:
+                    return ref.partition("@")[2]
+        return ""
 
     def recorded_digest(
         self,

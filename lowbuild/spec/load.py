@@ -1177,13 +1177,7 @@ def _version_pattern(doc: _Document, node: yaml.Node, *, what: str) -> str:
 
 def _urls(doc: _Document, node: yaml.Node, *, called: str) -> tuple[str, ...]:
     def url(index: int, item: yaml.Node) -> str:
-        text = doc.text(item, what=f"{called} urls[{index}]")
-        if urlsplit(text).scheme not in _URL_SCHEMES:
-            doc.fail(
-                f"{called}: URL {redact(text)!r} must start with http://, https:// or file://",
-                item,
-            )
-        return text
+        return _url(doc, item, what=f"{called} urls[{index}]")
 
     # `urls: []` (or none): cache-only, an input only `cache add` or a bundle brings.
     return tuple(doc.each(node, what="urls", read=url))

@@ -202,7 +202,6 @@ def test_a_signed_push_is_accepted_by_a_policy_requiring_the_key_and_nothing_els
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     (record,) = conforming("push", pushed.stdout)
     assert record["signed_by"] == signing.key
-    assert signing.key not in pushed.stderr or "signed by" in pushed.stderr  # named, no secret
 
     for tag in ("1", "1.0"):  # each tag carries a signature naming it
         accepted = signing.pull_requiring_the_key(registry, f"{prefix}/app:{tag}")
