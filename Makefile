@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: all venv provision lint test test-unit test-integration test-min-deps demo clean
+.PHONY: all venv provision provision-test lint test test-unit test-integration test-min-deps demo clean
 
 all: test
 
@@ -23,6 +23,10 @@ venv: $(STAMP)
 provision:
 	bash scripts/provision.sh
 
+# What the tests need besides: a headless Chromium and its driver (the HTML report).
+provision-test:
+	bash scripts/provision.sh --browser
+
 lint: venv
 	$(BIN)/ruff format --check lowbuild tests scripts
 	$(BIN)/ruff check lowbuild tests scripts
@@ -32,14 +36,14 @@ lint: venv
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-test-integration: provision venv
+test-integration: provision-test venv
 	$(BIN)/pytest tests/integration
 
 # Every runtime dependency at its declared minimum: the unit tests and a few commands.
 test-min-deps:
 	bash scripts/min_deps.sh
 
-test: provision venv lint test-min-deps
+test: provision-test venv lint test-min-deps
 	$(BIN)/pytest tests
 
 # The main job: the whole seed family (contexts/), built and smoke-tested on the

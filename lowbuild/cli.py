@@ -213,7 +213,11 @@ def _out(*, as_json: bool = False) -> Console:
 def graph_command(
     file: ProjectFile = None,
     graph_format: Annotated[
-        str, typer.Option("--format", help="Output format: dot, mermaid or json.")
+        str,
+        typer.Option(
+            "--format",
+            help="Output format: dot, mermaid, json, or html (a page to open in a browser).",
+        ),
     ] = "dot",
     as_json: AsJson = False,
 ) -> None:
@@ -945,6 +949,64 @@ def sbom_command(
     )
     raise typer.Exit(
         run_sbom(selection, provenance=provenance, output=output, out=_out(as_json=True), err=err)
+    )
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[
+        str | None,
+        typer.Argument(
+            help="A run: its directory name under .lowbuild/logs/ (default: the latest).",
+            show_default=False,
+        ),
+    ] = None,
+    file: ProjectFile = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write the page here (default: report.html in the run's log directory).",
+            show_default=False,
+        ),
+    ] = None,
+    open_it: Annotated[
+        bool,
+        typer.Option("--open", help="Open the page in a browser, where there is one.", metavar=""),
+    ] = False,
+    sizes: Annotated[
+        bool,
+        typer.Option(
+            "--sizes/--no-sizes",
+            help="Ask the run's engine for each image's size (one inspect).",
+        ),
+    ] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Write a run's report: one self-contained HTML page to open from disk.
+
+    It shows the family graph coloured by each image's state, a timeline of the run with
+    its critical path, each image's time, size and size added over its parent, and the
+    smoke tests with their details. Every build, test and push run also leaves a trace
+    (trace.json, Chrome trace-event format) beside its logs: open it in Perfetto or
+    chrome://tracing.
+
+    Prints the page's path; with --json, the report's data instead.
+    """
+    from lowbuild.run.exports import run_report
+
+    raise typer.Exit(
+        run_report(
+            file,
+            run,
+            output=output,
+            open_it=open_it,
+            as_json=as_json,
+            sizes=sizes,
+            out=_out(as_json=as_json),
+            err=err,
+        )
     )
 
 

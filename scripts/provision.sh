@@ -33,6 +33,15 @@ PACKAGES=(
     # the Makefile's venv needs these; listed so `make provision` alone also fixes them
     python3 python3-venv
 )
+# --browser (what `make test` asks for): Chromium and its driver too, to check the HTML
+# report in a real headless browser (tests/integration/test_run_report.py). `make demo`
+# does not need them.
+if [[ ${1:-} == --browser ]]; then
+    PACKAGES+=(chromium chromium-driver)
+elif [[ $# -gt 0 ]]; then
+    echo "usage: $0 [--browser]" >&2
+    exit 2
+fi
 export DEBIAN_FRONTEND=noninteractive
 # Inherited pointers elsewhere would make podman/docker ignore what this script sets up.
 unset CONTAINERS_CONF CONTAINERS_CONF_OVERRIDE DOCKER_HOST DOCKER_CONTEXT

@@ -405,7 +405,9 @@ def render_graph(graph: FamilyGraph, *, graph_format: str = "dot") -> str:
         return _render_mermaid(graph)
     if graph_format == "json":
         return json.dumps(_graph_record(graph), indent=2)
-    raise UsageError(f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {graph_format!r}")
+    raise UsageError(
+        f"--format must be one of {', '.join(GRAPH_FORMATS)} or html, not {graph_format!r}"
+    )
 
 
 def _graph_record(graph: FamilyGraph) -> dict[str, object]:

@@ -158,8 +158,15 @@ class FamilyBuilder:
         def work(name: str, endpoint: str, cancel: threading.Event) -> WorkResult:
             with self._lock:
                 busy[endpoint] = busy.get(endpoint, 0) + 1
+            trace = self.logs.trace
+            group = "build" if endpoint == LOCAL else f"{endpoint} build"
             try:
-                return self._build_one(plan, planned[name], cancel, endpoint)
+                with trace.slot(group), trace.span(name, "image", image=name) as args:
+                    args.update(endpoint=endpoint or None, state="failed")
+                    result = self._build_one(plan, planned[name], cancel, endpoint)
+                    args.update(state=result.state, image_id=result.image_id)
+                    args["reason"] = result.detail if result.state == "built" else None
+                    return result
             except (EngineError, HandoverFailed) as exc:
                 fleet = self.handover.fleet if self.handover else None
                 lost = fleet.why_lost(endpoint) if fleet else None
@@ -279,8 +286,9 @@ class FamilyBuilder:
             sink(f"on endpoint {endpoint}")
             with self._lock:
                 needed = [(a, self._ids[a]) for a in plan.graph.ancestors(name) if a in self._ids]
-            for need, need_id in needed:
-                handover.bring(need, need_id, endpoint, sink)
+            with self.logs.trace.span("handover", "phase", parents=len(needed)):
+                for need, need_id in needed:
+                    handover.bring(need, need_id, endpoint, sink)
         inventory = planned.inventory or take_inventory(spec)
         inputs, reasons = planned.inputs, planned.reasons
         if inputs is None:  # a need was rebuilt: its new ID is an input, known only now
@@ -296,7 +304,9 @@ class FamilyBuilder:
                 return WorkResult(state="up-to-date", image_id=existing.id)
         if self.cache_from is not None:
             expected = fingerprint(inputs)
-            pulled = self._pull_from_cache(name, expected, self.cache_from, sink, engine)
+            with self.logs.trace.span("cache pull", "phase") as args:
+                pulled = self._pull_from_cache(name, expected, self.cache_from, sink, engine)
+                args["found"] = pulled is not None
             if pulled is not None:
                 with self._lock:
                     self._ids[name] = pulled
@@ -306,11 +316,13 @@ class FamilyBuilder:
                 return WorkResult(state="pulled", image_id=pulled, detail=detail)
         if any(not self.cache.contains(artifact.sha256) for artifact in spec.artifacts):
             sink("not from the registry cache: fetching its inputs to build it")
-            self.fetch_inputs(spec, sink)
+            with self.logs.trace.span("fetch", "phase"):
+                self.fetch_inputs(spec, sink)
         sink(f"building {planned.ref}: {'; '.join(reasons)}")
-        staged = assemble_context(
-            spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
-        )
+        with self.logs.trace.span("stage", "phase"):
+            staged = assemble_context(
+                spec, cache=self.cache, stage_root=self.stage_root, inventory=inventory
+            )
         sink(f"context staged at {staged.path} ({staged.digest})")
         labels = self._labels(node, staged, inputs)
         refs = self.project.refs_for(name)
@@ -318,8 +330,10 @@ class FamilyBuilder:
             raise Interrupted(f"{name}: interrupted before building")
         self.on_build_start(labels[FINGERPRINT_LABEL])
         started = datetime.now(UTC)
+        trace = self.logs.trace
         if spec.kind == "commit":
-            image_id = self._commit_recipe(node, staged, refs, labels, sink, engine)
+            with trace.span("commit", "phase"):
+                image_id = self._commit_recipe(node, staged, refs, labels, sink, engine)
         else:
             # The staged copy, never the source: what was checked and fingerprinted (a
             # variant's: pointed at its platform's parent and bases, beside the context).
@@ -335,11 +349,13 @@ class FamilyBuilder:
                 network=spec.engine_network,
                 platform=node.platform,
             )
-            image_id = engine.build(request, log=sink)
+            with trace.span("engine build", "phase", engine=engine.name):
+                image_id = engine.build(request, log=sink)
         if self.sbom_dir is not None:
-            image_id = self._attach_sbom(
-                node, inputs, staged, refs, labels, image_id, engine, sink, started
-            )
+            with trace.span("sbom", "phase"):
+                image_id = self._attach_sbom(
+                    node, inputs, staged, refs, labels, image_id, engine, sink, started
+                )
         sink(f"built {image_id}")
         with self._lock:
             self._ids[name] = image_id
@@ -347,10 +363,12 @@ class FamilyBuilder:
         if handover is not None:
             handover.record(name, endpoint, image_id)
             if handover.fleet.registry is not None:  # several endpoints: hand it over
-                digest = handover.publish(name, endpoint, image_id, sink)
+                with trace.span("hand over", "phase"):
+                    digest = handover.publish(name, endpoint, image_id, sink)
         handed_to = handover.fleet.registry if handover is not None else None
         if self.cache_to is not None and self.cache_to != handed_to:  # not the same push twice
-            self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink, engine)
+            with trace.span("cache push", "phase"):
+                self._push_to_cache(name, labels[FINGERPRINT_LABEL], self.cache_to, sink, engine)
         detail = "; ".join(reasons)
         return WorkResult(state="built", image_id=image_id, detail=detail, digest=digest)
 

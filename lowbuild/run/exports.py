@@ -226,3 +226,55 @@ def run_sbom(
     else:
         out.file.write(data.decode("utf-8"))
     return 0
+
+
+def run_report(
+    project_file: Path | None,
+    run: str | None,
+    *,
+    output: Path | None,
+    open_it: bool,
+    as_json: bool,
+    sizes: bool,
+    out: Console,
+    err: Console,
+) -> int:
+    """`lowbuild report [RUN]`: the run's one-page HTML report (or its data as JSON)."""
+    from lowbuild.engines.detect import engine_by_name
+    from lowbuild.errors import LowbuildError
+    from lowbuild.run.insight import find_run, image_sizes, report_data
+    from lowbuild.spec.load import load_project
+
+    project = load_project(project_file)
+    files = find_run(project.root / STATE_DIR / "logs", run)
+    measured = None
+    if sizes:
+        try:
+            measured = image_sizes(engine_by_name(files.record["engine"]), files)
+        except LowbuildError as exc:  # no engine here now: the report goes without sizes
+            _say(err, f"no image sizes: {str(exc).splitlines()[0]}")
+    data = report_data(files, measured)
+    if as_json:
+        out.file.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    from lowbuild.run.pages import render_report
+
+    target = output if output is not None else files.directory / "report.html"
+    write_atomically(target, render_report(data))
+    _say(err, f"report of run {files.record['run']}: {target}")
+    out.file.write(f"{target}\n")
+    if open_it:
+        _open_in_browser(target, err)
+    return 0
+
+
+def _open_in_browser(path: Path, err: Console) -> None:
+    """Open `path` in the user's browser, where there is one (a CI runner has none)."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        _say(err, f"no browser to open it here: open {path} where there is one")

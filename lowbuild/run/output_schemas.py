@@ -442,6 +442,76 @@ def _error() -> Schema:
     return _record({"error": error})
 
 
+def _report() -> Schema:
+    from lowbuild.run.scheduler import State
+
+    seconds: Schema = {"type": ["number", "null"], "minimum": 0}
+    size: Schema = {"type": ["integer", "null"]}
+    step = _record({"name": _STR, "start": seconds, "duration": seconds})
+    test = _record(
+        {
+            "passed": _BOOL,
+            "detail": _STR,
+            "seconds": seconds,
+            "start": seconds,
+            "end": seconds,
+        }
+    )
+    image = _record(
+        {
+            "name": _STR,
+            "state": {
+                **_enum(get_args(State), null=True),
+                "description": "null: a test or push run",
+            },
+            "parents": {**_STRINGS, "description": "family images it is built from"},
+            "bases": {**_STRINGS, "description": "images from outside the family it uses"},
+            "reason": _STR,
+            "image_id": _STR,
+            "endpoint": _STR_OR_NULL,
+            "log": _STR_OR_NULL,
+            "start": {**seconds, "description": "seconds from the run's start (null: no span)"},
+            "end": seconds,
+            "track": {"type": ["integer", "null"]},
+            "steps": {**_list(step), "description": "the phases of its build"},
+            "size": {**size, "description": "bytes, as the engine says now (null: unknown)"},
+            "adds": {**size, "description": "bytes over its parent's (or base's) image"},
+            "test": {"oneOf": [test, {"type": "null"}]},
+            "push": _list(_push_record()),
+            "critical": {**_BOOL, "description": "on the run's critical path"},
+        }
+    )
+    phase = _record(
+        {
+            "name": _STR,
+            "cat": _STR,
+            "start": seconds,
+            "duration": seconds,
+            "track": _COUNT,
+            "args": {"type": "object"},
+        }
+    )
+    return _record(
+        {
+            "run": _STR,
+            "command": _enum(("build", "test", "push")),
+            "engine": _STR,
+            "project": _STR,
+            "started": _STR,
+            "duration": seconds,
+            "counts": {"type": "object", "additionalProperties": _COUNT},
+            "critical_path": {**_STRINGS, "description": "the chain of waits, first to last"},
+            "critical_waits": _list(
+                _record({"after": _STR, "image": _STR, "why": _enum(("parent", "job slot"))})
+            ),
+            "critical_seconds": seconds,
+            "images": _list(image),
+            "phases": _list(phase),
+            "tracks": {"type": "object", "additionalProperties": _STR},
+        }
+    )
+
+
 # name → (command as typed, producer, schema body)
 _OUTPUTS: dict[str, tuple[str, str, Callable[[], Schema]]] = {
     "graph": ("graph --json", "plan/graph.py _graph_record", _graph),
@@ -466,6 +536,7 @@ _OUTPUTS: dict[str, tuple[str, str, Callable[[], Schema]]] = {
     "prune": ("prune --json", "run/images.py PruneResult.to_json", _prune),
     "init": ("init --json", "run/adopt.py InitResult.to_json", _init),
     "outdated": ("outdated --json", "run/bump.py OutdatedRecord.to_json", _outdated),
+    "report": ("report --json", "run/insight.py report_data", _report),
     "error": ("COMMAND --json", "cli.py error_record", _error),
 }
 # Each name is the command whose `--json` output it describes, its words joined by '-'.

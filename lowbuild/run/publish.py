@@ -25,6 +25,7 @@ from lowbuild.errors import EngineError, UsageError, did_you_mean
 from lowbuild.plan.fingerprint import FINGERPRINT_LABEL, labelled_sbom
 from lowbuild.plan.graph import FamilyGraph
 from lowbuild.redact import redact
+from lowbuild.run.trace import Trace
 from lowbuild.sources.cache import write_atomically
 from lowbuild.sources.registry import RegistryClient
 from lowbuild.spec.load import registry_prefix_problem
@@ -144,6 +145,7 @@ def push_family(
     sleep: Callable[[float], None] = time.sleep,
     engine_for: Callable[[str], Engine] | None = None,
     sign: Signer | None = None,
+    trace: Trace | None = None,
 ) -> list[PushOutcome]:
     """Push `names` (in build order) to every registry, parents before children.
 
@@ -170,6 +172,7 @@ def push_family(
     local: dict[str, ImageInfo | None] = {}
     for held, asked in holding.values():
         local.update(held.inspect_images(asked))
+    traced = trace if trace is not None else Trace("")
     for registry in registries:
         held_back = dict(refused)  # image → why it is not pushed to this registry
         with _RegistryView(registry, None if sign else published) as view:
@@ -181,18 +184,25 @@ def push_family(
                     held_back.setdefault(name, why)
                     outcome = PushOutcome(name, registry.name, registry.prefix, tags, error=why)
                 else:
-                    outcome = _push_image(
-                        engine_of(name),
-                        name,
-                        tags,
-                        project.ref(name),
-                        local[project.ref(name)],
-                        registry,
-                        view,
-                        log=log_for(name),
-                        sleep=sleep,
-                        sign=sign,
-                    )
+                    with traced.span(name, "push", image=name, registry=registry.name) as args:
+                        outcome = _push_image(
+                            engine_of(name),
+                            name,
+                            tags,
+                            project.ref(name),
+                            local[project.ref(name)],
+                            registry,
+                            view,
+                            log=log_for(name),
+                            sleep=sleep,
+                            sign=sign,
+                        )
+                        args.update(
+                            pushed=outcome.pushed,
+                            unchanged=outcome.unchanged or None,
+                            digest=outcome.digest,
+                            error=outcome.error,
+                        )
                     if not outcome.pushed:
                         held_back[name] = outcome.error
                 outcomes.append(outcome)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import threading
 import time
@@ -18,6 +20,8 @@ from rich.text import Text
 from lowbuild.engines.base import LogSink, short_id
 from lowbuild.errors import EXIT_FAILED
 from lowbuild.run.scheduler import FINISHED_OK, Event, Outcome
+from lowbuild.run.trace import TRACE_FILE, Trace
+from lowbuild.sources.cache import write_atomically
 
 if TYPE_CHECKING:  # the tables only read these; a build run need not import doctor
     from lowbuild.doctor import EngineReport
@@ -36,6 +40,9 @@ _STATE_STYLE = {
 }
 
 
+RUN_RECORD = "run.json"
+
+
 class RunLogs:
     """One directory per run, one `<image>.log` per image, and a `latest` link to the newest run.
 
@@ -44,7 +51,8 @@ class RunLogs:
     ends the run.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, trace: Trace | None = None, command: str = "") -> None:
+        self.trace = trace if trace is not None else Trace(command or "lowbuild")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         root.mkdir(parents=True, exist_ok=True)
         suffix = 1
@@ -100,6 +108,15 @@ class RunLogs:
             for out in self._files.values():
                 out.close()
             self._files.clear()
+        # The trace of whatever ran, an interrupted or failed run's too; a disk too full
+        # for it does not turn the run's own result into an error.
+        with contextlib.suppress(OSError):
+            self.trace.write(self.directory / TRACE_FILE)
+
+    def write_record(self, document: Mapping[str, Any]) -> None:
+        """The run's record (RUN_RECORD): what `lowbuild report` shows beside the trace."""
+        with contextlib.suppress(OSError):
+            write_atomically(self.directory / RUN_RECORD, json.dumps(document, indent=1))
 
 
 def outcome_record(outcome: Outcome, *, ref: str = "", tags: Sequence[str] = ()) -> dict[str, Any]:

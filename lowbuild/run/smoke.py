@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lowbuild.engines.base import LOG_AFTER_TIMEOUT_S, Engine, LogSink, RunningContainer
 from lowbuild.errors import EngineTimedOut, LowbuildError, SmokeTestFailed
+from lowbuild.run.trace import Trace
 from lowbuild.spec.model import CommandTest, HttpTest, ImageSpec, Project
 from lowbuild.spec.platforms import native_platform, split_key
 
@@ -259,22 +260,27 @@ class SmokeTester:
             test = dataclasses.replace(test, timeout=test.timeout * EMULATION_SLOWDOWN)
             if sink:
                 sink(f"{platform} runs under emulation: timeout {test.timeout:g} s")
-        try:
-            result = run_smoke_test(
-                engine,
-                image=self.project.ref(name),
-                test=test,
-                network=spec.engine_network,
-                log=sink,
-                cancel=self._cancel,
+        trace = self.logs.trace if self.logs else Trace("")
+        with trace.slot("test"), trace.span(name, "test", image=name) as args:
+            try:
+                result = run_smoke_test(
+                    engine,
+                    image=self.project.ref(name),
+                    test=test,
+                    network=spec.engine_network,
+                    log=sink,
+                    cancel=self._cancel,
+                )
+            except LowbuildError as exc:
+                outcome = TestOutcome(name, False, str(exc), time.monotonic() - started)
+                if sink:
+                    sink(f"smoke test FAILED: {exc}")
+            else:
+                outcome = TestOutcome(name, True, result.summary, result.seconds)
+                if sink:
+                    sink(f"smoke test passed: {result.summary}")
+            args.update(
+                passed=outcome.passed, detail=(outcome.detail.splitlines() or [""])[0][:300]
             )
-        except LowbuildError as exc:
-            outcome = TestOutcome(name, False, str(exc), time.monotonic() - started)
-            if sink:
-                sink(f"smoke test FAILED: {exc}")
-        else:
-            outcome = TestOutcome(name, True, result.summary, result.seconds)
-            if sink:
-                sink(f"smoke test passed: {result.summary}")
         self.on_result(outcome)
         return outcome

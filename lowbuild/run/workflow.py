@@ -124,7 +124,22 @@ def run_graph(project_file: Path | None, *, graph_format: str, out: Console) -> 
     """`lowbuild graph`: the family as a dot or mermaid graph."""
     from lowbuild.plan.graph import render_graph
 
-    text = render_graph(build_graph(load_project(project_file)), graph_format=graph_format)
+    graph = build_graph(load_project(project_file))
+    if graph_format == "html":
+        from lowbuild.run.pages import GraphNode, render_graph_page
+
+        nodes = {
+            base: GraphNode(base, base, "base", (), f"{base}: external base")
+            for node in graph.nodes.values()
+            for base in node.external
+        }
+        for node in graph.nodes.values():
+            parents = node.needs + tuple(b for b in node.external if b not in node.needs)
+            nodes[node.name] = GraphNode(node.name, node.name, "image", parents)
+        title = f"{graph.project.root.name}: the family"
+        out.file.write(render_graph_page(title, list(nodes.values())))
+        return 0
+    text = render_graph(graph, graph_format=graph_format)
     out.file.write(text + "\n")
     return 0
 
@@ -500,11 +515,14 @@ def _build(
 ) -> int:
     from lowbuild.plan.planner import make_plan
     from lowbuild.run.build import FamilyBuilder
+    from lowbuild.run.insight import run_record
     from lowbuild.run.report import LiveBoard, RunLogs, run_exit_code
     from lowbuild.run.scheduler import FINISHED_OK, Event
     from lowbuild.run.smoke import SmokeTester
+    from lowbuild.run.trace import Trace
 
     project, engine = resolved.project, resolved.engine
+    trace = Trace("lowbuild build")
     registries = _push_registries(project, options.push)  # a bad --to: before any build
     cache_from, cache_to = _registry_cache(project, options.cache, offline=options.offline)
     handover: Handover | None = None
@@ -512,7 +530,7 @@ def _build(
     if resolved.hosts is not None:
         fleet = _fleet(resolved, _handover_registry(resolved, cache_to, options), err=err)
         engine = next(iter(fleet.engines.values()))  # the first that answered
-    with _cache_client(cache_from, err=err) as client:
+    with _cache_client(cache_from, err=err) as client, trace.span("plan", "run") as planned:
         plan = make_plan(
             project,
             resolved.graph,
@@ -523,6 +541,7 @@ def _build(
             cache_lookup=_lookup(client),
             stores=fleet.engines if fleet is not None else None,
         )
+        planned["images"] = len(plan.images)
     if fleet is not None:
         from lowbuild.run.hosts import Handover
 
@@ -537,9 +556,10 @@ def _build(
     fetch_late = cache_from is not None and client is not None and client.unsure
     cache = Cache(default_cache_root(options.cache_dir))
     state_dir = project.root / STATE_DIR
-    with RunLogs(state_dir / "logs") as logs:
+    with RunLogs(state_dir / "logs", trace=trace) as logs:
         if to_build and not fetch_late:
-            _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
+            with trace.span("fetch", "run"):
+                _fetch_inputs(project, to_build, cache, offline=options.offline, logs=logs, err=err)
         where = f"engine {engine.name}"
         if handover is not None:
             fleet = handover.fleet
@@ -590,7 +610,8 @@ def _build(
                 handover=handover,
                 sbom_dir=state_dir if options.sbom else None,
             )
-            outcomes = builder.build(plan)
+            with trace.span("build", "run", engine=engine.name):
+                outcomes = builder.build(plan)
             finished = tester.results()
             tests = {name: finished[name] for name in outcomes if name in finished}  # plan order
         pushes: list[PushOutcome] = []
@@ -608,16 +629,30 @@ def _build(
             if handover is not None:  # each image from the endpoint that built or holds it
                 engines = handover.fleet.engines
                 held_by = {name: engines[o.endpoint] for name, o in outcomes.items() if o.endpoint}
-            pushes = _push(
-                resolved,
-                list(outcomes),
-                registries,
-                refused,
-                force=options.push.force,
-                logs=logs,
-                err=err,
-                held_by=held_by,
+            with trace.span("push", "run"):
+                pushes = _push(
+                    resolved,
+                    list(outcomes),
+                    registries,
+                    refused,
+                    force=options.push.force,
+                    logs=logs,
+                    err=err,
+                    held_by=held_by,
+                )
+        logs.write_record(
+            run_record(
+                "build",
+                project,
+                resolved.graph,
+                engine.name,
+                outcomes,
+                tests,
+                pushes,
+                logs,
+                plan=plan,
             )
+        )
         _report(
             project,
             outcomes,
@@ -779,6 +814,7 @@ def _push(
         on_result=show,
         engine_for=(lambda name: held_by.get(name, resolved.engine)) if held_by else None,
         sign=sign,
+        trace=logs.trace,
     )
     record.add(outcomes)
     record.write()
@@ -803,6 +839,7 @@ def run_push(
 ) -> int:
     """`lowbuild push`: push the selected images (with their ancestors unless
     --no-deps), parents first, every tag, to each registry; exit 1 if any was not."""
+    from lowbuild.run.insight import run_record
     from lowbuild.run.report import RunLogs
 
     resolved = resolve(selection)
@@ -815,17 +852,31 @@ def run_push(
         check_signer(targets.sign)
     with (
         project_session(project, engine=resolved.engine, wait=wait, err=err),
-        RunLogs(project.root / STATE_DIR / "logs") as logs,
+        RunLogs(project.root / STATE_DIR / "logs", command="lowbuild push") as logs,
     ):
-        pushes = _push(
-            resolved,
-            names,
-            registries,
-            {},
-            force=targets.force,
-            logs=logs,
-            err=err,
-            sign=targets.sign,
+        with logs.trace.span("push", "run"):
+            pushes = _push(
+                resolved,
+                names,
+                registries,
+                {},
+                force=targets.force,
+                logs=logs,
+                err=err,
+                sign=targets.sign,
+            )
+        logs.write_record(
+            run_record(
+                "push",
+                project,
+                resolved.graph,
+                resolved.engine.name,
+                {},
+                {},
+                pushes,
+                logs,
+                names=names,
+            )
         )
     if as_json:
         console.file.write(json.dumps([p.to_json() for p in pushes], indent=2) + "\n")
@@ -890,6 +941,7 @@ def run_tests(
     selection: Selection, *, jobs: int, console: Console, err: Console, as_json: bool
 ) -> int:
     """`lowbuild test`: run the smoke tests of existing images (all, or the named ones)."""
+    from lowbuild.run.insight import run_record
     from lowbuild.run.report import RunLogs, test_record, tests_table
 
     resolved = resolve(selection)
@@ -907,9 +959,23 @@ def run_tests(
     # killed), but no project lock: it only reads images.
     with (
         recorded_run(project.root / STATE_DIR, engine=resolved.engine.name),
-        RunLogs(project.root / STATE_DIR / "logs") as logs,
+        RunLogs(project.root / STATE_DIR / "logs", command="lowbuild test") as logs,
     ):
-        tests = _run_tests(project, resolved.engine, names, jobs=jobs, logs=logs, err=err)
+        with logs.trace.span("test", "run"):
+            tests = _run_tests(project, resolved.engine, names, jobs=jobs, logs=logs, err=err)
+        logs.write_record(
+            run_record(
+                "test",
+                project,
+                resolved.graph,
+                resolved.engine.name,
+                {},
+                tests,
+                [],
+                logs,
+                names=names,
+            )
+        )
     if as_json:
         console.print_json(json.dumps([test_record(t) for t in tests.values()]))
     else:

@@ -101,3 +101,15 @@ def test_no_message_of_the_wheel_names_the_repository_s_tools(
     ]
     for text in (broken.stdout, broken.stderr, *helps):
         assert "make provision" not in text and "scripts/" not in text, text
+
+
+def test_the_wheel_carries_the_report_templates(installed: Path, tmp_path: Path) -> None:
+    """The HTML pages are drawn from templates inside the package (package data)."""
+    context = tmp_path / "contexts" / "one"
+    context.mkdir(parents=True)
+    (tmp_path / "lowbuild.yaml").write_text('name: alone\ncontexts: ["contexts/*"]\n')
+    (context / "image.yaml").write_text("name: one\n")
+    (context / "Dockerfile").write_text("FROM localhost/some/base:1\n")
+    page = run(installed, tmp_path, "graph", "--format", "html")
+    assert page.returncode == 0, page.stderr
+    assert page.stdout.startswith("<!DOCTYPE html>") and 'data-node="one"' in page.stdout
