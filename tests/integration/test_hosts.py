@@ -171,6 +171,18 @@ def test_a_family_split_over_two_podman_services(
             layers(clients[str(built[parent]["endpoint"])], f"hosts/{parent}:latest"),
         )
         assert ours[: len(theirs)] == theirs and len(ours) > len(theirs)
+    # The run's trace: each image's span on a job slot of the endpoint that built it, its
+    # handover to the registry nested in it.
+    trace = json.loads((family.root / ".lowbuild/logs/latest/trace.json").read_text())
+    tracks = {
+        e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"
+    }
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    for span in (s for s in spans if s["cat"] == "image"):
+        endpoint = built[span["name"]]["endpoint"]
+        assert tracks[span["tid"]] == f"{endpoint} build 1", (span, tracks)
+        handed = [s for s in spans if s["name"] == "hand over" and s["tid"] == span["tid"]]
+        assert any(span["ts"] <= s["ts"] <= span["ts"] + span["dur"] for s in handed), span
     # Each endpoint on its own sees what it holds as up to date.
     for name, client in clients.items():
         alone = family.lowbuild("plan", endpoint_arg("x", "podman", client[-1]), "--json")
@@ -195,6 +207,9 @@ def test_a_family_split_over_two_podman_services(
             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         )
         assert answer.status_code == 200, (name, answer.status_code)
+    trace = json.loads((family.root / ".lowbuild/logs/latest/trace.json").read_text())
+    pushed = [e["name"] for e in trace["traceEvents"] if e.get("cat") == "push"]
+    assert sorted(pushed) == sorted(again)  # one push span per image, in the run's trace
     plan = family.lowbuild("plan", *where, "--json")
     document = conforming("plan", plan.stdout)
     assert {r["endpoint"] for r in document["images"]} <= {"a", "b"}

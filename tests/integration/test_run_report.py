@@ -244,6 +244,16 @@ def test_a_test_run_is_traced_and_the_graph_page_opens_cleanly(
     assert data["command"] == "test"
     assert all(i["test"]["passed"] for i in data["images"])
 
+    # --open hands the page to the user's browser ($BROWSER, as Python's webbrowser reads it)
+    opened = tmp_path / "opened.txt"
+    browser_script = tmp_path / "browser.sh"
+    browser_script.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser_script.chmod(0o755)
+    project.env["BROWSER"] = str(browser_script)
+    shown = project.lowbuild("report", "--open")
+    assert shown.returncode == 0, shown.stderr
+    assert opened.read_text().strip() == Path(shown.stdout.strip()).as_uri()
+
     graph = project.lowbuild("graph", "--format", "html")
     assert graph.returncode == 0, graph.stderr
     page = tmp_path / "graph.html"
