@@ -214,12 +214,12 @@ def report_data(files: RunFiles, sizes: Mapping[str, int | None] | None = None) 
     images = []
     sizes = sizes or {}
     names = {i["name"] for i in record["images"]}
-    ids = {i["name"]: i.get("image_id") for i in record["images"]}
+    ids = {i["name"]: _image_key(i) for i in record["images"]}
     for item in record["images"]:
         name = item["name"]
         spanned = by_image.get(name, {})
         built = spanned.get("image")
-        size = sizes.get(item.get("image_id") or "")
+        size = sizes.get(ids[name] or "")
         parent = item["parents"][0] if item["parents"] else None
         if parent is not None:
             parent_size = sizes.get(ids.get(parent) or "") if parent in names else None
@@ -317,13 +317,22 @@ def _chain_seconds(images: Sequence[Mapping[str, Any]], path: Sequence[str]) -> 
     return round(float(max(i["end"] for i in chain) - min(i["start"] for i in chain)), 3)
 
 
+def _image_key(item: Mapping[str, Any]) -> str:
+    """How to ask the engine for a recorded image: by the ID a build recorded (none for
+    one that failed: its ref names an older image); a test or push run, which records
+    no state, by its ref."""
+    if item.get("state") is None:
+        return str(item.get("ref") or "")
+    return str(item.get("image_id") or "")
+
+
 def image_sizes(engine: Engine, files: RunFiles) -> dict[str, int | None]:
     """Each recorded image ID's and external base's size, in one engine call: what the
     report shows (an image removed since: None)."""
     asked = []
     for item in files.record["images"]:
-        if item.get("image_id"):
-            asked.append(item["image_id"])
+        if _image_key(item):
+            asked.append(_image_key(item))
         asked.extend(item.get("bases") or ())
     found = engine.inspect_sized(list(dict.fromkeys(asked)))
     return {ref: info.size if info is not None else None for ref, info in found.items()}

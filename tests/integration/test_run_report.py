@@ -243,6 +243,7 @@ def test_a_test_run_is_traced_and_the_graph_page_opens_cleanly(
     data = conforming("report", project.lowbuild("report", "--json").stdout)
     assert data["command"] == "test"
     assert all(i["test"]["passed"] for i in data["images"])
+    assert all(i["size"] for i in data["images"])  # a test run's images, by their refs
 
     # --open hands the page to the user's browser ($BROWSER, as Python's webbrowser reads it)
     opened = tmp_path / "opened.txt"
