@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from lowbuild.sources.registry import RegistryClient
 
 STATE_DIR = ".lowbuild"  # beside lowbuild.yaml: staged contexts and run logs
+PROBES_FILE = "engine-probes.json"  # engines/detect.py ProbeMemo: probes that passed
 # The run log of a build's downloads: a name no image can have (image names start
 # with a letter or digit).
 FETCH_LOG = "_fetch"
@@ -95,7 +96,7 @@ class Resolved:
 def resolve(selection: Selection) -> Resolved:
     """Load the spec, build the graph (parents checked), check the names and pick the
     engine (flag, $LOWBUILD_ENGINE, lowbuild.yaml, then the first that works)."""
-    from lowbuild.engines.detect import ENGINE_ENV, select_engine
+    from lowbuild.engines.detect import ENGINE_ENV, ProbeMemo, select_engine
     from lowbuild.engines.endpoints import endpoint_engine, find_hosts
 
     project = load_project(selection.project_file)
@@ -117,7 +118,16 @@ def resolve(selection: Selection) -> Resolved:
         first = endpoint_engine(hosts.endpoints[0])
         return Resolved(project=project, graph=graph, engine=first, named=named, hosts=hosts)
     engine_name = selection.engine or os.environ.get(ENGINE_ENV) or project.engine
-    return Resolved(project=project, graph=graph, engine=select_engine(engine_name), named=named)
+    from lowbuild.run.session import make_state_dir
+
+    state_dir = project.root / STATE_DIR
+    try:
+        make_state_dir(state_dir)  # what a run keeps: its memo of engine probes too
+        memo: ProbeMemo | None = ProbeMemo(state_dir / PROBES_FILE)
+    except OSError:  # a read-only project: every run probes
+        memo = None
+    engine = select_engine(engine_name, memo=memo)
+    return Resolved(project=project, graph=graph, engine=engine, named=named)
 
 
 def run_graph(project_file: Path | None, *, graph_format: str, out: Console) -> int:

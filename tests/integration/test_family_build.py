@@ -186,8 +186,17 @@ def test_second_build_builds_nothing_and_sends_nothing_to_the_engine(family: Fam
     assert code == 0, stderr
     assert {r["state"] for r in records.values()} == {"up-to-date"}
     assert _builds(family.engine_calls()) == []
+    # One engine query in all: the inspect of every image. podman passed its probe in
+    # the first run and is the same binary, so its version is not asked again...
+    assert [call[:2] for call in family.engine_calls()] == [["image", "inspect"]]
     plan = conforming("plan", family.lowbuild("plan", "--engine", "podman", "--json").stdout)
     assert {image["action"] for image in plan["images"]} == {"up-to-date"}
+    # ... until the binary changes (an upgrade): then it is probed again.
+    shim = Path(family.env["PATH"].split(os.pathsep)[0]) / "podman"
+    shim.write_text(shim.read_text() + "# upgraded\n")
+    family.forget_calls()
+    assert family.build_json()[0] == 0
+    assert [call[:1] for call in family.engine_calls()][:1] == [["version"]]
 
 
 def test_changed_file_in_parent_rebuilds_it_and_descendants_only(family: Family) -> None:
