@@ -192,9 +192,10 @@ class ProbeMemo:
             {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
         )
 
-    def passed(self, name: str) -> bool:
+    def passed(self, name: str) -> str | None:
+        """The version a passing probe of `name`, as it is now, reported; None: none."""
         key = probe_key(name)
-        return key is not None and key in self._read()
+        return None if key is None else self._read().get(key)
 
     def remember(self, name: str, version: str) -> None:
         key = probe_key(name)
@@ -209,12 +210,30 @@ class ProbeMemo:
 
 
 def _probe(name: str, memo: ProbeMemo | None) -> Probe:
-    if memo is not None and memo.passed(name):
-        return Probe(True, "", "")
+    if memo is not None:
+        remembered = memo.passed(name)
+        if remembered is not None:
+            return Probe(True, remembered, "")
     found = probe(name)
     if found.ok and memo is not None:
         memo.remember(name, found.version)
     return found
+
+
+_probed: dict[int, str] = {}
+
+
+def probed_version(engine: Engine) -> str | None:
+    """The version `engine`'s probe reported (or its memo remembered) when select_engine
+    chose it; None for an engine it did not choose."""
+    return _probed.get(id(engine))
+
+
+def _chosen(name: str, found: Probe) -> Engine:
+    engine = engine_by_name(name)
+    if found.version:
+        _probed[id(engine)] = found.version
+    return engine
 
 
 def select_engine(name: str | None = None, *, memo: ProbeMemo | None = None) -> Engine:
@@ -232,12 +251,12 @@ def select_engine(name: str | None = None, *, memo: ProbeMemo | None = None) -> 
                 f"engine {asked!r}{source} is not usable: {found.reason}. "
                 "Run `lowbuild doctor` for details."
             )
-        return engine_by_name(asked)
+        return _chosen(asked, found)
     reasons = []
     for candidate in ENGINE_NAMES:
         found = _probe(candidate, memo)
         if found.ok:
-            return engine_by_name(candidate)
+            return _chosen(candidate, found)
         reasons.append(f"  {candidate}: {found.reason}")
     raise EngineUnavailable(
         "no usable container engine; tried:\n"

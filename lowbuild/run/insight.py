@@ -87,6 +87,33 @@ def run_record(
     }
 
 
+def earlier_build_times(current: Path, *, look_back: int = 20) -> dict[str, float]:
+    """How long each image took to build in the newest earlier run that built any (of
+    the last `look_back` runs beside `current`, the run's log directory), from its
+    record; {} when none did."""
+    try:
+        runs = sorted(
+            (p for p in current.parent.iterdir() if p.is_dir() and p != current),
+            key=lambda p: p.name,
+            reverse=True,
+        )[:look_back]
+    except OSError:
+        return {}
+    for run in runs:
+        try:
+            record = json.loads((run / RUN_RECORD).read_text(encoding="utf-8"))
+            times = {
+                i["name"]: float(i["ended"]) - float(i["started"])
+                for i in record.get("images", ())
+                if i.get("state") == "built" and i.get("started") and i.get("ended")
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if times:
+            return times
+    return {}
+
+
 @dataclass(frozen=True)
 class RunFiles:
     """One run's directory and what it holds."""

@@ -6,6 +6,10 @@ What the scheduler promises:
   independent branches go on (unless `fail_fast`, then nothing new starts and
   what did not start is `skipped`);
 - at most `jobs` pieces of work run at once;
+- of the images ready at once, the one with the longest remaining path (its own
+  expected time plus the longest chain of its descendants', `weights`) starts first,
+  ties in the given order: the chain that sets the run's length is never left waiting
+  behind a short leaf;
 - on KeyboardInterrupt, `cancel` is set for running work, `on_interrupt` is
   called (to stop what the work waits on), nothing new starts, and the
   interrupt is re-raised once running work has returned.
@@ -109,10 +113,28 @@ class _Started:
     started: float
 
 
+def remaining_paths(
+    order: Sequence[str], needs: Mapping[str, Sequence[str]], weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Each name's longest remaining path: its weight (1 when unknown) plus the longest
+    remaining path of the names that need it. `order` is topological."""
+    children: dict[str, list[str]] = {name: [] for name in order}
+    for name in order:
+        for need in needs.get(name, ()):
+            if need in children:
+                children[need].append(name)
+    longest: dict[str, float] = {}
+    for name in reversed(order):
+        below = max((longest[child] for child in children[name]), default=0.0)
+        longest[name] = weights.get(name, 1.0) + below
+    return longest
+
+
 @dataclass
 class _Run:
     order: Sequence[str]
     needs: Mapping[str, Sequence[str]]
+    weights: Mapping[str, float] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     running: dict[Future[WorkResult], _Started] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)  # endpoint → why it was lost
@@ -125,8 +147,13 @@ class _Run:
     def why_lost(self, name: str) -> str:
         return "; then ".join(why for _, why in self.tried.get(name, ()))
 
+    def __post_init__(self) -> None:
+        self._longest = remaining_paths(self.order, self.needs, self.weights)
+        self._rank = {name: index for index, name in enumerate(self.order)}
+
     def ready(self) -> list[str]:
-        """Names whose needs are done (or outside the selection), in the given order."""
+        """Names whose needs are done (or outside the selection): the longest remaining
+        path first, then in the given order."""
         busy = {started.name for started in self.running.values()}
         out = []
         for name in self.order:
@@ -134,7 +161,7 @@ class _Run:
                 continue
             if all(self._satisfied(need) for need in self.needs.get(name, ())):
                 out.append(name)
-        return out
+        return sorted(out, key=lambda name: (-self._longest[name], self._rank[name]))
 
     def _satisfied(self, need: str) -> bool:
         if need not in self.needs:
@@ -235,13 +262,16 @@ def run_placed(
     fail_fast: bool = False,
     on_event: Callable[[Event], None] = lambda event: None,
     on_interrupt: Callable[[], object] = lambda: None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict[str, Outcome]:
     """`run_in_order` over several endpoints: `endpoints` maps each (in the order they
     were declared) to its job limit; `work(name, endpoint, cancel)` runs there.
-    `prefer(name)`: the endpoints that already hold what `name` is built from."""
+    `prefer(name)`: the endpoints that already hold what `name` is built from.
+    `weights[name]`: its expected time (an earlier run's), for the order ready images
+    start in (default 1 each: the longest chain of images first)."""
     if not endpoints or any(jobs < 1 for jobs in endpoints.values()):
         raise ValueError("every endpoint needs a job limit of at least 1")
-    state = _Run(order=order, needs=needs)
+    state = _Run(order=order, needs=needs, weights=weights or {})
     cancel = threading.Event()
     stop_starting = False
 

@@ -99,12 +99,13 @@ def test_failure_of_root_blocks_grandchildren_by_the_root() -> None:
 
 
 def test_fail_fast_starts_nothing_new_after_a_failure() -> None:
-    work, started = _work(fail={"haproxy"}, delay=0.05)
+    work, started = _work(fail={"jdk"}, delay=0.05)
     outcomes = run_in_order(order=ORDER, needs=NEEDS, work=work, jobs=1, fail_fast=True)
-    assert outcomes["haproxy"].state == "failed"
-    # with one job, haproxy runs right after base; nothing starts after it fails
-    assert started == ["base", "haproxy"]
-    assert {outcomes[n].state for n in ("jdk", "nginx")} == {"skipped"}
+    assert outcomes["jdk"].state == "failed"
+    # with one job, jdk (the longest chain) runs right after base; nothing starts after
+    # it fails
+    assert started == ["base", "jdk"]
+    assert {outcomes[n].state for n in ("haproxy", "nginx")} == {"skipped"}
     assert outcomes["tomcat"].state in {"skipped", "blocked"}
 
 
@@ -163,3 +164,44 @@ def test_image_with_two_family_inputs_waits_for_both_and_is_blocked_by_either() 
     assert "c" not in started
     assert outcomes["c"].state == "blocked"
     assert outcomes["c"].blocked_by == "b"
+
+
+def test_the_longest_remaining_path_starts_first_when_slots_are_scarce() -> None:
+    # One job. After root: `leaf` comes first in the given order, but `mid` heads the
+    # longer chain (mid → tail), so it starts first; equal paths keep the given order.
+    order = ["root", "leaf", "mid", "tail", "other"]
+    needs = {"leaf": ["root"], "mid": ["root"], "tail": ["mid"], "other": ["root"]}
+    started: list[str] = []
+
+    def work(name: str, cancel: threading.Event) -> WorkResult:
+        started.append(name)
+        return WorkResult(state="built")
+
+    run_in_order(order=order, needs=needs, work=work, jobs=1)
+    assert started == ["root", "mid", "leaf", "tail", "other"]
+
+
+def test_an_earlier_runs_times_order_the_ready_images() -> None:
+    from lowbuild.run.scheduler import remaining_paths, run_placed
+
+    order = ["base", "haproxy", "jdk", "tomcat"]
+    needs = {"haproxy": ["base"], "jdk": ["base"], "tomcat": ["jdk"]}
+    weights = {"base": 20.0, "haproxy": 60.0, "jdk": 20.0, "tomcat": 8.0}
+    assert remaining_paths(order, needs, weights) == {
+        "base": 80.0,
+        "haproxy": 60.0,
+        "jdk": 28.0,
+        "tomcat": 8.0,
+    }
+    started: list[str] = []
+
+    def work(name: str, endpoint: str, cancel: threading.Event) -> WorkResult:
+        started.append(name)
+        return WorkResult(state="built")
+
+    # haproxy (60 s) before jdk → tomcat (28 s), though jdk heads the longer chain of images
+    run_placed(order=order, needs=needs, work=work, endpoints={"": 1}, weights=weights)
+    assert started == ["base", "haproxy", "jdk", "tomcat"]
+    started.clear()
+    run_placed(order=order, needs=needs, work=work, endpoints={"": 1})
+    assert started == ["base", "jdk", "haproxy", "tomcat"]  # by count: jdk's chain is longer
