@@ -3,14 +3,19 @@
 
 Sections (each runs alone with --only; issue 7):
   noop   no-op rebuild of the seed family: lowbuild vs one `podman build` per image in
-         dependency order (the tutorial's way) vs `docker buildx bake` (in waves);
+         dependency order (the tutorial's way) vs `docker buildx bake` (in waves), and
+         vs the floor: one `podman image inspect` of every ref (issue 19);
   leaf   the Tomcat web app changed: the same three, plus `podman build` of Tomcat alone,
-         and how many images each one rebuilt;
-  cold   cold build: lowbuild (parallel jobs) vs sequential `podman build`s;
+         lowbuild on buildx against bake on the same daemon, and how many images each
+         one rebuilt;
+  cold   cold build: lowbuild (parallel jobs) vs sequential `podman build`s, and vs the
+         physical floor: the longest chain built alone, the busy core-seconds (from
+         /proc/stat) over the cores;
   pack   a generated ~200 MB / 20,000-file tree into a deterministic .tar.gz vs GNU tar|gzip;
   fetch  8 x 64 MB from a loopback server (per-connection rate limit) vs sequential curl;
          lowbuild's peak RSS; a warm-cache fetch of the seed family;
-  plan   `lowbuild plan` of generated families of 500 and 2,000 images.
+  plan   `lowbuild plan` of generated families of 500 and 2,000 images, and a no-op
+         build of a generated 200-image family.
   registry  a fresh runner (empty storage) with a warm registry cache vs the cold build,
          and a re-push of the unchanged family (blobs uploaded, counted from the
          registry's log) vs `podman push` of each tag in turn (issue 13).
@@ -553,6 +558,8 @@ class Bench:
         say("preparing: lowbuild build of the bench copy on buildx (cold the first time)")
         lowbuild_build(self.ws, env=env, jobs=self.jobs, engine="buildx")
         lb, tut, alone, bk, lbx = [], [], [], [], []
+        bare: list[float] = []  # --no-sbom: what the SBOM step costs
+        bare_x: list[float] = []
         n_lb, n_tut, n_bk = [], [], []
         for run in range(self.runs):
             touch_app(self.ws.lowbuild_project, f"lb{run}")
@@ -571,6 +578,15 @@ class Bench:
                 self.results.notes.append(
                     f"leaf run {run + 1}: lowbuild on buildx built {built_names(timed.output)}"
                 )
+            # Another change, built without SBOM on both engines.
+            touch_app(self.ws.lowbuild_project, f"bare{run}")
+            for engine, samples in (("podman", bare), ("buildx", bare_x)):
+                timed = lowbuild_build(
+                    self.ws, env=env, jobs=self.jobs, engine=engine, extra=["--no-sbom"]
+                )
+                samples.append(timed.seconds)
+                if built_names(timed.output) != ["tomcat"]:
+                    raise BenchFailed(f"--no-sbom on {engine} built {built_names(timed.output)}")
 
             touch_app(self.ws.tutorial_project, f"tut{run}")
             stage_tutorial(self.ws)
@@ -589,7 +605,8 @@ class Bench:
             n_bk.append(changed(before, image_ids(tut_refs, engine="docker")))
             say(
                 f"leaf run {run + 1}: lowbuild {lb[-1]:.2f}s ({n_lb[-1]} rebuilt) "
-                f"lowbuild on buildx {lbx[-1]:.2f}s podman {tut[-1]:.2f}s "
+                f"lowbuild on buildx {lbx[-1]:.2f}s (--no-sbom: {bare[-1]:.2f}s, buildx "
+                f"{bare_x[-1]:.2f}s) podman {tut[-1]:.2f}s "
                 f"({n_tut[-1]}) tomcat alone {alone[-1]:.2f}s bake {bk[-1]:.2f}s ({n_bk[-1]})"
             )
         f_lb = self.results.add(figure_of(section, "lowbuild build", lb))
@@ -599,6 +616,8 @@ class Bench:
         )
         f_bk = self.results.add(figure_of(section, "docker buildx bake, 3 waves", bk))
         f_lbx = self.results.add(figure_of(section, "lowbuild build --engine buildx", lbx))
+        self.results.add(figure_of(section, "lowbuild build --no-sbom (podman)", bare))
+        self.results.add(figure_of(section, "lowbuild build --no-sbom --engine buildx", bare_x))
         self.results.add(figure_of(section, "images rebuilt by lowbuild", n_lb, "count"))
         self.results.add(
             figure_of(section, "images rebuilt by podman builds (new image ID)", n_tut, "count")
