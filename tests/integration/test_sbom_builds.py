@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -296,3 +297,27 @@ def test_push_output_and_bundles_carry_the_sbom(
     )
     assert refused.returncode == 4 and "label says" in refused.stderr
     assert not (tmp_path / "bad.bundle").exists()
+
+
+def test_a_rebuild_runs_its_unchanged_steps_from_the_layer_cache(
+    sbom_family: SbomFamily,
+) -> None:
+    """The SBOM step relabels each image built and removes the unlabelled one: never with
+    its untagged parents, which are podman's and docker's layer cache."""
+    family = sbom_family
+    if family.engine.name == "buildah":
+        pytest.skip("buildah builds without --layers: it keeps no layer cache to lose")
+    tiny = family.root / "contexts" / "tiny"
+    (tiny / "extra.txt").write_text("one\n")
+    (tiny / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN echo step > /etc/step\nCOPY extra.txt /extra.txt\n"
+    )
+    first = family.lowbuild("build", "tiny", "--no-deps")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (tiny / "extra.txt").write_text("two\n")
+    again = family.lowbuild("build", "tiny", "--no-deps", "--json")
+    assert [r["state"] for r in json.loads(again.stdout)] == ["built"]
+    log = (family.root / ".lowbuild/logs/latest/tiny.log").read_text()
+    run_step = log[log.index("echo step") :]
+    # podman: "--> Using cache", docker: " ---> Using cache", BuildKit: "CACHED"
+    assert re.search(r"Using cache|CACHED", run_step[:400]), run_step[:400]
