@@ -316,10 +316,7 @@ class Engine(Protocol):
         pull lowbuild ever asks for: a registry cache hit (run/build.py)."""
         ...
 
-    def remove_image(self, ref: str, *, force: bool = False, keep_parents: bool = False) -> None:
-        """Remove an image. podman and docker also remove its untagged parents unless
-        `keep_parents`: those are the build's layer cache (the steps' images)."""
-        ...
+    def remove_image(self, ref: str, *, force: bool = False) -> None: ...
 
     def run_containers(self, run_id: str) -> frozenset[str]:
         """IDs of the containers lowbuild run `run_id` made (engines.commands.RUN_ID), in any

@@ -100,8 +100,7 @@ class BuildahEngine(PodmanEngine):
     def image_cli(self) -> tuple[str, ...]:
         return (self.buildah,)  # push and pull: PodmanEngine's, run with buildah
 
-    def remove_image(self, ref: str, *, force: bool = False, keep_parents: bool = False) -> None:
-        # buildah's rmi leaves parents alone unless asked (--prune): nothing to keep.
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
         run_command([self.buildah, "rmi", *(["--force"] if force else []), ref])
 
     def commit_steps(self, request: RecipeRequest, *, log: LogSink | None = None) -> str:

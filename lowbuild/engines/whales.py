@@ -223,9 +223,9 @@ class WhalesEngine:
             raise
         return self.resolve_image_id(ref)
 
-    def remove_image(self, ref: str, *, force: bool = False, keep_parents: bool = False) -> None:
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
         with whales_errors():
-            self.client.image.remove(ref, force=force, prune=not keep_parents)
+            self.client.image.remove(ref, force=force)
 
     # ---- containers ----
 

@@ -78,6 +78,15 @@ from lowbuild.sources.registry import cache_ref
 from lowbuild.spec.model import ImageSpec, Project, Registry
 from lowbuild.spec.platforms import native_platform
 
+STEP_IMAGES_ARE_THE_CACHE = frozenset({"podman", "docker"})
+"""Engines whose layer cache is the images of each build's steps. After the SBOM step the
+unlabelled image stays there, untagged, as the labelled one's parent: through it the
+labelled image keeps its steps' images, which the next build of the image (a one-file
+change) runs from; removing it took them along on podman, and docker refuses to remove
+a parent anyway. `lowbuild prune` removing that build later removes them with it.
+BuildKit (buildx) keeps its cache apart and buildah keeps none: there the unlabelled
+image is removed at once."""
+
 ARTIFACTS_LABEL = "lowbuild.artifacts"
 # The project (lowbuild.yaml `name:`) an image was built for: with the namespace of its
 # ref, what `lowbuild prune` tells this family's earlier builds from anyone else's by.
@@ -459,12 +468,9 @@ class FamilyBuilder:
                 platform=node.platform,
             )
             image_id = engine.build(request, log=sink)
-        if image_id != built:
-            # Untagged now; docker keeps it as the labelled image's parent (refused here).
-            # Its parents stay: they are the build's layer cache, which the next build of
-            # this image (a one-file change) runs from instead of every step again.
+        if image_id != built and engine.name not in STEP_IMAGES_ARE_THE_CACHE:
             with contextlib.suppress(EngineError):
-                engine.remove_image(built, keep_parents=True)
+                engine.remove_image(built)
         run = BuildRun(
             engine=engine.name,
             engine_version=self._engine_version(engine),

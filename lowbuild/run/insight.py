@@ -197,13 +197,16 @@ def critical_path(images: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
         return [], []
     current = max(ran.values(), key=lambda i: i["end"])
     path, waits = [current["name"]], []
+    seen = {current["name"]}
     while True:
         start = current["start"]
-        candidates = [(ran[p], "parent") for p in current.get("parents", ()) if p in ran]
+        candidates = [
+            (ran[p], "parent") for p in current.get("parents", ()) if p in ran and p not in seen
+        ]
         candidates += [
             (other, "job slot")
             for other in ran.values()
-            if other is not current
+            if other["name"] not in seen
             and other.get("track") is not None
             and other.get("track") == current.get("track")
             and start - SLOT_SLACK <= other["end"] <= start + 1e-6
@@ -213,6 +216,7 @@ def critical_path(images: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
         before, why = max(candidates, key=lambda c: (c[0]["end"], c[1] == "parent"))
         waits.append(Wait(before["name"], current["name"], why))
         current = before
+        seen.add(current["name"])
         path.append(current["name"])
     return path[::-1], waits[::-1]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_runs import remove_namespace_images, run_lowbuild
 from json_outputs import conforming
 
 BASE = "localhost/lowbuild/busybox:latest"
@@ -35,14 +36,7 @@ class Family:
     env: dict[str, str]
 
     def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return run_lowbuild(self.root, self.env, *args)
 
     def build_json(self, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
         result = self.lowbuild("build", "--engine", "podman", "--json", "--jobs", "2", *args)
@@ -111,15 +105,7 @@ def family(tmp_path: Path) -> Iterator[Family]:
         "COLUMNS": "200",
     }
     yield Family(root=root, namespace=namespace, calls=calls, env=env)
-    listed = subprocess.run(
-        [podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    ours = [ref for ref in listed if namespace in ref]
-    if ours:
-        subprocess.run([podman, "rmi", "-f", *ours], capture_output=True, check=False)
+    remove_namespace_images(podman, namespace)
 
 
 def _builds(calls: list[list[str]], *, sbom: bool = False) -> list[list[str]]:

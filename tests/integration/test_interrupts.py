@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cli_runs import remove_namespace_images
 from conftest import requested_engines
 from live_services import BASE_IMAGE
 
@@ -121,16 +122,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     )
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     yield Project(root=root, namespace=namespace, engine=name, marker=marker, env=env)
-    client = "docker" if name in {"docker", "buildx"} else "podman"
-    listed = subprocess.run(
-        [client, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    ours = [ref for ref in listed if namespace in ref]
-    if ours:
-        subprocess.run([client, "rmi", "-f", *ours], capture_output=True, check=False)
+    remove_namespace_images("docker" if name in {"docker", "buildx"} else "podman", namespace)
 
 
 # ---- item 10: Ctrl-C and SIGTERM stop the RUN step itself ----

@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runs import remove_namespace_images, run_lowbuild
 from json_outputs import conforming
 
 BASE = "localhost/lowbuild/busybox:latest"
@@ -47,14 +47,7 @@ class Project:
         self.root, self.env = root, env
 
     def lowbuild(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return run_lowbuild(self.root, self.env, *args)
 
     def latest_run(self) -> Path:
         return (self.root / ".lowbuild" / "logs" / "latest").resolve()
@@ -75,15 +68,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
         _write_image(root, namespace, name, parent)
     env = {**os.environ, "LOWBUILD_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
     yield Project(root, env)
-    listed = subprocess.run(
-        [podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    ours = [ref for ref in listed if namespace in ref]
-    if ours:
-        subprocess.run([podman, "rmi", "-f", *ours], capture_output=True, check=False)
+    remove_namespace_images(podman, namespace)
 
 
 @pytest.fixture(scope="module")

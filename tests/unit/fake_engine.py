@@ -89,7 +89,7 @@ class FakeEngine:
         self.images[ref] = info
         return info.id
 
-    def remove_image(self, ref: str, *, force: bool = False, keep_parents: bool = False) -> None:
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.images.pop(ref, None)
 
     def tag(self, ref: str, new_ref: str) -> None:

@@ -69,7 +69,7 @@ class FakeEngine:
         self._step("run")
         return 0, PROBE_MARKER + "\n"
 
-    def remove_image(self, ref: str, *, force: bool = False, keep_parents: bool = False) -> None:
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.removed.append(ref)
 
 

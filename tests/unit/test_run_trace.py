@@ -129,6 +129,12 @@ def test_the_critical_path_follows_the_parent_that_finished_last() -> None:
     assert critical_path([_image("x", [], None, None)]) == ([], [])
 
 
+def test_spans_of_no_length_at_one_instant_do_not_make_the_path_go_round() -> None:
+    images = [{**_image(n, [], 5.0, 5.0), "track": 1} for n in ("x", "y")]
+    path, waits = critical_path(images)
+    assert sorted(path) == ["x", "y"] and len(waits) == 1
+
+
 def test_an_image_that_waited_for_a_job_slot_waited_for_the_image_holding_it() -> None:
     # One job: b and c are both children of a; c waited for b's slot, not for a.
     images = [
