@@ -9,10 +9,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import run_lowbuild
 from endpoint_services import load_image, podman_service
 from json_outputs import conforming
 from live_services import Registry
@@ -46,14 +46,7 @@ def test_the_seed_family_split_over_two_podman_services(
     assert fetched.returncode == 0, fetched.stderr
 
     def lowbuild(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lowbuild", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
+        return run_lowbuild(root, env, *args, timeout=1800)
 
     with (
         podman_service(tmp_path_factory.mktemp("sa")) as a,
