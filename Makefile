@@ -43,8 +43,9 @@ test-integration: provision-test venv
 test-min-deps:
 	bash scripts/min_deps.sh
 
+# --durations: where CI's time goes, printed at the end of every run.
 test: provision-test venv lint test-min-deps
-	$(BIN)/pytest tests
+	$(BIN)/pytest --durations=40 tests
 
 # The main job: the whole seed family (contexts/), built and smoke-tested on the
 # engine lowbuild finds (LOWBUILD_ENGINE=docker|buildx|buildah to choose).

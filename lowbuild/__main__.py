@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from lowbuild.cli import main
+from lowbuild.entry import main
 
 main()

@@ -6,19 +6,23 @@ Logic lives in the pipeline packages; a command here only wires options to it.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from lowbuild import __version__
-from lowbuild.errors import EXIT_INTERRUPTED, Interrupted, LowbuildError, error_kind
-from lowbuild.redact import redact
+from lowbuild.entry import (
+    BUILD_DEFAULTS,
+    PROGRESS_MODES,
+    err_console,
+    out_console,
+    run_build_command,
+)
+from lowbuild.entry import (
+    main as entry_main,
+)
 from lowbuild.run.output_schemas import OUTPUT_NAMES
 
 app = typer.Typer(
@@ -32,18 +36,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-WIDE = 200  # columns for tables when the output is not a terminal
-
-
-def _wide(console: Console) -> Console:
-    """Not a terminal (a CI log, a pipe): WIDE columns instead of rich's 80, so that tables
-    do not wrap into unreadable narrow columns (COLUMNS still wins)."""
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = WIDE
-    return console
-
-
-err = _wide(Console(stderr=True, soft_wrap=True))
+# The consoles live with the entry point (lowbuild.entry), which prints a failure of
+# any command; `build` may run from there without this module.
+err = err_console()
+_out = out_console
 
 
 def _version(value: bool) -> None:
@@ -196,14 +192,6 @@ SetOption = Annotated[
 
 def _images(help: str) -> Any:
     return typer.Argument(help=help, show_default=False)
-
-
-PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
-
-
-def _out(*, as_json: bool = False) -> Console:
-    """Standard output: never wrapped (lines are copied and grepped); JSON unhighlighted."""
-    return _wide(Console(soft_wrap=True, highlight=not as_json))
 
 
 # ---- one thin function per command ----
@@ -548,49 +536,13 @@ def build_command(
     failed or was blocked (or, with --no-wait, another run holds the project), 2 for bad
     input, 3 when no engine works, 130 when interrupted (Ctrl-C, SIGTERM).
     """
-    from lowbuild.run.workflow import (
-        BuildOptions,
-        PushTargets,
-        RegistryCache,
-        Selection,
-        default_jobs,
-        default_test_jobs,
-        run_build,
-    )
-
     if to and not push:
         raise typer.BadParameter("--to goes with --push", param_hint="--to")
     if progress not in PROGRESS_MODES:
         raise typer.BadParameter(
             f"{progress!r} is not one of {', '.join(PROGRESS_MODES)}", param_hint="--progress"
         )
-
-    selection = Selection(
-        project_file=file,
-        names=tuple(images or ()),
-        with_deps=not no_deps,
-        engine=engine,
-        overrides=tuple(overrides or ()),
-        hosts_file=hosts,
-        endpoints=tuple(endpoint or ()),
-        over_hosts=True,
-        platforms=tuple(platform or ()),
-    )
-    options = BuildOptions(
-        jobs=jobs or default_jobs(),
-        fail_fast=fail_fast,
-        test=test,
-        test_jobs=jobs or default_test_jobs(),
-        offline=offline,
-        cache_dir=cache_dir,
-        as_json=as_json,
-        wait=not no_wait,
-        push=PushTargets(to=tuple(to or ()), tls_verify=not no_tls_verify) if push else None,
-        cache=RegistryCache(pull_from=cache_from, push_to=cache_to, tls_verify=not no_tls_verify),
-        progress=progress,
-        sbom=not no_sbom,
-    )
-    raise typer.Exit(run_build(selection, options, console=_out(as_json=as_json), err=err))
+    raise typer.Exit(run_build_command(**_build_params(locals())))
 
 
 @app.command("push")
@@ -1041,10 +993,6 @@ def prune_command(
     raise typer.Exit(code)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 bundle_app = typer.Typer(
     help="Carry a family's inputs across an air gap in one verified file.", no_args_is_help=True
 )
@@ -1188,56 +1136,12 @@ def clean_command(file: ProjectFile = None, no_wait: NoWait = False) -> None:
     raise typer.Exit(run_clean(file, wait=not no_wait, err=err))
 
 
+def _build_params(params: dict[str, Any]) -> dict[str, Any]:
+    """build_command's parameters, as run_build_command takes them."""
+    return {name: params[name] for name in BUILD_DEFAULTS}
+
+
 def main() -> None:
-    """Console entry point: LowbuildError becomes a message and its exit code, never a traceback.
-
-    typer runs in standalone mode, so usage errors print themselves and exit 2.
-    """
-    # SIGTERM (a CI runner cancelling the job) stops cleanly, like Ctrl-C.
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        app()
-    except LowbuildError as exc:
-        # Messages redact URLs where they are made; this is the last line of defence.
-        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
-        if _json_asked():
-            sys.stdout.write(json.dumps(error_record(exc), indent=2) + "\n")
-        sys.exit(exc.exit_code)
-    except SystemExit as exc:
-        # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM through _terminate) that
-        # no command turned into an Interrupted error into a silent exit 130: say it.
-        if exc.code == EXIT_INTERRUPTED:
-            _say_interrupted()
-        raise
-    except KeyboardInterrupt:  # (older typer lets it through)
-        _say_interrupted()
-        sys.exit(EXIT_INTERRUPTED)
-
-
-def _say_interrupted() -> None:
-    err.print("interrupted")
-    if _json_asked():
-        sys.stdout.write(json.dumps(error_record(Interrupted("interrupted")), indent=2) + "\n")
-
-
-def _json_asked() -> bool:
-    """Whether this run was asked for JSON (--json, or LOWBUILD_JSON): then a failure
-    still gives stdout a JSON object a script can parse."""
-    value = os.environ.get("LOWBUILD_JSON", "").strip().lower()
-    return "--json" in sys.argv[1:] or value in ("1", "true", "yes", "on")
-
-
-def error_record(exc: LowbuildError) -> dict[str, object]:
-    """`{"error": {kind, message, file, line, column, exit_code}}` for a failed run
-    (its JSON Schema: `lowbuild schema error`)."""
-    location = getattr(exc, "location", None)
-    return {
-        "error": {
-            "kind": error_kind(type(exc)),  # SpecError → "spec"
-            "message": redact(str(exc)),
-            "file": str(location.path) if location is not None else None,
-            "line": location.line if location is not None else None,
-            "column": location.column if location is not None else None,
-            "exit_code": exc.exit_code,
-        }
-    }
+    """Console entry point (the installed `lowbuild` runs lowbuild.entry.main, which may
+    run `build` without typer)."""
+    entry_main()

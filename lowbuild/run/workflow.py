@@ -751,10 +751,12 @@ def _warn_without_emulation(graph: FamilyGraph, names: Sequence[str], err: Conso
     """Say before building when a foreign platform of the run cannot run on this host:
     its RUN steps, commit recipes and smoke tests would fail with "exec format error"
     (a variant that only copies files still builds, so this is not an error)."""
+    platforms = [p for p in (graph.nodes[name].platform for name in names) if p]
+    if not platforms:
+        return  # (and the doctor's checks are not imported)
     from lowbuild.doctor.checks import emulation_checks
 
-    platforms = [graph.nodes[name].platform for name in names]
-    checks = emulation_checks([p for p in platforms if p])
+    checks = emulation_checks(platforms)
     for check in checks:
         if not check.ok:
             err.print(
