@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import secrets
 import shlex
 import time
@@ -145,14 +146,24 @@ class WhalesEngine:
         # One `image inspect a b c` instead of one process per ref: planning a family
         # asks for every image, and each engine process costs 50-100 ms.
         unique = list(dict.fromkeys(refs))
-        found: dict[str, ImageInfo | None] = {}
-        for start in range(0, len(unique), _BATCH):
-            batch = unique[start : start + _BATCH]
+        batches = [unique[start : start + _BATCH] for start in range(0, len(unique), _BATCH)]
+
+        def inspect(batch: list[str]) -> dict[str, ImageInfo | None]:
             out = run_command([*self.cli, "image", "inspect", *batch], check=False)
             paired = inspected_batch(batch, out)
-            found.update(
-                paired if paired is not None else {r: self.inspect_image(r) for r in batch}
-            )
+            return paired if paired is not None else {r: self.inspect_image(r) for r in batch}
+
+        if len(batches) <= 1:
+            return inspect(batches[0]) if batches else {}
+        # The engine spends CPU on every ref (podman: about 1.5 ms), so a large family's
+        # batches go out side by side, one per core: 2,000 refs took 2.6 s one after the
+        # other on two cores.
+        from concurrent.futures import ThreadPoolExecutor
+
+        found: dict[str, ImageInfo | None] = {}
+        with ThreadPoolExecutor(max_workers=min(len(batches), os.cpu_count() or 1)) as pool:
+            for paired in pool.map(inspect, batches):
+                found.update(paired)
         return found
 
     def tag(self, ref: str, new_ref: str) -> None:
