@@ -3,6 +3,7 @@ would make of the same arguments, and hand anything else to typer."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
-from lowbuild.cli import app
+from lowbuild.cli import app, build_command
 from lowbuild.entry import BUILD_DEFAULTS, BUILD_FLAGS, BUILD_LISTS, BUILD_VALUES, parse_build
 
 BUILD = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
@@ -26,12 +28,24 @@ ENVVARS = (
 
 
 def _typer_params(argv: list[str]) -> dict[str, Any]:
-    params = BUILD.make_context("build", list(argv)).params
+    """What typer hands build_command for these arguments: a one-command app whose
+    command has build_command's very signature, and records what it is called with."""
+    received: list[dict[str, Any]] = []
+
+    @functools.wraps(build_command)
+    def record(**params: Any) -> None:
+        received.append(params)
+
+    probe = typer.Typer()
+    probe.command()(record)
+    result = CliRunner().invoke(probe, argv)
+    assert result.exit_code == 0, result.output
+    [params] = received
     return _lists_as_tuples(params)
 
 
 def _lists_as_tuples(params: dict[str, Any]) -> dict[str, Any]:
-    """A list option not given is () to click and None to typer's function; both mean
+    """A list option not given is None or () depending on typer's version; both mean
     none (run_build_command reads each as `tuple(x or ())`)."""
     return {
         name: tuple(value or ()) if name in BUILD_LISTS or name == "images" else value
